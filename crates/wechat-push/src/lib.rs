@@ -1,0 +1,30 @@
+//! Receive WeChat message pushes for Mini Programs and Official Accounts.
+//!
+//! A push travels one path, and each step has its own module:
+//!
+//! 1. **verify** the signature: [`protocol::signature`], constant time;
+//! 2. **open** it: [`protocol::envelope`] decrypts ([`protocol::crypto`]) and
+//!    reads the body ([`protocol::wire`]) into a typed [`Message`];
+//! 3. **de-duplicate and store** it, keyed by its [`DedupKey`];
+//! 4. **acknowledge** it;
+//! 5. **handle** it, and **reply**: [`reply`] builds passive replies.
+//!
+//! The [`protocol`] layer is sans-IO: no clock, no randomness, no sockets.
+//!
+//! ```
+//! use wechat_push::protocol::crypto::{self, AesKey};
+//!
+//! // Most real EncodingAESKeys are non-canonical base64; they are accepted.
+//! let key = AesKey::from_encoding_aes_key(&format!("{}B", "A".repeat(42))).unwrap();
+//! let sealed = crypto::encrypt(&key, "wxba5fad812f8e6fb9", b"hello", &[0; 16]).unwrap();
+//! assert_eq!(crypto::decrypt(&key, "wxba5fad812f8e6fb9", &sealed).unwrap(), b"hello");
+//! ```
+
+pub mod message;
+pub mod protocol;
+pub mod reply;
+
+pub use message::{Body, DedupKey, Event, Message, MsgId, OpenId};
+pub use protocol::envelope::{AppCrypto, OpenError, Opened, PushQuery};
+pub use protocol::{Format, Mode, Token};
+pub use reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};

@@ -1,0 +1,526 @@
+//! Raw wire bodies: XML or JSON bytes into an ordered map of fields, and back.
+//!
+//! This is the only place that reads WeChat's XML and JSON. Everything above
+//! it sees [`Fields`]: an ordered map from WeChat's own field names to values,
+//! which keeps every field of a push, known or not.
+//!
+//! XML maps onto the same shape as JSON so that one typed layer serves both:
+//! an element with children becomes an object, repeated children become an
+//! array, and text becomes a string, except text outside CDATA that is a
+//! number (WeChat writes strings as CDATA and numbers bare), which becomes a
+//! number when that is lossless.
+//!
+//! Hostile input is bounded here: body size, nesting depth, field size and
+//! field count; XML with a DOCTYPE (and so any entity declaration) is refused.
+
+use quick_xml::events::Event as XmlEvent;
+use quick_xml::Reader;
+use serde_json::{Map, Number, Value};
+
+use super::Format;
+
+/// Every field of a push under WeChat's own names, in the order received.
+pub type Fields = Map<String, Value>;
+
+/// Bounds applied to every body before and while it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted body, in bytes.
+    pub max_body: usize,
+    /// Deepest accepted nesting of elements or objects (the root counts as 1).
+    pub max_depth: usize,
+    /// Largest accepted text of one field, in bytes.
+    pub max_field: usize,
+    /// Most fields (elements or object members, at any depth) in one body.
+    pub max_fields: usize,
+}
+
+impl Default for Limits {
+    /// Generous for any real push (the largest are a few KB) and small enough
+    /// that a hostile body costs little: 1 MiB, depth 16, 256 KiB per field,
+    /// 4096 fields.
+    fn default() -> Self {
+        Limits {
+            max_body: 1 << 20,
+            max_depth: 16,
+            max_field: 256 << 10,
+            max_fields: 4096,
+        }
+    }
+}
+
+/// Why a body could not be read into [`Fields`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The body is larger than [`Limits::max_body`].
+    #[error("body is {len} bytes, over the limit of {max}")]
+    BodyTooLarge {
+        /// Size of the body.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is empty or only white space.
+    #[error("body is empty")]
+    Empty,
+    /// XML with a DOCTYPE, the only place entities can be declared.
+    #[error("XML with a DOCTYPE or entity declarations is refused")]
+    Doctype,
+    /// Elements or objects nest deeper than [`Limits::max_depth`].
+    #[error("nesting deeper than {max} levels")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// One field's text is larger than [`Limits::max_field`].
+    #[error("field {name} is {len} bytes, over the limit of {max}")]
+    FieldTooLarge {
+        /// The field's name.
+        name: String,
+        /// Size of its text.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More fields than [`Limits::max_fields`].
+    #[error("more than {max} fields")]
+    TooManyFields {
+        /// The limit.
+        max: usize,
+    },
+    /// The XML is not well formed.
+    #[error("malformed XML")]
+    Xml(#[source] quick_xml::Error),
+    /// The XML has text outside any element, or no root element.
+    #[error("malformed XML: {0}")]
+    XmlShape(&'static str),
+    /// The JSON is not well formed.
+    #[error("malformed JSON")]
+    Json(#[source] serde_json::Error),
+    /// The JSON body is valid but not an object.
+    #[error("JSON body is not an object")]
+    NotAnObject,
+    /// Text that is not UTF-8.
+    #[error("text is not UTF-8")]
+    Utf8(#[source] std::str::Utf8Error),
+}
+
+/// Guess a body's format from its first significant byte: `<` is XML, `{` JSON.
+///
+/// WeChat applies a change of data format in the console at once, so a server
+/// that sniffs keeps working through the switch instead of refusing pushes.
+pub fn sniff(body: &[u8]) -> Option<Format> {
+    let first = body
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF)?;
+    match first {
+        b'<' => Some(Format::Xml),
+        b'{' => Some(Format::Json),
+        _ => None,
+    }
+}
+
+/// Parse a body in the given format into its fields.
+///
+/// # Errors
+/// Any [`WireError`]: too large, malformed, too deep, a field too large, or a
+/// DOCTYPE in XML.
+pub fn parse(format: Format, body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
+    match format {
+        Format::Xml => parse_xml(body, limits),
+        Format::Json => parse_json(body, limits),
+    }
+}
+
+/// Parse a JSON object body into its fields.
+///
+/// # Errors
+/// See [`parse`].
+pub fn parse_json(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
+    check_size(body, limits)?;
+    let value: Value = serde_json::from_slice(body).map_err(WireError::Json)?;
+    let Value::Object(fields) = value else {
+        return Err(WireError::NotAnObject);
+    };
+    let mut count = 0;
+    for (name, value) in &fields {
+        check_json(name, value, 2, &mut count, limits)?;
+    }
+    Ok(fields)
+}
+
+fn check_json(
+    name: &str,
+    value: &Value,
+    depth: usize,
+    count: &mut usize,
+    limits: &Limits,
+) -> Result<(), WireError> {
+    *count += 1;
+    if *count > limits.max_fields {
+        return Err(WireError::TooManyFields {
+            max: limits.max_fields,
+        });
+    }
+    match value {
+        Value::String(s) if s.len() > limits.max_field => Err(WireError::FieldTooLarge {
+            name: name.to_owned(),
+            len: s.len(),
+            max: limits.max_field,
+        }),
+        Value::Object(_) | Value::Array(_) if depth > limits.max_depth => Err(WireError::TooDeep {
+            max: limits.max_depth,
+        }),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(n, v)| check_json(n, v, depth + 1, count, limits)),
+        // An array is a repeated field, not a level of its own, as in XML.
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|v| check_json(name, v, depth, count, limits)),
+        _ => Ok(()),
+    }
+}
+
+fn check_size(body: &[u8], limits: &Limits) -> Result<(), WireError> {
+    if body.len() > limits.max_body {
+        return Err(WireError::BodyTooLarge {
+            len: body.len(),
+            max: limits.max_body,
+        });
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(WireError::Empty);
+    }
+    Ok(())
+}
+
+/// An element being read: its name, the children seen so far and its text.
+struct Frame {
+    name: String,
+    children: Fields,
+    text: String,
+    /// Whether any of the text came from CDATA (then it is a string).
+    cdata: bool,
+}
+
+impl Frame {
+    fn new(name: String) -> Self {
+        Frame {
+            name,
+            children: Fields::new(),
+            text: String::new(),
+            cdata: false,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        if !self.children.is_empty() {
+            return Value::Object(self.children);
+        }
+        if !self.cdata {
+            if let Some(number) = lossless_number(&self.text) {
+                return Value::Number(number);
+            }
+        }
+        Value::String(self.text)
+    }
+}
+
+/// A bare number that prints back exactly as written, else `None`.
+fn lossless_number(text: &str) -> Option<Number> {
+    let bytes = text.as_bytes();
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    if digits.is_empty() || !digits[0].is_ascii_digit() {
+        return None;
+    }
+    // "007" would print back as 7: such values stay strings.
+    if digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit() {
+        return None;
+    }
+    if digits.iter().all(u8::is_ascii_digit) {
+        if let Ok(n) = text.parse::<u64>() {
+            return Some(n.into());
+        }
+        return text.parse::<i64>().ok().map(Number::from);
+    }
+    let float: f64 = text.parse().ok()?;
+    let number = Number::from_f64(float)?;
+    (number.to_string() == text).then_some(number)
+}
+
+/// Add a value under `name`, turning a repeated name into an array.
+fn insert(fields: &mut Fields, name: String, value: Value) {
+    match fields.get_mut(&name) {
+        None => {
+            fields.insert(name, value);
+        }
+        Some(Value::Array(items)) => items.push(value),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+    }
+}
+
+/// Parse an XML body (`<xml>…</xml>`) into its fields.
+///
+/// # Errors
+/// See [`parse`].
+pub fn parse_xml(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
+    check_size(body, limits)?;
+    let mut reader = Reader::from_reader(body);
+    reader.config_mut().trim_text(true);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut root: Option<Fields> = None;
+    let mut count = 0usize;
+    loop {
+        let event = reader.read_event().map_err(WireError::Xml)?;
+        match event {
+            XmlEvent::Start(start) => {
+                if root.is_some() {
+                    return Err(WireError::XmlShape("content after the root element"));
+                }
+                if stack.len() >= limits.max_depth {
+                    return Err(WireError::TooDeep {
+                        max: limits.max_depth,
+                    });
+                }
+                count += 1;
+                if count > limits.max_fields {
+                    return Err(WireError::TooManyFields {
+                        max: limits.max_fields,
+                    });
+                }
+                let name = std::str::from_utf8(start.name().as_ref())
+                    .map_err(WireError::Utf8)?
+                    .to_owned();
+                stack.push(Frame::new(name));
+            }
+            XmlEvent::Empty(start) => {
+                let name = std::str::from_utf8(start.name().as_ref())
+                    .map_err(WireError::Utf8)?
+                    .to_owned();
+                match stack.last_mut() {
+                    Some(parent) => {
+                        insert(&mut parent.children, name, Value::String(String::new()))
+                    }
+                    None if root.is_none() => root = Some(Fields::new()),
+                    None => return Err(WireError::XmlShape("content after the root element")),
+                }
+            }
+            XmlEvent::End(_) => {
+                // quick-xml has already checked that the end tag matches.
+                let Some(mut frame) = stack.pop() else {
+                    return Err(WireError::XmlShape("end tag without a start tag"));
+                };
+                match stack.last_mut() {
+                    Some(parent) => {
+                        let name = std::mem::take(&mut frame.name);
+                        insert(&mut parent.children, name, frame.into_value());
+                    }
+                    None => root = Some(frame.children),
+                }
+            }
+            XmlEvent::Text(text) => {
+                let Some(frame) = stack.last_mut() else {
+                    return Err(WireError::XmlShape("text outside the root element"));
+                };
+                let text = text.unescape().map_err(WireError::Xml)?;
+                append_text(frame, &text, limits)?;
+            }
+            XmlEvent::CData(data) => {
+                let Some(frame) = stack.last_mut() else {
+                    return Err(WireError::XmlShape("CDATA outside the root element"));
+                };
+                let text = std::str::from_utf8(&data).map_err(WireError::Utf8)?;
+                frame.cdata = true;
+                append_text(frame, text, limits)?;
+            }
+            XmlEvent::DocType(_) => return Err(WireError::Doctype),
+            XmlEvent::Decl(_) | XmlEvent::Comment(_) | XmlEvent::PI(_) => {}
+            XmlEvent::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err(WireError::XmlShape("unclosed element"));
+    }
+    root.ok_or(WireError::XmlShape("no root element"))
+}
+
+fn append_text(frame: &mut Frame, text: &str, limits: &Limits) -> Result<(), WireError> {
+    let len = frame.text.len() + text.len();
+    if len > limits.max_field {
+        return Err(WireError::FieldTooLarge {
+            name: frame.name.clone(),
+            len,
+            max: limits.max_field,
+        });
+    }
+    frame.text.push_str(text);
+    Ok(())
+}
+
+/// Write fields as WeChat's XML: `<xml>` root, strings in CDATA, numbers bare,
+/// objects as nested elements and arrays as repeated elements.
+pub fn write_xml(fields: &Fields) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("<xml>");
+    for (name, value) in fields {
+        write_xml_value(&mut out, name, value);
+    }
+    out.push_str("</xml>");
+    out
+}
+
+fn write_xml_value(out: &mut String, name: &str, value: &Value) {
+    if let Value::Array(items) = value {
+        for item in items {
+            write_xml_value(out, name, item);
+        }
+        return;
+    }
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    match value {
+        Value::String(s) => push_cdata(out, s),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Object(map) => {
+            for (n, v) in map {
+                write_xml_value(out, n, v);
+            }
+        }
+        Value::Null | Value::Array(_) => {}
+    }
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// CDATA cannot hold `]]>`: split it across two sections, as XML requires.
+fn push_cdata(out: &mut String, text: &str) {
+    out.push_str("<![CDATA[");
+    out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+    out.push_str("]]>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xml(s: &str) -> Result<Fields, WireError> {
+        parse_xml(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn cdata_is_string_bare_number_is_number() {
+        let f = xml(
+            "<xml><A><![CDATA[12]]></A><B>12</B><C>007</C><D>-3</D><E>23.5</E><F>23.50</F></xml>",
+        )
+        .unwrap();
+        assert_eq!(f["A"], Value::String("12".into()));
+        assert_eq!(f["B"], Value::from(12u64));
+        assert_eq!(f["C"], Value::String("007".into()));
+        assert_eq!(f["D"], Value::from(-3i64));
+        assert_eq!(f["E"], Value::from(23.5));
+        assert_eq!(f["F"], Value::String("23.50".into()));
+    }
+
+    #[test]
+    fn msg_id_above_2_pow_53_is_exact() {
+        let f = xml("<xml><MsgId>6054768590064713728</MsgId></xml>").unwrap();
+        assert_eq!(f["MsgId"].as_u64(), Some(6054768590064713728));
+    }
+
+    #[test]
+    fn repeated_elements_become_an_array_and_nesting_an_object() {
+        let f = xml("<xml><W><List><A>1</A></List><List><A>2</A></List></W><E/></xml>").unwrap();
+        assert_eq!(f["W"]["List"][1]["A"], Value::from(2u64));
+        assert_eq!(f["E"], Value::String(String::new()));
+    }
+
+    #[test]
+    fn doctype_and_entities_are_refused() {
+        let bomb =
+            r#"<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY a "aaaa">]><xml><A>&a;</A></xml>"#;
+        assert!(matches!(xml(bomb), Err(WireError::Doctype)));
+        // An undeclared entity is an error, not an empty string.
+        assert!(matches!(
+            xml("<xml><A>&a;</A></xml>"),
+            Err(WireError::Xml(_))
+        ));
+        // The predefined ones are fine.
+        assert_eq!(xml("<xml><A>a&amp;b</A></xml>").unwrap()["A"], "a&b");
+    }
+
+    #[test]
+    fn depth_field_size_and_body_size_are_bounded() {
+        let deep = format!("<xml>{}{}</xml>", "<a>".repeat(40), "</a>".repeat(40));
+        assert!(matches!(xml(&deep), Err(WireError::TooDeep { .. })));
+        let limits = Limits {
+            max_field: 8,
+            ..Limits::default()
+        };
+        let err = parse_xml(b"<xml><Content>123456789</Content></xml>", &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field Content is 9 bytes, over the limit of 8"
+        );
+        let err = parse_json(br#"{"Content":"123456789"}"#, &limits).unwrap_err();
+        assert!(matches!(err, WireError::FieldTooLarge { .. }));
+        let limits = Limits {
+            max_body: 4,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_json(b"{\"a\":1}", &limits),
+            Err(WireError::BodyTooLarge { len: 7, max: 4 })
+        ));
+        let deep_json = format!("{{\"a\":{}1{}}}", "[{\"b\":".repeat(30), "}]".repeat(30));
+        assert!(matches!(
+            parse_json(deep_json.as_bytes(), &Limits::default()),
+            Err(WireError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        for bad in [
+            "",
+            "   ",
+            "<xml>",
+            "<xml></yml>",
+            "text",
+            "<xml></xml><xml></xml>",
+            "<xml>a</xml>b",
+        ] {
+            assert!(xml(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(matches!(
+            parse_json(b"[1]", &Limits::default()),
+            Err(WireError::NotAnObject)
+        ));
+        assert!(parse_json(b"{\"a\":1,}", &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn write_xml_round_trips() {
+        let mut f =
+            xml("<xml><N>5</N><W><L><B>1</B></L><L><B><![CDATA[2]]></B></L></W></xml>").unwrap();
+        // `]]>` cannot stand inside one CDATA section: it must be split.
+        f.insert("A".into(), "x]]>y <&>".into());
+        let written = write_xml(&f);
+        assert_eq!(xml(&written).unwrap(), f);
+    }
+
+    #[test]
+    fn sniff_format() {
+        assert_eq!(sniff(b"  <xml/>"), Some(Format::Xml));
+        assert_eq!(sniff(b"\n{}"), Some(Format::Json));
+        assert_eq!(sniff(b"x"), None);
+    }
+}
