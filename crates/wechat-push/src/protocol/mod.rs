@@ -14,7 +14,9 @@ pub mod wire;
 use std::fmt;
 
 /// The data format an app chose in WeChat's console.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `<xml>…</xml>` bodies (the default, and the only one for Official Accounts).

@@ -1,0 +1,16 @@
+//! Integration tests, compiled into one binary.
+
+#![allow(clippy::unwrap_used)]
+
+mod fixtures;
+mod properties;
+mod vectors;
+
+use std::path::PathBuf;
+
+/// A file under `tests/fixtures/`.
+pub fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
