@@ -1,10 +1,15 @@
 //! `wechat-push`: receive WeChat message pushes; crypto tools for debugging them.
 
 mod crypto;
+mod inbox;
+mod serve;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use wechat_push::Config;
 
 /// Receive WeChat message pushes (Mini Programs, Official Accounts): verify,
 /// decrypt, store, acknowledge and answer.
@@ -17,14 +22,43 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the push endpoint: /wechat/{appid} for each configured app.
+    Serve(ConfigArgs),
+    /// Look at and re-queue stored pushes.
+    #[command(subcommand)]
+    Inbox(inbox::InboxCommand),
     /// Sign, encrypt, decrypt and parse pushes by hand, as WeChat does.
     #[command(subcommand)]
     Crypto(crypto::CryptoCommand),
 }
 
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// The config file (TOML). Every key can also be set by a WECHAT_PUSH_* variable.
+    #[arg(long, short, default_value = "wechat-push.toml")]
+    config: PathBuf,
+}
+
+impl ConfigArgs {
+    /// Load the file (it must exist) and the environment.
+    fn load(&self) -> Result<Config> {
+        if !self.config.exists() {
+            bail!(
+                "config file {} not found: pass --config FILE (wechat-push.example.toml shows every option)",
+                self.config.display()
+            );
+        }
+        Config::load(Some(&self.config), std::env::vars())
+            .with_context(|| format!("invalid configuration in {}", self.config.display()))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(&args),
+        Command::Inbox(cmd) => inbox::run(cmd),
         Command::Crypto(cmd) => crypto::run(cmd),
     };
     match result {

@@ -5,9 +5,11 @@
 //! 1. **verify** the signature: [`protocol::signature`], constant time;
 //! 2. **open** it: [`protocol::envelope`] decrypts ([`protocol::crypto`]) and
 //!    reads the body ([`protocol::wire`]) into a typed [`Message`];
-//! 3. **de-duplicate and store** it, keyed by its [`DedupKey`];
-//! 4. **acknowledge** it;
-//! 5. **handle** it, and **reply**: [`reply`] builds passive replies.
+//! 3. **de-duplicate and store** it, keyed by its [`DedupKey`], durably:
+//!    [`store`] (SQLite by default, group-committed);
+//! 4. **acknowledge** it: [`server`] answers only after the store commits;
+//! 5. **handle** it: [`worker`] runs the [`Handler`] with retries;
+//! 6. **reply**: [`reply`] builds passive replies.
 //!
 //! The [`protocol`] layer is sans-IO: no clock, no randomness, no sockets.
 //!
@@ -20,11 +22,21 @@
 //! assert_eq!(crypto::decrypt(&key, "wxba5fad812f8e6fb9", &sealed).unwrap(), b"hello");
 //! ```
 
+pub mod clock;
+pub mod config;
+pub mod handler;
 pub mod message;
+pub mod metrics;
 pub mod protocol;
 pub mod reply;
+pub mod server;
+pub mod store;
+pub mod worker;
 
+pub use config::Config;
+pub use handler::{Handler, HandlerError, Push};
 pub use message::{Body, DedupKey, Event, Message, MsgId, OpenId};
 pub use protocol::envelope::{AppCrypto, OpenError, Opened, PushQuery};
 pub use protocol::{Format, Mode, Token};
 pub use reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
+pub use server::Application;

@@ -2,8 +2,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod example_config;
 mod fixtures;
 mod properties;
+mod server;
 mod vectors;
 
 use std::path::PathBuf;

@@ -1,0 +1,159 @@
+//! `wechat-push inbox list|show|retry`: the stored pushes.
+//!
+//! `list --json` prints one JSON object per line with at least `appid`,
+//! `dedup_key`, `kind`, `from`, `create_time`, `status`, `attempts` and
+//! `received_at` (milliseconds since the epoch): a contract for scripts.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use wechat_push::clock::format_utc;
+use wechat_push::store::{ListFilter, SqliteStore, Status, Store, StoredPush};
+
+use crate::ConfigArgs;
+
+/// The `inbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum InboxCommand {
+    /// List stored pushes, newest first.
+    List(ListArgs),
+    /// Print one push whole, with its decrypted body.
+    Show(KeyArgs),
+    /// Re-queue a dead push.
+    Retry(KeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only this app's pushes.
+    #[arg(long)]
+    app: Option<String>,
+    /// Only pushes in this status.
+    #[arg(long, value_parser = ["pending", "working", "done", "dead"])]
+    status: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// At most this many (0: all).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only this app's push with the key.
+    #[arg(long)]
+    app: Option<String>,
+    /// The dedup key, as `inbox list` shows it (e.g. msg:1234567890123456).
+    key: String,
+}
+
+/// Run one `inbox` subcommand.
+pub fn run(cmd: InboxCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        match cmd {
+            InboxCommand::List(a) => list(a).await,
+            InboxCommand::Show(a) => show(a).await,
+            InboxCommand::Retry(a) => retry(a).await,
+        }
+    })
+}
+
+fn open(config: &ConfigArgs) -> Result<SqliteStore> {
+    let config = config.load()?;
+    let path = config
+        .sqlite_path()
+        .context("store.url is not sqlite://PATH")?;
+    SqliteStore::open(path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+async fn list(a: ListArgs) -> Result<()> {
+    let store = open(&a.config)?;
+    let filter = ListFilter {
+        appid: a.app,
+        status: a.status.as_deref().and_then(Status::parse),
+        limit: a.limit,
+    };
+    let pushes = store.list(filter).await?;
+    if a.json {
+        for p in &pushes {
+            println!("{}", serde_json::to_string(p)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<20}  {:<18}  {:<34}  {:<28}  {:<7}  {:>3}  FROM",
+        "RECEIVED", "APPID", "DEDUP KEY", "KIND", "STATUS", "TRY"
+    );
+    for p in &pushes {
+        println!(
+            "{:<20}  {:<18}  {:<34}  {:<28}  {:<7}  {:>3}  {}",
+            format_utc(p.received_at),
+            p.appid,
+            p.dedup_key,
+            p.kind,
+            p.status,
+            p.attempts,
+            p.from
+        );
+    }
+    Ok(())
+}
+
+async fn show(a: KeyArgs) -> Result<()> {
+    let store = open(&a.config)?;
+    let pushes: Vec<StoredPush> = store
+        .get(a.key.clone())
+        .await?
+        .into_iter()
+        .filter(|p| a.app.as_ref().is_none_or(|app| &p.appid == app))
+        .collect();
+    if pushes.is_empty() {
+        bail!("no stored push has the dedup key {}", a.key);
+    }
+    for p in pushes {
+        println!("appid:       {}", p.appid);
+        println!("dedup key:   {}", p.dedup_key);
+        println!("kind:        {}", p.kind);
+        println!("from:        {}", p.from);
+        println!("create time: {}", format_utc(p.create_time * 1000));
+        println!("received:    {}", format_utc(p.received_at));
+        println!("status:      {} after {} attempt(s)", p.status, p.attempts);
+        if let Some(at) = p.finished_at {
+            println!("finished:    {}", format_utc(at));
+        }
+        if let Some(e) = &p.last_error {
+            println!("last error:  {e}");
+        }
+        println!("body ({}):\n{}", p.format, pretty(&p.body));
+        if let Some(reply) = &p.reply {
+            println!("passive reply:\n{}", pretty(reply));
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn pretty(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+async fn retry(a: KeyArgs) -> Result<()> {
+    let store = open(&a.config)?;
+    let n = store.retry(a.key.clone(), a.app).await?;
+    if n == 0 {
+        bail!("no dead push has the dedup key {}", a.key);
+    }
+    println!("re-queued {n} push(es) with key {}", a.key);
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `wechat-push serve`: the push endpoint until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tracing_subscriber::EnvFilter;
+use wechat_push::config::LogFormat;
+use wechat_push::handler::LogHandler;
+use wechat_push::Application;
+
+use crate::ConfigArgs;
+
+/// Load the config, start logging, and serve until a signal arrives.
+pub fn run(args: &ConfigArgs) -> Result<()> {
+    let config = args.load()?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.server.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Pretty => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let app = Application::build(config, Arc::new(LogHandler))
+            .await
+            .context("cannot start the server")?;
+        app.run_until_stopped(shutdown_signal())
+            .await
+            .context("server failed")
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,680 @@
+//! Typed configuration: built-in defaults, then a TOML file, then
+//! `WECHAT_PUSH_*` environment variables; validated before anything starts.
+//!
+//! Environment variables name a key by its section and name in upper case:
+//! `WECHAT_PUSH_SERVER_LISTEN`, `WECHAT_PUSH_STORE_URL`,
+//! `WECHAT_PUSH_WECHAT_API_BASE`, `WECHAT_PUSH_INBOX_WORKERS`, and for apps
+//! their index: `WECHAT_PUSH_APPS_0_TOKEN`, `WECHAT_PUSH_APPS_0_SECRET`.
+//!
+//! Secrets (tokens, keys, app secrets) are held in [`Secret`], whose `Debug`
+//! never shows them.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::{Table, Value};
+
+use crate::protocol::crypto::{AesKey, KeyRing};
+use crate::protocol::envelope::AppCrypto;
+use crate::protocol::{Format, Mode, Token};
+
+/// The built-in defaults, every key commented.
+pub const DEFAULTS: &str = include_str!("config.default.toml");
+
+/// The prefix of environment variables that override keys.
+pub const ENV_PREFIX: &str = "WECHAT_PUSH_";
+
+/// A configuration that cannot be used. Every variant names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path} is not valid TOML")]
+    Toml {
+        /// The file.
+        path: String,
+        /// Where and why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// An environment variable does not name a key or has the wrong type.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key has the wrong type or an unknown name.
+    #[error("{key}: {message}")]
+    Key {
+        /// The key, e.g. `server` or `apps[0]`.
+        key: String,
+        /// serde's message, naming the field.
+        message: String,
+    },
+    /// A value is well-typed but unusable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key, e.g. `apps[0].encoding_aes_key`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A secret from the configuration. `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[wechat]`.
+    pub wechat: WechatConfig,
+    /// `[inbox]`.
+    pub inbox: InboxConfig,
+    /// `[[apps]]`.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+/// `[server]`: the HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Accepted distance between a push's timestamp and now.
+    #[serde(deserialize_with = "duration")]
+    pub timestamp_window: Duration,
+    /// Largest accepted body, in bytes.
+    pub max_body: usize,
+    /// Time a handler has to produce a passive reply.
+    #[serde(deserialize_with = "duration")]
+    pub reply_budget: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Pretty,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+/// `[store]`: where pushes are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (the embedded default).
+    pub url: String,
+}
+
+/// `[wechat]`: WeChat's API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatConfig {
+    /// Base URL of WeChat's API.
+    pub api_base: String,
+}
+
+/// `[inbox]`: handling stored pushes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxConfig {
+    /// Pushes handled at once by this process; 0 stores without handling.
+    pub workers: usize,
+    /// Attempts before a push is dead.
+    pub max_attempts: u32,
+    /// First retry delay.
+    #[serde(deserialize_with = "duration")]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(deserialize_with = "duration")]
+    pub backoff_max: Duration,
+    /// Longest a handler may run.
+    #[serde(deserialize_with = "duration")]
+    pub handler_timeout: Duration,
+    /// How long a claim holds before another instance may take the push.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// How often the store is polled for due work.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// How long handled pushes are kept.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+/// The kind of app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    /// 小程序.
+    MiniProgram,
+    /// 公众号.
+    OfficialAccount,
+}
+
+/// What a stored push is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ack {
+    /// The body `success`.
+    #[default]
+    Success,
+    /// An empty body.
+    Empty,
+}
+
+/// `[[apps]]`: one Mini Program or Official Account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The appid; the endpoint is `/wechat/{appid}`.
+    pub appid: String,
+    /// Mini Program or Official Account.
+    pub kind: AppKind,
+    /// The Token from WeChat's console.
+    pub token: Secret,
+    /// The EncodingAESKey (required unless the mode is plaintext).
+    #[serde(default)]
+    pub encoding_aes_key: Option<Secret>,
+    /// The previous EncodingAESKey, during a key rotation.
+    #[serde(default)]
+    pub previous_encoding_aes_key: Option<Secret>,
+    /// The AppSecret, for WeChat's API.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// The encryption mode chosen in the console.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// The data format chosen in the console.
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// What a stored push is answered with.
+    #[serde(default)]
+    pub ack: Ack,
+}
+
+fn default_mode() -> Mode {
+    Mode::Plaintext
+}
+
+fn default_format() -> Format {
+    Format::Xml
+}
+
+impl AppConfig {
+    /// The protocol object that opens and seals this app's pushes. In safe
+    /// mode plaintext pushes are refused.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for an unusable key.
+    pub fn crypto(&self, index: usize) -> Result<AppCrypto, ConfigError> {
+        let key = |name: &str, secret: &Option<Secret>| -> Result<Option<AesKey>, ConfigError> {
+            secret
+                .as_ref()
+                .map(|s| AesKey::from_encoding_aes_key(s.expose()))
+                .transpose()
+                .map_err(|e| ConfigError::Invalid {
+                    key: format!("apps[{index}].{name}"),
+                    reason: e.to_string(),
+                })
+        };
+        let current = key("encoding_aes_key", &self.encoding_aes_key)?;
+        let previous = key("previous_encoding_aes_key", &self.previous_encoding_aes_key)?;
+        let keys = match (current, previous) {
+            (Some(current), previous) => Some(KeyRing::new(current, previous)),
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: format!("apps[{index}].previous_encoding_aes_key"),
+                    reason: "set without encoding_aes_key".into(),
+                })
+            }
+            (None, None) => None,
+        };
+        Ok(
+            AppCrypto::new(self.appid.clone(), Token::new(self.token.expose()), keys)
+                .require_encryption(self.mode == Mode::Safe),
+        )
+    }
+}
+
+impl Config {
+    /// Load the defaults, then `file` (if given), then the environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, variable or key at fault.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: Table = DEFAULTS.parse().map_err(|source| ConfigError::Toml {
+            path: "built-in defaults".into(),
+            source,
+        })?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let overrides: Table = text.parse().map_err(|source| ConfigError::Toml {
+                path: path.display().to_string(),
+                source,
+            })?;
+            merge(&mut table, overrides);
+        }
+        for (var, value) in env {
+            if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
+                apply_env(&mut table, &var, rest, &value)?;
+            }
+        }
+        let config = Self::from_table(table)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse a complete TOML document, without defaults or environment
+    /// (for tests and the example config).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut table: Table = DEFAULTS.parse().map_err(|source| ConfigError::Toml {
+            path: "built-in defaults".into(),
+            source,
+        })?;
+        let overrides: Table = text.parse().map_err(|source| ConfigError::Toml {
+            path: "config".into(),
+            source,
+        })?;
+        merge(&mut table, overrides);
+        let config = Self::from_table(table)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Deserialize section by section so that errors name the section.
+    fn from_table(mut table: Table) -> Result<Config, ConfigError> {
+        let mut section = |name: &str| table.remove(name).unwrap_or(Value::Table(Table::new()));
+        fn typed<T: serde::de::DeserializeOwned>(key: &str, v: Value) -> Result<T, ConfigError> {
+            v.try_into().map_err(|e: toml::de::Error| ConfigError::Key {
+                key: key.to_owned(),
+                message: e.message().trim().to_owned(),
+            })
+        }
+        let server = typed("server", section("server"))?;
+        let store = typed("store", section("store"))?;
+        let wechat = typed("wechat", section("wechat"))?;
+        let inbox = typed("inbox", section("inbox"))?;
+        let apps = match table.remove("apps") {
+            None => Vec::new(),
+            Some(Value::Array(apps)) => apps
+                .into_iter()
+                .enumerate()
+                .map(|(i, app)| typed(&format!("apps[{i}]"), app))
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    key: "apps".into(),
+                    reason: "must be an array of tables ([[apps]])".into(),
+                })
+            }
+        };
+        if let Some(unknown) = table.keys().next() {
+            return Err(ConfigError::Key {
+                key: unknown.clone(),
+                message: "unknown section; expected server, store, wechat, inbox or apps".into(),
+            });
+        }
+        Ok(Config {
+            server,
+            store,
+            wechat,
+            inbox,
+            apps,
+        })
+    }
+
+    /// Check what types cannot: keys decode, tokens have WeChat's length,
+    /// encrypted modes have a key, appids are unique.
+    ///
+    /// # Errors
+    /// The first [`ConfigError::Invalid`], naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        if !self.store.url.starts_with("sqlite://") {
+            return Err(invalid(
+                "store.url".into(),
+                "only sqlite://PATH is supported by this build",
+            ));
+        }
+        if self.inbox.max_attempts == 0 {
+            return Err(invalid("inbox.max_attempts".into(), "must be at least 1"));
+        }
+        if self.inbox.handler_timeout >= self.inbox.lease {
+            return Err(invalid(
+                "inbox.lease".into(),
+                "must be longer than inbox.handler_timeout, or a slow handler's push would be taken up twice",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let key = |name: &str| format!("apps[{i}].{name}");
+            if app.appid.trim().is_empty() {
+                return Err(invalid(key("appid"), "must not be empty"));
+            }
+            if !seen.insert(app.appid.as_str()) {
+                return Err(invalid(
+                    key("appid"),
+                    &format!("{} is configured twice", app.appid),
+                ));
+            }
+            let token_len = app.token.expose().chars().count();
+            if !(3..=32).contains(&token_len) {
+                return Err(invalid(
+                    key("token"),
+                    &format!("must be 3 to 32 characters, got {token_len}"),
+                ));
+            }
+            if app.mode.is_encrypted() && app.encoding_aes_key.is_none() {
+                return Err(invalid(
+                    key("encoding_aes_key"),
+                    &format!("required in {} mode", app.mode),
+                ));
+            }
+            if app.kind == AppKind::OfficialAccount && app.format == Format::Json {
+                return Err(invalid(key("format"), "Official Accounts push XML only"));
+            }
+            app.crypto(i)?;
+        }
+        Ok(())
+    }
+
+    /// The SQLite file named by `store.url`.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.store.url.strip_prefix("sqlite://").map(Path::new)
+    }
+}
+
+/// Deep-merge `overrides` into `base`: tables merge, anything else replaces.
+fn merge(base: &mut Table, overrides: Table) {
+    for (key, value) in overrides {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+const SECTIONS: &[&str] = &["server", "store", "wechat", "inbox"];
+
+fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<(), ConfigError> {
+    let err = |reason: String| ConfigError::Env {
+        var: var.to_owned(),
+        reason,
+    };
+    let lower = rest.to_ascii_lowercase();
+    let (target, key) = if let Some(app_rest) = lower.strip_prefix("apps_") {
+        let (index, key) = app_rest
+            .split_once('_')
+            .ok_or_else(|| err("expected WECHAT_PUSH_APPS_<index>_<key>".into()))?;
+        let index: usize = index
+            .parse()
+            .map_err(|_| err(format!("{index:?} is not an app index")))?;
+        let apps = table
+            .entry("apps")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let Value::Array(apps) = apps else {
+            return Err(err("apps is not an array".into()));
+        };
+        while apps.len() <= index {
+            apps.push(Value::Table(Table::new()));
+        }
+        let Value::Table(app) = &mut apps[index] else {
+            return Err(err(format!("apps[{index}] is not a table")));
+        };
+        (app, key.to_owned())
+    } else {
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            lower
+                .strip_prefix(s)
+                .and_then(|k| k.strip_prefix('_'))
+                .map(|k| (*s, k))
+        }) else {
+            return Err(err(format!(
+                "does not name a key; expected {ENV_PREFIX}<SECTION>_<KEY> with a section of {}",
+                SECTIONS.join(", ")
+            )));
+        };
+        let Some(Value::Table(section)) = table.get_mut(section) else {
+            return Err(err(format!("section {section} is missing")));
+        };
+        (section, key.to_owned())
+    };
+    // Keep the type the key already has: "8" stays a number where the default is one.
+    let typed = match target.get(&key) {
+        Some(Value::Integer(_)) => Value::Integer(
+            value
+                .parse()
+                .map_err(|_| err(format!("{value:?} is not an integer")))?,
+        ),
+        Some(Value::Boolean(_)) => Value::Boolean(
+            value
+                .parse()
+                .map_err(|_| err(format!("{value:?} is not true or false")))?,
+        ),
+        _ => Value::String(value.to_owned()),
+    };
+    target.insert(key, typed);
+    Ok(())
+}
+
+/// A duration written `500ms`, `3s`, `5m`, `2h` or `7d`, or a number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parse `500ms`, `3s`, `5m`, `2h`, `7d`.
+///
+/// # Errors
+/// A message naming the text when it is not a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 3s, 5m, 2h or 7d"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; use ms, s, m, h or d"
+            ))
+        }
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = r#"
+[[apps]]
+appid = "wxba5fad812f8e6fb9"
+kind = "mini_program"
+token = "AAAAA"
+encoding_aes_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"
+mode = "safe"
+format = "json"
+"#;
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        let dir = std::env::temp_dir().join(format!("wp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            format!("[server]\nlisten = \"127.0.0.1:9000\"\n{APP}"),
+        )
+        .unwrap();
+        let env = [
+            ("WECHAT_PUSH_INBOX_WORKERS".to_owned(), "3".to_owned()),
+            (
+                "WECHAT_PUSH_WECHAT_API_BASE".to_owned(),
+                "http://127.0.0.1:1".to_owned(),
+            ),
+            ("WECHAT_PUSH_APPS_0_TOKEN".to_owned(), "12345".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.server.reply_budget, Duration::from_secs(3));
+        assert_eq!(c.inbox.workers, 3);
+        assert_eq!(c.inbox.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.wechat.api_base, "http://127.0.0.1:1");
+        // A numeric-looking token stays a string.
+        assert_eq!(c.apps[0].token.expose(), "12345");
+        assert_eq!(c.apps[0].mode, Mode::Safe);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[server]\nlisne = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("server: unknown field `lisne`"), "{e}");
+        let e = Config::from_toml("[inbox]\nlease = \"5 parsecs\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("inbox: ") && e.contains("parsecs"), "{e}");
+        let e = Config::from_toml(&APP.replace("AAAAB\"", "AAB\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "apps[0].encoding_aes_key: EncodingAESKey must be 43 characters, got 41"
+        );
+        let e = Config::from_toml(&APP.replace("token = \"AAAAA\"", "token = \"A\"")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "apps[0].token: must be 3 to 32 characters, got 1"
+        );
+        let e = Config::from_toml(&format!("{APP}{APP}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "apps[1].appid: wxba5fad812f8e6fb9 is configured twice");
+        let e = Config::from_toml(&APP.replace(
+            "encoding_aes_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB\"\n",
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "apps[0].encoding_aes_key: required in safe mode");
+        let e = Config::load(
+            None,
+            [("WECHAT_PUSH_SERVE_LISTEN".to_owned(), "x".to_owned())],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("environment variable WECHAT_PUSH_SERVE_LISTEN: does not name a key"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            [("WECHAT_PUSH_INBOX_WORKERS".to_owned(), "many".to_owned())],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable WECHAT_PUSH_INBOX_WORKERS: \"many\" is not an integer"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = Config::from_toml(&format!("{APP}secret = \"s3cr3t-app-secret\"\n")).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("AAAAA\""), "{shown}");
+        assert!(
+            !shown.contains("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604800)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! Counters and the acknowledgement-latency histogram, rendered in
+//! Prometheus' text format at `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::store::Counts;
+
+/// Pushes received and stored or found duplicate, by app, kind and outcome.
+pub const PUSHES: &str = "wechat_push_pushes_total";
+/// Pushes refused, by app and reason.
+pub const REJECTIONS: &str = "wechat_push_rejections_total";
+/// Retries of pushes already stored, by app.
+pub const DUPLICATES: &str = "wechat_push_duplicates_total";
+/// Handler runs, by app and outcome (`done`, `retry`, `dead`).
+pub const HANDLED: &str = "wechat_push_handled_total";
+/// Handler failures, by app.
+pub const HANDLER_FAILURES: &str = "wechat_push_handler_failures_total";
+
+const HELP: &[(&str, &str)] = &[
+    (
+        PUSHES,
+        "Pushes accepted, by app, kind and outcome (stored or duplicate).",
+    ),
+    (
+        REJECTIONS,
+        "Pushes and handshakes refused, by app and reason.",
+    ),
+    (
+        DUPLICATES,
+        "Deliveries of pushes already stored (WeChat's retries).",
+    ),
+    (
+        HANDLED,
+        "Handler runs, by app and outcome (done, retry, dead).",
+    ),
+    (HANDLER_FAILURES, "Handler runs that failed, by app."),
+];
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The server's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
+    ack_buckets: [AtomicU64; BUCKETS.len()],
+    ack_count: AtomicU64,
+    ack_sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Add one to counter `name` with `labels`.
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// The value of a counter (for tests and reports).
+    pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+        let key = (
+            name,
+            labels
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .collect::<Labels>(),
+        );
+        self.counters
+            .lock()
+            .map(|c| c.get(&key).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Record how long a push took from arrival to answer.
+    pub fn observe_ack(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (bucket, bound) in self.ack_buckets.iter().zip(BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.ack_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.ack_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Everything in Prometheus' text format, with the inbox depth if known.
+    pub fn render(&self, depth: Option<Counts>) -> String {
+        let mut out = String::new();
+        let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        for (name, help) in HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((n, labels), value) in counters.iter().filter(|((n, _), _)| n == name) {
+                let _ = writeln!(out, "{n}{} {value}", render_labels(labels));
+            }
+        }
+        let name = "wechat_push_ack_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a push's arrival to its answer.\n# TYPE {name} histogram"
+        );
+        for (bucket, bound) in self.ack_buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.ack_count.load(Ordering::Relaxed);
+        let sum = self.ack_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+        if let Some(c) = depth {
+            let name = "wechat_push_inbox_depth";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Stored pushes by status.\n# TYPE {name} gauge"
+            );
+            for (status, n) in [
+                ("pending", c.pending),
+                ("working", c.working),
+                ("done", c.done),
+                ("dead", c.dead),
+            ] {
+                let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+            }
+        }
+        out
+    }
+}
+
+fn render_labels(labels: &Labels) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_depth() {
+        let m = Metrics::default();
+        m.inc(
+            PUSHES,
+            &[("appid", "wx1"), ("kind", "text"), ("outcome", "stored")],
+        );
+        m.inc(
+            PUSHES,
+            &[("appid", "wx1"), ("kind", "text"), ("outcome", "stored")],
+        );
+        m.inc(
+            REJECTIONS,
+            &[("appid", "wx\"1"), ("reason", "signature_mismatch")],
+        );
+        m.observe_ack(Duration::from_micros(1500));
+        let text = m.render(Some(Counts {
+            pending: 3,
+            ..Counts::default()
+        }));
+        assert!(
+            text.contains(
+                "wechat_push_pushes_total{appid=\"wx1\",kind=\"text\",outcome=\"stored\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "wechat_push_rejections_total{appid=\"wx\\\"1\",reason=\"signature_mismatch\"} 1"
+        ));
+        assert!(text.contains("wechat_push_ack_seconds_bucket{le=\"0.001\"} 0"));
+        assert!(text.contains("wechat_push_ack_seconds_bucket{le=\"0.002\"} 1"));
+        assert!(text.contains("wechat_push_ack_seconds_count 1"));
+        assert!(text.contains("wechat_push_inbox_depth{status=\"pending\"} 3"));
+    }
+}

@@ -1,0 +1,515 @@
+//! The HTTP endpoint: `GET /wechat/{appid}` answers the URL handshake,
+//! `POST /wechat/{appid}` receives pushes; `/healthz` and `/metrics` for
+//! operators.
+//!
+//! A push goes: look up the app → read the body (bounded) → **verify and
+//! open** it ([`AppCrypto::open`]) → check its timestamp → **store** it,
+//! de-duplicated ([`Store::insert`], durable before it returns) →
+//! **acknowledge**. Handling happens after that, in [`crate::worker`]; only
+//! when the handler may give a passive reply does the answer wait for it,
+//! within the reply budget.
+//!
+//! Every refusal maps to its status code in one place, [`PushError`]'s
+//! `IntoResponse`, and is logged and counted with its reason.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Notify};
+use tracing::Instrument;
+
+use crate::clock::{now_ms, now_secs};
+use crate::config::{Ack, AppConfig, Config, ConfigError, ServerConfig};
+use crate::handler::Handler;
+use crate::metrics::{self, Metrics};
+use crate::protocol::envelope::{check_timestamp, AppCrypto, OpenError, Opened, PushQuery};
+use crate::protocol::wire::{Limits, WireError};
+use crate::protocol::Format;
+use crate::store::{Inserted, NewPush, SqliteStore, Status, Store, StoreError, StoredPush};
+use crate::worker::{self, Processor};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One configured app.
+struct App {
+    crypto: AppCrypto,
+    config: AppConfig,
+}
+
+/// What every request needs.
+struct Shared {
+    apps: HashMap<String, App>,
+    store: Arc<dyn Store>,
+    processor: Processor,
+    notify: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    server: ServerConfig,
+}
+
+/// The server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    retention: Duration,
+}
+
+impl Application {
+    /// Open the configured store, bind the configured address, and prepare
+    /// every app. Port 0 binds a free port (see [`Application::local_addr`]).
+    ///
+    /// # Errors
+    /// [`StartError`] when the config, store or address is unusable.
+    pub async fn build(config: Config, handler: Arc<dyn Handler>) -> Result<Self, StartError> {
+        let path = config.sqlite_path().ok_or_else(|| ConfigError::Invalid {
+            key: "store.url".into(),
+            reason: "only sqlite://PATH is supported by this build".into(),
+        })?;
+        let store = SqliteStore::open(path)?;
+        Self::build_with_store(config, Arc::new(store), handler).await
+    }
+
+    /// As [`Application::build`], with a store of the caller's.
+    ///
+    /// # Errors
+    /// [`StartError`] when the config or address is unusable.
+    pub async fn build_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let limits = Limits {
+            max_body: config.server.max_body,
+            ..Limits::default()
+        };
+        let mut apps = HashMap::new();
+        let mut kinds = HashMap::new();
+        for (i, app) in config.apps.iter().enumerate() {
+            let crypto = app.crypto(i)?.with_limits(limits);
+            kinds.insert(app.appid.clone(), app.kind);
+            apps.insert(
+                app.appid.clone(),
+                App {
+                    crypto,
+                    config: app.clone(),
+                },
+            );
+        }
+        let metrics = Arc::new(Metrics::default());
+        let processor = Processor {
+            store: store.clone(),
+            handler,
+            apps: Arc::new(kinds),
+            config: config.inbox.clone(),
+            metrics: metrics.clone(),
+        };
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Application {
+            listener,
+            shared: Arc::new(Shared {
+                apps,
+                store,
+                processor,
+                notify: Arc::new(Notify::new()),
+                metrics,
+                server: config.server.clone(),
+            }),
+            retention: config.inbox.retention,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has an address.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serve until `shutdown` completes: then stop accepting, finish
+    /// in-flight requests, and stop the workers (unfinished handling stays in
+    /// the inbox).
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let shared = self.shared.clone();
+        let workers = tokio::spawn(worker::run(
+            shared.processor.clone(),
+            shared.notify.clone(),
+            stopped.clone(),
+        ));
+        let pruner = tokio::spawn(worker::prune(shared.store.clone(), self.retention, stopped));
+        tracing::info!(addr = %self.local_addr(), apps = shared.apps.len(), "listening");
+        let result = axum::serve(self.listener, router(shared))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("stopped accepting; stopping workers");
+        let _ = stop.send(true);
+        let _ = workers.await;
+        let _ = pruner.await;
+        result
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/wechat/{appid}", get(handshake).post(receive))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .with_state(shared)
+}
+
+/// Why a request was refused. The one place errors become status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// No app with this appid is configured.
+    #[error("unknown app")]
+    UnknownApp,
+    /// The query string is malformed.
+    #[error("malformed query: {0}")]
+    BadQuery(String),
+    /// The body is over `server.max_body`.
+    #[error("body over the limit of {0} bytes")]
+    TooLarge(usize),
+    /// Verification, decryption or parsing failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The store is unavailable: WeChat should retry.
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+}
+
+impl PushError {
+    /// The status code WeChat (or a prober) gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PushError::UnknownApp => StatusCode::NOT_FOUND,
+            PushError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::Open(OpenError::Envelope(WireError::BodyTooLarge { .. })) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            PushError::Open(e) if e.is_unauthorized() => StatusCode::UNAUTHORIZED,
+            PushError::Open(_) => StatusCode::BAD_REQUEST,
+            PushError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short, stable name for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PushError::UnknownApp => "unknown_app",
+            PushError::BadQuery(_) => "bad_query",
+            PushError::TooLarge(_)
+            | PushError::Open(OpenError::Envelope(WireError::BodyTooLarge { .. })) => "too_large",
+            PushError::Open(e) => e.reason(),
+            PushError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for PushError {
+    fn into_response(self) -> Response {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(&self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        (
+            self.status(),
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text,
+        )
+            .into_response()
+    }
+}
+
+/// Log and count a refusal, then answer it.
+fn refuse(shared: &Shared, appid: &str, err: PushError) -> Response {
+    // Unknown appids are not used as labels: anyone can invent them.
+    let label = if shared.apps.contains_key(appid) {
+        appid
+    } else {
+        "unknown"
+    };
+    shared.metrics.inc(
+        metrics::REJECTIONS,
+        &[("appid", label), ("reason", err.reason())],
+    );
+    let status = err.status();
+    let response = err.into_response();
+    tracing::warn!(appid = label, status = status.as_u16(), reason = ?response.body(), "refused");
+    response
+}
+
+fn parse_query(uri: &Uri) -> Result<PushQuery, PushError> {
+    Query::<PushQuery>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| PushError::BadQuery(e.body_text()))
+}
+
+async fn handshake(
+    State(shared): State<Arc<Shared>>,
+    Path(appid): Path<String>,
+    uri: Uri,
+) -> Response {
+    let result = (|| {
+        let app = shared.apps.get(&appid).ok_or(PushError::UnknownApp)?;
+        let query = parse_query(&uri)?;
+        let echostr = app.crypto.verify_handshake(&query)?;
+        Ok::<_, PushError>(echostr.to_owned())
+    })();
+    match result {
+        Ok(echostr) => {
+            tracing::info!(%appid, "URL handshake verified");
+            ([(header::CONTENT_TYPE, "text/plain")], echostr).into_response()
+        }
+        Err(e) => refuse(&shared, &appid, e),
+    }
+}
+
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    Path(appid): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "push",
+        %appid,
+        dedup_key = tracing::field::Empty,
+        outcome = tracing::field::Empty
+    );
+    let result = receive_push(&shared, &appid, &uri, &headers, body)
+        .instrument(span.clone())
+        .await;
+    let response = match result {
+        Ok((response, outcome)) => {
+            span.record("outcome", outcome);
+            tracing::debug!(parent: &span, "answered");
+            response
+        }
+        Err(e) => {
+            span.record("outcome", e.reason());
+            let _guard = span.enter();
+            refuse(&shared, &appid, e)
+        }
+    };
+    shared.metrics.observe_ack(started.elapsed());
+    response
+}
+
+async fn receive_push(
+    shared: &Shared,
+    appid: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Response, &'static str), PushError> {
+    let app = shared.apps.get(appid).ok_or(PushError::UnknownApp)?;
+    let query = parse_query(uri)?;
+    let max = shared.server.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(PushError::TooLarge(max));
+    }
+    let bytes = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| PushError::TooLarge(max))?;
+    let opened = app.crypto.open(&query, &bytes)?;
+    let window = shared.server.timestamp_window.as_secs();
+    check_timestamp(
+        query.timestamp.as_deref().unwrap_or_default(),
+        now_secs(),
+        window,
+    )?;
+
+    let message = &opened.message;
+    let dedup_key = message.dedup_key();
+    tracing::Span::current().record("dedup_key", dedup_key.as_str());
+    let kind = message.kind();
+    let processor = &shared.processor;
+    let wait_for_reply =
+        processor.config.workers > 0 && processor.handler.may_reply_passively(appid, message);
+    let now = now_ms();
+    let lease_ms = i64::try_from(processor.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let new = NewPush {
+        appid: appid.to_owned(),
+        dedup_key,
+        kind: kind.clone(),
+        from_user: message.from_user.clone(),
+        create_time: message.create_time,
+        format: opened.format,
+        body: opened.plaintext.clone(),
+        received_at_ms: now,
+    };
+    let claim_until = wait_for_reply.then_some(now + lease_ms);
+    match shared.store.insert(new.clone(), claim_until).await? {
+        Inserted::New(id) => {
+            shared.metrics.inc(
+                metrics::PUSHES,
+                &[("appid", appid), ("kind", &kind), ("outcome", "stored")],
+            );
+            if !wait_for_reply {
+                shared.notify.notify_one();
+                return Ok((ack(&app.config), "stored"));
+            }
+            // The push is stored and claimed by us: handle it now, and answer
+            // with its passive reply if it comes within the budget.
+            let stored = StoredPush {
+                id,
+                appid: new.appid,
+                dedup_key: new.dedup_key,
+                kind: new.kind,
+                from: new.from_user,
+                create_time: new.create_time,
+                status: Status::Working,
+                attempts: 1,
+                received_at: now,
+                finished_at: None,
+                last_error: None,
+                format: new.format,
+                body: new.body,
+                reply: None,
+            };
+            let (tx, rx) = oneshot::channel();
+            let processor = processor.clone();
+            tokio::spawn(
+                async move {
+                    let _ = tx.send(processor.process(stored).await);
+                }
+                .in_current_span(),
+            );
+            match tokio::time::timeout(shared.server.reply_budget, rx).await {
+                Ok(Ok(Some(reply))) => Ok((passive_reply(app, &opened, &query, &reply), "replied")),
+                Ok(_) => Ok((ack(&app.config), "stored")),
+                Err(_) => {
+                    tracing::warn!("handler exceeded the reply budget; answered without a reply");
+                    Ok((ack(&app.config), "stored"))
+                }
+            }
+        }
+        Inserted::Duplicate { reply, status, .. } => {
+            shared.metrics.inc(metrics::DUPLICATES, &[("appid", appid)]);
+            shared.metrics.inc(
+                metrics::PUSHES,
+                &[("appid", appid), ("kind", &kind), ("outcome", "duplicate")],
+            );
+            tracing::debug!(%status, "duplicate delivery");
+            match reply {
+                Some(reply) => Ok((passive_reply(app, &opened, &query, &reply), "duplicate")),
+                None => Ok((ack(&app.config), "duplicate")),
+            }
+        }
+    }
+}
+
+fn ack(app: &AppConfig) -> Response {
+    match app.ack {
+        Ack::Success => ([(header::CONTENT_TYPE, "text/plain")], "success").into_response(),
+        Ack::Empty => StatusCode::OK.into_response(),
+    }
+}
+
+/// Answer with a passive reply, sealed when the push came encrypted.
+fn passive_reply(app: &App, opened: &Opened, query: &PushQuery, reply: &[u8]) -> Response {
+    let content_type = match opened.format {
+        Format::Xml => "application/xml",
+        Format::Json => "application/json",
+    };
+    let Some(slot) = opened.key else {
+        return ([(header::CONTENT_TYPE, content_type)], reply.to_vec()).into_response();
+    };
+    let mut random = [0u8; 16];
+    if getrandom::fill(&mut random).is_err() {
+        tracing::error!("no system randomness: answering without the reply");
+        return ack(&app.config);
+    }
+    let nonce = query.nonce.as_deref().unwrap_or_default();
+    match app
+        .crypto
+        .seal(reply, opened.format, now_secs(), nonce, &random, slot)
+    {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot seal the reply: answering without it");
+            ack(&app.config)
+        }
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), shared.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store did not answer in 2 s",
+        )
+            .into_response(),
+    }
+}
+
+async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let depth = tokio::time::timeout(Duration::from_secs(2), shared.store.counts())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(depth),
+    )
+        .into_response()
+}

@@ -1,0 +1,268 @@
+//! The inbox: pushes stored durably before they are acknowledged, taken by
+//! workers, retried, and pruned.
+//!
+//! [`Store`] is the seam between the server and a backend; [`sqlite`] is the
+//! embedded default. A backend must make [`Store::insert`] atomic on
+//! `(appid, dedup_key)`, so that WeChat's retries of one push, even arriving
+//! at once on several instances, store one push; and it must not report an
+//! insert before it is durable, because the server says `success` on it.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::message::{DedupKey, OpenId};
+use crate::protocol::Format;
+
+pub use sqlite::SqliteStore;
+
+/// A boxed future, so that [`Store`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The row id of a stored push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PushId(pub i64);
+
+impl fmt::Display for PushId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a stored push is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for a worker (first time, or for a retry).
+    Pending,
+    /// Claimed by a worker, under a lease.
+    Working,
+    /// Handled.
+    Done,
+    /// Failed `max_attempts` times; waits for `inbox retry`.
+    Dead,
+}
+
+impl Status {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Working => "working",
+            Status::Done => "done",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// Parse a stored or typed name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "working" => Status::Working,
+            "done" => Status::Done,
+            "dead" => Status::Dead,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A push to store, from an opened push.
+#[derive(Debug, Clone)]
+pub struct NewPush {
+    /// The app it was sent to.
+    pub appid: String,
+    /// What makes its retries one.
+    pub dedup_key: DedupKey,
+    /// Its kind (`text`, `event:…`, `unknown`).
+    pub kind: String,
+    /// The user.
+    pub from_user: OpenId,
+    /// `CreateTime`, seconds.
+    pub create_time: i64,
+    /// The format of `body`.
+    pub format: Format,
+    /// The decrypted body, byte for byte.
+    pub body: Vec<u8>,
+    /// When it arrived, milliseconds since the epoch.
+    pub received_at_ms: i64,
+}
+
+/// What an insert found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The push is new and now stored.
+    New(PushId),
+    /// The push was already stored: a retry from WeChat.
+    Duplicate {
+        /// The stored push.
+        id: PushId,
+        /// Where it is.
+        status: Status,
+        /// The passive reply it was answered with, if any (unencrypted).
+        reply: Option<Vec<u8>>,
+    },
+}
+
+/// A stored push, as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredPush {
+    /// Row id.
+    pub id: PushId,
+    /// The app.
+    pub appid: String,
+    /// The dedup key.
+    pub dedup_key: DedupKey,
+    /// The kind.
+    pub kind: String,
+    /// The user.
+    pub from: OpenId,
+    /// `CreateTime`, seconds.
+    pub create_time: i64,
+    /// Where it is.
+    pub status: Status,
+    /// Handling attempts so far.
+    pub attempts: u32,
+    /// When it arrived, milliseconds since the epoch.
+    pub received_at: i64,
+    /// When it was finished (done or dead), milliseconds since the epoch.
+    pub finished_at: Option<i64>,
+    /// The last handler error.
+    pub last_error: Option<String>,
+    /// The format of `body`.
+    #[serde(skip)]
+    pub format: Format,
+    /// The decrypted body.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    /// The passive reply, if one was given (unencrypted).
+    #[serde(skip)]
+    pub reply: Option<Vec<u8>>,
+}
+
+/// Which pushes to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this app's.
+    pub appid: Option<String>,
+    /// Only in this status.
+    pub status: Option<Status>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// How many pushes are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Waiting.
+    pub pending: u64,
+    /// Being handled.
+    pub working: u64,
+    /// Handled (until pruned).
+    pub done: u64,
+    /// Given up on.
+    pub dead: u64,
+}
+
+/// A store that cannot do what was asked. The server answers 503, so WeChat
+/// retries later.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] Arc<rusqlite::Error>),
+    /// The database file or its directory could not be prepared.
+    #[error("cannot prepare {path}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The store has shut down.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(Arc::new(e))
+    }
+}
+
+/// Durable, de-duplicating storage of pushes, shared by every instance of
+/// the server that uses the same database.
+pub trait Store: Send + Sync + 'static {
+    /// Store a push unless `(appid, dedup_key)` is stored already. With
+    /// `claim_until` the new push is stored already claimed by the caller
+    /// until then (milliseconds), so that no worker takes it meanwhile.
+    fn insert(
+        &self,
+        push: NewPush,
+        claim_until: Option<i64>,
+    ) -> BoxFuture<'_, Result<Inserted, StoreError>>;
+
+    /// Claim up to `limit` pushes that are due at `now` (pending ones whose
+    /// retry time has come, and working ones whose lease has run out), leased
+    /// until `lease_until`. Each claim counts as an attempt.
+    fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
+
+    /// Mark a claimed push done, with the passive reply it got, if any.
+    fn complete(
+        &self,
+        id: PushId,
+        reply: Option<Vec<u8>>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Record a failed attempt: retry at `retry_at`, or with `None` mark it dead.
+    fn fail(
+        &self,
+        id: PushId,
+        error: String,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Give claimed pushes back unhandled (shutdown): due at once, the attempt not counted.
+    fn release(&self, ids: Vec<PushId>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// List pushes, newest first.
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
+
+    /// Every push with this dedup key (one per app at most).
+    fn get(&self, dedup_key: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
+
+    /// Re-queue dead pushes with this dedup key; returns how many.
+    fn retry(
+        &self,
+        dedup_key: String,
+        appid: Option<String>,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Delete done pushes finished before `before`; returns how many.
+    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// How many pushes are in each status.
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>>;
+
+    /// Whether the store answers.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

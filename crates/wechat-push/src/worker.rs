@@ -1,0 +1,296 @@
+//! The worker pool: takes stored pushes and runs the handler, after the
+//! push has been acknowledged.
+//!
+//! A dispatcher claims due pushes from the store (new ones, retries whose time
+//! has come, and pushes whose claim lapsed because a process died) under a
+//! lease, and runs each on a bounded number of tasks. Success marks the push
+//! done; failure schedules a retry with exponential backoff and jitter, or
+//! after `max_attempts` marks it dead with its last error. On shutdown
+//! in-flight handlers get a grace period; those still running are given back
+//! to the inbox unhandled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::clock::{now_ms, now_secs};
+use crate::config::{AppKind, InboxConfig};
+use crate::handler::{Handler, Push};
+use crate::message::Message;
+use crate::metrics::{self, Metrics};
+use crate::protocol::wire::{self, Limits};
+use crate::store::{PushId, Store, StoredPush};
+
+/// How long in-flight handlers may run on after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the pool needs, shared with the server's fast path.
+#[derive(Clone)]
+pub struct Processor {
+    /// The inbox.
+    pub store: Arc<dyn Store>,
+    /// What handles pushes.
+    pub handler: Arc<dyn Handler>,
+    /// Each app's kind, by appid.
+    pub apps: Arc<HashMap<String, AppKind>>,
+    /// Retry and timeout settings.
+    pub config: InboxConfig,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Processor {
+    /// Handle one claimed push and record the outcome in the store. Returns
+    /// the rendered passive reply when the handler gave one.
+    pub async fn process(&self, stored: StoredPush) -> Option<Vec<u8>> {
+        let span = tracing::info_span!(
+            "handle",
+            appid = %stored.appid,
+            dedup_key = %stored.dedup_key,
+            attempt = stored.attempts
+        );
+        self.process_in_span(stored).instrument(span).await
+    }
+
+    async fn process_in_span(&self, stored: StoredPush) -> Option<Vec<u8>> {
+        let id = stored.id;
+        let appid = stored.appid.clone();
+        let message = match wire::parse(stored.format, &stored.body, &Limits::default())
+            .map_err(|e| e.to_string())
+            .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string()))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                // Stored bodies were opened once already: this only happens
+                // if the database was edited. Nothing will fix it by retrying.
+                self.finish_failed(id, &appid, format!("stored body unreadable: {e}"), None)
+                    .await;
+                return None;
+            }
+        };
+        let push = Push {
+            appid: appid.clone(),
+            app_kind: self
+                .apps
+                .get(&appid)
+                .copied()
+                .unwrap_or(AppKind::MiniProgram),
+            id,
+            message,
+            attempt: stored.attempts,
+        };
+        let outcome =
+            tokio::time::timeout(self.config.handler_timeout, self.handler.handle(&push)).await;
+        match outcome {
+            Ok(Ok(reply)) => {
+                let rendered = reply.map(|r| {
+                    r.render_for(&push.message, now_secs(), stored.format)
+                        .into_bytes()
+                });
+                if let Err(e) = self.store.complete(id, rendered.clone(), now_ms()).await {
+                    tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
+                }
+                self.metrics
+                    .inc(metrics::HANDLED, &[("appid", &appid), ("outcome", "done")]);
+                rendered
+            }
+            Ok(Err(e)) => {
+                let retry = e
+                    .is_retryable()
+                    .then(|| self.retry_at(stored.attempts))
+                    .flatten();
+                self.finish_failed(id, &appid, error_chain(&e), retry).await;
+                None
+            }
+            Err(_) => {
+                let retry = self.retry_at(stored.attempts);
+                let msg = format!("handler timed out after {:?}", self.config.handler_timeout);
+                self.finish_failed(id, &appid, msg, retry).await;
+                None
+            }
+        }
+    }
+
+    async fn finish_failed(&self, id: PushId, appid: &str, error: String, retry_at: Option<i64>) {
+        self.metrics
+            .inc(metrics::HANDLER_FAILURES, &[("appid", appid)]);
+        let outcome = if retry_at.is_some() { "retry" } else { "dead" };
+        self.metrics
+            .inc(metrics::HANDLED, &[("appid", appid), ("outcome", outcome)]);
+        match retry_at {
+            Some(at) => {
+                tracing::warn!(%error, retry_in_ms = at - now_ms(), "handler failed; will retry")
+            }
+            None => tracing::error!(%error, "handler failed; push is dead"),
+        }
+        if let Err(e) = self.store.fail(id, error, retry_at, now_ms()).await {
+            tracing::error!(error = %e, "cannot record the failure; the lease will bring the push back");
+        }
+    }
+
+    /// When to retry after `attempts` attempts, or `None` when out of attempts.
+    fn retry_at(&self, attempts: u32) -> Option<i64> {
+        if attempts >= self.config.max_attempts {
+            return None;
+        }
+        let delay = backoff(&self.config, attempts, jitter());
+        Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2))
+    }
+}
+
+/// The delay before retry number `attempts`: `base × 2^(attempts-1)`, capped,
+/// scaled by `jitter` (0.8 to 1.2) so that retries of many pushes spread out.
+pub fn backoff(config: &InboxConfig, attempts: u32, jitter: f64) -> Duration {
+    let exp = 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+    let raw = config.backoff_base.as_secs_f64() * exp;
+    Duration::from_secs_f64(raw.min(config.backoff_max.as_secs_f64()) * jitter)
+}
+
+fn jitter() -> f64 {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    0.8 + 0.4 * f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// Run the pool until `shutdown` turns true, then drain.
+pub async fn run(processor: Processor, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = processor.config.clone();
+    if cfg.workers == 0 {
+        tracing::info!("inbox.workers = 0: pushes are stored, handled elsewhere");
+        return;
+    }
+    let permits = Arc::new(Semaphore::new(cfg.workers));
+    let in_flight: Arc<Mutex<HashSet<PushId>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        if *shutdown.borrow() {
+            break;
+        }
+        // Wait for a free worker before claiming, so claims never sit idle.
+        let first = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => continue,
+        };
+        let limit = 1 + permits.available_permits();
+        let now = now_ms();
+        let lease_until = now + i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let claimed = match processor.store.claim(now, lease_until, limit).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim pushes");
+                drop(first);
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(first);
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(cfg.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let mut first = Some(first);
+        for push in claimed {
+            let permit = match first.take() {
+                Some(p) => p,
+                // Claimed no more than the free permits: this does not wait long.
+                None => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let processor = processor.clone();
+            let in_flight = in_flight.clone();
+            if let Ok(mut set) = in_flight.lock() {
+                set.insert(push.id);
+            }
+            tasks.spawn(async move {
+                let id = push.id;
+                processor.process(push).await;
+                if let Ok(mut set) = in_flight.lock() {
+                    set.remove(&id);
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Shutdown: let in-flight handlers finish, within the grace period.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+        let unfinished: Vec<PushId> = in_flight
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        tracing::warn!(
+            count = unfinished.len(),
+            "handlers still running at shutdown; giving their pushes back to the inbox"
+        );
+        if let Err(e) = processor.store.release(unfinished).await {
+            tracing::error!(error = %e, "cannot release unfinished pushes; their leases will expire instead");
+        }
+    }
+}
+
+/// Prune handled pushes older than the retention period, now and then.
+pub async fn prune(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+        match store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned handled pushes past retention"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut c = Config::from_toml("").unwrap().inbox;
+        c.backoff_base = Duration::from_secs(1);
+        c.backoff_max = Duration::from_secs(60);
+        let d: Vec<u64> = (1..=8).map(|a| backoff(&c, a, 1.0).as_secs()).collect();
+        assert_eq!(d, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(&c, 3, 0.8), Duration::from_secs_f64(3.2));
+        assert_eq!(backoff(&c, u32::MAX, 1.0), Duration::from_secs(60));
+    }
+}

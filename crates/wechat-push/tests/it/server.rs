@@ -1,0 +1,701 @@
+//! The real server on a real port with a real SQLite file, driven over HTTP.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use wechat_push::clock::now_secs;
+use wechat_push::message::Message;
+use wechat_push::protocol::crypto::{AesKey, KeyRing};
+use wechat_push::protocol::envelope::SealedPush;
+use wechat_push::protocol::wire::Fields;
+use wechat_push::reply::MiniProgramReply;
+use wechat_push::store::{
+    BoxFuture, Counts, Inserted, ListFilter, NewPush, PushId, SqliteStore, Status, Store,
+    StoreError, StoredPush,
+};
+use wechat_push::{
+    AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push,
+    PushQuery, Token,
+};
+
+const APPID: &str = "wxba5fad812f8e6fb9";
+const TOKEN: &str = "AAAAA";
+/// Non-canonical (the last character has spare bits), as most real keys are.
+const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
+
+/// What the test handler saw and how it behaves.
+#[derive(Default)]
+struct Recorder {
+    calls: AtomicUsize,
+    /// Fail this many calls first.
+    fail_first: AtomicUsize,
+    /// Sleep this long in each call.
+    delay: Duration,
+    /// Answer with transfer_customer_service.
+    transfer: bool,
+}
+
+impl Handler for Recorder {
+    fn handle<'a>(
+        &'a self,
+        _push: &'a Push,
+    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let left = self.fail_first.load(Ordering::SeqCst);
+            if left > 0 {
+                self.fail_first.store(left - 1, Ordering::SeqCst);
+                return Err(HandlerError::new("backend said no"));
+            }
+            Ok(self.transfer.then_some(PassiveReply::MiniProgram(
+                MiniProgramReply::TransferCustomerService,
+            )))
+        })
+    }
+
+    fn may_reply_passively(&self, _appid: &str, _message: &Message) -> bool {
+        self.transfer
+    }
+}
+
+struct TestApp {
+    base: String,
+    client: reqwest::Client,
+    db: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics: Arc<wechat_push::metrics::Metrics>,
+}
+
+fn config(mode: Mode, format: Format, extra: &str) -> (Config, PathBuf) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wp-it-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = dir.join("inbox.db");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body = 65536
+reply_budget = "1s"
+[store]
+url = "sqlite://{}"
+[inbox]
+workers = 4
+backoff_base = "20ms"
+backoff_max = "100ms"
+max_attempts = 3
+poll_interval = "50ms"
+handler_timeout = "2s"
+lease = "5s"
+{extra}
+[[apps]]
+appid = "{APPID}"
+kind = "mini_program"
+token = "{TOKEN}"
+encoding_aes_key = "{KEY}"
+mode = "{mode}"
+format = "{format}"
+"#,
+        db.display()
+    );
+    (Config::from_toml(&text).unwrap(), db)
+}
+
+async fn spawn_app(config: Config, handler: Arc<dyn Handler>) -> TestApp {
+    let db = PathBuf::from(config.sqlite_path().unwrap());
+    let app = Application::build(config, handler).await.unwrap();
+    spawn_built(app, db)
+}
+
+fn spawn_built(app: Application, db: PathBuf) -> TestApp {
+    let base = format!("http://{}", app.local_addr());
+    let metrics = app.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        db,
+        stop: Some(stop),
+        done,
+        metrics,
+    }
+}
+
+impl TestApp {
+    async fn post(&self, appid: &str, push: &SealedPush) -> reqwest::Response {
+        Self::post_with(&self.client, &self.base, appid, push).await
+    }
+
+    async fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.db).unwrap()
+    }
+
+    async fn wait_for(&self, status: Status, n: usize) -> Vec<StoredPush> {
+        let store = self.store().await;
+        for _ in 0..200 {
+            let found = store
+                .list(ListFilter {
+                    status: Some(status),
+                    ..ListFilter::default()
+                })
+                .await
+                .unwrap();
+            if found.len() >= n {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} pushes reached {status}");
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+fn crypto() -> AppCrypto {
+    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
+    AppCrypto::new(APPID, Token::new(TOKEN), Some(KeyRing::new(key, None)))
+}
+
+fn text(msg_id: u64, content: &str) -> Fields {
+    serde_json::from_value(serde_json::json!({
+        "ToUserName": "gh_97417a04a28d",
+        "FromUserName": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY",
+        "CreateTime": now_secs(),
+        "MsgType": "text",
+        "Content": content,
+        "MsgId": msg_id,
+    }))
+    .unwrap()
+}
+
+fn seal(inner: &Fields, mode: Mode, format: Format) -> SealedPush {
+    let ts = now_secs().to_string();
+    crypto()
+        .seal_push(
+            inner,
+            mode,
+            format,
+            &ts,
+            "nonce42",
+            &[3; 16],
+            Some("o9AgO5Kd5ggOC-bXrbNODIiE3bGY"),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn official_vectors_handshake_and_posts() {
+    let (config, _) = config(Mode::Safe, Format::Json, "");
+    // The vectors are from 2024: widen the replay window for them.
+    let mut config = config;
+    config.server.timestamp_window = Duration::from_secs(100 * 365 * 86400);
+    config.apps[0].encoding_aes_key = Some(wechat_push::config::Secret::new("A".repeat(43)));
+    config.apps[0].mode = Mode::Compatible;
+    let app = spawn_app(config, Arc::new(Recorder::default())).await;
+
+    let r = app
+        .client
+        .get(format!(
+            "{}/wechat/{APPID}?signature=f464b24fc39322e44b38aa78f5edd27bd1441696&timestamp=1714036504&nonce=1514711492&echostr=4375120948345356249",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().await.unwrap(), "4375120948345356249");
+
+    // Safe-mode JSON push, exactly as on WeChat's documentation page.
+    let body = r#"{"ToUserName":"gh_97417a04a28d","Encrypt":"+qdx1OKCy+5JPCBFWw70tm0fJGb2Jmeia4FCB7kao+/Q5c/ohsOzQHi8khUOb05JCpj0JB4RvQMkUyus8TPxLKJGQqcvZqzDpVzazhZv6JsXUnnR8XGT740XgXZUXQ7vJVnAG+tE8NUd4yFyjPy7GgiaviNrlCTj+l5kdfMuFUPpRSrfMZuMcp3Fn2Pede2IuQrKEYwKSqFIZoNqJ4M8EajAsjLY2km32IIjdf8YL/P50F7mStwntrA2cPDrM1kb6mOcfBgRtWygb3VIYnSeOBrebufAlr7F9mFUPAJGj04="}"#;
+    let r = app
+        .client
+        .post(format!(
+            "{}/wechat/{APPID}?signature=6c5c811b55cc85e0e1b54100749188c20beb3f5d&timestamp=1714112445&nonce=415670741&openid=o9AgO5Kd5ggOC-bXrbNODIiE3bGY&encrypt_type=aes&msg_signature=046e02f8204d34f8ba5fa3b1db94908f3df2e9b3",
+            app.base
+        ))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "success");
+
+    // Plaintext-mode POST of the documented debug_demo body.
+    let plain = r#"{"ToUserName":"gh_97417a04a28d","FromUserName":"o9AgO5Kd5ggOC-bXrbNODIiE3bGY","CreateTime":1714037059,"MsgType":"event","Event":"debug_demo","debug_str":"hello world"}"#;
+    let r = app
+        .client
+        .post(format!(
+            "{}/wechat/{APPID}?signature=899cf89e464efb63f54ddac96b0a0a235f53aa78&timestamp=1714037059&nonce=486452656",
+            app.base
+        ))
+        .body(plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let done = app.wait_for(Status::Done, 2).await;
+    let keys: Vec<&str> = done.iter().map(|p| p.dedup_key.as_str()).collect();
+    assert!(
+        keys.contains(&"evt:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:1714112445:debug_demo"),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"evt:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:1714037059:debug_demo"),
+        "{keys:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_mode_and_format_is_stored_and_handled() {
+    for mode in [Mode::Plaintext, Mode::Compatible, Mode::Safe] {
+        for format in [Format::Xml, Format::Json] {
+            let (config, _) = config(mode, format, "");
+            let recorder = Arc::new(Recorder::default());
+            let app = spawn_app(config, recorder.clone()).await;
+            let push = seal(&text(7, "你好 👋"), mode, format);
+            let r = app.post(APPID, &push).await;
+            assert_eq!(r.status(), 200, "{mode} {format}");
+            assert_eq!(r.text().await.unwrap(), "success");
+            let done = app.wait_for(Status::Done, 1).await;
+            assert_eq!(done[0].dedup_key.as_str(), "msg:7");
+            assert_eq!(done[0].kind, "text");
+            assert_eq!(done[0].format, format);
+            let stored: Value = match format {
+                Format::Json => serde_json::from_slice(&done[0].body).unwrap(),
+                Format::Xml => Value::Object(
+                    wechat_push::protocol::wire::parse_xml(&done[0].body, &Default::default())
+                        .unwrap(),
+                ),
+            };
+            assert_eq!(stored["Content"], "你好 👋");
+            assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+            app.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_rejection_has_its_status() {
+    let (config, _) = config(Mode::Safe, Format::Json, "");
+    let app = spawn_app(config, Arc::new(Recorder::default())).await;
+    let good = seal(&text(1, "hi"), Mode::Safe, Format::Json);
+
+    // 404: unknown app.
+    assert_eq!(app.post("wx0000000000000000", &good).await.status(), 404);
+
+    // 401: bad msg_signature.
+    let mut bad = good.clone();
+    bad.query.msg_signature = Some("0".repeat(40));
+    let r = app.post(APPID, &bad).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.text().await.unwrap(), "msg_signature mismatch");
+
+    // 401: plaintext push to a safe-mode app.
+    let plain = seal(&text(2, "hi"), Mode::Plaintext, Format::Json);
+    assert_eq!(app.post(APPID, &plain).await.status(), 401);
+
+    // 401: replay (timestamp outside the window), correctly signed.
+    let old = crypto()
+        .seal_push(
+            &text(3, "hi"),
+            Mode::Safe,
+            Format::Json,
+            &(now_secs() - 3600).to_string(),
+            "n",
+            &[0; 16],
+            None,
+        )
+        .unwrap();
+    let r = app.post(APPID, &old).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("outside the 300 s window"));
+
+    // 400: signed and decrypted, but not a push.
+    let mut junk = Fields::new();
+    junk.insert("action".into(), "CheckContainerPath".into());
+    let r = app
+        .post(APPID, &seal(&junk, Mode::Safe, Format::Json))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "invalid message: missing field ToUserName"
+    );
+
+    // 400: malformed envelope.
+    let mut broken = good.clone();
+    broken.body = "{\"Encrypt\":".into();
+    assert_eq!(app.post(APPID, &broken).await.status(), 400);
+
+    // 413: over server.max_body.
+    let mut huge = good.clone();
+    huge.body = format!("{{\"Encrypt\":\"{}\"}}", "A".repeat(70_000));
+    assert_eq!(app.post(APPID, &huge).await.status(), 413);
+
+    // 401: GET handshake with a wrong signature.
+    let r = app
+        .client
+        .get(format!(
+            "{}/wechat/{APPID}?signature={}&timestamp=1&nonce=2&echostr=x",
+            app.base,
+            "0".repeat(40)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Nothing was stored, each refusal was counted.
+    assert!(app
+        .store()
+        .await
+        .list(ListFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "msg_signature_mismatch",
+        "plaintext_refused",
+        "stale_timestamp",
+        "malformed_message",
+        "too_large",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
+    assert!(metrics
+        .contains("wechat_push_rejections_total{appid=\"unknown\",reason=\"unknown_app\"} 1"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn four_concurrent_copies_are_stored_and_handled_once() {
+    let (config, _) = config(Mode::Safe, Format::Xml, "");
+    let recorder = Arc::new(Recorder {
+        delay: Duration::from_millis(50),
+        ..Recorder::default()
+    });
+    let app = spawn_app(config, recorder.clone()).await;
+    let push = seal(&text(6054768590064713728, "once"), Mode::Safe, Format::Xml);
+    let answers = futures_all((0..4).map(|_| {
+        let client = app.client.clone();
+        let base = app.base.clone();
+        let push = push.clone();
+        async move {
+            let t = TestApp::post_with(&client, &base, APPID, &push).await;
+            (t.status().as_u16(), t.text().await.unwrap())
+        }
+    }))
+    .await;
+    assert!(
+        answers.iter().all(|a| *a == (200, "success".to_owned())),
+        "{answers:?}"
+    );
+    app.wait_for(Status::Done, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        app.store()
+            .await
+            .list(ListFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.metrics
+            .get(wechat_push::metrics::DUPLICATES, &[("appid", APPID)]),
+        3
+    );
+    app.stop().await;
+}
+
+impl TestApp {
+    async fn post_with(
+        client: &reqwest::Client,
+        base: &str,
+        appid: &str,
+        push: &SealedPush,
+    ) -> reqwest::Response {
+        let q = query_pairs(&push.query);
+        client
+            .post(format!("{base}/wechat/{appid}"))
+            .query(&q)
+            .body(push.body.clone())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn query_pairs(q: &PushQuery) -> Vec<(String, String)> {
+    serde_json::to_value(q)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+async fn futures_all<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn passive_reply_is_encrypted_and_replayed_for_duplicates() {
+    for format in [Format::Xml, Format::Json] {
+        let (config, _) = config(Mode::Safe, format, "");
+        let recorder = Arc::new(Recorder {
+            transfer: true,
+            ..Recorder::default()
+        });
+        let app = spawn_app(config, recorder.clone()).await;
+        let push = seal(&text(11, "人工"), Mode::Safe, format);
+        for delivery in 0..2 {
+            let r = app.post(APPID, &push).await;
+            assert_eq!(r.status(), 200);
+            let body = r.text().await.unwrap();
+            let (envelope, plain) = crypto().open_reply(body.as_bytes()).unwrap();
+            // Seconds, and the request's nonce, as WeChat requires.
+            let ts = envelope["TimeStamp"]
+                .as_i64()
+                .unwrap_or_else(|| envelope["TimeStamp"].as_str().unwrap().parse().unwrap());
+            assert!(
+                (ts - now_secs()).abs() < 5,
+                "TimeStamp {ts} is not in seconds"
+            );
+            assert_eq!(envelope["Nonce"], "nonce42");
+            let reply =
+                wechat_push::protocol::wire::parse(format, &plain, &Default::default()).unwrap();
+            assert_eq!(
+                reply["MsgType"], "transfer_customer_service",
+                "delivery {delivery}"
+            );
+            assert_eq!(reply["ToUserName"], "o9AgO5Kd5ggOC-bXrbNODIiE3bGY");
+            assert_eq!(reply["FromUserName"], "gh_97417a04a28d");
+        }
+        assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_handler_does_not_delay_the_answer_past_the_budget() {
+    let (mut config, _) = config(Mode::Safe, Format::Json, "");
+    config.server.reply_budget = Duration::from_millis(200);
+    let recorder = Arc::new(Recorder {
+        transfer: true,
+        delay: Duration::from_millis(1500),
+        ..Recorder::default()
+    });
+    let app = spawn_app(config, recorder.clone()).await;
+    let started = std::time::Instant::now();
+    let r = app
+        .post(APPID, &seal(&text(12, "slow"), Mode::Safe, Format::Json))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(r.text().await.unwrap(), "success");
+    assert!(
+        took < Duration::from_millis(1000),
+        "answered after {took:?}"
+    );
+    // The work went on, and finished.
+    let done = app.wait_for(Status::Done, 1).await;
+    assert_eq!(done[0].attempts, 1);
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failing_handlers_are_retried_then_dead_then_retried_by_hand() {
+    let (config, _) = config(Mode::Plaintext, Format::Xml, "");
+    let recorder = Arc::new(Recorder {
+        fail_first: AtomicUsize::new(100),
+        ..Recorder::default()
+    });
+    let app = spawn_app(config, recorder.clone()).await;
+    let r = app
+        .post(
+            APPID,
+            &seal(&text(13, "fail"), Mode::Plaintext, Format::Xml),
+        )
+        .await;
+    assert_eq!(r.text().await.unwrap(), "success");
+    let dead = app.wait_for(Status::Dead, 1).await;
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].last_error.as_deref(), Some("backend said no"));
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 3);
+    // Fixed: re-queue it by hand, and it is handled.
+    recorder.fail_first.store(0, Ordering::SeqCst);
+    let store = app.store().await;
+    assert_eq!(store.retry("msg:13".into(), None).await.unwrap(), 1);
+    app.wait_for(Status::Done, 1).await;
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 4);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let (config, _) = config(Mode::Safe, Format::Json, "");
+    let app = spawn_app(config, Arc::new(Recorder::default())).await;
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.post(APPID, &seal(&text(20, "m"), Mode::Safe, Format::Json))
+        .await;
+    app.wait_for(Status::Done, 1).await;
+    let m = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(&format!(
+            "wechat_push_pushes_total{{appid=\"{APPID}\",kind=\"text\",outcome=\"stored\"}} 1"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("wechat_push_ack_seconds_count 1"), "{m}");
+    assert!(
+        m.contains("wechat_push_inbox_depth{status=\"done\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "wechat_push_handled_total{{appid=\"{APPID}\",outcome=\"done\"}} 1"
+        )),
+        "{m}"
+    );
+    app.stop().await;
+}
+
+/// A store that is down: the server must answer 503 so that WeChat retries.
+struct DownStore;
+
+fn down<T>() -> BoxFuture<'static, Result<T, StoreError>> {
+    Box::pin(async { Err(StoreError::Closed) })
+}
+
+impl Store for DownStore {
+    fn insert(&self, _: NewPush, _: Option<i64>) -> BoxFuture<'_, Result<Inserted, StoreError>> {
+        down()
+    }
+    fn claim(
+        &self,
+        _: i64,
+        _: i64,
+        _: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
+        down()
+    }
+    fn complete(
+        &self,
+        _: PushId,
+        _: Option<Vec<u8>>,
+        _: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn fail(
+        &self,
+        _: PushId,
+        _: String,
+        _: Option<i64>,
+        _: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn release(&self, _: Vec<PushId>) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn list(&self, _: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
+        down()
+    }
+    fn get(&self, _: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
+        down()
+    }
+    fn retry(&self, _: String, _: Option<String>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        down()
+    }
+    fn prune(&self, _: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        down()
+    }
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
+        down()
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_store_gets_503_so_wechat_retries() {
+    let (config, db) = config(Mode::Safe, Format::Json, "");
+    let app =
+        Application::build_with_store(config, Arc::new(DownStore), Arc::new(Recorder::default()))
+            .await
+            .unwrap();
+    let app = spawn_built(app, db);
+    let r = app
+        .post(APPID, &seal(&text(30, "x"), Mode::Safe, Format::Json))
+        .await;
+    assert_eq!(r.status(), 503);
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    app.stop().await;
+}
