@@ -3,6 +3,7 @@
 mod crypto;
 mod inbox;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ enum Command {
     /// Look at and re-queue stored pushes.
     #[command(subcommand)]
     Inbox(inbox::InboxCommand),
+    /// Play WeChat's push server against any endpoint: handshake, pushes, load.
+    #[command(subcommand)]
+    Simulate(simulate::SimulateCommand),
     /// Sign, encrypt, decrypt and parse pushes by hand, as WeChat does.
     #[command(subcommand)]
     Crypto(crypto::CryptoCommand),
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Inbox(cmd) => inbox::run(cmd),
+        Command::Simulate(cmd) => simulate::run(cmd),
         Command::Crypto(cmd) => crypto::run(cmd),
     };
     match result {

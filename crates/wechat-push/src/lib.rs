@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod reply;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod worker;
 

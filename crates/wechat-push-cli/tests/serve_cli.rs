@@ -1,0 +1,303 @@
+//! `wechat-push serve` as a process: killed with SIGKILL right after it
+//! answered, restarted, and the push is still there and gets handled.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wechat_push::clock::now_secs;
+use wechat_push::protocol::crypto::{AesKey, KeyRing};
+use wechat_push::protocol::wire::Fields;
+use wechat_push::{AppCrypto, Format, Mode, Token};
+
+const APPID: &str = "wxba5fad812f8e6fb9";
+const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wechat-push")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wp-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_config(dir: &Path, workers: usize) -> PathBuf {
+    let path = dir.join("wechat-push.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+log_format = "json"
+[store]
+url = "sqlite://{}/data/inbox.db"
+[inbox]
+workers = {workers}
+poll_interval = "50ms"
+[[apps]]
+appid = "{APPID}"
+kind = "mini_program"
+token = "AAAAA"
+encoding_aes_key = "{KEY}"
+mode = "safe"
+format = "json"
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running server and its log lines.
+struct Server {
+    child: Child,
+    addr: String,
+    logs: mpsc::Receiver<String>,
+}
+
+fn start(config: &Path, env: &[(&str, &str)]) -> Server {
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, logs) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Ok(line) = logs.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if v["fields"]["message"] == "listening" {
+            let addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+            return Server { child, addr, logs };
+        }
+    }
+    panic!("server did not start");
+}
+
+impl Server {
+    /// Wait for a log line containing `needle`.
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.logs.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line with {needle:?}");
+    }
+}
+
+async fn send_push(addr: &str, msg_id: u64) -> (u16, String) {
+    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
+    let app = AppCrypto::new(APPID, Token::new("AAAAA"), Some(KeyRing::new(key, None)));
+    let inner: Fields = serde_json::from_value(serde_json::json!({
+        "ToUserName": "gh_97417a04a28d", "FromUserName": "oUser", "CreateTime": now_secs(),
+        "MsgType": "text", "Content": "survive kill -9", "MsgId": msg_id,
+    }))
+    .unwrap();
+    let push = app
+        .seal_push(
+            &inner,
+            Mode::Safe,
+            Format::Json,
+            &now_secs().to_string(),
+            "n0nce",
+            &[9; 16],
+            Some("oUser"),
+        )
+        .unwrap();
+    let query: Vec<(String, String)> = serde_json::to_value(&push.query)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/wechat/{APPID}"))
+        .query(&query)
+        .body(push.body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn inbox_json(config: &Path) -> Vec<Value> {
+    let out = Command::new(bin())
+        .args(["inbox", "list", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_right_after_success_loses_nothing_and_restart_handles_it() {
+    let dir = temp_dir("kill9");
+    // workers = 0: this process only stores; it cannot handle before it dies.
+    let config = write_config(&dir, 0);
+    let mut server = start(&config, &[]);
+    let (status, body) = send_push(&server.addr, 6054768590064713728).await;
+    assert_eq!((status, body.as_str()), (200, "success"));
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    let stored = inbox_json(&config);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let p = &stored[0];
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["dedup_key"], "msg:6054768590064713728");
+    for field in [
+        "appid",
+        "dedup_key",
+        "kind",
+        "from",
+        "create_time",
+        "status",
+        "attempts",
+        "received_at",
+    ] {
+        assert!(!p[field].is_null(), "--json lacks {field}: {p}");
+    }
+
+    // Restarted with workers (set from the environment), it takes the push up.
+    let server = start(&config, &[("WECHAT_PUSH_INBOX_WORKERS", "2")]);
+    server.wait_log("push handled");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = inbox_json(&config);
+        if stored[0]["status"] == "done" {
+            assert_eq!(stored[0]["attempts"], 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not handled after restart: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // WeChat's retry of the same push, after the restart, is a duplicate.
+    let (status, body) = send_push(&server.addr, 6054768590064713728).await;
+    assert_eq!((status, body.as_str()), (200, "success"));
+    assert_eq!(inbox_json(&config).len(), 1);
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_shuts_down_gracefully() {
+    let dir = temp_dir("term");
+    let config = write_config(&dir, 2);
+    let mut server = start(&config, &[]);
+    assert_eq!(send_push(&server.addr, 1).await.1, "success");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    server.wait_log("SIGTERM: shutting down");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(inbox_json(&config).len(), 1);
+}
+
+#[test]
+fn inbox_show_and_retry_explain_themselves() {
+    let dir = temp_dir("show");
+    let config = write_config(&dir, 0);
+    let out = Command::new(bin())
+        .args(["inbox", "retry", "msg:404", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dead push has the dedup key msg:404"));
+    let out = Command::new(bin())
+        .args(["inbox", "show", "msg:404", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(bin())
+        .args(["serve", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("config file /nonexistent.toml not found")
+    );
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[[apps]]\nappid = \"wx1\"\nkind = \"mini_program\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(dir.join("bad.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("apps[0].token: must be 3 to 32 characters, got 1"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inbox_show_prints_the_decrypted_body() {
+    let dir = temp_dir("show2");
+    let config = write_config(&dir, 0);
+    let mut server = start(&config, &[]);
+    send_push(&server.addr, 77).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let out = Command::new(bin())
+        .args(["inbox", "show", "msg:77", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("survive kill -9"), "{text}");
+    assert!(
+        text.contains("status:      pending after 0 attempt(s)"),
+        "{text}"
+    );
+}
