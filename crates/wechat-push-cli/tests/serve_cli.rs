@@ -84,18 +84,24 @@ fn start(config: &Path, env: &[(&str, &str)]) -> Server {
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let Ok(line) = logs.recv_timeout(Duration::from_millis(100)) else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if v["fields"]["message"] == "listening" {
-            let addr = v["fields"]["addr"].as_str().unwrap().to_owned();
-            return Server { child, addr, logs };
-        }
+    // From here on, Drop kills the child whatever happens.
+    let mut server = Server {
+        child,
+        addr: String::new(),
+        logs,
+    };
+    let line = server.wait_log("\"listening\"");
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    server.addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+    server
+}
+
+impl Drop for Server {
+    /// A failed test must not leave a server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    panic!("server did not start");
 }
 
 impl Server {
@@ -198,7 +204,6 @@ async fn sigkill_right_after_success_loses_nothing_and_restart_handles_it() {
 
     // Restarted with workers (set from the environment), it takes the push up.
     let server = start(&config, &[("WECHAT_PUSH_INBOX_WORKERS", "2")]);
-    server.wait_log("push handled");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stored = inbox_json(&config);
@@ -216,9 +221,6 @@ async fn sigkill_right_after_success_loses_nothing_and_restart_handles_it() {
     let (status, body) = send_push(&server.addr, 6054768590064713728).await;
     assert_eq!((status, body.as_str()), (200, "success"));
     assert_eq!(inbox_json(&config).len(), 1);
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

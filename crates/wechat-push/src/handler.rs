@@ -110,7 +110,8 @@ impl Handler for LogHandler {
         push: &'a Push,
     ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
         Box::pin(async move {
-            tracing::info!(
+            // Debug: at info a line per push costs more than the push itself.
+            tracing::debug!(
                 appid = %push.appid,
                 kind = %push.message.kind(),
                 from = %push.message.from_user,

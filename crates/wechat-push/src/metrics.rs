@@ -1,7 +1,8 @@
 //! Counters and the acknowledgement-latency histogram, rendered in
 //! Prometheus' text format at `GET /metrics`.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -47,10 +48,35 @@ const BUCKETS: [f64; 14] = [
 
 type Labels = Vec<(&'static str, String)>;
 
+/// One counter and what it is counted by.
+#[derive(Debug, Clone)]
+struct Counter {
+    name: &'static str,
+    labels: Labels,
+    value: u64,
+}
+
+thread_local! {
+    /// Reused to build lookup keys, so that counting a push allocates nothing.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The lookup key of a counter: its name and label values, separated.
+fn encode(buf: &mut String, name: &str, labels: &[(&'static str, &str)]) {
+    buf.clear();
+    buf.push_str(name);
+    for (k, v) in labels {
+        buf.push('\u{1f}');
+        buf.push_str(k);
+        buf.push('=');
+        buf.push_str(v);
+    }
+}
+
 /// The server's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
+    counters: Mutex<HashMap<String, Counter>>,
     ack_buckets: [AtomicU64; BUCKETS.len()],
     ack_count: AtomicU64,
     ack_sum_micros: AtomicU64,
@@ -59,27 +85,36 @@ pub struct Metrics {
 impl Metrics {
     /// Add one to counter `name` with `labels`.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
-        );
-        if let Ok(mut counters) = self.counters.lock() {
-            *counters.entry(key).or_insert(0) += 1;
-        }
+        KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            encode(&mut key, name, labels);
+            let Ok(mut counters) = self.counters.lock() else {
+                return;
+            };
+            match counters.get_mut(key.as_str()) {
+                Some(counter) => counter.value += 1,
+                None => {
+                    let labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+                    counters.insert(
+                        key.clone(),
+                        Counter {
+                            name,
+                            labels,
+                            value: 1,
+                        },
+                    );
+                }
+            }
+        });
     }
 
     /// The value of a counter (for tests and reports).
     pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
-        let key = (
-            name,
-            labels
-                .iter()
-                .map(|(k, v)| (*k, (*v).to_owned()))
-                .collect::<Labels>(),
-        );
+        let mut key = String::new();
+        encode(&mut key, name, labels);
         self.counters
             .lock()
-            .map(|c| c.get(&key).copied().unwrap_or(0))
+            .map(|c| c.get(&key).map_or(0, |c| c.value))
             .unwrap_or(0)
     }
 
@@ -99,11 +134,16 @@ impl Metrics {
     /// Everything in Prometheus' text format, with the inbox depth if known.
     pub fn render(&self, depth: Option<Counts>) -> String {
         let mut out = String::new();
-        let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut counters: Vec<Counter> = self
+            .counters
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        counters.sort_by(|a, b| (a.name, &a.labels).cmp(&(b.name, &b.labels)));
         for (name, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((n, labels), value) in counters.iter().filter(|((n, _), _)| n == name) {
-                let _ = writeln!(out, "{n}{} {value}", render_labels(labels));
+            for c in counters.iter().filter(|c| c.name == *name) {
+                let _ = writeln!(out, "{}{} {}", c.name, render_labels(&c.labels), c.value);
             }
         }
         let name = "wechat_push_ack_seconds";

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::Instrument;
 
 use crate::clock::{now_ms, now_secs};
@@ -35,8 +35,8 @@ use crate::metrics::{self, Metrics};
 use crate::protocol::envelope::{check_timestamp, AppCrypto, OpenError, Opened, PushQuery};
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
-use crate::store::{Inserted, NewPush, SqliteStore, Status, Store, StoreError, StoredPush};
-use crate::worker::{self, Processor};
+use crate::store::{Inserted, NewPush, PushId, SqliteStore, Status, Store, StoreError, StoredPush};
+use crate::worker::{self, Pool, Processor};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ struct App {
 struct Shared {
     apps: HashMap<String, App>,
     store: Arc<dyn Store>,
-    processor: Processor,
+    pool: Pool,
     notify: Arc<Notify>,
     metrics: Arc<Metrics>,
     server: ServerConfig,
@@ -78,6 +78,7 @@ struct Shared {
 pub struct Application {
     listener: TcpListener,
     shared: Arc<Shared>,
+    completions: mpsc::Receiver<PushId>,
     retention: Duration,
 }
 
@@ -124,12 +125,14 @@ impl Application {
             );
         }
         let metrics = Arc::new(Metrics::default());
+        let (completions_tx, completions) = mpsc::channel(4096);
         let processor = Processor {
             store: store.clone(),
             handler,
             apps: Arc::new(kinds),
             config: config.inbox.clone(),
             metrics: metrics.clone(),
+            completions: completions_tx,
         };
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
@@ -140,11 +143,12 @@ impl Application {
             shared: Arc::new(Shared {
                 apps,
                 store,
-                processor,
+                pool: Pool::new(processor),
                 notify: Arc::new(Notify::new()),
                 metrics,
                 server: config.server.clone(),
             }),
+            completions,
             retention: config.inbox.retention,
         })
     }
@@ -173,14 +177,22 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        let addr = self.local_addr();
         let shared = self.shared.clone();
-        let workers = tokio::spawn(worker::run(
-            shared.processor.clone(),
-            shared.notify.clone(),
-            stopped.clone(),
-        ));
+        let workers = tokio::spawn(
+            shared
+                .pool
+                .clone()
+                .run(shared.notify.clone(), stopped.clone()),
+        );
         let pruner = tokio::spawn(worker::prune(shared.store.clone(), self.retention, stopped));
-        tracing::info!(addr = %self.local_addr(), apps = shared.apps.len(), "listening");
+        let (finish, finishing) = watch::channel(false);
+        let completer = tokio::spawn(worker::complete_batches(
+            shared.store.clone(),
+            self.completions,
+            finishing,
+        ));
+        tracing::info!(%addr, apps = shared.apps.len(), "listening");
         let result = axum::serve(self.listener, router(shared))
             .with_graceful_shutdown(shutdown)
             .await;
@@ -188,6 +200,9 @@ impl Application {
         let _ = stop.send(true);
         let _ = workers.await;
         let _ = pruner.await;
+        // Workers are done: flush the last completions.
+        let _ = finish.send(true);
+        let _ = completer.await;
         result
     }
 }
@@ -372,38 +387,51 @@ async fn receive_push(
         window,
     )?;
 
-    let message = &opened.message;
-    let dedup_key = message.dedup_key();
+    let dedup_key = opened.message.dedup_key();
     tracing::Span::current().record("dedup_key", dedup_key.as_str());
-    let kind = message.kind();
-    let processor = &shared.processor;
-    let wait_for_reply =
-        processor.config.workers > 0 && processor.handler.may_reply_passively(appid, message);
+    let kind = opened.message.kind();
+    let processor = shared.pool.processor();
+    let workers = processor.config.workers > 0;
+    let wait_for_reply = workers
+        && processor
+            .handler
+            .may_reply_passively(appid, &opened.message);
+    // With a free slot, the push is handled straight from here, stored already claimed.
+    let hand_off = if wait_for_reply {
+        None
+    } else {
+        shared.pool.try_slot()
+    };
     let now = now_ms();
     let lease_ms = i64::try_from(processor.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let claim_until = (wait_for_reply || hand_off.is_some()).then_some(now + lease_ms);
     let new = NewPush {
         appid: appid.to_owned(),
         dedup_key,
-        kind: kind.clone(),
-        from_user: message.from_user.clone(),
-        create_time: message.create_time,
+        kind,
+        from_user: opened.message.from_user.clone(),
+        create_time: opened.message.create_time,
         format: opened.format,
         body: opened.plaintext.clone(),
         received_at_ms: now,
     };
-    let claim_until = wait_for_reply.then_some(now + lease_ms);
-    match shared.store.insert(new.clone(), claim_until).await? {
+    // Only a push handled here needs its fields after the insert.
+    let keep = claim_until.is_some().then(|| new.clone());
+    let kind_label = new.kind.clone();
+    match shared.store.insert(new, claim_until).await? {
         Inserted::New(id) => {
             shared.metrics.inc(
                 metrics::PUSHES,
-                &[("appid", appid), ("kind", &kind), ("outcome", "stored")],
+                &[
+                    ("appid", appid),
+                    ("kind", &kind_label),
+                    ("outcome", "stored"),
+                ],
             );
-            if !wait_for_reply {
+            let Some(new) = keep else {
                 shared.notify.notify_one();
                 return Ok((ack(&app.config), "stored"));
-            }
-            // The push is stored and claimed by us: handle it now, and answer
-            // with its passive reply if it comes within the budget.
+            };
             let stored = StoredPush {
                 id,
                 appid: new.appid,
@@ -420,11 +448,20 @@ async fn receive_push(
                 body: new.body,
                 reply: None,
             };
+            if let Some(slot) = hand_off {
+                shared
+                    .pool
+                    .start(slot, stored, Some(opened.message.clone()));
+                return Ok((ack(&app.config), "stored"));
+            }
+            // The handler may answer with a passive reply: handle the push
+            // now, and answer with the reply if it comes within the budget.
             let (tx, rx) = oneshot::channel();
             let processor = processor.clone();
+            let message = opened.message.clone();
             tokio::spawn(
                 async move {
-                    let _ = tx.send(processor.process(stored).await);
+                    let _ = tx.send(processor.process(stored, Some(message)).await);
                 }
                 .in_current_span(),
             );
@@ -441,7 +478,11 @@ async fn receive_push(
             shared.metrics.inc(metrics::DUPLICATES, &[("appid", appid)]);
             shared.metrics.inc(
                 metrics::PUSHES,
-                &[("appid", appid), ("kind", &kind), ("outcome", "duplicate")],
+                &[
+                    ("appid", appid),
+                    ("kind", &kind_label),
+                    ("outcome", "duplicate"),
+                ],
             );
             tracing::debug!(%status, "duplicate delivery");
             match reply {

@@ -13,8 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::clock::{now_ms, now_secs};
@@ -41,28 +40,53 @@ pub struct Processor {
     pub config: InboxConfig,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Pushes handled without a reply, to be marked done in batches.
+    pub completions: mpsc::Sender<PushId>,
 }
 
 impl Processor {
     /// Handle one claimed push and record the outcome in the store. Returns
-    /// the rendered passive reply when the handler gave one.
-    pub async fn process(&self, stored: StoredPush) -> Option<Vec<u8>> {
+    /// the rendered passive reply when the handler gave one. `message` is the
+    /// push already parsed, when the caller has it (saves parsing it again).
+    pub async fn process(&self, stored: StoredPush, message: Option<Message>) -> Option<Vec<u8>> {
+        self.process_with_slot(stored, message, None).await
+    }
+
+    /// As [`Processor::process`], freeing the worker `slot` as soon as the
+    /// handler returns: recording the outcome waits for a commit, and the
+    /// next push need not wait for it.
+    async fn process_with_slot(
+        &self,
+        stored: StoredPush,
+        message: Option<Message>,
+        slot: Option<Slot>,
+    ) -> Option<Vec<u8>> {
         let span = tracing::info_span!(
             "handle",
             appid = %stored.appid,
             dedup_key = %stored.dedup_key,
             attempt = stored.attempts
         );
-        self.process_in_span(stored).instrument(span).await
+        self.process_in_span(stored, message, slot)
+            .instrument(span)
+            .await
     }
 
-    async fn process_in_span(&self, stored: StoredPush) -> Option<Vec<u8>> {
+    async fn process_in_span(
+        &self,
+        stored: StoredPush,
+        message: Option<Message>,
+        slot: Option<Slot>,
+    ) -> Option<Vec<u8>> {
         let id = stored.id;
         let appid = stored.appid.clone();
-        let message = match wire::parse(stored.format, &stored.body, &Limits::default())
-            .map_err(|e| e.to_string())
-            .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string()))
-        {
+        let parsed = match message {
+            Some(m) => Ok(m),
+            None => wire::parse(stored.format, &stored.body, &Limits::default())
+                .map_err(|e| e.to_string())
+                .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string())),
+        };
+        let message = match parsed {
             Ok(m) => m,
             Err(e) => {
                 // Stored bodies were opened once already: this only happens
@@ -85,14 +109,27 @@ impl Processor {
         };
         let outcome =
             tokio::time::timeout(self.config.handler_timeout, self.handler.handle(&push)).await;
+        drop(slot);
         match outcome {
             Ok(Ok(reply)) => {
                 let rendered = reply.map(|r| {
                     r.render_for(&push.message, now_secs(), stored.format)
                         .into_bytes()
                 });
-                if let Err(e) = self.store.complete(id, rendered.clone(), now_ms()).await {
-                    tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
+                // A reply is recorded at once: WeChat's retry of this push
+                // must get it. Everything else is marked done in batches.
+                let queued = match &rendered {
+                    None => self.completions.send(id).await.is_ok(),
+                    Some(_) => false,
+                };
+                if !queued {
+                    if let Err(e) = self
+                        .store
+                        .complete(vec![(id, rendered.clone())], now_ms())
+                        .await
+                    {
+                        tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
+                    }
                 }
                 self.metrics
                     .inc(metrics::HANDLED, &[("appid", &appid), ("outcome", "done")]);
@@ -167,83 +204,147 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Run the pool until `shutdown` turns true, then drain.
-pub async fn run(processor: Processor, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-    let cfg = processor.config.clone();
-    if cfg.workers == 0 {
-        tracing::info!("inbox.workers = 0: pushes are stored, handled elsewhere");
-        return;
-    }
-    let permits = Arc::new(Semaphore::new(cfg.workers));
-    let in_flight: Arc<Mutex<HashSet<PushId>>> = Arc::default();
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        if *shutdown.borrow() {
-            break;
+/// A worker slot: while it is held, its push counts as in flight.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    id: Option<PushId>,
+    in_flight: Arc<Mutex<HashSet<PushId>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let (Some(id), Ok(mut set)) = (self.id, self.in_flight.lock()) {
+            set.remove(&id);
         }
-        // Wait for a free worker before claiming, so claims never sit idle.
-        let first = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => continue,
-        };
-        let limit = 1 + permits.available_permits();
-        let now = now_ms();
-        let lease_until = now + i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let claimed = match processor.store.claim(now, lease_until, limit).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot claim pushes");
-                drop(first);
+    }
+}
+
+/// The workers: at most `inbox.workers` handlers at once, started by the
+/// server (a push it stored already claimed while a slot was free: no claim
+/// statement, no second parse) and by [`Pool::run`] (pushes claimed from the
+/// store: stored while all slots were busy, retries, pushes of other
+/// instances or of a process that died).
+#[derive(Clone)]
+pub struct Pool {
+    processor: Processor,
+    slots: Arc<Semaphore>,
+    size: usize,
+    in_flight: Arc<Mutex<HashSet<PushId>>>,
+}
+
+impl Pool {
+    /// A pool of `processor.config.workers` slots.
+    pub fn new(processor: Processor) -> Self {
+        let size = processor.config.workers;
+        Pool {
+            processor,
+            slots: Arc::new(Semaphore::new(size)),
+            size,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// What runs the handler.
+    pub fn processor(&self) -> &Processor {
+        &self.processor
+    }
+
+    /// A free slot, if any.
+    pub fn try_slot(&self) -> Option<Slot> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(self.slot(permit))
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
+        Slot {
+            _permit: permit,
+            id: None,
+            in_flight: self.in_flight.clone(),
+        }
+    }
+
+    /// Handle a claimed push on `slot`, in a task of its own.
+    pub fn start(&self, mut slot: Slot, push: StoredPush, message: Option<Message>) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.insert(push.id);
+        }
+        slot.id = Some(push.id);
+        let processor = self.processor.clone();
+        tokio::spawn(async move {
+            processor.process_with_slot(push, message, Some(slot)).await;
+        });
+    }
+
+    /// Claim work from the store until `shutdown` turns true, then wait for
+    /// in-flight handlers (within a grace period) and give back the rest.
+    pub async fn run(self, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let cfg = self.processor.config.clone();
+        if cfg.workers == 0 {
+            tracing::info!("inbox.workers = 0: pushes are stored, handled elsewhere");
+            return;
+        }
+        let mut poll = tokio::time::interval(cfg.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Claim at start-up: pushes left by a previous run may be waiting.
+        let mut claim_now = true;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if !claim_now {
+                // The store is asked only when told there is work there, or
+                // now and then for retries and other instances' pushes.
                 tokio::select! {
-                    _ = tokio::time::sleep(cfg.poll_interval) => {}
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.changed() => continue,
+                    _ = notify.notified() => {}
+                    _ = poll.tick() => {}
                 }
-                continue;
             }
-        };
-        if claimed.is_empty() {
-            drop(first);
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(cfg.poll_interval) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
-        let mut first = Some(first);
-        for push in claimed {
-            let permit = match first.take() {
-                Some(p) => p,
-                // Claimed no more than the free permits: this does not wait long.
-                None => match permits.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
+            // Wait for a free slot before claiming, so claims never sit idle.
+            let first = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => continue,
             };
-            let processor = processor.clone();
-            let in_flight = in_flight.clone();
-            if let Ok(mut set) = in_flight.lock() {
-                set.insert(push.id);
-            }
-            tasks.spawn(async move {
-                let id = push.id;
-                processor.process(push).await;
-                if let Ok(mut set) = in_flight.lock() {
-                    set.remove(&id);
+            let limit = 1 + self.slots.available_permits();
+            let now = now_ms();
+            let lease_until = now + i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX / 2);
+            let claimed = match self.processor.store.claim(now, lease_until, limit).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim pushes");
+                    claim_now = false;
+                    continue;
                 }
-                drop(permit);
-            });
+            };
+            // A full batch: more may be due, so claim again as soon as slots free up.
+            claim_now = claimed.len() == limit;
+            let mut first = Some(first);
+            for push in claimed {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    // Claimed no more than the free slots: this does not wait long.
+                    None => match self.slots.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
+                self.start(self.slot(permit), push, None);
+            }
         }
+        self.drain().await;
     }
-    // Shutdown: let in-flight handlers finish, within the grace period.
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tasks.abort_all();
-        let unfinished: Vec<PushId> = in_flight
+
+    /// Wait for in-flight handlers within the grace period; give back the rest.
+    async fn drain(&self) {
+        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.slots.acquire_many(all))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let unfinished: Vec<PushId> = self
+            .in_flight
             .lock()
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
@@ -251,8 +352,44 @@ pub async fn run(processor: Processor, notify: Arc<Notify>, mut shutdown: watch:
             count = unfinished.len(),
             "handlers still running at shutdown; giving their pushes back to the inbox"
         );
-        if let Err(e) = processor.store.release(unfinished).await {
+        if let Err(e) = self.processor.store.release(unfinished).await {
             tracing::error!(error = %e, "cannot release unfinished pushes; their leases will expire instead");
+        }
+    }
+}
+
+/// Mark handled pushes done, many per statement: while one batch waits for
+/// its commit the next gathers. Runs until `finish` fires, then flushes.
+pub async fn complete_batches(
+    store: Arc<dyn Store>,
+    mut completions: mpsc::Receiver<PushId>,
+    mut finish: watch::Receiver<bool>,
+) {
+    let mut batch: Vec<(PushId, Option<Vec<u8>>)> = Vec::new();
+    loop {
+        let finishing = tokio::select! {
+            id = completions.recv() => match id {
+                Some(id) => {
+                    batch.push((id, None));
+                    false
+                }
+                None => true,
+            },
+            _ = finish.changed() => true,
+        };
+        while batch.len() < 4096 {
+            match completions.try_recv() {
+                Ok(id) => batch.push((id, None)),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.complete(std::mem::take(&mut batch), now_ms()).await {
+                tracing::error!(error = %e, "cannot mark pushes done; their leases will bring them back");
+            }
+        }
+        if finishing {
+            return;
         }
     }
 }

@@ -224,11 +224,11 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
-    /// Mark a claimed push done, with the passive reply it got, if any.
+    /// Mark claimed pushes done, each with the passive reply it got, if any.
+    /// Many at once cost about as much as one: workers batch them.
     fn complete(
         &self,
-        id: PushId,
-        reply: Option<Vec<u8>>,
+        done: Vec<(PushId, Option<Vec<u8>>)>,
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 

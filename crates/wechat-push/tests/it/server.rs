@@ -640,8 +640,7 @@ impl Store for DownStore {
     }
     fn complete(
         &self,
-        _: PushId,
-        _: Option<Vec<u8>>,
+        _: Vec<(PushId, Option<Vec<u8>>)>,
         _: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
