@@ -32,6 +32,7 @@ use crate::clock::{now_ms, now_secs};
 use crate::config::{Ack, AppConfig, Config, ConfigError, ServerConfig};
 use crate::handler::Handler;
 use crate::metrics::{self, Metrics};
+use crate::protocol::crypto::KeySlot;
 use crate::protocol::envelope::{check_timestamp, AppCrypto, OpenError, Opened, PushQuery};
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
@@ -379,7 +380,12 @@ async fn receive_push(
     let bytes = axum::body::to_bytes(body, max)
         .await
         .map_err(|_| PushError::TooLarge(max))?;
-    let opened = app.crypto.open(&query, &bytes)?;
+    let Opened {
+        message,
+        plaintext,
+        format,
+        key,
+    } = app.crypto.open(&query, &bytes)?;
     let window = shared.server.timestamp_window.as_secs();
     check_timestamp(
         query.timestamp.as_deref().unwrap_or_default(),
@@ -387,15 +393,12 @@ async fn receive_push(
         window,
     )?;
 
-    let dedup_key = opened.message.dedup_key();
+    let dedup_key = message.dedup_key();
     tracing::Span::current().record("dedup_key", dedup_key.as_str());
-    let kind = opened.message.kind();
+    let kind = message.kind();
     let processor = shared.pool.processor();
     let workers = processor.config.workers > 0;
-    let wait_for_reply = workers
-        && processor
-            .handler
-            .may_reply_passively(appid, &opened.message);
+    let wait_for_reply = workers && processor.handler.may_reply_passively(appid, &message);
     // With a free slot, the push is handled straight from here, stored already claimed.
     let hand_off = if wait_for_reply {
         None
@@ -409,10 +412,10 @@ async fn receive_push(
         appid: appid.to_owned(),
         dedup_key,
         kind,
-        from_user: opened.message.from_user.clone(),
-        create_time: opened.message.create_time,
-        format: opened.format,
-        body: opened.plaintext.clone(),
+        from_user: message.from_user.clone(),
+        create_time: message.create_time,
+        format,
+        body: plaintext,
         received_at_ms: now,
     };
     // Only a push handled here needs its fields after the insert.
@@ -449,16 +452,13 @@ async fn receive_push(
                 reply: None,
             };
             if let Some(slot) = hand_off {
-                shared
-                    .pool
-                    .start(slot, stored, Some(opened.message.clone()));
+                shared.pool.start(slot, stored, Some(message));
                 return Ok((ack(&app.config), "stored"));
             }
             // The handler may answer with a passive reply: handle the push
             // now, and answer with the reply if it comes within the budget.
             let (tx, rx) = oneshot::channel();
             let processor = processor.clone();
-            let message = opened.message.clone();
             tokio::spawn(
                 async move {
                     let _ = tx.send(processor.process(stored, Some(message)).await);
@@ -466,7 +466,9 @@ async fn receive_push(
                 .in_current_span(),
             );
             match tokio::time::timeout(shared.server.reply_budget, rx).await {
-                Ok(Ok(Some(reply))) => Ok((passive_reply(app, &opened, &query, &reply), "replied")),
+                Ok(Ok(Some(reply))) => {
+                    Ok((passive_reply(app, format, key, &query, &reply), "replied"))
+                }
                 Ok(_) => Ok((ack(&app.config), "stored")),
                 Err(_) => {
                     tracing::warn!("handler exceeded the reply budget; answered without a reply");
@@ -486,7 +488,7 @@ async fn receive_push(
             );
             tracing::debug!(%status, "duplicate delivery");
             match reply {
-                Some(reply) => Ok((passive_reply(app, &opened, &query, &reply), "duplicate")),
+                Some(reply) => Ok((passive_reply(app, format, key, &query, &reply), "duplicate")),
                 None => Ok((ack(&app.config), "duplicate")),
             }
         }
@@ -501,12 +503,18 @@ fn ack(app: &AppConfig) -> Response {
 }
 
 /// Answer with a passive reply, sealed when the push came encrypted.
-fn passive_reply(app: &App, opened: &Opened, query: &PushQuery, reply: &[u8]) -> Response {
-    let content_type = match opened.format {
+fn passive_reply(
+    app: &App,
+    format: Format,
+    key: Option<KeySlot>,
+    query: &PushQuery,
+    reply: &[u8],
+) -> Response {
+    let content_type = match format {
         Format::Xml => "application/xml",
         Format::Json => "application/json",
     };
-    let Some(slot) = opened.key else {
+    let Some(slot) = key else {
         return ([(header::CONTENT_TYPE, content_type)], reply.to_vec()).into_response();
     };
     let mut random = [0u8; 16];
@@ -517,7 +525,7 @@ fn passive_reply(app: &App, opened: &Opened, query: &PushQuery, reply: &[u8]) ->
     let nonce = query.nonce.as_deref().unwrap_or_default();
     match app
         .crypto
-        .seal(reply, opened.format, now_secs(), nonce, &random, slot)
+        .seal(reply, format, now_secs(), nonce, &random, slot)
     {
         Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(e) => {
