@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "target" / "release"
 BIN = TARGET / "wechat-push"
 BARE = TARGET / "examples" / "bare_axum"
+OPEN_CASES = TARGET / "examples" / "open_cases"
+BENCH = ROOT / "bench"
+VENV_PY = BENCH / ".venv" / "bin" / "python"
 APPID = "wxba5fad812f8e6fb9"
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH"  # non-canonical, like most real keys
 TOKEN = "AAAAA"
@@ -132,11 +135,80 @@ def load(url, concurrency, duration, fmt="xml"):
     return json.loads(out.stdout)
 
 
+def setup_peers():
+    """wechatpy + cryptography + aiohttp in bench/.venv; express + wechat + wechat-crypto + xml2js in bench/node_modules."""
+    if not VENV_PY.exists():
+        run([sys.executable, "-m", "venv", str(BENCH / ".venv")])
+    run([str(VENV_PY), "-m", "pip", "install", "-q", "-r", str(BENCH / "requirements.txt")])
+    if shutil.which("npm") is None:
+        sys.exit("npm is required for the node peers")
+    run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(BENCH)])
+
+
+def inner_xml(size):
+    """A text push whose inner XML body is about `size` bytes (the same as the criterion bench)."""
+    head = (
+        "<xml><ToUserName><![CDATA[gh_97417a04a28d]]></ToUserName>"
+        "<FromUserName><![CDATA[o9AgO5Kd5ggOC-bXrbNODIiE3bGY]]></FromUserName>"
+        "<CreateTime>1714112445</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA["
+    )
+    tail = "]]></Content><MsgId>6054768590064713728</MsgId></xml>"
+    unit = "你好, wechat-push! "
+    content = ""
+    while len((head + content + tail).encode()) < size:
+        content += unit
+    return head + content + tail
+
+
+def make_cases(path):
+    """Safe-mode XML pushes of each size, sealed by `wechat-push crypto`, for every pipeline contender."""
+    cases = []
+    for size in [300, 2048, 10240, 32768]:
+        msg = inner_xml(size)
+        enc = subprocess.run(
+            [BIN, "crypto", "encrypt", "--aes-key", KEY, "--appid", APPID, "--random", "0123456789abcdef", msg],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        sig = subprocess.run(
+            [BIN, "crypto", "sign", "--token", TOKEN, "--timestamp", "1714112445", "--nonce", "415670741", "--encrypt", enc],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        body = f"<xml><ToUserName><![CDATA[gh_97417a04a28d]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+        cases.append({
+            "size": size, "inner_bytes": len(msg.encode()), "token": TOKEN, "key": KEY, "appid": APPID,
+            "timestamp": "1714112445", "nonce": "415670741", "msg_signature": sig, "body": body,
+        })
+    Path(path).write_text(json.dumps(cases))
+
+
+def bench_pipeline_peers(seconds):
+    """Per-message cost of opening the same pushes, each contender pinned to core 0, one after another."""
+    with tempfile.TemporaryDirectory() as d:
+        cases = Path(d) / "cases.json"
+        make_cases(cases)
+        contenders = [
+            ("wechat-push `AppCrypto::open`", [OPEN_CASES, cases, seconds]),
+            ("wechatpy `decrypt_message` + `parse_message`", [VENV_PY, BENCH / "peers" / "pipeline.py", cases, seconds]),
+            ("node `wechat-crypto` + `xml2js`", ["node", BENCH / "peers" / "pipeline.js", cases, seconds]),
+        ]
+        rows = []
+        for label, cmd in contenders:
+            out = subprocess.run(["taskset", "-c", "0"] + [str(c) for c in cmd], capture_output=True, text=True, cwd=BENCH)
+            if out.returncode != 0:
+                raise RuntimeError(f"{label} failed: {out.stderr}")
+            for r in json.loads(out.stdout):
+                rows.append({"contender": label, **r})
+                log(f"{label} {r['size']} B: {r['ns_per_msg'] / 1000:.2f} µs")
+        return rows
+
+
 def bench_servers(duration, concurrencies):
     results = []
     contenders = [
         ("wechat-push serve (SQLite inbox, fsync on)", "serve"),
         ("bare axum: verify + decrypt, stores nothing (ceiling)", "bare"),
+        ("aiohttp + wechatpy (stores nothing)", "aiohttp"),
+        ("express + node wechat (stores nothing)", "express"),
     ]
     for label, kind in contenders:
         for c in concurrencies:
@@ -144,9 +216,13 @@ def bench_servers(duration, concurrencies):
                 port = free_port()
                 config = write_config(d, port)
                 if kind == "serve":
-                    server = Server([BIN, "serve", "--config", config], port, {"RUST_LOG": "warn"})
-                else:
+                    server = Server([BIN, "serve", "--config", config], port)
+                elif kind == "bare":
                     server = Server([BARE, f"127.0.0.1:{port}", config], port)
+                elif kind == "aiohttp":
+                    server = Server([VENV_PY, BENCH / "peers" / "aiohttp_server.py", port, TOKEN, KEY, APPID], port)
+                else:
+                    server = Server(["node", BENCH / "peers" / "express_server.js", port, TOKEN, KEY, APPID], port)
                 try:
                     report = load(f"http://127.0.0.1:{port}/wechat/{APPID}", c, duration)
                 finally:
@@ -171,7 +247,7 @@ def bench_apps(duration, counts):
         with tempfile.TemporaryDirectory() as d:
             port = free_port()
             config = write_config(d, port, apps=n)
-            server = Server([BIN, "serve", "--config", config], port, {"RUST_LOG": "warn"})
+            server = Server([BIN, "serve", "--config", config], port)
             try:
                 report = load(f"http://127.0.0.1:{port}/wechat/{APPID}", 64, duration)
             finally:
@@ -225,15 +301,39 @@ def render(results):
     by = {(r["format"], r["size"]): r["median_ns"] for r in p}
     for size, label in [(300, "~300 B text message"), (2048, "~2 KB"), (10240, "~10 KB"), (32768, "~32 KB")]:
         out.append(f"| {label} | {fmt_us(by[('xml', size)])} | {fmt_us(by[('json', size)])} |")
+    pp = results["pipeline_peers"]
+    out += [
+        "",
+        "### Side by side with the peers (same pushes, same run, one core each)",
+        "",
+        "Each contender opens the same safe-mode XML pushes (sealed by `wechat-push crypto`, a "
+        "non-canonical EncodingAESKey): verify the signature, decrypt, parse. wechat-push also "
+        "checks every padding byte and the declared length, and types the message; wechatpy "
+        "checks the appid but neither padding nor length; node `wechat-crypto` checks neither the "
+        "appid nor the padding (an out-of-range pad byte is taken as 0).",
+        "",
+        "| inner body | wechat-push | wechatpy | node wechat-crypto + xml2js | vs wechatpy | vs node |",
+        "|---|---|---|---|---|---|",
+    ]
+    def cost(label_start, size):
+        return next(r["ns_per_msg"] for r in pp if r["contender"].startswith(label_start) and r["size"] == size)
+    for size in [300, 2048, 10240, 32768]:
+        ours, py, js = cost("wechat-push", size), cost("wechatpy", size), cost("node", size)
+        out.append(
+            f"| ~{size} B | {fmt_us(ours)} | {fmt_us(py)} | {fmt_us(js)} | **{py / ours:.0f}×** | **{js / ours:.0f}×** |"
+        )
     out += [
         "",
         "## Server: acknowledged pushes (HTTP, server on one core)",
         "",
         "The server is pinned to core 0, the load generator (`wechat-push simulate load`, closed loop, "
         "distinct safe-mode XML pushes, each verified on the answer as WeChat would) to core 1. "
-        "`wechat-push serve` stores every push durably (SQLite, WAL, `synchronous=FULL`, group commit) "
-        "before answering `success`, and its workers handle each one after; the bare axum handler "
-        "verifies and decrypts but stores nothing, as the ceiling.",
+        "`wechat-push serve` (default config, log level info) stores every push durably (SQLite, "
+        "WAL, `synchronous=FULL`, group commit) before answering `success`, and its workers handle "
+        "each one after; the bare axum handler and the peers verify and decrypt but store nothing. "
+        "The peers: a minimal aiohttp server calling wechatpy's `decrypt_message` + `parse_message`, "
+        "and an express server with node `wechat`'s middleware answering `res.reply('')` (empty, its "
+        "way of acknowledging). One process each: the server has one core.",
         "",
         "| server | concurrency | pushes/s | p50 | p99 | max | errors | peak RSS |",
         "|---|---|---|---|---|---|---|---|",
@@ -246,13 +346,23 @@ def render(results):
         )
     out += ["", "Ratios (same run):", ""]
     for c in sorted({r["concurrency"] for r in s}):
-        serve = next(r for r in s if r["kind"] == "serve" and r["concurrency"] == c)
-        bare = next(r for r in s if r["kind"] == "bare" and r["concurrency"] == c)
-        out.append(
+        row = {r["kind"]: r for r in s if r["concurrency"] == c}
+        serve, bare = row["serve"], row["bare"]
+        peers = [row[k] for k in ("aiohttp", "express") if k in row]
+        best = max(peers, key=lambda r: r["throughput"]) if peers else None
+        line = (
             f"- concurrency {c}: `serve` reaches **{serve['throughput'] / bare['throughput']:.2f}×** the "
             f"bare-axum ceiling while storing every push ({serve['stored']:,} stored, "
-            f"{serve['ok']:,} acknowledged)."
+            f"{serve['ok']:,} acknowledged)"
         )
+        if best:
+            mem = min(p["peak_rss_kb"] for p in peers if p["peak_rss_kb"])
+            line += (
+                f"; **{serve['throughput'] / best['throughput']:.1f}×** the fastest peer "
+                f"({best['server'].split(' (')[0]}), with **{serve['peak_rss_kb'] / mem:.2f}×** the "
+                "smallest peer's peak memory"
+            )
+        out.append(line + ".")
     out += [
         "",
         "## Server: how cost grows with configured apps",
@@ -288,17 +398,21 @@ def main():
         sys.exit("taskset (util-linux) is required to pin server and load generator to cores")
     duration = 2 if args.quick else args.duration
     started = time.time()
-    run(["cargo", "build", "--release", "-p", "wechat-push-cli", "-p", "wechat-push", "--bin", "wechat-push", "--example", "bare_axum"], cwd=ROOT)
+    run(["cargo", "build", "--release", "-p", "wechat-push-cli", "-p", "wechat-push", "--bin", "wechat-push",
+         "--example", "bare_axum", "--example", "open_cases"], cwd=ROOT)
+    setup_peers()
     results = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
         "pipeline": bench_pipeline(args.quick),
+        "pipeline_peers": bench_pipeline_peers(0.5 if args.quick else 2.0),
         "servers": bench_servers(duration, [16, 64]),
         "apps": bench_apps(max(2, duration // 2), [1, 10, 100]),
     }
     results["seconds"] = round(time.time() - started, 1)
     text = render(results)
     if args.quick:
+        (BENCH / "results.quick.json").write_text(json.dumps(results, indent=2) + "\n")
         print(text)
         log(f"quick run done in {results['seconds']} s (nothing written)")
         return

@@ -252,16 +252,17 @@ impl AppCrypto {
     /// ```
     pub fn open(&self, query: &PushQuery, body: &[u8]) -> Result<Opened, OpenError> {
         let format = wire::sniff(body).ok_or(OpenError::UnknownFormat)?;
-        let outer = wire::parse(format, body, &self.limits).map_err(OpenError::Envelope)?;
-        match outer.get("Encrypt") {
-            Some(Value::String(encrypt)) => self.open_encrypted(query, encrypt),
-            Some(_) => Err(OpenError::Envelope(WireError::XmlShape(
-                "Encrypt is not text",
-            ))),
+        // An encrypted push is read for `Encrypt` alone: its other fields
+        // (compatible mode) are not authenticated and are ignored.
+        let encrypt = wire::encrypt_of(format, body, &self.limits).map_err(OpenError::Envelope)?;
+        match encrypt {
+            Some(encrypt) => self.open_encrypted(query, &encrypt),
             None if self.require_encryption => Err(OpenError::PlaintextRefused),
             None => {
                 self.verify_url_signature(query)?;
-                let message = Message::from_fields(outer).map_err(OpenError::Message)?;
+                let fields =
+                    wire::parse(format, body, &self.limits).map_err(OpenError::Envelope)?;
+                let message = Message::from_fields(fields).map_err(OpenError::Message)?;
                 Ok(Opened {
                     message,
                     plaintext: body.to_vec(),

@@ -134,6 +134,92 @@ pub fn parse(format: Format, body: &[u8], limits: &Limits) -> Result<Fields, Wir
     }
 }
 
+/// The `Encrypt` field of an envelope, if it has one, without building the
+/// envelope's fields: an encrypted push is read for this one value. The
+/// whole body is still read and checked (well-formed, bounded, no DOCTYPE).
+///
+/// # Errors
+/// As [`parse`]; also when `Encrypt` is present but not text.
+pub fn encrypt_of(
+    format: Format,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<Option<String>, WireError> {
+    check_size(body, limits)?;
+    match format {
+        Format::Json => {
+            #[derive(serde::Deserialize)]
+            struct Envelope {
+                #[serde(rename = "Encrypt")]
+                encrypt: Option<String>,
+            }
+            let envelope: Envelope = serde_json::from_slice(body).map_err(WireError::Json)?;
+            Ok(envelope.encrypt)
+        }
+        Format::Xml => {
+            let mut reader = Reader::from_reader(body);
+            reader.config_mut().trim_text(true);
+            let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
+            let mut encrypt: Option<String> = None;
+            loop {
+                match reader.read_event().map_err(WireError::Xml)? {
+                    XmlEvent::Start(start) => {
+                        if depth == 0 && seen_root {
+                            return Err(WireError::XmlShape("content after the root element"));
+                        }
+                        depth += 1;
+                        seen_root = true;
+                        if depth > limits.max_depth {
+                            return Err(WireError::TooDeep {
+                                max: limits.max_depth,
+                            });
+                        }
+                        if depth == 2 && start.name().as_ref() == b"Encrypt" {
+                            in_encrypt = true;
+                            encrypt = Some(String::new());
+                        }
+                    }
+                    XmlEvent::End(_) => {
+                        depth = depth.saturating_sub(1);
+                        in_encrypt = false;
+                    }
+                    XmlEvent::Empty(_) => {
+                        if depth == 0 && seen_root {
+                            return Err(WireError::XmlShape("content after the root element"));
+                        }
+                        seen_root = true;
+                    }
+                    XmlEvent::Text(text) if in_encrypt => {
+                        let text = text.unescape().map_err(WireError::Xml)?;
+                        if let Some(e) = encrypt.as_mut() {
+                            e.push_str(&text);
+                        }
+                    }
+                    XmlEvent::CData(data) if in_encrypt => {
+                        let text = std::str::from_utf8(&data).map_err(WireError::Utf8)?;
+                        if let Some(e) = encrypt.as_mut() {
+                            e.push_str(text);
+                        }
+                    }
+                    XmlEvent::Text(_) | XmlEvent::CData(_) if depth == 0 => {
+                        return Err(WireError::XmlShape("text outside the root element"));
+                    }
+                    XmlEvent::DocType(_) => return Err(WireError::Doctype),
+                    XmlEvent::Eof => break,
+                    _ => {}
+                }
+            }
+            if depth != 0 {
+                return Err(WireError::XmlShape("unclosed element"));
+            }
+            if !seen_root {
+                return Err(WireError::XmlShape("no root element"));
+            }
+            Ok(encrypt)
+        }
+    }
+}
+
 /// Parse a JSON object body into its fields.
 ///
 /// # Errors
@@ -515,6 +601,41 @@ mod tests {
         f.insert("A".into(), "x]]>y <&>".into());
         let written = write_xml(&f);
         assert_eq!(xml(&written).unwrap(), f);
+    }
+
+    #[test]
+    fn encrypt_of_reads_only_encrypt_and_checks_the_rest() {
+        let l = Limits::default();
+        let xml = b"<xml><ToUserName><![CDATA[gh]]></ToUserName><Encrypt><![CDATA[abc+/=]]></Encrypt></xml>";
+        assert_eq!(
+            encrypt_of(Format::Xml, xml, &l).unwrap().as_deref(),
+            Some("abc+/=")
+        );
+        let plain = b"<xml><Content><![CDATA[hi]]></Content><X><Encrypt>nested</Encrypt></X></xml>";
+        assert_eq!(encrypt_of(Format::Xml, plain, &l).unwrap(), None);
+        let json = br#"{"ToUserName":"gh","Encrypt":"abc","Deep":{"a":[1]}}"#;
+        assert_eq!(
+            encrypt_of(Format::Json, json, &l).unwrap().as_deref(),
+            Some("abc")
+        );
+        for bad in [
+            &b"<!DOCTYPE x><xml/>"[..],
+            b"<xml><Encrypt>a</Encrypt>",
+            b"<xml/><xml/>",
+            b"x<xml/>",
+        ] {
+            assert!(
+                encrypt_of(Format::Xml, bad, &l).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(encrypt_of(Format::Json, br#"{"Encrypt":5}"#, &l).is_err());
+        let deep = format!("<xml>{}{}</xml>", "<a>".repeat(40), "</a>".repeat(40));
+        assert!(matches!(
+            encrypt_of(Format::Xml, deep.as_bytes(), &l),
+            Err(WireError::TooDeep { .. })
+        ));
     }
 
     #[test]
