@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS pushes (
     finished_at INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS pushes_dedup ON pushes (appid, dedup_key);
-CREATE INDEX IF NOT EXISTS pushes_due ON pushes (status, due_at);
+-- Only pushes still to handle are indexed by when they are due: marking one
+-- done removes its entry instead of moving it.
+CREATE INDEX IF NOT EXISTS pushes_ready ON pushes (due_at) WHERE status IN ('pending', 'working');
 ";
 
 const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
