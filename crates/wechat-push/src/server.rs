@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -302,9 +302,7 @@ fn refuse(shared: &Shared, appid: &str, err: PushError) -> Response {
 }
 
 fn parse_query(uri: &Uri) -> Result<PushQuery, PushError> {
-    Query::<PushQuery>::try_from_uri(uri)
-        .map(|q| q.0)
-        .map_err(|e| PushError::BadQuery(e.body_text()))
+    PushQuery::parse(uri.query().unwrap_or_default()).map_err(PushError::BadQuery)
 }
 
 async fn handshake(

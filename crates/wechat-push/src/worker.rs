@@ -61,7 +61,9 @@ impl Processor {
         message: Option<Message>,
         slot: Option<Slot>,
     ) -> Option<Vec<u8>> {
-        let span = tracing::info_span!(
+        // Debug: the server's `push` span already carries appid, dedup key and
+        // outcome at info; failures below name their push themselves.
+        let span = tracing::debug_span!(
             "handle",
             appid = %stored.appid,
             dedup_key = %stored.dedup_key,
@@ -91,8 +93,14 @@ impl Processor {
             Err(e) => {
                 // Stored bodies were opened once already: this only happens
                 // if the database was edited. Nothing will fix it by retrying.
-                self.finish_failed(id, &appid, format!("stored body unreadable: {e}"), None)
-                    .await;
+                self.finish_failed(
+                    id,
+                    &appid,
+                    stored.dedup_key.as_str(),
+                    format!("stored body unreadable: {e}"),
+                    None,
+                )
+                .await;
                 return None;
             }
         };
@@ -140,19 +148,34 @@ impl Processor {
                     .is_retryable()
                     .then(|| self.retry_at(stored.attempts))
                     .flatten();
-                self.finish_failed(id, &appid, error_chain(&e), retry).await;
+                self.finish_failed(
+                    id,
+                    &appid,
+                    stored.dedup_key.as_str(),
+                    error_chain(&e),
+                    retry,
+                )
+                .await;
                 None
             }
             Err(_) => {
                 let retry = self.retry_at(stored.attempts);
                 let msg = format!("handler timed out after {:?}", self.config.handler_timeout);
-                self.finish_failed(id, &appid, msg, retry).await;
+                self.finish_failed(id, &appid, stored.dedup_key.as_str(), msg, retry)
+                    .await;
                 None
             }
         }
     }
 
-    async fn finish_failed(&self, id: PushId, appid: &str, error: String, retry_at: Option<i64>) {
+    async fn finish_failed(
+        &self,
+        id: PushId,
+        appid: &str,
+        dedup_key: &str,
+        error: String,
+        retry_at: Option<i64>,
+    ) {
         self.metrics
             .inc(metrics::HANDLER_FAILURES, &[("appid", appid)]);
         let outcome = if retry_at.is_some() { "retry" } else { "dead" };
@@ -160,9 +183,9 @@ impl Processor {
             .inc(metrics::HANDLED, &[("appid", appid), ("outcome", outcome)]);
         match retry_at {
             Some(at) => {
-                tracing::warn!(%error, retry_in_ms = at - now_ms(), "handler failed; will retry")
+                tracing::warn!(%appid, %dedup_key, %error, retry_in_ms = at - now_ms(), "handler failed; will retry")
             }
-            None => tracing::error!(%error, "handler failed; push is dead"),
+            None => tracing::error!(%appid, %dedup_key, %error, "handler failed; push is dead"),
         }
         if let Err(e) = self.store.fail(id, error, retry_at, now_ms()).await {
             tracing::error!(error = %e, "cannot record the failure; the lease will bring the push back");

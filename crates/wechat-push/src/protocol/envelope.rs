@@ -45,6 +45,62 @@ pub struct PushQuery {
     pub echostr: Option<String>,
 }
 
+impl PushQuery {
+    /// Read a raw query string (`a=1&b=2`, percent-encoded as URLs are).
+    /// Unknown parameters are ignored; a repeated one keeps its last value.
+    ///
+    /// # Errors
+    /// A message naming the parameter whose value is not valid UTF-8 once decoded.
+    pub fn parse(query: &str) -> Result<PushQuery, String> {
+        let mut q = PushQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match name {
+                "signature" => &mut q.signature,
+                "timestamp" => &mut q.timestamp,
+                "nonce" => &mut q.nonce,
+                "openid" => &mut q.openid,
+                "encrypt_type" => &mut q.encrypt_type,
+                "msg_signature" => &mut q.msg_signature,
+                "echostr" => &mut q.echostr,
+                _ => continue,
+            };
+            *slot =
+                Some(percent_decode(value).ok_or_else(|| format!("{name} is not valid UTF-8"))?);
+        }
+        Ok(q)
+    }
+}
+
+/// Decode `%XX` escapes and `+` (a space in forms); `None` if the result is not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    if !value.contains(['%', '+']) {
+        return Some(value.to_owned());
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            {
+                Some(hex) => {
+                    let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                    out.push(digit(hex[0]) << 4 | digit(hex[1]));
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Why a push (or handshake) was refused. Each variant names the check.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -604,6 +660,25 @@ mod tests {
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["TimeStamp"], Value::from(1_700_000_000i64));
         assert_eq!(v["Nonce"], "n");
+    }
+
+    #[test]
+    fn query_strings_parse_like_urls() {
+        let q = PushQuery::parse("signature=ab&timestamp=1&nonce=n%20x&openid=o-1_2&encrypt_type=aes&msg_signature=cd&x=y&echostr=a+b%2B%zz%")
+            .unwrap();
+        assert_eq!(q.signature.as_deref(), Some("ab"));
+        assert_eq!(q.nonce.as_deref(), Some("n x"));
+        assert_eq!(q.openid.as_deref(), Some("o-1_2"));
+        assert_eq!(q.echostr.as_deref(), Some("a b+%zz%"));
+        assert_eq!(PushQuery::parse("").unwrap(), PushQuery::default());
+        assert!(PushQuery::parse("nonce=%ff").unwrap_err().contains("nonce"));
+        assert_eq!(
+            PushQuery::parse("nonce=%e4%bd%a0")
+                .unwrap()
+                .nonce
+                .as_deref(),
+            Some("你")
+        );
     }
 
     #[test]
