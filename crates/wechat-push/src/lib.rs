@@ -34,6 +34,27 @@ pub mod simulate;
 pub mod store;
 pub mod worker;
 
+/// An error and its causes on one line, `outer: cause: root cause`, as
+/// logs and answers show them.
+///
+/// # Example
+/// ```
+/// use wechat_push::protocol::crypto::{self, AesKey};
+/// let key = AesKey::from_bytes([0; 32]);
+/// let err = wechat_push::OpenError::Decrypt(crypto::decrypt(&key, "wx", "AAAA").unwrap_err());
+/// assert_eq!(wechat_push::display_chain(&err), "decryption failed: ciphertext length 3 is not a positive multiple of 16");
+/// ```
+pub fn display_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 pub use config::Config;
 pub use handler::{Handler, HandlerError, Push};
 pub use message::{Body, DedupKey, Event, Message, MsgId, OpenId};

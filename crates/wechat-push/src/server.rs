@@ -267,13 +267,7 @@ impl PushError {
 
 impl IntoResponse for PushError {
     fn into_response(self) -> Response {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(&self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
+        let text = crate::display_chain(&self);
         (
             self.status(),
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -124,9 +124,12 @@ pub fn judge_answer(
         .map_err(|e| format!("answered malformed {format}: {e}"))?;
     let (plaintext, encrypted) = if fields.contains_key("Encrypt") {
         check_reply_timestamp(&fields)?;
-        let (_, plain) = app
-            .open_reply(body)
-            .map_err(|e| format!("encrypted reply does not verify: {}", chain(&e)))?;
+        let (_, plain) = app.open_reply(body).map_err(|e| {
+            format!(
+                "encrypted reply does not verify: {}",
+                crate::display_chain(&e)
+            )
+        })?;
         (plain, true)
     } else {
         if mode == Mode::Safe {
@@ -187,17 +190,6 @@ fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
     let more = if body.len() > 80 { "…" } else { "" };
     format!(": {text:?}{more}")
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut c = e.source();
-    while let Some(e) = c {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        c = e.source();
-    }
-    s
 }
 
 /// The message to push.
@@ -462,9 +454,9 @@ fn describe_transport(e: &reqwest::Error, deadline: Duration) -> String {
     if e.is_timeout() {
         format!("no answer within {deadline:?}: WeChat drops the connection and delivers the push again")
     } else if e.is_connect() {
-        format!("cannot connect: {}", chain(e))
+        format!("cannot connect: {}", crate::display_chain(e))
     } else {
-        format!("request failed: {}", chain(e))
+        format!("request failed: {}", crate::display_chain(e))
     }
 }
 

@@ -152,7 +152,7 @@ impl Processor {
                     id,
                     &appid,
                     stored.dedup_key.as_str(),
-                    error_chain(&e),
+                    crate::display_chain(&e),
                     retry,
                 )
                 .await;
@@ -214,17 +214,6 @@ fn jitter() -> f64 {
     let mut b = [0u8; 2];
     let _ = getrandom::fill(&mut b);
     0.8 + 0.4 * f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// A worker slot: while it is held, its push counts as in flight.
