@@ -28,6 +28,9 @@ use crate::protocol::Format;
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// Most pushes one pruning operation deletes.
+const PRUNE_CHUNK: usize = 1000;
+
 /// An operation for the connection's thread: runs against the open
 /// transaction (or learns that none could be opened) and returns what to send
 /// once the outcome of the commit is known.
@@ -395,10 +398,26 @@ impl Store for SqliteStore {
     }
 
     fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.call(move |conn| {
-            conn.prepare_cached("DELETE FROM pushes WHERE status = 'done' AND finished_at < ?1")?
-                .execute(params![before])
-        }))
+        // In chunks, each an operation of its own, so that a week of pushes
+        // pruned at once does not hold up the inserts queued behind it.
+        Box::pin(async move {
+            let mut total = 0;
+            loop {
+                let n = self
+                    .call(move |conn| {
+                        conn.prepare_cached(
+                            "DELETE FROM pushes WHERE id IN (SELECT id FROM pushes \
+                             WHERE status = 'done' AND finished_at < ?1 ORDER BY id LIMIT ?2)",
+                        )?
+                        .execute(params![before, PRUNE_CHUNK as i64])
+                    })
+                    .await?;
+                total += n;
+                if n < PRUNE_CHUNK {
+                    return Ok(total);
+                }
+            }
+        })
     }
 
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
@@ -531,6 +550,30 @@ mod tests {
         assert_eq!(store.prune(1002).await.unwrap(), 1);
         let counts = store.counts().await.unwrap();
         assert_eq!((counts.done, counts.working), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_in_chunks_until_done() {
+        let store = SqliteStore::open(&temp_db("prune")).unwrap();
+        let inserts = (0..2500).map(|i| {
+            let s = store.clone();
+            tokio::spawn(
+                async move { s.insert(push(&format!("k{i}"), 1), Some(10)).await.unwrap() },
+            )
+        });
+        let mut ids = Vec::new();
+        for (i, h) in inserts.enumerate() {
+            if let Inserted::New(id) = h.await.unwrap() {
+                // The last few stay pending: pruning must keep them.
+                if i < 2400 {
+                    ids.push((id, None));
+                }
+            }
+        }
+        store.complete(ids, 100).await.unwrap();
+        assert_eq!(store.prune(101).await.unwrap(), 2400);
+        let counts = store.counts().await.unwrap();
+        assert_eq!((counts.done, counts.working), (0, 100));
     }
 
     #[tokio::test]
