@@ -698,3 +698,46 @@ async fn an_unavailable_store_gets_503_so_wechat_retries() {
     assert_eq!(r.status(), 503);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_sharing_one_store_store_and_handle_each_push_once() {
+    let (config_a, db) = config(Mode::Safe, Format::Json, "");
+    let mut config_b = config_a.clone();
+    config_b.store.url = config_a.store.url.clone();
+    let recorder = Arc::new(Recorder::default());
+    let a = spawn_app(config_a, recorder.clone()).await;
+    let b = spawn_app(config_b, recorder.clone()).await;
+    assert_eq!(a.db, db);
+    // Each push reaches both instances at once, as WeChat's retries may
+    // when a load balancer spreads them.
+    let mut answers = Vec::new();
+    for msg_id in 0..20u64 {
+        let push = seal(&text(1000 + msg_id, "shared"), Mode::Safe, Format::Json);
+        let (ra, rb) = tokio::join!(a.post(APPID, &push), b.post(APPID, &push));
+        answers.push((ra.status().as_u16(), rb.status().as_u16()));
+    }
+    assert!(
+        answers.iter().all(|&(x, y)| x == 200 && y == 200),
+        "{answers:?}"
+    );
+    a.wait_for(Status::Done, 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        a.store()
+            .await
+            .list(ListFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+    let duplicates = a
+        .metrics
+        .get(wechat_push::metrics::DUPLICATES, &[("appid", APPID)])
+        + b.metrics
+            .get(wechat_push::metrics::DUPLICATES, &[("appid", APPID)]);
+    assert_eq!(duplicates, 20);
+    a.stop().await;
+    b.stop().await;
+}
