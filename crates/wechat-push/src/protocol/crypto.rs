@@ -361,6 +361,23 @@ mod tests {
     }
 
     #[test]
+    fn empty_large_multiple_of_32_and_multilingual_messages_round_trip() {
+        let k = key(&format!("{}B", "A".repeat(42)));
+        let chinese_emoji = "你好，世界 👋🏽 عربى".repeat(3);
+        let messages: [Vec<u8>; 5] = [
+            Vec::new(),
+            vec![b'x'; 32],
+            vec![b'y'; 64],
+            "长".repeat(32 * 1024 / 3).into_bytes(),
+            chinese_emoji.into_bytes(),
+        ];
+        for (i, msg) in messages.iter().enumerate() {
+            let enc = encrypt(&k, APPID, msg, &[i as u8; 16]).unwrap();
+            assert_eq!(&decrypt(&k, APPID, &enc).unwrap(), msg, "message {i}");
+        }
+    }
+
+    #[test]
     fn each_check_names_itself() {
         let k = key(&"A".repeat(43));
         let enc = encrypt(&k, APPID, b"hello", &[1; 16]).unwrap();
