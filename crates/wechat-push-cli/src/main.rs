@@ -2,6 +2,7 @@
 
 mod crypto;
 mod inbox;
+mod mock;
 mod serve;
 mod simulate;
 
@@ -34,6 +35,8 @@ enum Command {
     /// Sign, encrypt, decrypt and parse pushes by hand, as WeChat does.
     #[command(subcommand)]
     Crypto(crypto::CryptoCommand),
+    /// Serve a local stand-in for WeChat's API (tokens, customer-service messages), faults included.
+    MockWechat(mock::MockArgs),
 }
 
 /// Where the configuration comes from.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Inbox(cmd) => inbox::run(cmd),
         Command::Simulate(cmd) => simulate::run(cmd),
         Command::Crypto(cmd) => crypto::run(cmd),
+        Command::MockWechat(a) => mock::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,7 @@ pub mod config;
 pub mod handler;
 pub mod message;
 pub mod metrics;
+pub mod mock_wechat;
 pub mod protocol;
 pub mod reply;
 pub mod server;

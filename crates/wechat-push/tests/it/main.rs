@@ -4,6 +4,7 @@
 
 mod example_config;
 mod fixtures;
+mod mock_wechat;
 mod properties;
 mod server;
 mod vectors;
