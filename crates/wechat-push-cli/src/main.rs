@@ -5,6 +5,7 @@ mod inbox;
 mod mock;
 mod serve;
 mod simulate;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     /// Sign, encrypt, decrypt and parse pushes by hand, as WeChat does.
     #[command(subcommand)]
     Crypto(crypto::CryptoCommand),
+    /// Look at the shared access tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Serve a local stand-in for WeChat's API (tokens, customer-service messages), faults included.
     MockWechat(mock::MockArgs),
 }
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Simulate(cmd) => simulate::run(cmd),
         Command::Crypto(cmd) => crypto::run(cmd),
         Command::MockWechat(a) => mock::run(a),
+        Command::Token(cmd) => token::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

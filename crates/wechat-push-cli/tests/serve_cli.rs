@@ -303,3 +303,47 @@ async fn inbox_show_prints_the_decrypted_body() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_show_hides_the_token_unless_revealed() {
+    use wechat_push::store::{CachedToken, SqliteStore, Store};
+    let dir = temp_dir("token");
+    let config = write_config(&dir, 0);
+    let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
+    let now = wechat_push::clock::now_ms();
+    let token = CachedToken {
+        appid: APPID.into(),
+        token: "SECRET_TOKEN_123".into(),
+        expires_at: now + 7_000_000,
+        fetched_at: now - 5_000,
+    };
+    store.put_token(token, "test".into()).await.unwrap();
+    let out = Command::new(bin())
+        .args(["token", "show", APPID, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("(in 6999 s)") || text.contains("(in 7000 s)"),
+        "{text}"
+    );
+    assert!(!text.contains("SECRET_TOKEN_123"), "{text}");
+    let out = Command::new(bin())
+        .args(["token", "show", APPID, "--reveal", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SECRET_TOKEN_123"));
+    let out = Command::new(bin())
+        .args(["token", "show", "wx0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no access token is cached for wx0"));
+}

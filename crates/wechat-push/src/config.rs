@@ -157,6 +157,8 @@ pub struct StoreConfig {
 pub struct WechatConfig {
     /// Base URL of WeChat's API.
     pub api_base: String,
+    /// How access tokens are fetched.
+    pub token_kind: crate::api::TokenKind,
 }
 
 /// `[inbox]`: handling stored pushes.
@@ -283,6 +285,14 @@ impl AppConfig {
 }
 
 impl Config {
+    /// The secret of each app that has one, for WeChat's API.
+    pub fn secrets(&self) -> std::collections::HashMap<String, Secret> {
+        self.apps
+            .iter()
+            .filter_map(|a| a.secret.clone().map(|s| (a.appid.clone(), s)))
+            .collect()
+    }
+
     /// Load the defaults, then `file` (if given), then the environment.
     ///
     /// # Errors

@@ -22,6 +22,7 @@
 //! assert_eq!(crypto::decrypt(&key, "wxba5fad812f8e6fb9", &sealed).unwrap(), b"hello");
 //! ```
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod handler;

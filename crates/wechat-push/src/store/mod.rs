@@ -175,6 +175,30 @@ pub struct Counts {
     pub dead: u64,
 }
 
+/// An access token shared by every process using the store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CachedToken {
+    /// The app.
+    pub appid: String,
+    /// The token. Never shown by `Debug`.
+    pub token: String,
+    /// When it expires, milliseconds since the epoch.
+    pub expires_at: i64,
+    /// When it was fetched, milliseconds since the epoch.
+    pub fetched_at: i64,
+}
+
+impl fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("appid", &self.appid)
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("fetched_at", &self.fetched_at)
+            .finish()
+    }
+}
+
 /// A store that cannot do what was asked. The server answers 503, so WeChat
 /// retries later.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -265,4 +289,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The cached access token of `appid`, if any (expired or not).
+    fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>>;
+
+    /// Take the right to refresh `appid`'s token until `until` (milliseconds),
+    /// unless another holder has it and its lease has not run out. Returns
+    /// whether `holder` now has it. One refresh at a time per app, across
+    /// every process sharing the store.
+    fn lease_token_refresh(
+        &self,
+        appid: String,
+        holder: String,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Store a freshly fetched token and end `holder`'s refresh lease.
+    fn put_token(
+        &self,
+        token: CachedToken,
+        holder: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Forget `appid`'s token if it is still `token` (WeChat refused it):
+    /// a token another process has already replaced is left alone.
+    fn invalidate_token(
+        &self,
+        appid: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }

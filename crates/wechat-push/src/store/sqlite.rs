@@ -20,7 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BoxFuture, Counts, Inserted, ListFilter, NewPush, PushId, Status, Store, StoreError, StoredPush,
+    BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush, PushId, Status, Store,
+    StoreError, StoredPush,
 };
 use crate::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -55,6 +56,14 @@ CREATE TABLE IF NOT EXISTS pushes (
     last_error TEXT,
     reply BLOB,
     finished_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    appid TEXT PRIMARY KEY,
+    token TEXT,
+    expires_at INTEGER NOT NULL DEFAULT 0,
+    fetched_at INTEGER NOT NULL DEFAULT 0,
+    lease_holder TEXT,
+    lease_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS pushes_dedup ON pushes (appid, dedup_key);
 -- Only pushes still to handle are indexed by when they are due: marking one
@@ -448,6 +457,73 @@ impl Store for SqliteStore {
                 .map(|_| ())
         }))
     }
+
+    fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT token, expires_at, fetched_at FROM tokens WHERE appid = ?1 AND token IS NOT NULL",
+            )?
+            .query_row(params![appid], |row| {
+                Ok(CachedToken {
+                    appid: appid.clone(),
+                    token: row.get(0)?,
+                    expires_at: row.get(1)?,
+                    fetched_at: row.get(2)?,
+                })
+            })
+            .optional()
+        }))
+    }
+
+    fn lease_token_refresh(
+        &self,
+        appid: String,
+        holder: String,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let taken = conn
+                .prepare_cached(
+                    "INSERT INTO tokens (appid, lease_holder, lease_until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (appid) DO UPDATE SET lease_holder = ?2, lease_until = ?3 \
+                     WHERE tokens.lease_holder IS NULL OR tokens.lease_holder = ?2 \
+                        OR tokens.lease_until <= ?4",
+                )?
+                .execute(params![appid, holder, until, now])?;
+            Ok(taken == 1)
+        }))
+    }
+
+    fn put_token(
+        &self,
+        token: CachedToken,
+        holder: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO tokens (appid, token, expires_at, fetched_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (appid) DO UPDATE SET token = ?2, expires_at = ?3, fetched_at = ?4, \
+                   lease_holder = CASE WHEN lease_holder = ?5 THEN NULL ELSE lease_holder END, \
+                   lease_until = CASE WHEN lease_holder = ?5 THEN 0 ELSE lease_until END",
+            )?
+            .execute(params![token.appid, token.token, token.expires_at, token.fetched_at, holder])?;
+            Ok(())
+        }))
+    }
+
+    fn invalidate_token(
+        &self,
+        appid: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE tokens SET token = NULL, expires_at = 0 WHERE appid = ?1 AND token = ?2")?
+                .execute(params![appid, token])?;
+            Ok(n == 1)
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -585,6 +661,58 @@ mod tests {
         store.release(vec![id]).await.unwrap();
         let p = store.claim(50, 60, 10).await.unwrap();
         assert_eq!((p.len(), p[0].attempts), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn token_cache_lease_and_invalidation() {
+        let path = temp_db("tokens");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        assert_eq!(a.token("wx1".into()).await.unwrap(), None);
+        // One refresher at a time, across processes.
+        assert!(a
+            .lease_token_refresh("wx1".into(), "A".into(), 1000, 0)
+            .await
+            .unwrap());
+        assert!(!b
+            .lease_token_refresh("wx1".into(), "B".into(), 1000, 10)
+            .await
+            .unwrap());
+        // ... until the lease runs out.
+        assert!(b
+            .lease_token_refresh("wx1".into(), "B".into(), 3000, 1000)
+            .await
+            .unwrap());
+        let t = CachedToken {
+            appid: "wx1".into(),
+            token: "T1".into(),
+            expires_at: 9000,
+            fetched_at: 1000,
+        };
+        b.put_token(t.clone(), "B".into()).await.unwrap();
+        assert_eq!(a.token("wx1".into()).await.unwrap(), Some(t));
+        // The lease ended with the put: A may refresh at once.
+        assert!(a
+            .lease_token_refresh("wx1".into(), "A".into(), 5000, 1100)
+            .await
+            .unwrap());
+        // Invalidation only of the token that failed.
+        assert!(!a
+            .invalidate_token("wx1".into(), "OLD".into())
+            .await
+            .unwrap());
+        assert!(a.invalidate_token("wx1".into(), "T1".into()).await.unwrap());
+        assert_eq!(b.token("wx1".into()).await.unwrap(), None);
+        assert!(!format!(
+            "{:?}",
+            CachedToken {
+                appid: "x".into(),
+                token: "secret-token".into(),
+                expires_at: 0,
+                fetched_at: 0
+            }
+        )
+        .contains("secret-token"));
     }
 
     #[tokio::test]

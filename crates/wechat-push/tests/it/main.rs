@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod api;
 mod example_config;
 mod fixtures;
 mod mock_wechat;

@@ -14,8 +14,8 @@ use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
 use wechat_push::store::{
-    BoxFuture, Counts, Inserted, ListFilter, NewPush, PushId, SqliteStore, Status, Store,
-    StoreError, StoredPush,
+    BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush, PushId, SqliteStore, Status,
+    Store, StoreError, StoredPush,
 };
 use wechat_push::{
     AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push,
@@ -673,6 +673,24 @@ impl Store for DownStore {
         down()
     }
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn token(&self, _: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>> {
+        down()
+    }
+    fn lease_token_refresh(
+        &self,
+        _: String,
+        _: String,
+        _: i64,
+        _: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        down()
+    }
+    fn put_token(&self, _: CachedToken, _: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn invalidate_token(&self, _: String, _: String) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
 }

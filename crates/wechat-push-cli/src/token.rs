@@ -1,0 +1,70 @@
+//! `wechat-push token show APPID`: the shared access token's age and expiry.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use wechat_push::clock::{format_utc, now_ms};
+use wechat_push::store::{SqliteStore, Store};
+
+use crate::ConfigArgs;
+
+/// The `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Show the cached access token's age and expiry (the token itself only with --reveal).
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the token itself too.
+    #[arg(long)]
+    reveal: bool,
+    /// The app.
+    appid: String,
+}
+
+/// Run one `token` subcommand.
+pub fn run(cmd: TokenCommand) -> Result<()> {
+    let TokenCommand::Show(a) = cmd;
+    let config = a.config.load()?;
+    let path = config
+        .sqlite_path()
+        .context("store.url is not sqlite://PATH")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let store =
+            SqliteStore::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let Some(t) = store.token(a.appid.clone()).await? else {
+            bail!("no access token is cached for {}", a.appid);
+        };
+        let now = now_ms();
+        println!("appid:    {}", t.appid);
+        println!(
+            "fetched:  {} ({} s ago)",
+            format_utc(t.fetched_at),
+            (now - t.fetched_at) / 1000
+        );
+        if t.expires_at > now {
+            println!(
+                "expires:  {} (in {} s)",
+                format_utc(t.expires_at),
+                (t.expires_at - now) / 1000
+            );
+        } else {
+            println!(
+                "expires:  {} (expired {} s ago)",
+                format_utc(t.expires_at),
+                (now - t.expires_at) / 1000
+            );
+        }
+        if a.reveal {
+            println!("token:    {}", t.token);
+        }
+        Ok(())
+    })
+}

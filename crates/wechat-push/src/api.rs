@@ -1,0 +1,406 @@
+//! WeChat's API: access tokens shared through the store, customer-service
+//! messages and the typing indicator, with WeChat's errcodes as typed errors.
+//!
+//! Tokens live in the [`Store`], so every process and instance sharing it
+//! uses one token: WeChat's classic `token` call invalidates the previous
+//! token (after five minutes), so servers that fetch their own break each
+//! other. A refresh is leased in the store: one process fetches, the others
+//! wait for it. Tokens are refreshed five minutes ahead of expiry.
+//!
+//! Errors: `-1` (busy) and network failures are retried with backoff;
+//! `40001`, `40014`, `42001` (token refused) invalidate the token, only if it
+//! is still the one that failed, and retry once with a fresh one; `45015`
+//! (reply window closed) and `45047` (quota used) are final; any other
+//! errcode is final and carried in the error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::clock::now_ms;
+use crate::config::Secret;
+use crate::message::OpenId;
+use crate::store::{CachedToken, Store, StoreError};
+
+/// Refresh a token this long before it expires.
+const REFRESH_AHEAD_MS: i64 = 5 * 60 * 1000;
+/// How long a refresh lease holds (the fetch should take well under a second).
+const LEASE_MS: i64 = 30 * 1000;
+/// How long a caller waits for another process's refresh.
+const REFRESH_WAIT: Duration = Duration::from_secs(10);
+/// Backoff before each retry of a busy (`-1`) answer or a network failure.
+const BACKOFF: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+
+/// Which call fetches access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// `POST /cgi-bin/stable_token`: the same token until near expiry; the default.
+    #[default]
+    Stable,
+    /// `GET /cgi-bin/token`: a new token each time, the previous one dying in five minutes.
+    Classic,
+}
+
+/// What went wrong with a call to WeChat's API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The app has no `secret` configured.
+    #[error("no secret is configured for app {0}")]
+    NoSecret(String),
+    /// `45015`: the user's reply window is closed. Final.
+    #[error("reply window closed (45015): {0}")]
+    WindowClosed(String),
+    /// `45047`: the window's message quota is used up. Final.
+    #[error("reply quota used up (45047): {0}")]
+    QuotaUsed(String),
+    /// Any other errcode. Final.
+    #[error("WeChat answered errcode {errcode}: {errmsg}")]
+    Wechat {
+        /// The errcode.
+        errcode: i64,
+        /// The errmsg.
+        errmsg: String,
+    },
+    /// WeChat could not be reached, or answered something that is not its JSON.
+    #[error("cannot reach WeChat's API")]
+    Network(#[source] reqwest::Error),
+    /// The token store failed.
+    #[error("token store unavailable")]
+    Store(#[from] StoreError),
+    /// Another process holds the refresh and did not finish in time.
+    #[error("another process is refreshing the access token and did not finish in {0:?}")]
+    RefreshTimedOut(Duration),
+}
+
+impl ApiError {
+    /// WeChat's errcode, when WeChat answered with one.
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            ApiError::WindowClosed(_) => Some(45015),
+            ApiError::QuotaUsed(_) => Some(45047),
+            ApiError::Wechat { errcode, .. } => Some(*errcode),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Network(_) | ApiError::Store(_) | ApiError::RefreshTimedOut(_)
+        ) || self.errcode() == Some(-1)
+    }
+}
+
+/// A customer-service message (`/cgi-bin/message/custom/send`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CsMessage {
+    /// Text.
+    Text(String),
+    /// An uploaded image, by media id.
+    Image(String),
+    /// A link card.
+    Link {
+        /// Title.
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Where it leads.
+        url: String,
+        /// Thumbnail URL.
+        #[serde(default)]
+        thumb_url: String,
+    },
+    /// A mini-program card.
+    Miniprogrampage {
+        /// Title.
+        title: String,
+        /// Page path.
+        pagepath: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+}
+
+impl CsMessage {
+    /// WeChat's `msgtype`.
+    pub fn msg_type(&self) -> &'static str {
+        match self {
+            CsMessage::Text(_) => "text",
+            CsMessage::Image(_) => "image",
+            CsMessage::Link { .. } => "link",
+            CsMessage::Miniprogrampage { .. } => "miniprogrampage",
+        }
+    }
+
+    /// The request body for `touser`.
+    pub fn body(&self, touser: &OpenId) -> Value {
+        let payload = match self {
+            CsMessage::Text(content) => json!({ "content": content }),
+            CsMessage::Image(media_id) => json!({ "media_id": media_id }),
+            CsMessage::Link {
+                title,
+                description,
+                url,
+                thumb_url,
+            } => {
+                json!({ "title": title, "description": description, "url": url, "thumb_url": thumb_url })
+            }
+            CsMessage::Miniprogrampage {
+                title,
+                pagepath,
+                thumb_media_id,
+            } => {
+                json!({ "title": title, "pagepath": pagepath, "thumb_media_id": thumb_media_id })
+            }
+        };
+        let msg_type = self.msg_type();
+        json!({ "touser": touser.as_str(), "msgtype": msg_type, msg_type: payload })
+    }
+}
+
+/// A client of WeChat's API for the configured apps.
+#[derive(Clone)]
+pub struct WechatApi {
+    http: reqwest::Client,
+    base: String,
+    store: Arc<dyn Store>,
+    secrets: Arc<HashMap<String, Secret>>,
+    kind: TokenKind,
+    holder: String,
+    /// One refresh at a time per app within this process; the store's lease
+    /// does the same across processes.
+    refreshing: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl std::fmt::Debug for WechatApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WechatApi")
+            .field("base", &self.base)
+            .field("apps", &self.secrets.keys().collect::<Vec<_>>())
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WechatApi {
+    /// A client of the API at `base` (`https://api.weixin.qq.com`), with
+    /// each app's secret, sharing tokens through `store`.
+    pub fn new(
+        base: impl Into<String>,
+        store: Arc<dyn Store>,
+        secrets: HashMap<String, Secret>,
+        kind: TokenKind,
+    ) -> Self {
+        let mut id = [0u8; 8];
+        let _ = getrandom::fill(&mut id);
+        WechatApi {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            base: base.into().trim_end_matches('/').to_owned(),
+            store,
+            secrets: Arc::new(secrets),
+            kind,
+            holder: format!("{}-{}", std::process::id(), u64::from_le_bytes(id)),
+            refreshing: Arc::default(),
+        }
+    }
+
+    /// A valid access token for `appid`: the shared one, or a fresh one when
+    /// it is missing or near expiry (fetched by one process at a time).
+    ///
+    /// # Errors
+    /// [`ApiError`] when no token can be had.
+    pub async fn access_token(&self, appid: &str) -> Result<String, ApiError> {
+        if let Some(t) = self.store.token(appid.to_owned()).await? {
+            if t.expires_at - now_ms() > REFRESH_AHEAD_MS {
+                return Ok(t.token);
+            }
+        }
+        let gate = self
+            .refreshing
+            .lock()
+            .map(|mut m| m.entry(appid.to_owned()).or_default().clone())
+            .unwrap_or_default();
+        let _one_at_a_time = gate.lock().await;
+        let waited_from = Instant::now();
+        loop {
+            let now = now_ms();
+            let cached = self.store.token(appid.to_owned()).await?;
+            if let Some(t) = cached
+                .as_ref()
+                .filter(|t| t.expires_at - now > REFRESH_AHEAD_MS)
+            {
+                return Ok(t.token.clone());
+            }
+            let leased = self
+                .store
+                .lease_token_refresh(appid.to_owned(), self.holder.clone(), now + LEASE_MS, now)
+                .await?;
+            if leased {
+                // Another process may have refreshed between the read and the lease.
+                if let Some(t) = self.store.token(appid.to_owned()).await? {
+                    if t.expires_at - now_ms() > REFRESH_AHEAD_MS {
+                        self.store.put_token(t.clone(), self.holder.clone()).await?;
+                        return Ok(t.token);
+                    }
+                }
+                // A live stable token is only replaced when forced.
+                let force = cached.as_ref().is_some_and(|t| t.expires_at > now);
+                let fetched = self.fetch_token(appid, force).await;
+                return match fetched {
+                    Ok(token) => {
+                        let value = token.token.clone();
+                        self.store.put_token(token, self.holder.clone()).await?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        // Let others try at once rather than wait out the lease.
+                        let _ = self
+                            .store
+                            .lease_token_refresh(appid.to_owned(), self.holder.clone(), 0, now)
+                            .await;
+                        Err(e)
+                    }
+                };
+            }
+            if waited_from.elapsed() > REFRESH_WAIT {
+                return Err(ApiError::RefreshTimedOut(REFRESH_WAIT));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn fetch_token(&self, appid: &str, force: bool) -> Result<CachedToken, ApiError> {
+        let secret = self
+            .secrets
+            .get(appid)
+            .ok_or_else(|| ApiError::NoSecret(appid.to_owned()))?;
+        let request = match self.kind {
+            TokenKind::Stable => self
+                .http
+                .post(format!("{}/cgi-bin/stable_token", self.base))
+                .json(&json!({
+                    "grant_type": "client_credential",
+                    "appid": appid,
+                    "secret": secret.expose(),
+                    "force_refresh": force,
+                })),
+            TokenKind::Classic => self
+                .http
+                .get(format!("{}/cgi-bin/token", self.base))
+                .query(&[
+                    ("grant_type", "client_credential"),
+                    ("appid", appid),
+                    ("secret", secret.expose()),
+                ]),
+        };
+        let fetched_at = now_ms();
+        let answer = self.answer(request).await?;
+        let token = answer["access_token"].as_str().unwrap_or_default();
+        let expires_in = answer["expires_in"].as_i64().unwrap_or(0);
+        if token.is_empty() || expires_in <= 0 {
+            return Err(wechat_error(&answer));
+        }
+        tracing::info!(%appid, expires_in, "fetched a new access token");
+        Ok(CachedToken {
+            appid: appid.to_owned(),
+            token: token.to_owned(),
+            expires_at: fetched_at + expires_in * 1000,
+            fetched_at,
+        })
+    }
+
+    /// Send a customer-service message to `touser`.
+    ///
+    /// # Errors
+    /// [`ApiError`]: final for `45015`, `45047` and unknown errcodes.
+    pub async fn send(
+        &self,
+        appid: &str,
+        touser: &OpenId,
+        message: &CsMessage,
+    ) -> Result<(), ApiError> {
+        self.call(appid, "/cgi-bin/message/custom/send", &message.body(touser))
+            .await
+    }
+
+    /// Show (`true`) or hide the typing indicator to `touser`.
+    ///
+    /// # Errors
+    /// As [`WechatApi::send`].
+    pub async fn typing(&self, appid: &str, touser: &OpenId, typing: bool) -> Result<(), ApiError> {
+        let command = if typing { "Typing" } else { "CancelTyping" };
+        self.call(
+            appid,
+            "/cgi-bin/message/custom/typing",
+            &json!({ "touser": touser.as_str(), "command": command }),
+        )
+        .await
+    }
+
+    async fn call(&self, appid: &str, path: &str, body: &Value) -> Result<(), ApiError> {
+        let mut busy = 0;
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token(appid).await?;
+            let request = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .query(&[("access_token", token.as_str())])
+                .json(body);
+            let error = match self.answer(request).await {
+                Ok(answer) if answer["errcode"].as_i64().unwrap_or(0) == 0 => return Ok(()),
+                Ok(answer) => wechat_error(&answer),
+                Err(e) => e,
+            };
+            match error.errcode() {
+                Some(40001 | 40014 | 42001) if !refreshed => {
+                    refreshed = true;
+                    let dropped = self.store.invalidate_token(appid.to_owned(), token).await?;
+                    tracing::warn!(%appid, errcode = error.errcode(), dropped, "access token refused; retrying once with a fresh one");
+                }
+                _ if error.is_retryable() && busy < BACKOFF.len() => {
+                    tracing::warn!(%appid, error = %crate::display_chain(&error), "WeChat busy or unreachable; retrying");
+                    tokio::time::sleep(BACKOFF[busy]).await;
+                    busy += 1;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// Send a request and read WeChat's JSON answer. URLs (which carry the
+    /// token) never reach errors or logs.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Network(e.without_url()))?;
+        response
+            .json::<Value>()
+            .await
+            .map_err(|e| ApiError::Network(e.without_url()))
+    }
+}
+
+fn wechat_error(answer: &Value) -> ApiError {
+    let errcode = answer["errcode"].as_i64().unwrap_or(-2);
+    let errmsg = answer["errmsg"].as_str().unwrap_or("no errmsg").to_owned();
+    match errcode {
+        45015 => ApiError::WindowClosed(errmsg),
+        45047 => ApiError::QuotaUsed(errmsg),
+        _ => ApiError::Wechat { errcode, errmsg },
+    }
+}
