@@ -136,6 +136,19 @@ async fn show(a: KeyArgs) -> Result<()> {
         if let Some(reply) = &p.reply {
             println!("passive reply:\n{}", pretty(reply));
         }
+        for a in store.answers(p.id).await? {
+            let outcome = match &a.error {
+                Some(e) => format!("{:?}: {e}", a.status),
+                None => format!("{:?}", a.status),
+            };
+            println!(
+                "answer {} ({}): {} at {}",
+                a.seq + 1,
+                a.msgtype,
+                outcome.to_lowercase(),
+                format_utc(a.updated_at)
+            );
+        }
         println!();
     }
     Ok(())

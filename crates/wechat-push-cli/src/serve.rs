@@ -4,8 +4,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tracing_subscriber::EnvFilter;
+use wechat_push::api::WechatApi;
 use wechat_push::config::LogFormat;
-use wechat_push::handler::LogHandler;
+use wechat_push::outbox::Outbox;
+use wechat_push::rules::RulesHandler;
+use wechat_push::store::{SqliteStore, Store};
 use wechat_push::Application;
 
 use crate::ConfigArgs;
@@ -26,7 +29,21 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let app = Application::build(config, Arc::new(LogHandler))
+        let path = config
+            .sqlite_path()
+            .context("store.url is not sqlite://PATH")?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(path)
+                .with_context(|| format!("cannot open the store at {}", path.display()))?,
+        );
+        let api = WechatApi::new(
+            config.wechat.api_base.clone(),
+            store.clone(),
+            config.secrets(),
+            config.wechat.token_kind,
+        );
+        let handler = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api)))?;
+        let app = Application::build_with_store(config, store, Arc::new(handler))
             .await
             .context("cannot start the server")?;
         app.run_until_stopped(shutdown_signal())

@@ -336,6 +336,14 @@ impl WechatApi {
             .await
     }
 
+    /// Send a customer-service message body as recorded in the outbox.
+    ///
+    /// # Errors
+    /// As [`WechatApi::send`].
+    pub async fn send_body(&self, appid: &str, body: &Value) -> Result<(), ApiError> {
+        self.call(appid, "/cgi-bin/message/custom/send", body).await
+    }
+
     /// Show (`true`) or hide the typing indicator to `touser`.
     ///
     /// # Errors

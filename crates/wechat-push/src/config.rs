@@ -238,6 +238,9 @@ pub struct AppConfig {
     /// What a stored push is answered with.
     #[serde(default)]
     pub ack: Ack,
+    /// Auto-reply rules, in order: the first that matches answers.
+    #[serde(default)]
+    pub rules: Vec<crate::rules::RuleConfig>,
 }
 
 fn default_mode() -> Mode {
@@ -442,6 +445,13 @@ impl Config {
                 return Err(invalid(key("format"), "Official Accounts push XML only"));
             }
             app.crypto(i)?;
+            let rules = crate::rules::Rules::new(i, &app.rules)?;
+            if rules.uses_api() && app.secret.is_none() {
+                return Err(invalid(
+                    key("secret"),
+                    "required: rules answer through the customer-service API, which needs the AppSecret",
+                ));
+            }
         }
         Ok(())
     }

@@ -199,6 +199,39 @@ impl fmt::Debug for CachedToken {
     }
 }
 
+/// Where an answer of the outbox is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerStatus {
+    /// Recorded, not (known to be) sent yet.
+    Pending,
+    /// WeChat accepted it.
+    Sent,
+    /// WeChat refused it for good (window closed, quota used, …).
+    Failed,
+}
+
+/// An answer to a push, recorded before it is sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerRecord {
+    /// Row id.
+    pub id: i64,
+    /// The push it answers.
+    pub push_id: PushId,
+    /// Its place among the push's answers.
+    pub seq: u32,
+    /// The customer-service msgtype.
+    pub msgtype: String,
+    /// The request body, JSON.
+    pub body: String,
+    /// Where it is.
+    pub status: AnswerStatus,
+    /// Why it failed, for failed ones.
+    pub error: Option<String>,
+    /// Last change, milliseconds since the epoch.
+    pub updated_at: i64,
+}
+
 /// A store that cannot do what was asked. The server answers 503, so WeChat
 /// retries later.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -311,6 +344,26 @@ pub trait Store: Send + Sync + 'static {
         token: CachedToken,
         holder: String,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Record the answers of a push before they are sent, as `(msgtype, body)`;
+    /// when the push already has answers (a retry), return those instead.
+    fn record_answers(
+        &self,
+        push: PushId,
+        answers: Vec<(String, String)>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
+
+    /// Mark an answer sent, or failed with `error`.
+    fn mark_answer(
+        &self,
+        id: i64,
+        error: Option<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The answers of a push, in order.
+    fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
 
     /// Forget `appid`'s token if it is still `token` (WeChat refused it):
     /// a token another process has already replaced is left alone.

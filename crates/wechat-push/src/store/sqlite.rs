@@ -20,8 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush, PushId, Status, Store,
-    StoreError, StoredPush,
+    AnswerRecord, AnswerStatus, BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush,
+    PushId, Status, Store, StoreError, StoredPush,
 };
 use crate::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -64,6 +64,17 @@ CREATE TABLE IF NOT EXISTS tokens (
     fetched_at INTEGER NOT NULL DEFAULT 0,
     lease_holder TEXT,
     lease_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS answers (
+    id INTEGER PRIMARY KEY,
+    push_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    msgtype TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (push_id, seq)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS pushes_dedup ON pushes (appid, dedup_key);
 -- Only pushes still to handle are indexed by when they are due: marking one
@@ -199,6 +210,30 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Op>) {
             answer(commit_error.as_ref());
         }
     }
+}
+
+fn read_answers(conn: &Connection, push: PushId) -> rusqlite::Result<Vec<AnswerRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, seq, msgtype, body, status, error, updated_at FROM answers WHERE push_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![push.0], |row| {
+        let status: String = row.get(4)?;
+        Ok(AnswerRecord {
+            id: row.get(0)?,
+            push_id: push,
+            seq: row.get(1)?,
+            msgtype: row.get(2)?,
+            body: row.get(3)?,
+            status: match status.as_str() {
+                "sent" => AnswerStatus::Sent,
+                "failed" => AnswerStatus::Failed,
+                _ => AnswerStatus::Pending,
+            },
+            error: row.get(5)?,
+            updated_at: row.get(6)?,
+        })
+    })?;
+    rows.collect()
 }
 
 fn format_of(s: &str) -> Format {
@@ -510,6 +545,48 @@ impl Store for SqliteStore {
             .execute(params![token.appid, token.token, token.expires_at, token.fetched_at, holder])?;
             Ok(())
         }))
+    }
+
+    fn record_answers(
+        &self,
+        push: PushId,
+        answers: Vec<(String, String)>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let existing = read_answers(conn, push)?;
+            if !existing.is_empty() {
+                return Ok(existing);
+            }
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO answers (push_id, seq, msgtype, body, status, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+            )?;
+            for (seq, (msgtype, body)) in answers.into_iter().enumerate() {
+                stmt.execute(params![push.0, seq as i64, msgtype, body, now])?;
+            }
+            read_answers(conn, push)
+        }))
+    }
+
+    fn mark_answer(
+        &self,
+        id: i64,
+        error: Option<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let status = if error.is_some() { "failed" } else { "sent" };
+            conn.prepare_cached(
+                "UPDATE answers SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, status, error, now])?;
+            Ok(())
+        }))
+    }
+
+    fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
+        Box::pin(self.call(move |conn| read_answers(conn, push)))
     }
 
     fn invalidate_token(

@@ -14,8 +14,8 @@ use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
 use wechat_push::store::{
-    BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush, PushId, SqliteStore, Status,
-    Store, StoreError, StoredPush,
+    AnswerRecord, BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush, PushId,
+    SqliteStore, Status, Store, StoreError, StoredPush,
 };
 use wechat_push::{
     AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push,
@@ -691,6 +691,25 @@ impl Store for DownStore {
         down()
     }
     fn invalidate_token(&self, _: String, _: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        down()
+    }
+    fn record_answers(
+        &self,
+        _: PushId,
+        _: Vec<(String, String)>,
+        _: i64,
+    ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
+        down()
+    }
+    fn mark_answer(
+        &self,
+        _: i64,
+        _: Option<String>,
+        _: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn answers(&self, _: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         down()
     }
 }

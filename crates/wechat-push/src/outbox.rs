@@ -1,0 +1,87 @@
+//! The outbox: answers are recorded before they are sent and marked sent or
+//! failed after, so that a crash between handling and sending neither loses
+//! nor silently repeats an answer.
+//!
+//! A push handled again (a retry, or after a crash) finds its answers
+//! already recorded and sends only those still pending. The one window that
+//! cannot be closed: WeChat accepted an answer and the process died before
+//! marking it sent; that answer is sent again when the push is retried.
+
+use std::sync::Arc;
+
+use crate::api::{CsMessage, WechatApi};
+use crate::clock::now_ms;
+use crate::handler::HandlerError;
+use crate::message::OpenId;
+use crate::store::{AnswerStatus, PushId, Store};
+
+/// Records and sends the answers of pushes.
+#[derive(Clone)]
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    api: WechatApi,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// An outbox recording in `store` and sending through `api`.
+    pub fn new(store: Arc<dyn Store>, api: WechatApi) -> Self {
+        Outbox { store, api }
+    }
+
+    /// Answer push `push` of `appid` with `messages` to `touser`.
+    ///
+    /// Final refusals (window closed, quota used, other errcodes) are
+    /// recorded on the answer and not retried; the push is done.
+    ///
+    /// # Errors
+    /// A retryable [`HandlerError`] when the store or WeChat is unavailable:
+    /// the push is retried later and sends what is still pending.
+    pub async fn deliver(
+        &self,
+        appid: &str,
+        push: PushId,
+        touser: &OpenId,
+        messages: &[CsMessage],
+    ) -> Result<(), HandlerError> {
+        let bodies = messages
+            .iter()
+            .map(|m| (m.msg_type().to_owned(), m.body(touser).to_string()))
+            .collect();
+        let records = self
+            .store
+            .record_answers(push, bodies, now_ms())
+            .await
+            .map_err(|e| HandlerError::caused_by("cannot record the answer", e))?;
+        for record in records.iter().filter(|r| r.status == AnswerStatus::Pending) {
+            let body: serde_json::Value = serde_json::from_str(&record.body).map_err(|e| {
+                HandlerError::caused_by("recorded answer is not JSON", e).permanent()
+            })?;
+            match self.api.send_body(appid, &body).await {
+                Ok(()) => self.mark(record.id, None).await?,
+                Err(e) if e.is_retryable() => {
+                    return Err(HandlerError::caused_by("answer not sent yet", e));
+                }
+                Err(e) => {
+                    tracing::warn!(%appid, errcode = e.errcode(), error = %e, "answer refused by WeChat; recorded, not retried");
+                    self.mark(record.id, Some(e.to_string())).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark(&self, id: i64, error: Option<String>) -> Result<(), HandlerError> {
+        self.store
+            .mark_answer(id, error, now_ms())
+            .await
+            .map_err(|e| HandlerError::caused_by("cannot record the answer's outcome", e))
+    }
+}
