@@ -32,6 +32,7 @@ pub mod mock_wechat;
 pub mod outbox;
 pub mod protocol;
 pub mod reply;
+pub mod router;
 pub mod rules;
 pub mod server;
 pub mod simulate;

@@ -31,6 +31,11 @@ struct World {
 }
 
 async fn world(format: Format) -> World {
+    world_with(format, None).await
+}
+
+/// With `router`, a Rust router handles pushes instead of the config's rules.
+async fn world_with(format: Format, router: Option<wechat_push::router::Router>) -> World {
     static N: AtomicUsize = AtomicUsize::new(0);
     let mock = MockWechat::bind(
         "127.0.0.1:0".parse().unwrap(),
@@ -82,8 +87,17 @@ reply = {{ transfer_customer_service = true }}
         config.secrets(),
         config.wechat.token_kind,
     );
-    let handler = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api))).unwrap();
-    let app = Application::build_with_store(config, store.clone(), Arc::new(handler))
+    let handler: Arc<dyn wechat_push::Handler> = match router {
+        Some(router) => Arc::new(
+            router
+                .with_api(api, store.clone())
+                .typing_after(Duration::from_millis(150)),
+        ),
+        None => {
+            Arc::new(RulesHandler::new(&config, Some(Outbox::new(store.clone(), api))).unwrap())
+        }
+    };
+    let app = Application::build_with_store(config, store.clone(), handler)
         .await
         .unwrap();
     let base = format!("http://{}/wechat/{APPID}", app.local_addr());
@@ -255,4 +269,52 @@ async fn transfer_to_customer_service_is_an_encrypted_passive_reply() {
         assert_eq!(reply["ToUserName"], "oUser");
         assert_eq!(w.calls("custom/send").await, 0);
     }
+}
+
+#[tokio::test]
+async fn a_slow_rust_handler_shows_typing_before_its_answer_and_errors_retry() {
+    use wechat_push::router::{Reply, Router};
+    let failures = Arc::new(AtomicUsize::new(1));
+    let left = failures.clone();
+    let router = Router::new().on_msg_type("text", move |ctx| {
+        let left = left.clone();
+        async move {
+            if left.fetch_sub(1, Ordering::SeqCst) > 0 {
+                return Err(wechat_push::HandlerError::new("not yet"));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Reply::text(format!(
+                "echo: {}",
+                ctx.text().unwrap_or_default()
+            )))
+        }
+    });
+    let w = world_with(Format::Json, Some(router)).await;
+    assert_eq!(
+        w.post(&text_push(601, "slow one", Format::Json)).await.0,
+        200
+    );
+    let done = w.done(1).await;
+    assert_eq!(
+        done[0].attempts, 2,
+        "the first attempt failed and was retried"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let calls = w.mock_get("/_mock/calls").await;
+    let paths: Vec<&str> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .filter(|p| p.contains("custom"))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/cgi-bin/message/custom/typing",
+            "/cgi-bin/message/custom/send"
+        ]
+    );
+    let sent = w.mock_get("/_mock/sent").await;
+    assert_eq!(sent[0]["body"]["text"]["content"], "echo: slow one");
 }

@@ -1,0 +1,45 @@
+//! Answer users from Rust: handlers by message type and event.
+//! `cargo run --example router` with a `wechat-push.toml` (apps with a `secret`).
+
+use std::sync::Arc;
+
+use wechat_push::api::WechatApi;
+use wechat_push::router::{Reply, Router};
+use wechat_push::store::{SqliteStore, Store};
+use wechat_push::{Application, Config};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(Some("wechat-push.toml".as_ref()), std::env::vars())?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+        config.sqlite_path().ok_or("sqlite only")?,
+    )?);
+    let api = WechatApi::new(
+        &config.wechat.api_base,
+        store.clone(),
+        config.secrets(),
+        config.wechat.token_kind,
+    );
+    let router = Router::new()
+        .with_api(api, store.clone())
+        .on_msg_type("text", |ctx| async move {
+            // Slow work is fine: after a second the user sees "typing…".
+            Ok(Reply::text(format!(
+                "You said: {}",
+                ctx.text().unwrap_or_default()
+            )))
+        })
+        .on_passive(
+            "image",
+            |_ctx| async move { Ok(Reply::TransferCustomerService) },
+        )
+        .on_event("user_enter_tempsession", |_ctx| async move {
+            Ok(Reply::text("Welcome! Ask us anything."))
+        });
+    let app = Application::build_with_store(config, store, Arc::new(router)).await?;
+    app.run_until_stopped(async {
+        tokio::signal::ctrl_c().await.ok();
+    })
+    .await?;
+    Ok(())
+}
