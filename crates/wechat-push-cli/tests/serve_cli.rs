@@ -347,3 +347,199 @@ async fn token_show_hides_the_token_unless_revealed() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no access token is cached for wx0"));
 }
+
+/// A config whose app answers "hello" through the API at `api_base`.
+fn write_answering_config(dir: &Path, workers: usize, api_base: &str) -> PathBuf {
+    let path = dir.join("answering.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+log_format = "json"
+[store]
+url = "sqlite://{}/data/inbox.db"
+[wechat]
+api_base = "{api_base}"
+[inbox]
+workers = {workers}
+poll_interval = "50ms"
+[[apps]]
+appid = "{APPID}"
+kind = "mini_program"
+token = "AAAAA"
+encoding_aes_key = "{KEY}"
+secret = "secret1"
+mode = "safe"
+format = "json"
+[[apps.rules]]
+keyword = "hello"
+reply = {{ text = "Hi from wechat-push" }}
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn spawn_mock() -> String {
+    let apps = std::collections::HashMap::from([(APPID.to_owned(), "secret1".to_owned())]);
+    let mock = wechat_push::mock_wechat::MockWechat::bind("127.0.0.1:0".parse().unwrap(), apps)
+        .await
+        .unwrap();
+    let url = format!("http://{}", mock.local_addr());
+    tokio::spawn(mock.run(std::future::pending()));
+    url
+}
+
+async fn mock_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn send_text(addr: &str, msg_id: u64, content: &str) -> (u16, String) {
+    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
+    let app = AppCrypto::new(APPID, Token::new("AAAAA"), Some(KeyRing::new(key, None)));
+    let inner: Fields = serde_json::from_value(serde_json::json!({
+        "ToUserName": "gh_97417a04a28d", "FromUserName": format!("oUser{msg_id}"), "CreateTime": now_secs(),
+        "MsgType": "text", "Content": content, "MsgId": msg_id,
+    }))
+    .unwrap();
+    let push = app
+        .seal_push(
+            &inner,
+            Mode::Safe,
+            Format::Json,
+            &now_secs().to_string(),
+            "n",
+            &[2; 16],
+            None,
+        )
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/wechat/{APPID}"))
+        .query(&wechat_push::simulate::query_pairs(&push.query))
+        .body(push.body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn wait_sent(mock: &str, n: usize) -> Value {
+    for _ in 0..200 {
+        let sent = mock_json(&format!("{mock}/_mock/sent")).await;
+        if sent.as_array().unwrap().len() >= n {
+            return sent;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {n} messages sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_server_processes_sharing_one_store_fetch_one_token() {
+    let mock = spawn_mock().await;
+    let dir = temp_dir("two-procs");
+    let config = write_answering_config(&dir, 4, &mock);
+    let (a, b) = (start(&config, &[]), start(&config, &[]));
+    let mut answers = Vec::new();
+    for i in 0..6u64 {
+        let addr = if i % 2 == 0 { &a.addr } else { &b.addr };
+        answers.push(send_text(addr, 700 + i, "hello!").await);
+    }
+    assert!(
+        answers.iter().all(|(s, b)| *s == 200 && b == "success"),
+        "{answers:?}"
+    );
+    let sent = wait_sent(&mock, 6).await;
+    assert_eq!(sent.as_array().unwrap().len(), 6);
+    let calls = mock_json(&format!("{mock}/_mock/calls")).await;
+    let fetches = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["path"].as_str().unwrap().ends_with("token"))
+        .count();
+    assert_eq!(fetches, 1, "{calls}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_storing_and_sending_is_followed_by_one_answer() {
+    let mock = spawn_mock().await;
+    let dir = temp_dir("crash-send");
+    // Store only, then SIGKILL: the push is stored, its answer not sent.
+    let mut first = start(&write_answering_config(&dir, 0, &mock), &[]);
+    assert_eq!(
+        send_text(&first.addr, 801, "hello").await,
+        (200, "success".to_owned())
+    );
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(mock_json(&format!("{mock}/_mock/sent"))
+        .await
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Restarted with workers: the answer goes out once.
+    let second = start(&write_answering_config(&dir, 4, &mock), &[]);
+    let sent = wait_sent(&mock, 1).await;
+    assert_eq!(sent[0]["body"]["text"]["content"], "Hi from wechat-push");
+    // WeChat delivering the push again changes nothing.
+    assert_eq!(
+        send_text(&second.addr, 801, "hello").await,
+        (200, "success".to_owned())
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mock_json(&format!("{mock}/_mock/sent"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mock_wechat_serves_tokens_from_the_command_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(bin())
+        .args([
+            "mock-wechat",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--app",
+            "wxabc=s3cret",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut answer = Value::Null;
+    for _ in 0..100 {
+        if let Ok(r) = client
+            .post(format!("http://127.0.0.1:{port}/cgi-bin/stable_token"))
+            .json(&serde_json::json!({"grant_type": "client_credential", "appid": "wxabc", "secret": "s3cret"}))
+            .send()
+            .await
+        {
+            answer = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer["expires_in"], 7200, "{answer}");
+    let out = Command::new(bin())
+        .args(["mock-wechat", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no apps"));
+}

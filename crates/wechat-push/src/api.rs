@@ -129,6 +129,49 @@ pub enum CsMessage {
         /// Thumbnail media id.
         thumb_media_id: String,
     },
+    /// A voice message, by media id (Official Accounts).
+    Voice(String),
+    /// A video (Official Accounts).
+    Video {
+        /// Media id.
+        media_id: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+        /// Title.
+        #[serde(default)]
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+    },
+    /// Music (Official Accounts).
+    Music {
+        /// Title.
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Music URL.
+        musicurl: String,
+        /// High-quality music URL.
+        hqmusicurl: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+    /// One news article with an external link (Official Accounts).
+    News {
+        /// Title.
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Where it leads.
+        url: String,
+        /// Picture URL.
+        picurl: String,
+    },
+    /// A published article, by media id (Official Accounts).
+    Mpnews(String),
 }
 
 impl CsMessage {
@@ -139,6 +182,11 @@ impl CsMessage {
             CsMessage::Image(_) => "image",
             CsMessage::Link { .. } => "link",
             CsMessage::Miniprogrampage { .. } => "miniprogrampage",
+            CsMessage::Voice(_) => "voice",
+            CsMessage::Video { .. } => "video",
+            CsMessage::Music { .. } => "music",
+            CsMessage::News { .. } => "news",
+            CsMessage::Mpnews(_) => "mpnews",
         }
     }
 
@@ -162,6 +210,35 @@ impl CsMessage {
             } => {
                 json!({ "title": title, "pagepath": pagepath, "thumb_media_id": thumb_media_id })
             }
+            CsMessage::Voice(media_id) | CsMessage::Mpnews(media_id) => {
+                json!({ "media_id": media_id })
+            }
+            CsMessage::Video {
+                media_id,
+                thumb_media_id,
+                title,
+                description,
+            } => json!({
+                "media_id": media_id, "thumb_media_id": thumb_media_id, "title": title, "description": description,
+            }),
+            CsMessage::Music {
+                title,
+                description,
+                musicurl,
+                hqmusicurl,
+                thumb_media_id,
+            } => json!({
+                "title": title, "description": description, "musicurl": musicurl,
+                "hqmusicurl": hqmusicurl, "thumb_media_id": thumb_media_id,
+            }),
+            CsMessage::News {
+                title,
+                description,
+                url,
+                picurl,
+            } => json!({
+                "articles": [{ "title": title, "description": description, "url": url, "picurl": picurl }],
+            }),
         };
         let msg_type = self.msg_type();
         json!({ "touser": touser.as_str(), "msgtype": msg_type, msg_type: payload })
@@ -410,5 +487,37 @@ fn wechat_error(answer: &Value) -> ApiError {
         45015 => ApiError::WindowClosed(errmsg),
         45047 => ApiError::QuotaUsed(errmsg),
         _ => ApiError::Wechat { errcode, errmsg },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_follow_wechats_shapes() {
+        let to = OpenId::new("oU");
+        let b = CsMessage::Text("hi".into()).body(&to);
+        assert_eq!(
+            b,
+            json!({"touser": "oU", "msgtype": "text", "text": {"content": "hi"}})
+        );
+        let news = CsMessage::News {
+            title: "t".into(),
+            description: "d".into(),
+            url: "u".into(),
+            picurl: "p".into(),
+        };
+        assert_eq!(news.body(&to)["news"]["articles"][0]["picurl"], "p");
+        assert_eq!(
+            CsMessage::Mpnews("M".into()).body(&to)["mpnews"]["media_id"],
+            "M"
+        );
+        let page = CsMessage::Miniprogrampage {
+            title: "t".into(),
+            pagepath: "pages/i".into(),
+            thumb_media_id: "m".into(),
+        };
+        assert_eq!(page.body(&to)["miniprogrampage"]["pagepath"], "pages/i");
     }
 }
