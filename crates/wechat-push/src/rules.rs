@@ -50,38 +50,19 @@ pub struct RuleConfig {
     pub reply: ReplyConfig,
 }
 
-/// A rule's answer.
+/// A rule's answer: `{ transfer_customer_service = true }`, or a
+/// customer-service message as [`CsMessage`] reads it (`{ text = "…" }`,
+/// `{ image = "MEDIA_ID" }`, `{ link = { … } }`, `{ miniprogrampage = { … } }`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(untagged)]
 pub enum ReplyConfig {
-    /// A text message (`{1}`, `{2}`… are the regex's captures).
-    Text(String),
-    /// An image, by media id.
-    Image(String),
-    /// A link card.
-    Link {
-        /// Title.
-        title: String,
-        /// Description.
-        #[serde(default)]
-        description: String,
-        /// Where it leads.
-        url: String,
-        /// Thumbnail URL.
-        #[serde(default)]
-        thumb_url: String,
-    },
-    /// A mini-program card.
-    Miniprogrampage {
-        /// Title.
-        title: String,
-        /// Page path.
-        pagepath: String,
-        /// Thumbnail media id.
-        thumb_media_id: String,
-    },
     /// Hand the conversation to human customer service (a passive reply).
-    TransferCustomerService(bool),
+    Transfer {
+        /// Must be `true`.
+        transfer_customer_service: bool,
+    },
+    /// A message through the customer-service API.
+    Send(CsMessage),
 }
 
 /// What a matching rule says to do.
@@ -140,7 +121,9 @@ impl Rules {
                 });
             }
             match &c.reply {
-                ReplyConfig::TransferCustomerService(false) => {
+                ReplyConfig::Transfer {
+                    transfer_customer_service: false,
+                } => {
                     return Err(ConfigError::Invalid {
                         key: key("reply"),
                         reason:
@@ -148,7 +131,9 @@ impl Rules {
                                 .into(),
                     })
                 }
-                ReplyConfig::TransferCustomerService(true) => {
+                ReplyConfig::Transfer {
+                    transfer_customer_service: true,
+                } => {
                     // A passive reply only a user's message or session entry can take.
                     let messages_only = c.keyword.is_some()
                         || c.regex.is_some()
@@ -179,7 +164,7 @@ impl Rules {
     pub fn uses_api(&self) -> bool {
         self.rules
             .iter()
-            .any(|r| !matches!(r.reply, ReplyConfig::TransferCustomerService(_)))
+            .any(|r| matches!(r.reply, ReplyConfig::Send(_)))
     }
 
     /// The answer of the first rule that matches `message`, if any.
@@ -215,8 +200,7 @@ impl Rules {
                 None => template.to_owned(),
                 Some(caps) => {
                     let mut out = template.to_owned();
-                    // Highest group first, so that {1} does not eat the start of {10}.
-                    for n in (0..caps.len()).rev() {
+                    for n in 0..caps.len() {
                         let value = caps.get(n).map_or("", |m| m.as_str());
                         out = out.replace(&format!("{{{n}}}"), value);
                     }
@@ -224,31 +208,49 @@ impl Rules {
                 }
             };
             Some(match &rule.reply {
-                ReplyConfig::Text(t) => Answer::Send(CsMessage::Text(fill(t))),
-                ReplyConfig::Image(m) => Answer::Send(CsMessage::Image(m.clone())),
-                ReplyConfig::Link {
-                    title,
-                    description,
-                    url,
-                    thumb_url,
-                } => Answer::Send(CsMessage::Link {
-                    title: fill(title),
-                    description: fill(description),
-                    url: fill(url),
-                    thumb_url: thumb_url.clone(),
-                }),
-                ReplyConfig::Miniprogrampage {
-                    title,
-                    pagepath,
-                    thumb_media_id,
-                } => Answer::Send(CsMessage::Miniprogrampage {
-                    title: fill(title),
-                    pagepath: fill(pagepath),
-                    thumb_media_id: thumb_media_id.clone(),
-                }),
-                ReplyConfig::TransferCustomerService(_) => Answer::Transfer,
+                ReplyConfig::Transfer { .. } => Answer::Transfer,
+                ReplyConfig::Send(message) => Answer::Send(fill_message(message, &fill)),
             })
         })
+    }
+}
+
+/// `message` with `{n}` replaced by capture `n` in its texts.
+fn fill_message(message: &CsMessage, fill: &dyn Fn(&str) -> String) -> CsMessage {
+    match message {
+        CsMessage::Text(t) => CsMessage::Text(fill(t)),
+        CsMessage::Link {
+            title,
+            description,
+            url,
+            thumb_url,
+        } => CsMessage::Link {
+            title: fill(title),
+            description: fill(description),
+            url: fill(url),
+            thumb_url: thumb_url.clone(),
+        },
+        CsMessage::Miniprogrampage {
+            title,
+            pagepath,
+            thumb_media_id,
+        } => CsMessage::Miniprogrampage {
+            title: fill(title),
+            pagepath: fill(pagepath),
+            thumb_media_id: thumb_media_id.clone(),
+        },
+        CsMessage::News {
+            title,
+            description,
+            url,
+            picurl,
+        } => CsMessage::News {
+            title: fill(title),
+            description: fill(description),
+            url: fill(url),
+            picurl: picurl.clone(),
+        },
+        other => other.clone(),
     }
 }
 
