@@ -389,6 +389,24 @@ async fn token(State(state): State<Shared>, Query(q): Query<TokenQuery>) -> Json
     Json(json!({ "access_token": token, "expires_in": TOKEN_LIFETIME_MS / 1000 }))
 }
 
+/// Record a token-authorized call, apply a fault, then check its token:
+/// the appid it belongs to, or the answer to give instead.
+async fn authorize(
+    state: &Shared,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> Result<String, Value> {
+    let appid = state.lock().ok().and_then(|i| i.check_token(token).ok());
+    if let Some(fault) = enter(state, path, appid.as_deref(), body).await {
+        return Err(fault);
+    }
+    state
+        .lock()
+        .map_err(|_| error(-1, "system error"))?
+        .check_token(token)
+}
+
 #[derive(Debug, Deserialize)]
 struct TokenParam {
     access_token: Option<String>,
@@ -399,26 +417,19 @@ async fn custom_send(
     Query(q): Query<TokenParam>,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    let appid = state
-        .lock()
-        .ok()
-        .and_then(|i| i.check_token(q.access_token.as_deref()).ok());
-    if let Some(fault) = enter(
+    let appid = match authorize(
         &state,
         "/cgi-bin/message/custom/send",
-        appid.as_deref(),
+        q.access_token.as_deref(),
         &body,
     )
     .await
     {
-        return Json(fault);
-    }
+        Ok(appid) => appid,
+        Err(answer) => return Json(answer),
+    };
     let Ok(mut inner) = state.lock() else {
         return Json(error(-1, "system error"));
-    };
-    let appid = match inner.check_token(q.access_token.as_deref()) {
-        Ok(a) => a,
-        Err(e) => return Json(e),
     };
     let touser = body["touser"].as_str().unwrap_or_default().to_owned();
     if touser.is_empty() {
@@ -472,25 +483,15 @@ async fn custom_typing(
     Query(q): Query<TokenParam>,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    let appid = state
-        .lock()
-        .ok()
-        .and_then(|i| i.check_token(q.access_token.as_deref()).ok());
-    if let Some(fault) = enter(
+    if let Err(answer) = authorize(
         &state,
         "/cgi-bin/message/custom/typing",
-        appid.as_deref(),
+        q.access_token.as_deref(),
         &body,
     )
     .await
     {
-        return Json(fault);
-    }
-    let Ok(inner) = state.lock() else {
-        return Json(error(-1, "system error"));
-    };
-    if let Err(e) = inner.check_token(q.access_token.as_deref()) {
-        return Json(e);
+        return Json(answer);
     }
     if body["touser"].as_str().unwrap_or_default().is_empty() {
         return Json(error(40003, "invalid openid"));

@@ -84,9 +84,18 @@ impl Processor {
         let appid = stored.appid.clone();
         let parsed = match message {
             Some(m) => Ok(m),
-            None => wire::parse(stored.format, &stored.body, &Limits::default())
-                .map_err(|e| e.to_string())
-                .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string())),
+            // Its size was bounded by `server.max_body` when it arrived,
+            // which may exceed the default limit.
+            None => wire::parse(
+                stored.format,
+                &stored.body,
+                &Limits {
+                    max_body: usize::MAX,
+                    ..Limits::default()
+                },
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string())),
         };
         let message = match parsed {
             Ok(m) => m,

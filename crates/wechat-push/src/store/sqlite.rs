@@ -157,9 +157,6 @@ impl SqliteStore {
     }
 }
 
-/// Below this many operations, the thread yields once to let more arrive.
-const SMALL_BATCH: usize = 8;
-
 fn drain(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>) {
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
@@ -175,12 +172,6 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
         drain(&mut rx, &mut batch);
-        if batch.len() < SMALL_BATCH {
-            // Woken by the first of several concurrent requests: let the
-            // others reach the queue so that they share this commit's fsync.
-            std::thread::yield_now();
-            drain(&mut rx, &mut batch);
-        }
         // Prepared once, not parsed per batch.
         let begin = conn
             .prepare_cached("BEGIN IMMEDIATE")

@@ -778,3 +778,31 @@ async fn two_servers_sharing_one_store_store_and_handle_each_push_once() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_push_over_the_default_limit_accepted_under_a_larger_max_body_is_handled_not_dead() {
+    let (mut config, _) = config(Mode::Plaintext, Format::Json, "");
+    config.server.max_body = 2 << 20;
+    // Stored by one instance that handles nothing...
+    config.inbox.workers = 0;
+    let storing = spawn_app(config.clone(), Arc::new(Recorder::default())).await;
+    // About 1.25 MB in fields of 250 KB each: over the default 1 MiB body
+    // limit, within the default field limit.
+    let mut inner = text(40, "big");
+    for name in ["A", "B", "C", "D", "E"] {
+        inner.insert(name.into(), "x".repeat(250_000).into());
+    }
+    let r = storing
+        .post(APPID, &seal(&inner, Mode::Plaintext, Format::Json))
+        .await;
+    assert_eq!(r.status(), 200);
+    storing.stop().await;
+    // ...and handled by another, which reads the stored body back.
+    config.inbox.workers = 4;
+    let recorder = Arc::new(Recorder::default());
+    let handling = spawn_app(config, recorder.clone()).await;
+    let done = handling.wait_for(Status::Done, 1).await;
+    assert_eq!(done[0].last_error, None);
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    handling.stop().await;
+}
