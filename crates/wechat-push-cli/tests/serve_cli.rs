@@ -120,39 +120,7 @@ impl Server {
 }
 
 async fn send_push(addr: &str, msg_id: u64) -> (u16, String) {
-    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
-    let app = AppCrypto::new(APPID, Token::new("AAAAA"), Some(KeyRing::new(key, None)));
-    let inner: Fields = serde_json::from_value(serde_json::json!({
-        "ToUserName": "gh_97417a04a28d", "FromUserName": "oUser", "CreateTime": now_secs(),
-        "MsgType": "text", "Content": "survive kill -9", "MsgId": msg_id,
-    }))
-    .unwrap();
-    let push = app
-        .seal_push(
-            &inner,
-            Mode::Safe,
-            Format::Json,
-            &now_secs().to_string(),
-            "n0nce",
-            &[9; 16],
-            Some("oUser"),
-        )
-        .unwrap();
-    let query: Vec<(String, String)> = serde_json::to_value(&push.query)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/wechat/{APPID}"))
-        .query(&query)
-        .body(push.body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    send_text(addr, msg_id, "survive kill -9").await
 }
 
 fn inbox_json(config: &Path) -> Vec<Value> {
@@ -348,39 +316,17 @@ async fn token_show_hides_the_token_unless_revealed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no access token is cached for wx0"));
 }
 
-/// A config whose app answers "hello" through the API at `api_base`.
+/// [`write_config`] plus an answering app: a secret, the API at `api_base`,
+/// and a rule answering "hello".
 fn write_answering_config(dir: &Path, workers: usize, api_base: &str) -> PathBuf {
-    let path = dir.join("answering.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-log_format = "json"
-[store]
-url = "sqlite://{}/data/inbox.db"
-[wechat]
-api_base = "{api_base}"
-[inbox]
-workers = {workers}
-poll_interval = "50ms"
-[[apps]]
-appid = "{APPID}"
-kind = "mini_program"
-token = "AAAAA"
-encoding_aes_key = "{KEY}"
-secret = "secret1"
-mode = "safe"
-format = "json"
-[[apps.rules]]
-keyword = "hello"
-reply = {{ text = "Hi from wechat-push" }}
-"#,
-            dir.display()
-        ),
-    )
-    .unwrap();
+    let path = write_config(dir, workers);
+    // Appended after the [[apps]] table: `secret` and the rule belong to it.
+    let extra = format!(
+        "secret = \"secret1\"\n[[apps.rules]]\nkeyword = \"hello\"\nreply = {{ text = \"Hi from wechat-push\" }}\n[wechat]\napi_base = \"{api_base}\"\n"
+    );
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&extra);
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -486,6 +432,15 @@ async fn a_crash_between_storing_and_sending_is_followed_by_one_answer() {
     let second = start(&write_answering_config(&dir, 4, &mock), &[]);
     let sent = wait_sent(&mock, 1).await;
     assert_eq!(sent[0]["body"]["text"]["content"], "Hi from wechat-push");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let config = dir.join("wechat-push.toml");
+    let out = Command::new(bin())
+        .args(["inbox", "show", "msg:801", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("answer 1 (text): sent"), "{shown}");
     // WeChat delivering the push again changes nothing.
     assert_eq!(
         send_text(&second.addr, 801, "hello").await,

@@ -1,7 +1,6 @@
 //! Answering users: rules, the outbox and the API client, through the real
 //! server, the WeChat API stand-in and SQLite.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +8,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wechat_push::api::WechatApi;
 use wechat_push::clock::now_secs;
-use wechat_push::mock_wechat::MockWechat;
 use wechat_push::outbox::Outbox;
 use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::envelope::SealedPush;
@@ -36,21 +34,8 @@ async fn world(format: Format) -> World {
 
 /// With `router`, a Rust router handles pushes instead of the config's rules.
 async fn world_with(format: Format, router: Option<wechat_push::router::Router>) -> World {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let mock = MockWechat::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        HashMap::from([(APPID.to_owned(), "secret1".to_owned())]),
-    )
-    .await
-    .unwrap();
-    let mock_url = format!("http://{}", mock.local_addr());
-    tokio::spawn(mock.run(std::future::pending()));
-    let dir = std::env::temp_dir().join(format!(
-        "wp-answers-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let mock_url = super::spawn_mock(APPID, false).await;
+    let dir = super::temp_dir("answers");
     let config = Config::from_toml(&format!(
         r#"
 [server]

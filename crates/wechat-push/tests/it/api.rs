@@ -1,13 +1,11 @@
 //! The WeChat API client against the local stand-in, with a real SQLite store.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 use wechat_push::api::{ApiError, CsMessage, TokenKind, WechatApi};
 use wechat_push::config::Secret;
-use wechat_push::mock_wechat::MockWechat;
 use wechat_push::store::{SqliteStore, Store};
 use wechat_push::OpenId;
 
@@ -18,19 +16,8 @@ struct World {
 }
 
 async fn world() -> World {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let apps = HashMap::from([("wx1".to_owned(), "secret1".to_owned())]);
-    let mock = MockWechat::bind("127.0.0.1:0".parse().unwrap(), apps)
-        .await
-        .unwrap();
-    let url = format!("http://{}", mock.local_addr());
-    tokio::spawn(mock.run(std::future::pending()));
-    let dir = std::env::temp_dir().join(format!(
-        "wp-api-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let url = super::spawn_mock("wx1", false).await;
+    let dir = super::temp_dir("api");
     World {
         mock: url,
         client: reqwest::Client::new(),

@@ -1,10 +1,8 @@
 //! The WeChat API stand-in answers like WeChat: tokens, checks, quotas, faults.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wechat_push::mock_wechat::MockWechat;
 
 struct Mock {
     base: String,
@@ -12,15 +10,7 @@ struct Mock {
 }
 
 async fn spawn(strict: bool) -> Mock {
-    let apps = HashMap::from([("wx1".to_owned(), "secret1".to_owned())]);
-    let mut mock = MockWechat::bind("127.0.0.1:0".parse().unwrap(), apps)
-        .await
-        .unwrap();
-    if strict {
-        mock = mock.strict_windows();
-    }
-    let base = format!("http://{}", mock.local_addr());
-    tokio::spawn(mock.run(std::future::pending()));
+    let base = super::spawn_mock("wx1", strict).await;
     Mock {
         base,
         client: reqwest::Client::new(),

@@ -18,8 +18,7 @@ use wechat_push::store::{
     SqliteStore, Status, Store, StoreError, StoredPush,
 };
 use wechat_push::{
-    AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push,
-    PushQuery, Token,
+    AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push, Token,
 };
 
 const APPID: &str = "wxba5fad812f8e6fb9";
@@ -448,7 +447,7 @@ impl TestApp {
         appid: &str,
         push: &SealedPush,
     ) -> reqwest::Response {
-        let q = query_pairs(&push.query);
+        let q = wechat_push::simulate::query_pairs(&push.query);
         client
             .post(format!("{base}/wechat/{appid}"))
             .query(&q)
@@ -457,16 +456,6 @@ impl TestApp {
             .await
             .unwrap()
     }
-}
-
-fn query_pairs(q: &PushQuery) -> Vec<(String, String)> {
-    serde_json::to_value(q)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect()
 }
 
 async fn futures_all<F: std::future::Future + Send + 'static>(
@@ -739,8 +728,8 @@ async fn an_unavailable_store_gets_503_so_wechat_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_sharing_one_store_store_and_handle_each_push_once() {
     let (config_a, db) = config(Mode::Safe, Format::Json, "");
-    let mut config_b = config_a.clone();
-    config_b.store.url = config_a.store.url.clone();
+    // The same config: the same SQLite file.
+    let config_b = config_a.clone();
     let recorder = Arc::new(Recorder::default());
     let a = spawn_app(config_a, recorder.clone()).await;
     let b = spawn_app(config_b, recorder.clone()).await;
