@@ -4,7 +4,8 @@
 //! Environment variables name a key by its section and name in upper case:
 //! `WECHAT_PUSH_SERVER_LISTEN`, `WECHAT_PUSH_STORE_URL`,
 //! `WECHAT_PUSH_WECHAT_API_BASE`, `WECHAT_PUSH_INBOX_WORKERS`, and for apps
-//! their index: `WECHAT_PUSH_APPS_0_TOKEN`, `WECHAT_PUSH_APPS_0_SECRET`.
+//! their index: `WECHAT_PUSH_APPS_0_TOKEN`, `WECHAT_PUSH_APPS_0_SECRET`, and
+//! for forward targets theirs too: `WECHAT_PUSH_APPS_0_FORWARD_0_SECRET`.
 //!
 //! Secrets (tokens, keys, app secrets) are held in [`Secret`], whose `Debug`
 //! never shows them.
@@ -241,6 +242,9 @@ pub struct AppConfig {
     /// Auto-reply rules, in order: the first that matches answers.
     #[serde(default)]
     pub rules: Vec<crate::rules::RuleConfig>,
+    /// Where pushes are forwarded, as signed JSON webhooks.
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardConfig>,
 }
 
 fn default_mode() -> Mode {
@@ -445,6 +449,9 @@ impl Config {
                 return Err(invalid(key("format"), "Official Accounts push XML only"));
             }
             app.crypto(i)?;
+            for (j, target) in app.forward.iter().enumerate() {
+                target.check(i, j)?;
+            }
             let rules = crate::rules::Rules::new(i, &app.rules)?;
             if rules.uses_api() && app.secret.is_none() {
                 return Err(invalid(
@@ -501,7 +508,29 @@ fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<()
         let Value::Table(app) = &mut apps[index] else {
             return Err(err(format!("apps[{index}] is not a table")));
         };
-        (app, key.to_owned())
+        // A forward target's key: WECHAT_PUSH_APPS_<i>_FORWARD_<j>_<KEY>.
+        match key
+            .strip_prefix("forward_")
+            .and_then(|r| r.split_once('_'))
+            .and_then(|(j, k)| Some((j.parse::<usize>().ok()?, k)))
+        {
+            Some((j, key)) => {
+                let targets = app
+                    .entry("forward")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                let Value::Array(targets) = targets else {
+                    return Err(err(format!("apps[{index}].forward is not an array")));
+                };
+                while targets.len() <= j {
+                    targets.push(Value::Table(Table::new()));
+                }
+                let Value::Table(target) = &mut targets[j] else {
+                    return Err(err(format!("apps[{index}].forward[{j}] is not a table")));
+                };
+                (target, key.to_owned())
+            }
+            None => (app, key.to_owned()),
+        }
     } else {
         let Some((section, key)) = SECTIONS.iter().find_map(|s| {
             lower
@@ -589,6 +618,9 @@ token = "AAAAA"
 encoding_aes_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"
 mode = "safe"
 format = "json"
+[[apps.forward]]
+url = "http://127.0.0.1:9000/hooks"
+secret = "whsec_c2VjcmV0"
 "#;
 
     #[test]
@@ -608,6 +640,10 @@ format = "json"
                 "http://127.0.0.1:1".to_owned(),
             ),
             ("WECHAT_PUSH_APPS_0_TOKEN".to_owned(), "12345".to_owned()),
+            (
+                "WECHAT_PUSH_APPS_0_FORWARD_0_SECRET".to_owned(),
+                "whsec_b3RoZXI=".to_owned(),
+            ),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let c = Config::load(Some(&path), env).unwrap();
@@ -619,6 +655,8 @@ format = "json"
         // A numeric-looking token stays a string.
         assert_eq!(c.apps[0].token.expose(), "12345");
         assert_eq!(c.apps[0].mode, Mode::Safe);
+        assert_eq!(c.apps[0].forward[0].secret.expose(), "whsec_b3RoZXI=");
+        assert_eq!(c.apps[0].forward[0].url, "http://127.0.0.1:9000/hooks");
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -678,7 +716,12 @@ format = "json"
 
     #[test]
     fn secrets_are_redacted_in_debug() {
-        let c = Config::from_toml(&format!("{APP}secret = \"s3cr3t-app-secret\"\n")).unwrap();
+        let app = APP.replace(
+            "format = \"json\"\n",
+            "format = \"json\"\nsecret = \"s3cr3t-app-secret\"\n",
+        );
+        let c = Config::from_toml(&app).unwrap();
+        assert!(!format!("{c:?}").contains("c2VjcmV0"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("AAAAA\""), "{shown}");
         assert!(

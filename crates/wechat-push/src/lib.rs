@@ -25,6 +25,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod forward;
 pub mod handler;
 pub mod message;
 pub mod metrics;
@@ -37,6 +38,7 @@ pub mod rules;
 pub mod server;
 pub mod simulate;
 pub mod store;
+pub mod webhook;
 pub mod worker;
 
 /// An error and its causes on one line, `outer: cause: root cause`, as

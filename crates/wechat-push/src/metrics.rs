@@ -21,6 +21,12 @@ pub const HANDLED: &str = "wechat_push_handled_total";
 /// Handler failures, by app.
 pub const HANDLER_FAILURES: &str = "wechat_push_handler_failures_total";
 
+/// Attempts to deliver pushes to forward targets, by app, target and
+/// outcome (`delivered`, `retry`, `dead`).
+pub const FORWARDS: &str = "wechat_push_forward_total";
+/// Time forward targets took to answer, by target.
+pub const FORWARD_SECONDS: &str = "wechat_push_forward_seconds";
+
 const HELP: &[(&str, &str)] = &[
     (
         PUSHES,
@@ -39,7 +45,26 @@ const HELP: &[(&str, &str)] = &[
         "Handler runs, by app and outcome (done, retry, dead).",
     ),
     (HANDLER_FAILURES, "Handler runs that failed, by app."),
+    (
+        FORWARDS,
+        "Delivery attempts to forward targets, by app, target and outcome (delivered, retry, dead).",
+    ),
 ];
+
+const HISTOGRAM_HELP: &[(&str, &str)] = &[(
+    FORWARD_SECONDS,
+    "Time forward targets took to answer a delivery, by target.",
+)];
+
+/// One labelled histogram.
+#[derive(Debug, Clone)]
+struct Histogram {
+    name: &'static str,
+    labels: Labels,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -77,6 +102,7 @@ fn encode(buf: &mut String, name: &str, labels: &[(&'static str, &str)]) {
 #[derive(Debug, Default)]
 pub struct Metrics {
     counters: Mutex<HashMap<String, Counter>>,
+    histograms: Mutex<HashMap<String, Histogram>>,
     ack_buckets: [AtomicU64; BUCKETS.len()],
     ack_count: AtomicU64,
     ack_sum_micros: AtomicU64,
@@ -115,6 +141,40 @@ impl Metrics {
         self.counters
             .lock()
             .map(|c| c.get(&key).map_or(0, |c| c.value))
+            .unwrap_or(0)
+    }
+
+    /// Record `elapsed` in histogram `name` with `labels`.
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], elapsed: Duration) {
+        let mut key = String::new();
+        encode(&mut key, name, labels);
+        let Ok(mut histograms) = self.histograms.lock() else {
+            return;
+        };
+        let h = histograms.entry(key).or_insert_with(|| Histogram {
+            name,
+            labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            buckets: [0; BUCKETS.len()],
+            count: 0,
+            sum: 0.0,
+        });
+        let secs = elapsed.as_secs_f64();
+        for (bucket, bound) in h.buckets.iter_mut().zip(BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// How many observations histogram `name` with `labels` has (for tests).
+    pub fn observations(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+        let mut key = String::new();
+        encode(&mut key, name, labels);
+        self.histograms
+            .lock()
+            .map(|h| h.get(&key).map_or(0, |h| h.count))
             .unwrap_or(0)
     }
 
@@ -164,6 +224,31 @@ impl Metrics {
             out,
             "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
         );
+        let mut histograms: Vec<Histogram> = self
+            .histograms
+            .lock()
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default();
+        histograms.sort_by(|a, b| (a.name, &a.labels).cmp(&(b.name, &b.labels)));
+        for (name, help) in HISTOGRAM_HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for h in histograms.iter().filter(|h| h.name == *name) {
+                for (n, bound) in h.buckets.iter().zip(BUCKETS) {
+                    let mut labels = h.labels.clone();
+                    labels.push(("le", bound.to_string()));
+                    let _ = writeln!(out, "{name}_bucket{} {n}", render_labels(&labels));
+                }
+                let mut labels = h.labels.clone();
+                labels.push(("le", "+Inf".into()));
+                let _ = writeln!(out, "{name}_bucket{} {}", render_labels(&labels), h.count);
+                let labels = render_labels(&h.labels);
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{labels} {}\n{name}_count{labels} {}",
+                    h.sum, h.count
+                );
+            }
+        }
         if let Some(c) = depth {
             let name = "wechat_push_inbox_depth";
             let _ = writeln!(
@@ -221,6 +306,11 @@ mod tests {
             &[("appid", "wx\"1"), ("reason", "signature_mismatch")],
         );
         m.observe_ack(Duration::from_micros(1500));
+        m.observe(
+            FORWARD_SECONDS,
+            &[("target", "http://b/h")],
+            Duration::from_millis(30),
+        );
         let text = m.render(Some(Counts {
             pending: 3,
             ..Counts::default()
@@ -238,5 +328,10 @@ mod tests {
         assert!(text.contains("wechat_push_ack_seconds_bucket{le=\"0.002\"} 1"));
         assert!(text.contains("wechat_push_ack_seconds_count 1"));
         assert!(text.contains("wechat_push_inbox_depth{status=\"pending\"} 3"));
+        assert!(text
+            .contains("wechat_push_forward_seconds_bucket{target=\"http://b/h\",le=\"0.025\"} 0"));
+        assert!(text
+            .contains("wechat_push_forward_seconds_bucket{target=\"http://b/h\",le=\"0.05\"} 1"));
+        assert!(text.contains("wechat_push_forward_seconds_count{target=\"http://b/h\"} 1"));
     }
 }

@@ -15,6 +15,9 @@ use crate::handler::HandlerError;
 use crate::message::OpenId;
 use crate::store::{AnswerStatus, PushId, Store};
 
+/// The source of answers given by the app's handler (rules or a router).
+pub const HANDLER_SOURCE: &str = "handler";
+
 /// Records and sends the answers of pushes.
 #[derive(Clone)]
 pub struct Outbox {
@@ -36,7 +39,9 @@ impl Outbox {
         Outbox { store, api }
     }
 
-    /// Answer push `push` of `appid` with `messages` to `touser`.
+    /// Answer push `push` of `appid` with `messages` to `touser`, on behalf
+    /// of `source` (`handler`, or `forward:<url>`): each source's answers are
+    /// recorded once and sent once, whatever the others do.
     ///
     /// Final refusals (window closed, quota used, other errcodes) are
     /// recorded on the answer and not retried; the push is done.
@@ -48,6 +53,7 @@ impl Outbox {
         &self,
         appid: &str,
         push: PushId,
+        source: &str,
         touser: &OpenId,
         messages: &[CsMessage],
     ) -> Result<(), HandlerError> {
@@ -57,7 +63,7 @@ impl Outbox {
             .collect();
         let records = self
             .store
-            .record_answers(push, bodies, now_ms())
+            .record_answers(push, source.to_owned(), bodies, now_ms())
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the answer", e))?;
         for record in records.iter().filter(|r| r.status == AnswerStatus::Pending) {

@@ -24,7 +24,7 @@ use crate::api::{ApiError, CsMessage, WechatApi};
 use crate::config::AppKind;
 use crate::handler::{Handler, HandlerError, Push};
 use crate::message::{Body, Message};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, HANDLER_SOURCE};
 use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
 use crate::store::{BoxFuture, Store};
 
@@ -255,7 +255,7 @@ impl Handler for Router {
                         HandlerError::new("a handler answered through the API, but the router has none (Router::with_api)")
                             .permanent()
                     })?;
-                    outbox.deliver(&push.appid, push.id, &push.message.from_user, &messages).await?;
+                    outbox.deliver(&push.appid, push.id, HANDLER_SOURCE, &push.message.from_user, &messages).await?;
                     Ok(None)
                 }
             }

@@ -26,7 +26,7 @@ use crate::api::CsMessage;
 use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{Handler, HandlerError, Push};
 use crate::message::{Body, Message};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, HANDLER_SOURCE};
 use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
 use crate::store::BoxFuture;
 
@@ -308,6 +308,7 @@ impl Handler for RulesHandler {
                         .deliver(
                             &push.appid,
                             push.id,
+                            HANDLER_SOURCE,
                             &push.message.from_user,
                             std::slice::from_ref(&message),
                         )

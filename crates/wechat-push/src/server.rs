@@ -7,7 +7,8 @@
 //! de-duplicated ([`Store::insert`], durable before it returns) →
 //! **acknowledge**. Handling happens after that, in [`crate::worker`]; only
 //! when the handler may give a passive reply does the answer wait for it,
-//! within the reply budget.
+//! within the reply budget. Forwarding to the team's backend is part of
+//! handling ([`crate::forward`]).
 //!
 //! Every refusal maps to its status code in one place, [`PushError`]'s
 //! `IntoResponse`, and is logged and counted with its reason.
@@ -28,10 +29,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::Instrument;
 
+use crate::api::WechatApi;
 use crate::clock::{now_ms, now_secs};
 use crate::config::{Ack, AppConfig, Config, ConfigError, ServerConfig};
+use crate::forward::{Forwarder, ForwardingHandler};
 use crate::handler::Handler;
 use crate::metrics::{self, Metrics};
+use crate::outbox::Outbox;
 use crate::protocol::crypto::KeySlot;
 use crate::protocol::envelope::{check_timestamp, AppCrypto, OpenError, Opened, PushQuery};
 use crate::protocol::wire::{Limits, WireError};
@@ -81,6 +85,7 @@ pub struct Application {
     shared: Arc<Shared>,
     completions: mpsc::Receiver<PushId>,
     retention: Duration,
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 impl Application {
@@ -126,6 +131,24 @@ impl Application {
             );
         }
         let metrics = Arc::new(Metrics::default());
+        // Forward targets answer users through the customer-service API,
+        // with tokens shared through the store like every other client's.
+        let api = WechatApi::new(
+            config.wechat.api_base.clone(),
+            store.clone(),
+            config.secrets(),
+            config.wechat.token_kind,
+        );
+        let forwarder = Forwarder::new(
+            &config,
+            store.clone(),
+            metrics.clone(),
+            Some(Outbox::new(store.clone(), api)),
+        )?;
+        let handler: Arc<dyn Handler> = match &forwarder {
+            Some(f) => Arc::new(ForwardingHandler::new(f.clone(), handler)),
+            None => handler,
+        };
         let (completions_tx, completions) = mpsc::channel(4096);
         let processor = Processor {
             store: store.clone(),
@@ -151,6 +174,7 @@ impl Application {
             }),
             completions,
             retention: config.inbox.retention,
+            forwarder,
         })
     }
 
@@ -186,6 +210,7 @@ impl Application {
                 .clone()
                 .run(shared.notify.clone(), stopped.clone()),
         );
+        let forwarder = self.forwarder.map(|f| tokio::spawn(f.run(stopped.clone())));
         let pruner = tokio::spawn(worker::prune(shared.store.clone(), self.retention, stopped));
         let (finish, finishing) = watch::channel(false);
         let completer = tokio::spawn(worker::complete_batches(
@@ -201,6 +226,9 @@ impl Application {
         let _ = stop.send(true);
         let _ = workers.await;
         let _ = pruner.await;
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
         // Workers are done: flush the last completions.
         let _ = finish.send(true);
         let _ = completer.await;

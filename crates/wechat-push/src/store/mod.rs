@@ -162,6 +162,15 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// What `inbox retry` re-queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retried {
+    /// Dead pushes, handled again.
+    pub pushes: usize,
+    /// Dead deliveries, sent again.
+    pub deliveries: usize,
+}
+
 /// How many pushes are in each status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -218,6 +227,8 @@ pub struct AnswerRecord {
     pub id: i64,
     /// The push it answers.
     pub push_id: PushId,
+    /// Who gave it: `handler`, or `forward:<url>`.
+    pub source: String,
     /// Its place among the push's answers.
     pub seq: u32,
     /// The customer-service msgtype.
@@ -230,6 +241,93 @@ pub struct AnswerRecord {
     pub error: Option<String>,
     /// Last change, milliseconds since the epoch.
     pub updated_at: i64,
+}
+
+/// Where a delivery of a push to a forward target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its first attempt or its next retry.
+    Pending,
+    /// Being sent, under a lease.
+    Working,
+    /// The target answered 2xx (and its reply, if any, was sent).
+    Delivered,
+    /// Out of retries; waits for `inbox retry`.
+    Dead,
+}
+
+impl DeliveryStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Working => "working",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    fn parse(s: &str) -> DeliveryStatus {
+        match s {
+            "working" => DeliveryStatus::Working,
+            "delivered" => DeliveryStatus::Delivered,
+            "dead" => DeliveryStatus::Dead,
+            _ => DeliveryStatus::Pending,
+        }
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One push's delivery to one forward target, as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// Row id.
+    pub id: i64,
+    /// The push delivered.
+    pub push_id: PushId,
+    /// The target, by its URL.
+    pub target: String,
+    /// Where it is.
+    pub status: DeliveryStatus,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Whether the target already answered 2xx: then only its reply is
+    /// still to send, and a retry does not post the push again.
+    pub responded: bool,
+    /// The last failure, or a note on an ignored reply.
+    pub last_error: Option<String>,
+    /// Last change, milliseconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// What became of one attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Done: the target answered 2xx; `note` says why a reply was not sent.
+    Delivered {
+        /// Why the target's reply was ignored, if it was.
+        note: Option<String>,
+    },
+    /// Try again at `at` (milliseconds).
+    Retry {
+        /// When.
+        at: i64,
+        /// Why this attempt failed.
+        error: String,
+        /// The target answered 2xx; only its reply failed to go out.
+        responded: bool,
+    },
+    /// Out of retries.
+    Dead {
+        /// Why the last attempt failed.
+        error: String,
+    },
 }
 
 /// A store that cannot do what was asked. The server answers 503, so WeChat
@@ -307,14 +405,16 @@ pub trait Store: Send + Sync + 'static {
     /// Every push with this dedup key (one per app at most).
     fn get(&self, dedup_key: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
-    /// Re-queue dead pushes with this dedup key; returns how many.
+    /// Re-queue dead pushes with this dedup key, and the dead deliveries of
+    /// pushes with it; returns how many of each.
     fn retry(
         &self,
         dedup_key: String,
         appid: Option<String>,
-    ) -> BoxFuture<'_, Result<usize, StoreError>>;
+    ) -> BoxFuture<'_, Result<Retried, StoreError>>;
 
-    /// Delete done pushes finished before `before`; returns how many.
+    /// Delete done pushes finished before `before`, with their answers and
+    /// deliveries, unless a delivery is unfinished or dead; returns how many.
     fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     /// How many pushes are in each status.
@@ -345,11 +445,14 @@ pub trait Store: Send + Sync + 'static {
         holder: String,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Record the answers of a push before they are sent, as `(msgtype, body)`;
-    /// when the push already has answers (a retry), return those instead.
+    /// Record the answers `source` gives a push before they are sent, as
+    /// `(msgtype, body)`; when the push already has answers from `source` (a
+    /// retry), return those instead. Sources (the handler, each forward
+    /// target) answer independently.
     fn record_answers(
         &self,
         push: PushId,
+        source: String,
         answers: Vec<(String, String)>,
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
@@ -364,6 +467,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// The answers of a push, in order.
     fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
+
+    /// Create a pending delivery of `push` to each of `targets` (URLs), due
+    /// at `now`; deliveries that exist already are left as they are.
+    fn add_deliveries(
+        &self,
+        push: PushId,
+        targets: Vec<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Claim up to `limit` deliveries to `target` that are due at `now`
+    /// (pending ones whose time has come, working ones whose lease ran out),
+    /// leased until `lease_until`, each with its push. Each claim counts as
+    /// an attempt.
+    fn claim_deliveries(
+        &self,
+        target: String,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>>;
+
+    /// Record the outcome of an attempt of delivery `id`.
+    fn finish_delivery(
+        &self,
+        id: i64,
+        outcome: DeliveryOutcome,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The deliveries of a push.
+    fn deliveries(&self, push: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+
+    /// Mark every unfinished delivery to a target not in `targets` dead, so
+    /// that it shows (and can be retried once the target is back) instead of
+    /// waiting forever. Returns how many.
+    fn bury_unknown_targets(
+        &self,
+        targets: Vec<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     /// Forget `appid`'s token if it is still `token` (WeChat refused it):
     /// a token another process has already replaced is left alone.

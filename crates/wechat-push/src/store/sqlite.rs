@@ -20,8 +20,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AnswerRecord, AnswerStatus, BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush,
-    PushId, Status, Store, StoreError, StoredPush,
+    AnswerRecord, AnswerStatus, BoxFuture, CachedToken, Counts, Delivery, DeliveryOutcome,
+    DeliveryStatus, Inserted, ListFilter, NewPush, PushId, Retried, Status, Store, StoreError,
+    StoredPush,
 };
 use crate::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -76,6 +77,21 @@ CREATE TABLE IF NOT EXISTS answers (
     updated_at INTEGER NOT NULL,
     UNIQUE (push_id, seq)
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    push_id INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    -- pending: when to try; working: when the lease runs out
+    due_at INTEGER NOT NULL,
+    responded INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (push_id, target)
+);
+CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (target, due_at)
+    WHERE status IN ('pending', 'working');
 CREATE UNIQUE INDEX IF NOT EXISTS pushes_dedup ON pushes (appid, dedup_key);
 -- Only pushes still to handle are indexed by when they are due: marking one
 -- done removes its entry instead of moving it.
@@ -114,6 +130,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let (queue, rx) = mpsc::channel(MAX_BATCH * 4);
         std::thread::Builder::new()
             .name("wechat-push-sqlite".into())
@@ -155,6 +172,20 @@ impl SqliteStore {
         self.queue.send(op).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Bring a database made by an earlier version up to the current schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // 0.1: answers had no source (they all came from the handler).
+    let has_source = conn
+        .prepare("SELECT 1 FROM pragma_table_info('answers') WHERE name = 'source'")?
+        .exists([])?;
+    if !has_source {
+        conn.execute_batch(
+            "ALTER TABLE answers ADD COLUMN source TEXT NOT NULL DEFAULT 'handler'",
+        )?;
+    }
+    Ok(())
 }
 
 fn drain(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>) {
@@ -203,15 +234,22 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn read_answers(conn: &Connection, push: PushId) -> rusqlite::Result<Vec<AnswerRecord>> {
+/// The answers of `push`, all or only those of `source`.
+fn read_answers(
+    conn: &Connection,
+    push: PushId,
+    source: Option<&str>,
+) -> rusqlite::Result<Vec<AnswerRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, seq, msgtype, body, status, error, updated_at FROM answers WHERE push_id = ?1 ORDER BY seq",
+        "SELECT id, seq, msgtype, body, status, error, updated_at, source FROM answers \
+         WHERE push_id = ?1 AND (?2 IS NULL OR source = ?2) ORDER BY seq",
     )?;
-    let rows = stmt.query_map(params![push.0], |row| {
+    let rows = stmt.query_map(params![push.0, source], |row| {
         let status: String = row.get(4)?;
         Ok(AnswerRecord {
             id: row.get(0)?,
             push_id: push,
+            source: row.get(7)?,
             seq: row.get(1)?,
             msgtype: row.get(2)?,
             body: row.get(3)?,
@@ -225,6 +263,23 @@ fn read_answers(conn: &Connection, push: PushId) -> rusqlite::Result<Vec<AnswerR
         })
     })?;
     rows.collect()
+}
+
+const DELIVERY_COLUMNS: &str =
+    "id, push_id, target, status, attempts, responded, last_error, updated_at";
+
+fn read_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(3)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        push_id: PushId(row.get(1)?),
+        target: row.get(2)?,
+        status: DeliveryStatus::parse(&status),
+        attempts: row.get(4)?,
+        responded: row.get(5)?,
+        last_error: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
 }
 
 fn format_of(s: &str) -> Format {
@@ -422,13 +477,22 @@ impl Store for SqliteStore {
         &self,
         dedup_key: String,
         appid: Option<String>,
-    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+    ) -> BoxFuture<'_, Result<Retried, StoreError>> {
         Box::pin(self.call(move |conn| {
-            conn.prepare_cached(
-                "UPDATE pushes SET status = 'pending', due_at = 0, attempts = 0, finished_at = NULL \
-                 WHERE dedup_key = ?1 AND (?2 IS NULL OR appid = ?2) AND status = 'dead'",
-            )?
-            .execute(params![dedup_key, appid])
+            let pushes = conn
+                .prepare_cached(
+                    "UPDATE pushes SET status = 'pending', due_at = 0, attempts = 0, finished_at = NULL \
+                     WHERE dedup_key = ?1 AND (?2 IS NULL OR appid = ?2) AND status = 'dead'",
+                )?
+                .execute(params![dedup_key, appid])?;
+            let deliveries = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
+                     WHERE status = 'dead' AND push_id IN (SELECT id FROM pushes \
+                       WHERE dedup_key = ?1 AND (?2 IS NULL OR appid = ?2))",
+                )?
+                .execute(params![dedup_key, appid])?;
+            Ok(Retried { pushes, deliveries })
         }))
     }
 
@@ -440,11 +504,28 @@ impl Store for SqliteStore {
             loop {
                 let n = self
                     .call(move |conn| {
+                        // A push whose delivery is unfinished or dead stays
+                        // until that is settled: it is what a retry sends.
+                        let ids: Vec<i64> = conn
+                            .prepare_cached(
+                                "SELECT id FROM pushes WHERE status = 'done' AND finished_at < ?1 \
+                                 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                                   WHERE d.push_id = pushes.id AND d.status != 'delivered') \
+                                 ORDER BY id LIMIT ?2",
+                            )?
+                            .query_map(params![before, PRUNE_CHUNK as i64], |r| r.get(0))?
+                            .collect::<rusqlite::Result<_>>()?;
+                        let ids_json = serde_json::to_string(&ids).unwrap_or_default();
+                        for table in ["answers", "deliveries"] {
+                            conn.prepare_cached(&format!(
+                                "DELETE FROM {table} WHERE push_id IN (SELECT value FROM json_each(?1))"
+                            ))?
+                            .execute(params![ids_json])?;
+                        }
                         conn.prepare_cached(
-                            "DELETE FROM pushes WHERE id IN (SELECT id FROM pushes \
-                             WHERE status = 'done' AND finished_at < ?1 ORDER BY id LIMIT ?2)",
+                            "DELETE FROM pushes WHERE id IN (SELECT value FROM json_each(?1))",
                         )?
-                        .execute(params![before, PRUNE_CHUNK as i64])
+                        .execute(params![ids_json])
                     })
                     .await?;
                 total += n;
@@ -541,22 +622,34 @@ impl Store for SqliteStore {
     fn record_answers(
         &self,
         push: PushId,
+        source: String,
         answers: Vec<(String, String)>,
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         Box::pin(self.call(move |conn| {
-            let existing = read_answers(conn, push)?;
+            let existing = read_answers(conn, push, Some(&source))?;
             if !existing.is_empty() {
                 return Ok(existing);
             }
+            // Numbered after every source's answers: `seq` orders them all.
+            let first: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(seq) + 1, 0) FROM answers WHERE push_id = ?1")?
+                .query_row(params![push.0], |r| r.get(0))?;
             let mut stmt = conn.prepare_cached(
-                "INSERT INTO answers (push_id, seq, msgtype, body, status, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                "INSERT INTO answers (push_id, seq, msgtype, body, status, updated_at, source) \
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
             )?;
-            for (seq, (msgtype, body)) in answers.into_iter().enumerate() {
-                stmt.execute(params![push.0, seq as i64, msgtype, body, now])?;
+            for (i, (msgtype, body)) in answers.into_iter().enumerate() {
+                stmt.execute(params![
+                    push.0,
+                    first + i as i64,
+                    msgtype,
+                    body,
+                    now,
+                    source
+                ])?;
             }
-            read_answers(conn, push)
+            read_answers(conn, push, Some(&source))
         }))
     }
 
@@ -577,7 +670,115 @@ impl Store for SqliteStore {
     }
 
     fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
-        Box::pin(self.call(move |conn| read_answers(conn, push)))
+        Box::pin(self.call(move |conn| read_answers(conn, push, None)))
+    }
+
+    fn add_deliveries(
+        &self,
+        push: PushId,
+        targets: Vec<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO deliveries (push_id, target, status, due_at, updated_at) \
+                 VALUES (?1, ?2, 'pending', ?3, ?3) ON CONFLICT (push_id, target) DO NOTHING",
+            )?;
+            for target in targets {
+                stmt.execute(params![push.0, target, now])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn claim_deliveries(
+        &self,
+        target: String,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let claimed: Vec<Delivery> = conn
+                .prepare_cached(&format!(
+                    "UPDATE deliveries SET status = 'working', attempts = attempts + 1, \
+                       due_at = ?3, updated_at = ?2 \
+                     WHERE id IN (SELECT id FROM deliveries WHERE target = ?1 \
+                       AND status IN ('pending', 'working') AND due_at <= ?2 \
+                       ORDER BY due_at LIMIT ?4) \
+                     RETURNING {DELIVERY_COLUMNS}"
+                ))?
+                .query_map(
+                    params![target, now, lease_until, limit as i64],
+                    read_delivery,
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM pushes WHERE id = ?1"))?;
+            let mut out = Vec::with_capacity(claimed.len());
+            for delivery in claimed {
+                // A push is pruned only once its deliveries are settled.
+                if let Some(push) = stmt
+                    .query_row(params![delivery.push_id.0], read_push)
+                    .optional()?
+                {
+                    out.push((delivery, push));
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn finish_delivery(
+        &self,
+        id: i64,
+        outcome: DeliveryOutcome,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let (status, due_at, error, responded) = match outcome {
+                DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
+                DeliveryOutcome::Retry {
+                    at,
+                    error,
+                    responded,
+                } => ("pending", at, Some(error), responded),
+                DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
+            };
+            conn.prepare_cached(
+                "UPDATE deliveries SET status = ?2, due_at = ?3, last_error = ?4, \
+                   responded = MAX(responded, ?5), updated_at = ?6 WHERE id = ?1",
+            )?
+            .execute(params![id, status, due_at, error, responded, now])?;
+            Ok(())
+        }))
+    }
+
+    fn deliveries(&self, push: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE push_id = ?1 ORDER BY id"
+            ))?
+            .query_map(params![push.0], read_delivery)?
+            .collect()
+        }))
+    }
+
+    fn bury_unknown_targets(
+        &self,
+        targets: Vec<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let known = serde_json::to_string(&targets).unwrap_or_default();
+            conn.prepare_cached(
+                "UPDATE deliveries SET status = 'dead', updated_at = ?2, \
+                   last_error = 'the forward target is no longer configured' \
+                 WHERE status IN ('pending', 'working') \
+                   AND target NOT IN (SELECT value FROM json_each(?1))",
+            )?
+            .execute(params![known, now])
+        }))
     }
 
     fn invalidate_token(
@@ -685,7 +886,7 @@ mod tests {
         let dead = store.get("b".into()).await.unwrap();
         assert_eq!(dead[0].status, Status::Dead);
         assert_eq!(dead[0].last_error.as_deref(), Some("boom again"));
-        assert_eq!(store.retry("b".into(), None).await.unwrap(), 1);
+        assert_eq!(store.retry("b".into(), None).await.unwrap().pushes, 1);
         assert_eq!(store.claim(5002, 9000, 10).await.unwrap()[0].attempts, 1);
         // Expired lease: taken up again.
         assert_eq!(store.claim(9000, 9500, 10).await.unwrap().len(), 1);

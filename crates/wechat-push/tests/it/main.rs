@@ -6,6 +6,7 @@ mod answers;
 mod api;
 mod example_config;
 mod fixtures;
+mod forward;
 mod mock_wechat;
 mod properties;
 mod server;

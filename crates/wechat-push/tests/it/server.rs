@@ -14,8 +14,8 @@ use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
 use wechat_push::store::{
-    AnswerRecord, BoxFuture, CachedToken, Counts, Inserted, ListFilter, NewPush, PushId,
-    SqliteStore, Status, Store, StoreError, StoredPush,
+    AnswerRecord, BoxFuture, CachedToken, Counts, Delivery, DeliveryOutcome, Inserted, ListFilter,
+    NewPush, PushId, Retried, SqliteStore, Status, Store, StoreError, StoredPush,
 };
 use wechat_push::{
     AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push, Token,
@@ -559,7 +559,7 @@ async fn failing_handlers_are_retried_then_dead_then_retried_by_hand() {
     // Fixed: re-queue it by hand, and it is handled.
     recorder.fail_first.store(0, Ordering::SeqCst);
     let store = app.store().await;
-    assert_eq!(store.retry("msg:13".into(), None).await.unwrap(), 1);
+    assert_eq!(store.retry("msg:13".into(), None).await.unwrap().pushes, 1);
     app.wait_for(Status::Done, 1).await;
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 4);
     app.stop().await;
@@ -652,7 +652,7 @@ impl Store for DownStore {
     fn get(&self, _: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         down()
     }
-    fn retry(&self, _: String, _: Option<String>) -> BoxFuture<'_, Result<usize, StoreError>> {
+    fn retry(&self, _: String, _: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
         down()
     }
     fn prune(&self, _: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
@@ -685,6 +685,7 @@ impl Store for DownStore {
     fn record_answers(
         &self,
         _: PushId,
+        _: String,
         _: Vec<(String, String)>,
         _: i64,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
@@ -699,6 +700,41 @@ impl Store for DownStore {
         down()
     }
     fn answers(&self, _: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
+        down()
+    }
+    fn add_deliveries(
+        &self,
+        _: PushId,
+        _: Vec<String>,
+        _: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn claim_deliveries(
+        &self,
+        _: String,
+        _: i64,
+        _: i64,
+        _: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
+        down()
+    }
+    fn finish_delivery(
+        &self,
+        _: i64,
+        _: DeliveryOutcome,
+        _: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+    fn deliveries(&self, _: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        down()
+    }
+    fn bury_unknown_targets(
+        &self,
+        _: Vec<String>,
+        _: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
         down()
     }
 }
