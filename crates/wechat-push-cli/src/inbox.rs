@@ -7,7 +7,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use wechat_push::clock::format_utc;
-use wechat_push::store::{ListFilter, SqliteStore, Status, Store, StoredPush};
+use wechat_push::forward::display_url;
+use wechat_push::outbox::HANDLER_SOURCE;
+use wechat_push::store::{DeliveryStatus, ListFilter, SqliteStore, Status, Store, StoredPush};
 
 use crate::ConfigArgs;
 
@@ -18,7 +20,7 @@ pub enum InboxCommand {
     List(ListArgs),
     /// Print one push whole, with its decrypted body.
     Show(KeyArgs),
-    /// Re-queue a dead push.
+    /// Re-queue a dead push, and the dead deliveries of a push.
     Retry(KeyArgs),
 }
 
@@ -141,13 +143,35 @@ async fn show(a: KeyArgs) -> Result<()> {
                 Some(e) => format!("{:?}: {e}", a.status),
                 None => format!("{:?}", a.status),
             };
+            let from = if a.source == HANDLER_SOURCE {
+                String::new()
+            } else {
+                format!(" from {}", a.source)
+            };
             println!(
-                "answer {} ({}): {} at {}",
+                "answer {} ({}){from}: {} at {}",
                 a.seq + 1,
                 a.msgtype,
                 outcome.to_lowercase(),
                 format_utc(a.updated_at)
             );
+        }
+        for d in store.deliveries(p.id).await? {
+            let mut line = format!(
+                "delivery to {}: {} after {} attempt(s), {}",
+                display_url(&d.target),
+                d.status,
+                d.attempts,
+                format_utc(d.updated_at)
+            );
+            if let Some(e) = &d.last_error {
+                let what = match d.status {
+                    DeliveryStatus::Delivered => "note",
+                    _ => "last error",
+                };
+                line.push_str(&format!("; {what}: {e}"));
+            }
+            println!("{line}");
         }
         println!();
     }
@@ -163,10 +187,21 @@ fn pretty(body: &[u8]) -> String {
 
 async fn retry(a: KeyArgs) -> Result<()> {
     let store = open(&a.config)?;
-    let n = store.retry(a.key.clone(), a.app).await?;
-    if n == 0 {
-        bail!("no dead push has the dedup key {}", a.key);
+    let r = store.retry(a.key.clone(), a.app).await?;
+    if r.pushes == 0 && r.deliveries == 0 {
+        bail!(
+            "no dead push has the dedup key {}, and no push with it has a dead delivery",
+            a.key
+        );
     }
-    println!("re-queued {n} push(es) with key {}", a.key);
+    if r.pushes > 0 {
+        println!("re-queued {} push(es) with key {}", r.pushes, a.key);
+    }
+    if r.deliveries > 0 {
+        println!(
+            "re-queued {} delivery(ies) of the push with key {}",
+            r.deliveries, a.key
+        );
+    }
     Ok(())
 }

@@ -219,7 +219,9 @@ fn inbox_show_and_retry_explain_themselves() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no dead push has the dedup key msg:404"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "no dead push has the dedup key msg:404, and no push with it has a dead delivery"
+    ));
     let out = Command::new(bin())
         .args(["inbox", "show", "msg:404", "--config"])
         .arg(&config)
@@ -497,4 +499,99 @@ async fn mock_wechat_serves_tokens_from_the_command_line() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no apps"));
+}
+
+/// A backend that records what it gets and answers 200.
+async fn spawn_receiver(
+    listener: tokio::net::TcpListener,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>> {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = got.clone();
+    let app = axum::Router::new().route(
+        "/hooks/wechat",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                record.lock().unwrap().push((headers, body.to_vec()));
+                "ok"
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_down_across_a_kill_and_restart_still_gets_the_push() {
+    let dir = temp_dir("forward-down");
+    // A port nobody listens on yet: the backend is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let config = write_config(&dir, 2);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[[apps.forward]]\nurl = \"http://127.0.0.1:{port}/hooks/wechat\"\nsecret = \"{secret}\"\ntimeout = \"1s\"\n\
+         retry_schedule = [\"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\"]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+
+    let mut first = start(&config, &[]);
+    assert_eq!(send_text(&first.addr, 901, "forward me").await.1, "success");
+    // It tried, found the backend down, and will retry...
+    let line = first.wait_log("delivery failed; will retry");
+    assert!(!line.contains(secret), "{line}");
+    // ...but dies first.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let show = || {
+        let out = Command::new(bin())
+            .args(["inbox", "show", "msg:901", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Waiting for its retry, or caught mid-attempt (then its lease, the
+    // timeout plus 5 s, brings it back).
+    let shown = show();
+    let target = format!("delivery to http://127.0.0.1:{port}/hooks/wechat: ");
+    assert!(
+        shown.contains(&format!("{target}pending")) || shown.contains(&format!("{target}working")),
+        "{shown}"
+    );
+
+    let _second = start(&config, &[]);
+    // The backend comes up while the restarted server keeps retrying.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = spawn_receiver(
+        tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while got.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the backend never got the push");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "delivered once");
+    let (headers, body) = &got[0];
+    let header = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+    let key = wechat_push::webhook::SigningKey::from_secret(secret).unwrap();
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    assert!(key.verify(
+        &header("webhook-id"),
+        timestamp,
+        body,
+        &header("webhook-signature")
+    ));
+    let json: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(json["message"]["Content"], "forward me");
+    let shown = show();
+    assert!(shown.contains(": delivered after "), "{shown}");
 }

@@ -163,9 +163,9 @@ impl ForwardConfig {
     }
 }
 
-/// A target's URL without its query, for logs and metric labels (queries
-/// may carry credentials).
-fn label(url: &str) -> String {
+/// A target's URL without its query, for logs, metric labels and `inbox
+/// show` (queries may carry credentials).
+pub fn display_url(url: &str) -> String {
     match url.split_once(['?', '#']) {
         Some((base, _)) => base.to_owned(),
         None => url.to_owned(),
@@ -248,7 +248,7 @@ impl Forwarder {
                     }
                     None => targets.push(Target {
                         url: f.url.clone(),
-                        label: label(&f.url),
+                        label: display_url(&f.url),
                         routes: HashMap::from([(app.appid.clone(), route)]),
                         // The first app's limit holds for the URL.
                         slots: Arc::new(Semaphore::new(f.max_in_flight)),
@@ -760,8 +760,8 @@ mod tests {
 
     #[test]
     fn labels_drop_queries() {
-        assert_eq!(label("http://h/p?token=abc"), "http://h/p");
-        assert_eq!(label("http://h/p#x"), "http://h/p");
-        assert_eq!(label("http://h/p"), "http://h/p");
+        assert_eq!(display_url("http://h/p?token=abc"), "http://h/p");
+        assert_eq!(display_url("http://h/p#x"), "http://h/p");
+        assert_eq!(display_url("http://h/p"), "http://h/p");
     }
 }

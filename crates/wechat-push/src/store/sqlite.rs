@@ -985,6 +985,162 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deliveries_claim_retry_die_and_hold_back_pruning() {
+        let store = SqliteStore::open(&temp_db("deliveries")).unwrap();
+        let Inserted::New(id) = store.insert(push("a", 10), Some(10)).await.unwrap() else {
+            panic!()
+        };
+        let targets = vec!["http://t1/".to_owned(), "http://t2/".to_owned()];
+        store
+            .add_deliveries(id, targets.clone(), 100)
+            .await
+            .unwrap();
+        // Recording again (the push handled again) changes nothing.
+        store.add_deliveries(id, targets, 100).await.unwrap();
+        assert_eq!(store.deliveries(id).await.unwrap().len(), 2);
+        let claimed = store
+            .claim_deliveries("http://t1/".into(), 100, 500, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let (d, p) = &claimed[0];
+        assert_eq!(
+            (d.attempts, d.status, p.id),
+            (1, DeliveryStatus::Working, id)
+        );
+        // Leased, then due again once the lease runs out.
+        assert!(store
+            .claim_deliveries("http://t1/".into(), 499, 900, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = store
+            .claim_deliveries("http://t1/".into(), 500, 900, 10)
+            .await
+            .unwrap();
+        assert_eq!(again[0].0.attempts, 2);
+        let retry = DeliveryOutcome::Retry {
+            at: 2000,
+            error: "reply not sent yet".into(),
+            responded: true,
+        };
+        store.finish_delivery(d.id, retry, 600).await.unwrap();
+        let d1 = &store.deliveries(id).await.unwrap()[0];
+        assert_eq!((d1.status, d1.responded), (DeliveryStatus::Pending, true));
+        store
+            .finish_delivery(
+                d.id,
+                DeliveryOutcome::Dead {
+                    error: "gone".into(),
+                },
+                700,
+            )
+            .await
+            .unwrap();
+        // The push is done, but a dead delivery keeps it from being pruned.
+        store.complete(vec![(id, None)], 800).await.unwrap();
+        assert_eq!(store.prune(10_000).await.unwrap(), 0);
+        let retried = store.retry("a".into(), None).await.unwrap();
+        assert_eq!((retried.pushes, retried.deliveries), (0, 1));
+        for target in ["http://t1/", "http://t2/"] {
+            let (d, _) = store
+                .claim_deliveries(target.into(), 10_000, 11_000, 10)
+                .await
+                .unwrap()
+                .remove(0);
+            let done = DeliveryOutcome::Delivered { note: None };
+            store.finish_delivery(d.id, done, 10_001).await.unwrap();
+        }
+        store
+            .record_answers(id, "handler".into(), vec![("text".into(), "{}".into())], 1)
+            .await
+            .unwrap();
+        // Settled: pruned with its deliveries and answers.
+        assert_eq!(store.prune(10_000).await.unwrap(), 1);
+        assert!(store.deliveries(id).await.unwrap().is_empty());
+        assert!(store.answers(id).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn answers_of_each_source_are_recorded_once() {
+        let store = SqliteStore::open(&temp_db("sources")).unwrap();
+        let id = PushId(7);
+        let one = |body: &str| vec![("text".to_owned(), body.to_owned())];
+        let a = store
+            .record_answers(id, "handler".into(), one("A"), 1)
+            .await
+            .unwrap();
+        let b = store
+            .record_answers(id, "forward:x".into(), one("B"), 1)
+            .await
+            .unwrap();
+        let a2 = store
+            .record_answers(id, "handler".into(), one("A2"), 2)
+            .await
+            .unwrap();
+        assert_eq!((a[0].seq, b[0].seq), (0, 1));
+        assert_eq!(a2[0].body, "A", "a retry gets what was recorded first");
+        assert_eq!(store.answers(id).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn deliveries_to_removed_targets_are_buried() {
+        let store = SqliteStore::open(&temp_db("bury")).unwrap();
+        let id = PushId(1);
+        store
+            .add_deliveries(id, vec!["http://old/".into(), "http://kept/".into()], 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .bury_unknown_targets(vec!["http://kept/".into()], 2)
+                .await
+                .unwrap(),
+            1
+        );
+        let d = store.deliveries(id).await.unwrap();
+        assert_eq!(
+            (d[0].status, d[1].status),
+            (DeliveryStatus::Dead, DeliveryStatus::Pending)
+        );
+        assert!(d[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no longer configured"));
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_previous_version_is_migrated() {
+        let path = temp_db("migrate");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE answers (id INTEGER PRIMARY KEY, push_id INTEGER NOT NULL, \
+                 seq INTEGER NOT NULL, msgtype TEXT NOT NULL, body TEXT NOT NULL, \
+                 status TEXT NOT NULL, error TEXT, updated_at INTEGER NOT NULL, \
+                 UNIQUE (push_id, seq)); \
+                 INSERT INTO answers VALUES (1, 5, 0, 'text', '{}', 'sent', NULL, 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.answers(PushId(5)).await.unwrap();
+        assert_eq!(old[0].source, "handler");
+        let new = store
+            .record_answers(
+                PushId(5),
+                "forward:x".into(),
+                vec![("text".into(), "{}".into())],
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!(new[0].seq, 1);
+    }
+
+    #[tokio::test]
     async fn reopening_keeps_everything() {
         let path = temp_db("reopen");
         {
