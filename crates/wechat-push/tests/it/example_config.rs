@@ -36,3 +36,26 @@ fn example_config_states_every_default() {
         }
     }
 }
+
+#[test]
+fn example_forward_block_parses_and_states_the_defaults() {
+    // The commented [[apps.forward]] block, uncommented.
+    let example = example();
+    let start = example.find("# [[apps.forward]]").unwrap();
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    let config = Config::from_toml(&format!("{example}\n{block}")).unwrap();
+    let stated = &config.apps[0].forward[0];
+    let minimal = Config::from_toml(&format!(
+        "{example}\n[[apps.forward]]\nurl = \"http://127.0.0.1:9000/\"\nsecret = \"s\"\n"
+    ))
+    .unwrap();
+    let defaults = &minimal.apps[0].forward[0];
+    assert_eq!(stated.timeout, defaults.timeout);
+    assert_eq!(stated.retry_schedule, defaults.retry_schedule);
+    assert_eq!(stated.max_in_flight, defaults.max_in_flight);
+    assert_eq!(stated.only.as_ref().unwrap().len(), 3);
+}

@@ -425,3 +425,97 @@ async fn an_unusable_reply_is_noted_and_the_delivery_still_ends() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.got().len(), 1);
 }
+
+/// The first fenced block of `lang` in the README.
+fn readme_block(lang: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("no {lang} block in the README"))
+        + lang.len()
+        + 4;
+    let end = start + readme[start..].find("```").unwrap();
+    readme[start..end].to_owned()
+}
+
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The README's Python and Java recipes, run as written against a real
+/// delivery: they accept it and refuse it with one byte changed. Needs
+/// python3 and java; `.ci/run` sets `WECHAT_PUSH_TEST_RECIPES=1` after
+/// checking both are there.
+#[tokio::test]
+async fn the_readme_recipes_verify_a_real_delivery() {
+    if std::env::var_os("WECHAT_PUSH_TEST_RECIPES").is_none() {
+        eprintln!("skipped: set WECHAT_PUSH_TEST_RECIPES=1 to run (needs python3 and java)");
+        return;
+    }
+    let (receiver, url) = Receiver::spawn(&[], "").await;
+    let w = world(&url, "", "http://127.0.0.1:9").await;
+    assert_eq!(w.post(&text(708, "verify me 验证")).await.0, 200);
+    let got = receiver.wait_for(1).await.remove(0);
+    let dir = super::temp_dir("recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body_path = dir.join("body.json");
+    std::fs::write(&body_path, &got.body).unwrap();
+    let headers = json!({
+        "webhook-id": got.header("webhook-id"),
+        "webhook-timestamp": got.header("webhook-timestamp"),
+        "webhook-signature": got.header("webhook-signature"),
+    });
+    let meta_path = dir.join("meta.json");
+    std::fs::write(
+        &meta_path,
+        json!({"secret": SECRET, "headers": headers}).to_string(),
+    )
+    .unwrap();
+
+    let python = format!(
+        "import json, sys\n{}\nd = json.load(open(sys.argv[1]))\nbody = open(sys.argv[2], 'rb').read()\n\
+         print(verify(d['secret'], d['headers'], body), verify(d['secret'], d['headers'], body + b' '))\n",
+        readme_block("python")
+    );
+    let py = dir.join("check.py");
+    std::fs::write(&py, python).unwrap();
+    let answer = run(std::process::Command::new("python3")
+        .arg(&py)
+        .arg(&meta_path)
+        .arg(&body_path));
+    assert_eq!(answer, "True False", "python recipe");
+
+    // Java runs the file's first class: the checker goes before the recipe's
+    // class, after its imports.
+    let java = readme_block("java");
+    let split = java.find("public final class").unwrap();
+    let source = format!(
+        "{}import java.nio.file.*;\n\nclass Check {{\n    public static void main(String[] a) throws Exception {{\n\
+         byte[] body = Files.readAllBytes(Path.of(a[4]));\n\
+         byte[] tampered = java.util.Arrays.copyOf(body, body.length + 1);\n\
+         tampered[body.length] = ' ';\n\
+         System.out.println(WechatPushWebhook.verify(a[3], a[0], a[1], body, a[2]) + \" \" + WechatPushWebhook.verify(a[3], a[0], a[1], tampered, a[2]));\n\
+         }}\n}}\n\n{}",
+        &java[..split],
+        java[split..].replacen("public final class", "final class", 1)
+    );
+    let java_path = dir.join("Check.java");
+    std::fs::write(&java_path, source).unwrap();
+    let answer = run(std::process::Command::new("java")
+        .arg(&java_path)
+        .arg(got.header("webhook-id"))
+        .arg(got.header("webhook-timestamp"))
+        .arg(got.header("webhook-signature"))
+        .arg(SECRET)
+        .arg(&body_path));
+    assert_eq!(answer, "true false", "java recipe");
+}
