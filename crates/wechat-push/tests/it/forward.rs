@@ -453,12 +453,12 @@ fn run(cmd: &mut std::process::Command) -> String {
 
 /// The README's Python and Java recipes, run as written against a real
 /// delivery: they accept it and refuse it with one byte changed. Needs
-/// python3 and java; `.ci/run` sets `WECHAT_PUSH_TEST_RECIPES=1` after
+/// python3 and java; `.ci/run` sets `WP_TEST_RECIPES=1` after
 /// checking both are there.
 #[tokio::test]
 async fn the_readme_recipes_verify_a_real_delivery() {
-    if std::env::var_os("WECHAT_PUSH_TEST_RECIPES").is_none() {
-        eprintln!("skipped: set WECHAT_PUSH_TEST_RECIPES=1 to run (needs python3 and java)");
+    if std::env::var_os("WP_TEST_RECIPES").is_none() {
+        eprintln!("skipped: set WP_TEST_RECIPES=1 to run (needs python3 and java)");
         return;
     }
     let (receiver, url) = Receiver::spawn(&[], "").await;
