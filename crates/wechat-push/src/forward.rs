@@ -20,9 +20,11 @@
 //! they survive restarts and are shared by every instance.
 //!
 //! A 2xx JSON body `{"reply": {...}}` answers the user through the
-//! customer-service API, as a rule's reply would; `transfer_customer_service`
-//! is a passive reply, which only the push's own HTTP answer can carry, so it
-//! is recorded as ignored.
+//! customer-service API, as a rule's reply would. `transfer_customer_service`
+//! is a passive reply, which only the push's own HTTP answer can carry: a
+//! target with `passive_reply = true` gets its first attempt while that
+//! answer is held (within `server.reply_budget`), so its transfer rides on
+//! it; otherwise the transfer comes too late and is recorded as ignored.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,13 +35,13 @@ use serde::Deserialize;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{now_ms, now_secs};
-use crate::config::{parse_duration, Config, ConfigError, Secret};
+use crate::config::{parse_duration, AppKind, Config, ConfigError, Secret};
 use crate::handler::{Handler, HandlerError, Push};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
 use crate::protocol::wire::{self, Limits};
-use crate::reply::PassiveReply;
+use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
 use crate::rules::ReplyConfig;
 use crate::store::{BoxFuture, Delivery, DeliveryOutcome, Store, StoredPush};
 use crate::webhook::{self, SigningKey};
@@ -72,6 +74,11 @@ pub struct ForwardConfig {
     /// Most deliveries to this target at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Hold the push's answer for this target's first attempt (within
+    /// `server.reply_budget`), so that the target can reply
+    /// `transfer_customer_service`, which only that answer can carry.
+    #[serde(default)]
+    pub passive_reply: bool,
 }
 
 fn default_timeout() -> Duration {
@@ -301,21 +308,77 @@ impl Forwarder {
             .unwrap_or_default()
     }
 
+    /// The targets of `appid` with `passive_reply` that want `message`,
+    /// when `message` is one a transfer can answer.
+    fn passive_targets(&self, appid: &str, message: &Message) -> Vec<String> {
+        if !can_transfer(message) {
+            return Vec::new();
+        }
+        self.by_app
+            .get(appid)
+            .map(|routes| {
+                routes
+                    .iter()
+                    .filter(|(_, c)| c.passive_reply && c.wants(message))
+                    .map(|(url, _)| url.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether handling `message` waits for a target that may answer with a
+    /// passive reply.
+    pub fn waits_for(&self, appid: &str, message: &Message) -> bool {
+        !self.passive_targets(appid, message).is_empty()
+    }
+
     /// Record the deliveries of `push` (idempotent) and wake the dispatcher.
+    /// The first attempt to targets with `passive_reply` is made here, so
+    /// that a `transfer_customer_service` they answer can be returned.
     ///
     /// # Errors
     /// A retryable [`HandlerError`] when the store fails.
-    pub async fn enqueue(&self, push: &Push) -> Result<(), HandlerError> {
+    pub async fn enqueue(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
         let targets = self.targets_for(&push.appid, &push.message);
         if targets.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let now = now_ms();
         self.store
-            .add_deliveries(push.id, targets, now_ms())
+            .add_deliveries(push.id, targets, now)
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the push's deliveries", e))?;
+        let mut passive = None;
+        for url in self.passive_targets(&push.appid, &push.message) {
+            let Some(target) = self.targets.iter().find(|t| t.url == url) else {
+                continue;
+            };
+            let Ok(_slot) = target.slots.clone().acquire_owned().await else {
+                continue;
+            };
+            let now = now_ms();
+            let lease_until = now + i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX / 2);
+            // Claimed like any delivery: if the dispatcher got there first,
+            // it delivers and no passive reply comes of it.
+            let claimed = self
+                .store
+                .claim_deliveries(url, Some(push.id), now, lease_until, 1)
+                .await
+                .map_err(|e| HandlerError::caused_by("cannot claim the push's delivery", e))?;
+            for (delivery, stored) in claimed {
+                let reply = self
+                    .attempt(
+                        target,
+                        delivery,
+                        stored,
+                        Some((push.message.clone(), push.app_kind)),
+                    )
+                    .await;
+                passive = passive.or(reply);
+            }
+        }
         self.notify.notify_one();
-        Ok(())
+        Ok(passive)
     }
 
     /// Deliver due deliveries until `shutdown` turns true, then give
@@ -368,7 +431,7 @@ impl Forwarder {
         let lease_until = now + i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX / 2);
         let claimed = match self
             .store
-            .claim_deliveries(target.url.clone(), now, lease_until, free)
+            .claim_deliveries(target.url.clone(), None, now, lease_until, free)
             .await
         {
             Ok(c) => c,
@@ -388,7 +451,7 @@ impl Forwarder {
             let this = self.clone();
             let target = target.clone();
             tokio::spawn(async move {
-                this.attempt(&target, delivery, push).await;
+                this.attempt(&target, delivery, push, None).await;
                 drop(permit);
                 if target.backlog.load(Ordering::Relaxed) {
                     this.notify.notify_one();
@@ -397,8 +460,16 @@ impl Forwarder {
         }
     }
 
-    /// One attempt of one delivery, its outcome recorded.
-    async fn attempt(&self, target: &Target, delivery: Delivery, push: StoredPush) {
+    /// One attempt of one delivery, its outcome recorded. With `passive`
+    /// (the push's message and its app's kind, while its answer is still
+    /// open), a `transfer_customer_service` reply is returned to ride on it.
+    async fn attempt(
+        &self,
+        target: &Target,
+        delivery: Delivery,
+        push: StoredPush,
+        passive: Option<(Message, AppKind)>,
+    ) -> Option<PassiveReply> {
         let Some(route) = target.routes.get(&push.appid) else {
             let error = format!("app {} no longer forwards to this target", push.appid);
             self.finish(
@@ -408,19 +479,13 @@ impl Forwarder {
                 DeliveryOutcome::Dead { error },
             )
             .await;
-            return;
+            return None;
         };
-        let message = match wire::parse(
-            push.format,
-            &push.body,
-            &Limits {
-                max_body: usize::MAX,
-                ..Limits::default()
-            },
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string()))
-        {
+        let (parsed, app_kind) = match passive {
+            Some((message, kind)) => (Some(message), Some(kind)),
+            None => (None, None),
+        };
+        let message = match parsed.map_or_else(|| parse_stored(&push), Ok) {
             Ok(m) => m,
             Err(e) => {
                 let error = format!("stored body unreadable: {e}");
@@ -431,7 +496,7 @@ impl Forwarder {
                     DeliveryOutcome::Dead { error },
                 )
                 .await;
-                return;
+                return None;
             }
         };
         let reply = if delivery.responded {
@@ -440,6 +505,21 @@ impl Forwarder {
         } else {
             self.post(target, route, &push, &message).await
         };
+        // A transfer rides on the push's answer while it is still open.
+        if let (Some(kind), Ok(Some(Ok(ReplyConfig::Transfer { .. })))) = (app_kind, &reply) {
+            let outcome = DeliveryOutcome::Delivered { note: None };
+            self.finish(target, &push.appid, &delivery, outcome).await;
+            return Some(match kind {
+                AppKind::MiniProgram => {
+                    PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService)
+                }
+                AppKind::OfficialAccount => {
+                    PassiveReply::OfficialAccount(OfficialAccountReply::TransferCustomerService {
+                        kf_account: None,
+                    })
+                }
+            });
+        }
         let outcome = match reply {
             Err(error) => self.failed(route, &delivery, error, false),
             Ok(reply) => match self.answer(target, &push, &message, reply).await {
@@ -448,6 +528,7 @@ impl Forwarder {
             },
         };
         self.finish(target, &push.appid, &delivery, outcome).await;
+        None
     }
 
     /// Post the push; the target's reply, if its 2xx answer has one.
@@ -517,7 +598,7 @@ impl Forwarder {
             Some(Err(e)) => return Ok(Some(format!("reply ignored: {e}"))),
             Some(Ok(ReplyConfig::Transfer { .. })) => {
                 return Ok(Some(
-                    "reply ignored: transfer_customer_service is a passive reply, and the push was answered already".into(),
+                    "reply ignored: transfer_customer_service is a passive reply, and the push was answered already (set passive_reply = true on the target to hold the answer for it)".into(),
                 ))
             }
             Some(Ok(ReplyConfig::Send(m))) => vec![m],
@@ -636,6 +717,31 @@ fn parse_reply(answer: &[u8]) -> Option<Result<ReplyConfig, String>> {
     )
 }
 
+/// The message of a stored push. Its size was bounded by `server.max_body`
+/// when it arrived, which may exceed the default limit.
+fn parse_stored(push: &StoredPush) -> Result<Message, String> {
+    let limits = Limits {
+        max_body: usize::MAX,
+        ..Limits::default()
+    };
+    wire::parse(push.format, &push.body, &limits)
+        .map_err(|e| e.to_string())
+        .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string()))
+}
+
+/// Whether `message` may be answered with `transfer_customer_service`: a
+/// user's message, or a Mini Program user entering the chat.
+fn can_transfer(message: &Message) -> bool {
+    let fields = message.fields();
+    match fields.get("MsgType").and_then(|t| t.as_str()) {
+        Some("event") => {
+            fields.get("Event").and_then(|e| e.as_str()) == Some("user_enter_tempsession")
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
 fn jitter() -> f64 {
     let mut b = [0u8; 2];
     let _ = getrandom::fill(&mut b);
@@ -662,13 +768,15 @@ impl Handler for ForwardingHandler {
         push: &'a Push,
     ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
         Box::pin(async move {
-            self.forwarder.enqueue(push).await?;
-            self.inner.handle(push).await
+            let forwarded = self.forwarder.enqueue(push).await?;
+            let handled = self.inner.handle(push).await?;
+            // One passive reply per push: the app's handler has the last word.
+            Ok(handled.or(forwarded))
         })
     }
 
     fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
-        self.inner.may_reply_passively(appid, message)
+        self.inner.may_reply_passively(appid, message) || self.forwarder.waits_for(appid, message)
     }
 }
 

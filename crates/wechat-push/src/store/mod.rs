@@ -477,13 +477,14 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Claim up to `limit` deliveries to `target` that are due at `now`
-    /// (pending ones whose time has come, working ones whose lease ran out),
-    /// leased until `lease_until`, each with its push. Each claim counts as
-    /// an attempt.
+    /// Claim up to `limit` deliveries to `target` (of `push` only, when
+    /// given) that are due at `now` (pending ones whose time has come,
+    /// working ones whose lease ran out), leased until `lease_until`, each
+    /// with its push. Each claim counts as an attempt.
     fn claim_deliveries(
         &self,
         target: String,
+        push: Option<PushId>,
         now: i64,
         lease_until: i64,
         limit: usize,

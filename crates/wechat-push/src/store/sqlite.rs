@@ -694,6 +694,7 @@ impl Store for SqliteStore {
     fn claim_deliveries(
         &self,
         target: String,
+        push: Option<PushId>,
         now: i64,
         lease_until: i64,
         limit: usize,
@@ -705,11 +706,12 @@ impl Store for SqliteStore {
                        due_at = ?3, updated_at = ?2 \
                      WHERE id IN (SELECT id FROM deliveries WHERE target = ?1 \
                        AND status IN ('pending', 'working') AND due_at <= ?2 \
+                       AND (?5 IS NULL OR push_id = ?5) \
                        ORDER BY due_at LIMIT ?4) \
                      RETURNING {DELIVERY_COLUMNS}"
                 ))?
                 .query_map(
-                    params![target, now, lease_until, limit as i64],
+                    params![target, now, lease_until, limit as i64, push.map(|p| p.0)],
                     read_delivery,
                 )?
                 .collect::<rusqlite::Result<_>>()?;
@@ -999,7 +1001,7 @@ mod tests {
         store.add_deliveries(id, targets, 100).await.unwrap();
         assert_eq!(store.deliveries(id).await.unwrap().len(), 2);
         let claimed = store
-            .claim_deliveries("http://t1/".into(), 100, 500, 10)
+            .claim_deliveries("http://t1/".into(), None, 100, 500, 10)
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
@@ -1010,12 +1012,12 @@ mod tests {
         );
         // Leased, then due again once the lease runs out.
         assert!(store
-            .claim_deliveries("http://t1/".into(), 499, 900, 10)
+            .claim_deliveries("http://t1/".into(), None, 499, 900, 10)
             .await
             .unwrap()
             .is_empty());
         let again = store
-            .claim_deliveries("http://t1/".into(), 500, 900, 10)
+            .claim_deliveries("http://t1/".into(), None, 500, 900, 10)
             .await
             .unwrap();
         assert_eq!(again[0].0.attempts, 2);
@@ -1044,7 +1046,7 @@ mod tests {
         assert_eq!((retried.pushes, retried.deliveries), (0, 1));
         for target in ["http://t1/", "http://t2/"] {
             let (d, _) = store
-                .claim_deliveries(target.into(), 10_000, 11_000, 10)
+                .claim_deliveries(target.into(), None, 10_000, 11_000, 10)
                 .await
                 .unwrap()
                 .remove(0);

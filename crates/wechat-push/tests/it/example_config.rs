@@ -57,5 +57,6 @@ fn example_forward_block_parses_and_states_the_defaults() {
     assert_eq!(stated.timeout, defaults.timeout);
     assert_eq!(stated.retry_schedule, defaults.retry_schedule);
     assert_eq!(stated.max_in_flight, defaults.max_in_flight);
+    assert_eq!(stated.passive_reply, defaults.passive_reply);
     assert_eq!(stated.only.as_ref().unwrap().len(), 3);
 }

@@ -187,8 +187,7 @@ timeout = "2s"
     }
 }
 
-fn push(fields: Value) -> SealedPush {
-    let inner: Fields = serde_json::from_value(fields).unwrap();
+fn crypto() -> AppCrypto {
     AppCrypto::new(
         APPID,
         Token::new("AAAAA"),
@@ -197,16 +196,21 @@ fn push(fields: Value) -> SealedPush {
             None,
         )),
     )
-    .seal_push(
-        &inner,
-        Mode::Safe,
-        Format::Json,
-        &now_secs().to_string(),
-        "nonce7",
-        &[4; 16],
-        Some("oUser"),
-    )
-    .unwrap()
+}
+
+fn push(fields: Value) -> SealedPush {
+    let inner: Fields = serde_json::from_value(fields).unwrap();
+    crypto()
+        .seal_push(
+            &inner,
+            Mode::Safe,
+            Format::Json,
+            &now_secs().to_string(),
+            "nonce7",
+            &[4; 16],
+            Some("oUser"),
+        )
+        .unwrap()
 }
 
 fn text(msg_id: u64, content: &str) -> SealedPush {
@@ -424,6 +428,31 @@ async fn an_unusable_reply_is_noted_and_the_delivery_still_ends() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.got().len(), 1);
+}
+
+#[tokio::test]
+async fn a_target_holding_the_answer_can_transfer_to_customer_service() {
+    let transfer = r#"{"reply": {"transfer_customer_service": true}}"#;
+    let (receiver, url) = Receiver::spawn(&[], transfer).await;
+    let w = world(&url, "passive_reply = true", "http://127.0.0.1:9").await;
+    let (status, body) = w.post(&text(709, "I want a human")).await;
+    assert_eq!(status, 200);
+    let (_, plain) = crypto()
+        .open_reply(body.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}: {body}"));
+    let reply: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(reply["MsgType"], "transfer_customer_service", "{reply}");
+    assert_eq!(reply["ToUserName"], "oUser");
+    let d = w.settled("msg:709").await;
+    assert_eq!((d[0].status, d[0].attempts), (DeliveryStatus::Delivered, 1));
+    assert_eq!(d[0].last_error, None);
+    // Events a transfer cannot answer are not held: the answer is `success`.
+    let subscribe = push(json!({
+        "ToUserName": "gh", "FromUserName": "oUser", "CreateTime": now_secs(),
+        "MsgType": "event", "Event": "subscribe_msg_popup_event",
+    }));
+    assert_eq!(w.post(&subscribe).await, (200, "success".into()));
+    receiver.wait_for(2).await;
 }
 
 /// The first fenced block of `lang` in the README.

@@ -713,6 +713,7 @@ impl Store for DownStore {
     fn claim_deliveries(
         &self,
         _: String,
+        _: Option<PushId>,
         _: i64,
         _: i64,
         _: usize,
