@@ -2,6 +2,7 @@
 //! for the team's backend.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,10 @@ pub struct Receiver {
     got: Mutex<Vec<Got>>,
     script: Mutex<VecDeque<(u16, String)>>,
     then: Mutex<String>,
+    /// How long each answer takes.
+    delay: Mutex<Duration>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 impl Receiver {
@@ -63,6 +68,9 @@ impl Receiver {
             got: Mutex::default(),
             script: Mutex::new(script.iter().map(|(s, b)| (*s, (*b).to_owned())).collect()),
             then: Mutex::new(then.to_owned()),
+            delay: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .route("/hooks/wechat", axum::routing::post(receive))
@@ -102,6 +110,11 @@ async fn receive(
     body: Bytes,
 ) -> (StatusCode, String) {
     r.got.lock().unwrap().push(Got { headers, body });
+    let now = r.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    r.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let delay = *r.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    r.in_flight.fetch_sub(1, Ordering::SeqCst);
     let (status, body) = r
         .script
         .lock()
@@ -453,6 +466,21 @@ async fn a_target_holding_the_answer_can_transfer_to_customer_service() {
     }));
     assert_eq!(w.post(&subscribe).await, (200, "success".into()));
     receiver.wait_for(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_a_slow_target_stay_within_max_in_flight() {
+    let (receiver, url) = Receiver::spawn(&[], "").await;
+    *receiver.delay.lock().unwrap() = Duration::from_millis(200);
+    let w = world(&url, "max_in_flight = 2", "http://127.0.0.1:9").await;
+    for i in 0..6 {
+        assert_eq!(w.post(&text(720 + i, "many")).await.0, 200);
+    }
+    receiver.wait_for(6).await;
+    for i in 0..6 {
+        w.settled(&format!("msg:{}", 720 + i)).await;
+    }
+    assert_eq!(receiver.most_in_flight.load(Ordering::SeqCst), 2);
 }
 
 /// The first fenced block of `lang` in the README.
