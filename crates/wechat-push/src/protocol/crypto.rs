@@ -5,14 +5,16 @@
 //! AES-256-CBC with the IV taken from the key's first 16 bytes, then base64.
 //! Random bytes are a parameter of [`encrypt`], so tests are reproducible.
 
-use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{
+    block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit, KeyIvInit,
+};
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
-type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256Dec>;
 
 /// The block size of WeChat's padding, twice AES's.
 const PAD_BLOCK: usize = 32;
@@ -188,6 +190,31 @@ pub fn encrypt(
 /// A [`CryptoError`] naming the check that failed: base64, length, padding,
 /// header, message length or appid.
 pub fn decrypt(key: &AesKey, appid: &str, encrypt: &str) -> Result<Vec<u8>, CryptoError> {
+    Decrypter::new(key).decrypt(appid, encrypt)
+}
+
+/// A key ready to decrypt: its AES round keys expanded once, not per push.
+#[derive(Clone)]
+struct Decrypter {
+    cipher: aes::Aes256Dec,
+    iv: [u8; 16],
+}
+
+impl Decrypter {
+    fn new(key: &AesKey) -> Self {
+        Decrypter {
+            cipher: aes::Aes256Dec::new(&key.0.into()),
+            iv: key.iv(),
+        }
+    }
+
+    /// See [`decrypt`].
+    fn decrypt(&self, appid: &str, encrypt: &str) -> Result<Vec<u8>, CryptoError> {
+        decrypt_with(self, appid, encrypt)
+    }
+}
+
+fn decrypt_with(key: &Decrypter, appid: &str, encrypt: &str) -> Result<Vec<u8>, CryptoError> {
     let encrypt = encrypt.trim();
     let mut buf = vec![0u8; base64::decoded_len_estimate(encrypt.len())];
     let len = LENIENT
@@ -201,7 +228,7 @@ pub fn decrypt(key: &AesKey, appid: &str, encrypt: &str) -> Result<Vec<u8>, Cryp
     if len == 0 || len % 16 != 0 {
         return Err(CryptoError::CiphertextLength(len));
     }
-    let cipher = Aes256CbcDec::new(&key.0.into(), &key.iv().into());
+    let cipher = Aes256CbcDec::inner_iv_init(key.cipher.clone(), &key.iv.into());
     let plain = cipher
         .decrypt_padded_mut::<NoPadding>(&mut buf)
         .map_err(|_| CryptoError::CiphertextLength(len))?;
@@ -262,16 +289,32 @@ pub enum KeySlot {
 ///
 /// WeChat's guidance for rotation: try the current key, then the previous
 /// one, and encrypt the reply with whichever worked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KeyRing {
     current: AesKey,
     previous: Option<AesKey>,
+    decrypt_current: Decrypter,
+    decrypt_previous: Option<Decrypter>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("current", &self.current)
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyRing {
     /// A ring with the current key and an optional previous one.
     pub fn new(current: AesKey, previous: Option<AesKey>) -> Self {
-        KeyRing { current, previous }
+        KeyRing {
+            decrypt_current: Decrypter::new(&current),
+            decrypt_previous: previous.as_ref().map(Decrypter::new),
+            current,
+            previous,
+        }
     }
 
     /// The key in `slot` (the current one if there is no previous key).
@@ -287,10 +330,11 @@ impl KeyRing {
     /// # Errors
     /// The current key's error when no key opens the value.
     pub fn decrypt(&self, appid: &str, encrypt: &str) -> Result<(Vec<u8>, KeySlot), CryptoError> {
-        match decrypt(&self.current, appid, encrypt) {
+        match self.decrypt_current.decrypt(appid, encrypt) {
             Ok(msg) => Ok((msg, KeySlot::Current)),
-            Err(err) => match &self.previous {
-                Some(previous) => decrypt(previous, appid, encrypt)
+            Err(err) => match &self.decrypt_previous {
+                Some(previous) => previous
+                    .decrypt(appid, encrypt)
                     .map(|msg| (msg, KeySlot::Previous))
                     .map_err(|_| err),
                 None => Err(err),

@@ -157,67 +157,83 @@ pub fn encrypt_of(
             Ok(envelope.encrypt)
         }
         Format::Xml => {
-            let mut reader = Reader::from_reader(body);
-            reader.config_mut().trim_text(true);
-            let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
-            let mut encrypt: Option<String> = None;
-            loop {
-                match reader.read_event().map_err(WireError::Xml)? {
-                    XmlEvent::Start(start) => {
-                        if depth == 0 && seen_root {
-                            return Err(WireError::XmlShape("content after the root element"));
-                        }
-                        depth += 1;
-                        seen_root = true;
-                        if depth > limits.max_depth {
-                            return Err(WireError::TooDeep {
-                                max: limits.max_depth,
-                            });
-                        }
-                        if depth == 2 && start.name().as_ref() == b"Encrypt" {
-                            in_encrypt = true;
-                            encrypt = Some(String::new());
-                        }
-                    }
-                    XmlEvent::End(_) => {
-                        depth = depth.saturating_sub(1);
-                        in_encrypt = false;
-                    }
-                    XmlEvent::Empty(_) => {
-                        if depth == 0 && seen_root {
-                            return Err(WireError::XmlShape("content after the root element"));
-                        }
-                        seen_root = true;
-                    }
-                    XmlEvent::Text(text) if in_encrypt => {
-                        let text = text.unescape().map_err(WireError::Xml)?;
-                        if let Some(e) = encrypt.as_mut() {
-                            e.push_str(&text);
-                        }
-                    }
-                    XmlEvent::CData(data) if in_encrypt => {
-                        let text = std::str::from_utf8(&data).map_err(WireError::Utf8)?;
-                        if let Some(e) = encrypt.as_mut() {
-                            e.push_str(text);
-                        }
-                    }
-                    XmlEvent::Text(_) | XmlEvent::CData(_) if depth == 0 => {
-                        return Err(WireError::XmlShape("text outside the root element"));
-                    }
-                    XmlEvent::DocType(_) => return Err(WireError::Doctype),
-                    XmlEvent::Eof => break,
-                    _ => {}
+            // The simple shape (nearly every push): read as `parse_xml` would.
+            // A repeated or nested `Encrypt` is left to the loop below.
+            if let Some(mut fields) = parse_xml_simple(body, limits) {
+                match fields.swap_remove("Encrypt") {
+                    None => return Ok(None),
+                    Some(Value::String(s)) => return Ok(Some(s)),
+                    // Printed back exactly as written (see `lossless_number`).
+                    Some(Value::Number(n)) => return Ok(Some(n.to_string())),
+                    Some(_) => {}
                 }
             }
-            if depth != 0 {
-                return Err(WireError::XmlShape("unclosed element"));
-            }
-            if !seen_root {
-                return Err(WireError::XmlShape("no root element"));
-            }
-            Ok(encrypt)
+            encrypt_of_xml(body, limits)
         }
     }
+}
+
+/// [`encrypt_of`] for any XML, with quick-xml.
+fn encrypt_of_xml(body: &[u8], limits: &Limits) -> Result<Option<String>, WireError> {
+    let mut reader = Reader::from_reader(body);
+    reader.config_mut().trim_text(true);
+    let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
+    let mut encrypt: Option<String> = None;
+    loop {
+        match reader.read_event().map_err(WireError::Xml)? {
+            XmlEvent::Start(start) => {
+                if depth == 0 && seen_root {
+                    return Err(WireError::XmlShape("content after the root element"));
+                }
+                depth += 1;
+                seen_root = true;
+                if depth > limits.max_depth {
+                    return Err(WireError::TooDeep {
+                        max: limits.max_depth,
+                    });
+                }
+                if depth == 2 && start.name().as_ref() == b"Encrypt" {
+                    in_encrypt = true;
+                    encrypt = Some(String::new());
+                }
+            }
+            XmlEvent::End(_) => {
+                depth = depth.saturating_sub(1);
+                in_encrypt = false;
+            }
+            XmlEvent::Empty(_) => {
+                if depth == 0 && seen_root {
+                    return Err(WireError::XmlShape("content after the root element"));
+                }
+                seen_root = true;
+            }
+            XmlEvent::Text(text) if in_encrypt => {
+                let text = text.unescape().map_err(WireError::Xml)?;
+                if let Some(e) = encrypt.as_mut() {
+                    e.push_str(&text);
+                }
+            }
+            XmlEvent::CData(data) if in_encrypt => {
+                let text = std::str::from_utf8(&data).map_err(WireError::Utf8)?;
+                if let Some(e) = encrypt.as_mut() {
+                    e.push_str(text);
+                }
+            }
+            XmlEvent::Text(_) | XmlEvent::CData(_) if depth == 0 => {
+                return Err(WireError::XmlShape("text outside the root element"));
+            }
+            XmlEvent::DocType(_) => return Err(WireError::Doctype),
+            XmlEvent::Eof => break,
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(WireError::XmlShape("unclosed element"));
+    }
+    if !seen_root {
+        return Err(WireError::XmlShape("no root element"));
+    }
+    Ok(encrypt)
 }
 
 /// Parse a JSON object body into its fields.
@@ -339,14 +355,25 @@ fn lossless_number(text: &str) -> Option<Number> {
 
 /// Add a value under `name`, turning a repeated name into an array.
 fn insert(fields: &mut Fields, name: String, value: Value) {
-    match fields.get_mut(&name) {
-        None => {
-            fields.insert(name, value);
+    if fields.is_empty() {
+        // Sized for a whole message at once, not grown (and rehashed) field
+        // by field; only elements with children get here.
+        *fields = Fields::with_capacity(16);
+    }
+    // One hash of the name, found or not.
+    match fields.entry(name) {
+        serde_json::map::Entry::Vacant(slot) => {
+            slot.insert(value);
         }
-        Some(Value::Array(items)) => items.push(value),
-        Some(existing) => {
-            let first = existing.take();
-            *existing = Value::Array(vec![first, value]);
+        serde_json::map::Entry::Occupied(mut slot) => {
+            let existing = slot.get_mut();
+            match existing {
+                Value::Array(items) => items.push(value),
+                _ => {
+                    let first = existing.take();
+                    *existing = Value::Array(vec![first, value]);
+                }
+            }
         }
     }
 }
@@ -357,6 +384,111 @@ fn insert(fields: &mut Fields, name: String, value: Value) {
 /// See [`parse`].
 pub fn parse_xml(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     check_size(body, limits)?;
+    // Nearly every push has the simple shape; anything else, including every
+    // error, is left to the general parser, which decides.
+    if let Some(fields) = parse_xml_simple(body, limits) {
+        return Ok(fields);
+    }
+    parse_xml_general(body, limits)
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn trim_xml_space(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| !is_xml_space(b));
+    let Some(start) = start else {
+        return &[];
+    };
+    let end = bytes
+        .iter()
+        .rposition(|&b| !is_xml_space(b))
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+/// The shape WeChat sends, read without an XML library: elements with plain
+/// names and no attributes, text without entities, CDATA, whitespace between
+/// them. Builds exactly what [`parse_xml_general`] builds from such a body;
+/// returns `None` at the first thing outside that shape (declarations,
+/// comments, DOCTYPE, entities, attributes, empty elements, mismatched or
+/// unclosed tags, invalid UTF-8, a limit reached), so that the general parser
+/// reads it and reports any error.
+fn parse_xml_simple(body: &[u8], limits: &Limits) -> Option<Fields> {
+    let mut stack: Vec<Frame> = Vec::with_capacity(4);
+    let mut root: Option<Fields> = None;
+    let mut count = 0usize;
+    let mut pos = 0;
+    while pos < body.len() {
+        if root.is_some() {
+            // Only whitespace may follow the root element.
+            return body[pos..]
+                .iter()
+                .all(|&b| is_xml_space(b))
+                .then(|| root.take())
+                .flatten();
+        }
+        if body[pos] != b'<' {
+            let end = pos + memchr::memchr(b'<', &body[pos..])?;
+            let text = trim_xml_space(&body[pos..end]);
+            if !text.is_empty() {
+                if text.contains(&b'&') {
+                    return None;
+                }
+                let text = std::str::from_utf8(text).ok()?;
+                append_text(stack.last_mut()?, text, limits).ok()?;
+            }
+            pos = end;
+            continue;
+        }
+        let rest = &body[pos + 1..];
+        if let Some(cdata) = rest.strip_prefix(b"![CDATA[") {
+            let len = memchr::memmem::find(cdata, b"]]>")?;
+            let text = std::str::from_utf8(&cdata[..len]).ok()?;
+            let frame = stack.last_mut()?;
+            frame.cdata = true;
+            append_text(frame, text, limits).ok()?;
+            pos += 1 + 8 + len + 3;
+            continue;
+        }
+        let closing = rest.first() == Some(&b'/');
+        let name_start = usize::from(closing);
+        let name_len = rest[name_start..].iter().position(|&b| {
+            !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        })?;
+        if name_len == 0 || rest.get(name_start + name_len) != Some(&b'>') {
+            return None;
+        }
+        let name = &rest[name_start..name_start + name_len];
+        pos += 1 + name_start + name_len + 1;
+        if closing {
+            let mut frame = stack.pop()?;
+            if frame.name.as_bytes() != name {
+                return None;
+            }
+            match stack.last_mut() {
+                Some(parent) => {
+                    let name = std::mem::take(&mut frame.name);
+                    insert(&mut parent.children, name, frame.into_value());
+                }
+                None => root = Some(frame.children),
+            }
+        } else {
+            count += 1;
+            if stack.len() >= limits.max_depth || count > limits.max_fields {
+                return None;
+            }
+            // ASCII, checked above.
+            let name = std::str::from_utf8(name).ok()?.to_owned();
+            stack.push(Frame::new(name));
+        }
+    }
+    root
+}
+
+/// Any XML WeChat could send, read with quick-xml.
+fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     let mut reader = Reader::from_reader(body);
     reader.config_mut().trim_text(true);
     let mut stack: Vec<Frame> = Vec::new();
@@ -497,6 +629,118 @@ fn push_cdata(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// XML-ish documents mixing the simple shape with everything outside it.
+    fn document() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec![
+            "xml",
+            "A",
+            "B",
+            "Content",
+            "MsgId",
+            "a-b",
+            "x:y",
+            "1a",
+            "List",
+            "A b=\"1\"",
+            "Encrypt",
+            "Encrypt",
+        ]);
+        let text = prop::sample::select(vec![
+            "",
+            " ",
+            "\n  ",
+            "hello",
+            "123",
+            "007",
+            "-5",
+            "1.5",
+            "1e3",
+            "23.50",
+            "a&amp;b",
+            "&lt;",
+            "你好",
+            " x y ",
+            "\r\n",
+            ">",
+            "\t9\t",
+            "18446744073709551616",
+        ]);
+        let cdata = prop::sample::select(vec!["", " padded ", "<b>", "]]", "12", "你"]);
+        let leaf = prop_oneof![
+            6 => text.prop_map(str::to_owned),
+            3 => cdata.prop_map(|c| format!("<![CDATA[{c}]]>")),
+            1 => Just("<!-- c -->".to_owned()),
+            1 => Just("<E/>".to_owned()),
+        ];
+        let element = leaf.prop_recursive(4, 48, 6, move |inner| {
+            (
+                name.clone(),
+                prop::collection::vec(inner, 0..6),
+                prop::bool::weighted(0.05),
+            )
+                .prop_map(|(name, children, mismatch)| {
+                    let close = if mismatch {
+                        "Other"
+                    } else {
+                        name.split(' ').next().unwrap_or(name)
+                    };
+                    format!("<{name}>{}</{close}>", children.concat())
+                })
+        });
+        let before = prop::sample::select(vec![
+            "",
+            " ",
+            "\n",
+            "<?xml version=\"1.0\"?>",
+            "x",
+            "<!DOCTYPE x>",
+        ]);
+        let after = prop::sample::select(vec!["", "\n", " ", "<a></a>", "x"]);
+        (before, element, after).prop_map(|(b, e, a)| format!("{b}<xml>{e}</xml>{a}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the simple reader accepts, it reads exactly as the
+        /// general parser does.
+        #[test]
+        fn the_simple_reader_agrees_with_the_general_parser(doc in document()) {
+            let limits = Limits { max_field: 64, max_fields: 24, ..Limits::default() };
+            if let Some(simple) = parse_xml_simple(doc.as_bytes(), &limits) {
+                prop_assert_eq!(Some(simple), parse_xml_general(doc.as_bytes(), &limits).ok(), "{}", doc);
+            }
+        }
+
+        /// `Encrypt` read through the simple reader is what the general
+        /// reader finds, and every error is the general reader's.
+        #[test]
+        fn encrypt_of_agrees_with_the_general_reader(doc in document()) {
+            let limits = Limits { max_field: 64, max_fields: 24, ..Limits::default() };
+            let fast = encrypt_of(Format::Xml, doc.as_bytes(), &limits).map_err(|e| e.to_string());
+            let general = encrypt_of_xml(doc.as_bytes(), &limits).map_err(|e| e.to_string());
+            prop_assert_eq!(fast, general, "{}", doc);
+        }
+    }
+
+    #[test]
+    fn every_xml_fixture_takes_the_simple_path() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/messages");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "xml") {
+                let body = std::fs::read(&path).unwrap();
+                let simple = parse_xml_simple(&body, &Limits::default());
+                assert!(simple.is_some(), "{}", path.display());
+                assert_eq!(simple, parse_xml_general(&body, &Limits::default()).ok());
+                n += 1;
+            }
+        }
+        assert!(n > 30, "{n} fixtures");
+    }
 
     fn xml(s: &str) -> Result<Fields, WireError> {
         parse_xml(s.as_bytes(), &Limits::default())
