@@ -320,7 +320,7 @@ impl Message {
     pub fn from_fields(fields: Fields) -> Result<Self, MessageError> {
         let to_user = required_str(&fields, "ToUserName")?.to_owned();
         let from_user = OpenId::new(required_str(&fields, "FromUserName")?);
-        let create_time = match fields.get("CreateTime") {
+        let create_time = match field(&fields, "CreateTime") {
             None => return Err(MessageError::Missing("CreateTime")),
             Some(v) => int_of(v).ok_or(MessageError::Type {
                 field: "CreateTime",
@@ -356,9 +356,7 @@ impl Message {
 
     /// `MsgId`, when the push has one.
     pub fn msg_id(&self) -> Option<MsgId> {
-        self.fields()
-            .get("MsgId")
-            .and_then(|v| MsgId::deserialize(v).ok())
+        field(self.fields(), "MsgId").and_then(|v| MsgId::deserialize(v).ok())
     }
 
     /// The key that identifies this push across WeChat's retries.
@@ -367,13 +365,12 @@ impl Message {
             return DedupKey(format!("msg:{id}"));
         }
         let fields = self.fields();
-        let what = fields
-            .get("Event")
-            .or_else(|| fields.get("MsgType"))
+        let what = field(fields, "Event")
+            .or_else(|| field(fields, "MsgType"))
             .and_then(Value::as_str)
             .unwrap_or("");
         let mut key = format!("evt:{}:{}:{}", self.from_user, self.create_time, what);
-        if let Some(trace) = fields.get("trace_id") {
+        if let Some(trace) = field(fields, "trace_id") {
             key.push(':');
             match trace {
                 Value::String(s) => key.push_str(s),
@@ -430,8 +427,20 @@ fn type_body(msg_type: &str, fields: &Value) -> Body {
     }
 }
 
+/// The field `name`: a push has a handful of fields, for which comparing
+/// names beats hashing them (the map hashes with SipHash).
+fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
+    if fields.len() > 16 {
+        return fields.get(name);
+    }
+    fields
+        .iter()
+        .find(|(k, _)| k.as_str() == name)
+        .map(|(_, v)| v)
+}
+
 fn required_str<'a>(fields: &'a Fields, name: &'static str) -> Result<&'a str, MessageError> {
-    match fields.get(name) {
+    match field(fields, name) {
         None => Err(MessageError::Missing(name)),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(MessageError::Type {

@@ -241,7 +241,12 @@ fn decrypt_with(key: &Decrypter, appid: &str, encrypt: &str) -> Result<Vec<u8>, 
             expected: appid.to_owned(),
         });
     }
-    Ok(msg.to_vec())
+    // The message sits after the 20-byte header: moved to the front of the
+    // buffer it was decrypted in, rather than copied into a new one.
+    let msg_len = msg.len();
+    buf.truncate(20 + msg_len);
+    buf.drain(..20);
+    Ok(buf)
 }
 
 fn unpad(plain: &[u8]) -> Result<&[u8], CryptoError> {

@@ -157,16 +157,9 @@ pub fn encrypt_of(
             Ok(envelope.encrypt)
         }
         Format::Xml => {
-            // The simple shape (nearly every push): read as `parse_xml` would.
-            // A repeated or nested `Encrypt` is left to the loop below.
-            if let Some(mut fields) = parse_xml_simple(body, limits) {
-                match fields.swap_remove("Encrypt") {
-                    None => return Ok(None),
-                    Some(Value::String(s)) => return Ok(Some(s)),
-                    // Printed back exactly as written (see `lossless_number`).
-                    Some(Value::Number(n)) => return Ok(Some(n.to_string())),
-                    Some(_) => {}
-                }
+            // The simple shape (nearly every push) without building fields.
+            if let Some(encrypt) = encrypt_of_simple(body, limits) {
+                return Ok(encrypt);
             }
             encrypt_of_xml(body, limits)
         }
@@ -392,99 +385,195 @@ pub fn parse_xml(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     parse_xml_general(body, limits)
 }
 
-fn is_xml_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+/// A token of the simple shape.
+enum Simple<'a> {
+    /// `<name>`.
+    Start(&'a str),
+    /// `</name>`.
+    End(&'a str),
+    /// Text between tags, trimmed, not empty.
+    Text(&'a str),
+    /// The content of `<![CDATA[…]]>`.
+    CData(&'a str),
 }
 
-fn trim_xml_space(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| !is_xml_space(b));
-    let Some(start) = start else {
-        return &[];
-    };
-    let end = bytes
-        .iter()
-        .rposition(|&b| !is_xml_space(b))
-        .map_or(start, |e| e + 1);
-    &bytes[start..end]
+/// Tokens of the shape WeChat sends, read without an XML library: elements
+/// with plain names and no attributes, text without entities, CDATA,
+/// whitespace between them. `None` at the first thing outside that shape
+/// (declarations, comments, DOCTYPE, entities, attributes, empty elements,
+/// invalid UTF-8): the caller then leaves the body to quick-xml, which
+/// decides. Nesting is the caller's to check.
+struct SimpleTokens<'a> {
+    /// The body, valid UTF-8 (checked once: every token is a slice of it).
+    body: &'a str,
+    pos: usize,
 }
 
-/// The shape WeChat sends, read without an XML library: elements with plain
-/// names and no attributes, text without entities, CDATA, whitespace between
-/// them. Builds exactly what [`parse_xml_general`] builds from such a body;
-/// returns `None` at the first thing outside that shape (declarations,
-/// comments, DOCTYPE, entities, attributes, empty elements, mismatched or
-/// unclosed tags, invalid UTF-8, a limit reached), so that the general parser
-/// reads it and reports any error.
+/// The bytes of a plain element name: ASCII letters, digits, `_ - . :`.
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':');
+        b += 1;
+    }
+    table
+};
+
+impl<'a> SimpleTokens<'a> {
+    /// Tokens of `body`; `None` when it is not UTF-8 (outside the shape).
+    fn new(body: &'a [u8]) -> Option<Self> {
+        Some(SimpleTokens {
+            body: std::str::from_utf8(body).ok()?,
+            pos: 0,
+        })
+    }
+
+    /// The next token; `Some(None)` at the end; `None` outside the shape.
+    fn next(&mut self) -> Option<Option<Simple<'a>>> {
+        let body = self.body;
+        let bytes = body.as_bytes();
+        loop {
+            if self.pos >= bytes.len() {
+                return Some(None);
+            }
+            // Every index below is at an ASCII delimiter or just after one,
+            // so slicing `body` there is at a character boundary.
+            if bytes[self.pos] != b'<' {
+                let start = self.pos;
+                let end = memchr::memchr(b'<', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+                self.pos = end;
+                let text = body
+                    .get(start..end)?
+                    .trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
+                if text.is_empty() {
+                    continue;
+                }
+                if text.contains('&') {
+                    return None;
+                }
+                return Some(Some(Simple::Text(text)));
+            }
+            let rest = &bytes[self.pos + 1..];
+            if rest.starts_with(b"![CDATA[") {
+                let from = self.pos + 9;
+                let len = memchr::memmem::find(&bytes[from..], b"]]>")?;
+                self.pos = from + len + 3;
+                return Some(Some(Simple::CData(body.get(from..from + len)?)));
+            }
+            let closing = rest.first() == Some(&b'/');
+            let name_start = usize::from(closing);
+            let name_len = rest[name_start..]
+                .iter()
+                .position(|&b| !NAME_BYTE[usize::from(b)])?;
+            if name_len == 0 || rest.get(name_start + name_len) != Some(&b'>') {
+                return None;
+            }
+            let from = self.pos + 1 + name_start;
+            let name = body.get(from..from + name_len)?;
+            self.pos = from + name_len + 1;
+            return Some(Some(if closing {
+                Simple::End(name)
+            } else {
+                Simple::Start(name)
+            }));
+        }
+    }
+}
+
+/// The fields of a body in the simple shape ([`SimpleTokens`]), built
+/// exactly as [`parse_xml_general`] builds them; `None` outside the shape, for
+/// mismatched or unclosed tags, text outside the root, or a limit reached, so
+/// that the general parser reads the body and reports any error.
 fn parse_xml_simple(body: &[u8], limits: &Limits) -> Option<Fields> {
+    let mut tokens = SimpleTokens::new(body)?;
     let mut stack: Vec<Frame> = Vec::with_capacity(4);
     let mut root: Option<Fields> = None;
     let mut count = 0usize;
-    let mut pos = 0;
-    while pos < body.len() {
+    while let Some(token) = tokens.next()? {
         if root.is_some() {
             // Only whitespace may follow the root element.
-            return body[pos..]
-                .iter()
-                .all(|&b| is_xml_space(b))
-                .then(|| root.take())
-                .flatten();
-        }
-        if body[pos] != b'<' {
-            let end = pos + memchr::memchr(b'<', &body[pos..])?;
-            let text = trim_xml_space(&body[pos..end]);
-            if !text.is_empty() {
-                if text.contains(&b'&') {
-                    return None;
-                }
-                let text = std::str::from_utf8(text).ok()?;
-                append_text(stack.last_mut()?, text, limits).ok()?;
-            }
-            pos = end;
-            continue;
-        }
-        let rest = &body[pos + 1..];
-        if let Some(cdata) = rest.strip_prefix(b"![CDATA[") {
-            let len = memchr::memmem::find(cdata, b"]]>")?;
-            let text = std::str::from_utf8(&cdata[..len]).ok()?;
-            let frame = stack.last_mut()?;
-            frame.cdata = true;
-            append_text(frame, text, limits).ok()?;
-            pos += 1 + 8 + len + 3;
-            continue;
-        }
-        let closing = rest.first() == Some(&b'/');
-        let name_start = usize::from(closing);
-        let name_len = rest[name_start..].iter().position(|&b| {
-            !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-        })?;
-        if name_len == 0 || rest.get(name_start + name_len) != Some(&b'>') {
             return None;
         }
-        let name = &rest[name_start..name_start + name_len];
-        pos += 1 + name_start + name_len + 1;
-        if closing {
-            let mut frame = stack.pop()?;
-            if frame.name.as_bytes() != name {
-                return None;
+        match token {
+            Simple::Text(text) => append_text(stack.last_mut()?, text, limits).ok()?,
+            Simple::CData(text) => {
+                let frame = stack.last_mut()?;
+                frame.cdata = true;
+                append_text(frame, text, limits).ok()?;
             }
-            match stack.last_mut() {
-                Some(parent) => {
-                    let name = std::mem::take(&mut frame.name);
-                    insert(&mut parent.children, name, frame.into_value());
+            Simple::Start(name) => {
+                count += 1;
+                if stack.len() >= limits.max_depth || count > limits.max_fields {
+                    return None;
                 }
-                None => root = Some(frame.children),
+                stack.push(Frame::new(name.to_owned()));
             }
-        } else {
-            count += 1;
-            if stack.len() >= limits.max_depth || count > limits.max_fields {
-                return None;
+            Simple::End(name) => {
+                let mut frame = stack.pop()?;
+                if frame.name != name {
+                    return None;
+                }
+                match stack.last_mut() {
+                    Some(parent) => {
+                        let name = std::mem::take(&mut frame.name);
+                        insert(&mut parent.children, name, frame.into_value());
+                    }
+                    None => root = Some(frame.children),
+                }
             }
-            // ASCII, checked above.
-            let name = std::str::from_utf8(name).ok()?.to_owned();
-            stack.push(Frame::new(name));
         }
     }
     root
+}
+
+/// [`encrypt_of`] for a body in the simple shape, as [`encrypt_of_xml`]
+/// reads it, without building the envelope's fields; `None` when the body
+/// is not in the shape or is malformed (the general reader then decides).
+fn encrypt_of_simple(body: &[u8], limits: &Limits) -> Option<Option<String>> {
+    let mut tokens = SimpleTokens::new(body)?;
+    let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
+    let mut encrypt: Option<String> = None;
+    // The names of open elements, to check end tags as quick-xml does.
+    let mut open: Vec<&str> = Vec::with_capacity(4);
+    while let Some(token) = tokens.next()? {
+        match token {
+            Simple::Start(name) => {
+                if depth == 0 && seen_root {
+                    return None;
+                }
+                depth += 1;
+                seen_root = true;
+                if depth > limits.max_depth {
+                    return None;
+                }
+                open.push(name);
+                if depth == 2 && name == "Encrypt" {
+                    in_encrypt = true;
+                    encrypt = Some(String::new());
+                }
+            }
+            Simple::End(name) => {
+                if open.pop()? != name {
+                    return None;
+                }
+                depth -= 1;
+                in_encrypt = false;
+            }
+            Simple::Text(text) | Simple::CData(text) => {
+                if depth == 0 {
+                    return None;
+                }
+                if in_encrypt {
+                    if let Some(e) = encrypt.as_mut() {
+                        e.push_str(text);
+                    }
+                }
+            }
+        }
+    }
+    (depth == 0 && seen_root).then_some(encrypt)
 }
 
 /// Any XML WeChat could send, read with quick-xml.
@@ -723,6 +812,24 @@ mod tests {
             let general = encrypt_of_xml(doc.as_bytes(), &limits).map_err(|e| e.to_string());
             prop_assert_eq!(fast, general, "{}", doc);
         }
+    }
+
+    #[test]
+    fn envelopes_take_the_simple_path() {
+        let envelope = b"<xml>\n <ToUserName><![CDATA[gh_1]]></ToUserName>\n <Encrypt><![CDATA[abc+/=]]></Encrypt>\n</xml>\n";
+        assert_eq!(
+            encrypt_of_simple(envelope, &Limits::default()),
+            Some(Some("abc+/=".to_owned()))
+        );
+        assert_eq!(
+            encrypt_of_simple(b"<xml><A>1</A></xml>", &Limits::default()),
+            Some(None)
+        );
+        // Outside the shape: the general reader decides.
+        assert_eq!(
+            encrypt_of_simple(b"<xml><!-- x --></xml>", &Limits::default()),
+            None
+        );
     }
 
     #[test]
