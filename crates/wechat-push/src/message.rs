@@ -61,6 +61,21 @@ impl fmt::Display for MsgId {
     }
 }
 
+impl MsgId {
+    /// The id a field holds, read without copying the field.
+    fn from_value(value: &Value) -> Option<MsgId> {
+        match value {
+            Value::Number(n) => n.as_u64().map(MsgId::Number),
+            Value::String(s) => Some(
+                s.parse()
+                    .map(MsgId::Number)
+                    .unwrap_or_else(|_| MsgId::Text(s.clone())),
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for MsgId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Value::deserialize(d)? {
@@ -356,7 +371,7 @@ impl Message {
 
     /// `MsgId`, when the push has one.
     pub fn msg_id(&self) -> Option<MsgId> {
-        field(self.fields(), "MsgId").and_then(|v| MsgId::deserialize(v).ok())
+        field(self.fields(), "MsgId").and_then(MsgId::from_value)
     }
 
     /// The key that identifies this push across WeChat's retries.

@@ -217,13 +217,21 @@ impl Decrypter {
 fn decrypt_with(key: &Decrypter, appid: &str, encrypt: &str) -> Result<Vec<u8>, CryptoError> {
     let encrypt = encrypt.trim();
     let mut buf = vec![0u8; base64::decoded_len_estimate(encrypt.len())];
-    let len = LENIENT
-        .decode_slice(encrypt, &mut buf)
-        .map_err(|e| match e {
-            base64::DecodeSliceError::DecodeError(e) => CryptoError::Base64(e),
-            // The buffer is sized by the estimate, which is an upper bound.
-            base64::DecodeSliceError::OutputSliceTooSmall => CryptoError::CiphertextLength(0),
-        })?;
+    // WeChat's Encrypt is canonical base64, which the SIMD decoder takes at
+    // several times the speed; anything else gets the lenient decoder.
+    let canonical = base64_simd::STANDARD
+        .decode(encrypt.as_bytes(), base64_simd::Out::from_slice(&mut buf))
+        .map(|decoded| decoded.len());
+    let len = match canonical {
+        Ok(len) => len,
+        Err(_) => LENIENT
+            .decode_slice(encrypt, &mut buf)
+            .map_err(|e| match e {
+                base64::DecodeSliceError::DecodeError(e) => CryptoError::Base64(e),
+                // The buffer is sized by the estimate, which is an upper bound.
+                base64::DecodeSliceError::OutputSliceTooSmall => CryptoError::CiphertextLength(0),
+            })?,
+    };
     buf.truncate(len);
     if len == 0 || len % 16 != 0 {
         return Err(CryptoError::CiphertextLength(len));
@@ -356,6 +364,22 @@ mod tests {
 
     fn key(s: &str) -> AesKey {
         AesKey::from_encoding_aes_key(s).unwrap()
+    }
+
+    #[test]
+    fn encrypt_values_without_padding_still_open() {
+        let k = key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG");
+        // 5 bytes of message: the ciphertext's base64 ends in padding.
+        for msg in [&b"hello"[..], b"hello world, 32 bytes of message"] {
+            let sealed = encrypt(&k, APPID, msg, &[3; 16]).unwrap();
+            let unpadded = sealed.trim_end_matches('=');
+            assert_eq!(decrypt(&k, APPID, &sealed).unwrap(), msg);
+            assert_eq!(decrypt(&k, APPID, unpadded).unwrap(), msg, "{unpadded}");
+        }
+        assert!(matches!(
+            decrypt(&k, APPID, "not base64!"),
+            Err(CryptoError::Base64(_))
+        ));
     }
 
     #[test]

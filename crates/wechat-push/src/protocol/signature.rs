@@ -33,14 +33,35 @@ pub enum SignatureError {
 /// );
 /// ```
 pub fn sign(parts: &[&str]) -> String {
-    let mut sorted: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-    sorted.sort_unstable();
-    let mut hasher = Sha1::new();
-    for part in sorted {
-        hasher.update(part);
-    }
-    to_hex(&hasher.finalize())
+    // Hex digits are ASCII.
+    String::from_utf8_lossy(&sign_hex(parts)).into_owned()
 }
+
+/// [`sign`] into a buffer: verifying allocates nothing.
+fn sign_hex(parts: &[&str]) -> [u8; 40] {
+    let mut hasher = Sha1::new();
+    // WeChat signs three or four parts: sorted on the stack.
+    let mut few: [&[u8]; 4] = [&[]; 4];
+    if let Some(sorted) = few.get_mut(..parts.len()) {
+        for (slot, part) in sorted.iter_mut().zip(parts) {
+            *slot = part.as_bytes();
+        }
+        sorted.sort_unstable();
+        sorted.iter().for_each(|part| hasher.update(part));
+    } else {
+        let mut sorted: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        sorted.sort_unstable();
+        sorted.iter().for_each(|part| hasher.update(part));
+    }
+    let mut hex = [0u8; 40];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(hasher.finalize()) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
+    }
+    hex
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// The URL `signature`: `sign([token, timestamp, nonce])`.
 pub fn url_signature(token: &Token, timestamp: &str, nonce: &str) -> String {
@@ -62,7 +83,7 @@ pub fn verify_url(
     nonce: &str,
     given: &str,
 ) -> Result<(), SignatureError> {
-    if equal(&url_signature(token, timestamp, nonce), given) {
+    if equal(&sign_hex(&[token.expose(), timestamp, nonce]), given) {
         Ok(())
     } else {
         Err(SignatureError::SignatureMismatch)
@@ -80,7 +101,10 @@ pub fn verify_msg(
     encrypt: &str,
     given: &str,
 ) -> Result<(), SignatureError> {
-    if equal(&msg_signature(token, timestamp, nonce, encrypt), given) {
+    if equal(
+        &sign_hex(&[token.expose(), timestamp, nonce, encrypt]),
+        given,
+    ) {
         Ok(())
     } else {
         Err(SignatureError::MsgSignatureMismatch)
@@ -90,27 +114,30 @@ pub fn verify_msg(
 /// Constant-time equality of an expected lower-case hex digest and a given
 /// one, which may be in either case. Only the length may leak, and it is
 /// public (40).
-fn equal(expected: &str, given: &str) -> bool {
+fn equal(expected: &[u8; 40], given: &str) -> bool {
     let given = given.as_bytes();
     if given.len() != expected.len() {
         return false;
     }
-    let mut lowered = [0u8; 40];
-    let lowered = &mut lowered[..given.len().min(40)];
-    for (dst, src) in lowered.iter_mut().zip(given) {
-        *dst = src.to_ascii_lowercase();
-    }
-    expected.as_bytes().ct_eq(lowered).into()
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
+    // Compared 8 bytes at a time: five constant-time steps, not forty.
+    let words = |bytes: &[u8], lower: bool| -> [u64; 5] {
+        let mut out = [0u64; 5];
+        for (word, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            for (dst, src) in b.iter_mut().zip(chunk) {
+                *dst = if lower {
+                    src.to_ascii_lowercase()
+                } else {
+                    *src
+                };
+            }
+            *word = u64::from_le_bytes(b);
+        }
+        out
+    };
+    words(expected, false)[..]
+        .ct_eq(&words(given, true)[..])
+        .into()
 }
 
 #[cfg(test)]
@@ -125,10 +152,10 @@ mod tests {
     fn sorting_is_bytewise_not_numeric() {
         // "9" sorts after "10" byte-wise.
         assert_eq!(sign(&["9", "10"]), sign(&["10", "9"]));
-        let concatenated = {
+        let concatenated: String = {
             let mut h = Sha1::new();
             h.update(b"109");
-            to_hex(&h.finalize())
+            h.finalize().iter().map(|b| format!("{b:02x}")).collect()
         };
         assert_eq!(sign(&["9", "10"]), concatenated);
     }

@@ -15,6 +15,8 @@
 
 use quick_xml::events::Event as XmlEvent;
 use quick_xml::Reader;
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 use super::Format;
@@ -140,18 +142,18 @@ pub fn parse(format: Format, body: &[u8], limits: &Limits) -> Result<Fields, Wir
 ///
 /// # Errors
 /// As [`parse`]; also when `Encrypt` is present but not text.
-pub fn encrypt_of(
+pub fn encrypt_of<'a>(
     format: Format,
-    body: &[u8],
+    body: &'a [u8],
     limits: &Limits,
-) -> Result<Option<String>, WireError> {
+) -> Result<Option<Cow<'a, str>>, WireError> {
     check_size(body, limits)?;
     match format {
         Format::Json => {
             #[derive(serde::Deserialize)]
-            struct Envelope {
-                #[serde(rename = "Encrypt")]
-                encrypt: Option<String>,
+            struct Envelope<'a> {
+                #[serde(rename = "Encrypt", borrow)]
+                encrypt: Option<Cow<'a, str>>,
             }
             let envelope: Envelope = serde_json::from_slice(body).map_err(WireError::Json)?;
             Ok(envelope.encrypt)
@@ -161,7 +163,7 @@ pub fn encrypt_of(
             if let Some(encrypt) = encrypt_of_simple(body, limits) {
                 return Ok(encrypt);
             }
-            encrypt_of_xml(body, limits)
+            Ok(encrypt_of_xml(body, limits)?.map(Cow::Owned))
         }
     }
 }
@@ -293,20 +295,23 @@ fn check_size(body: &[u8], limits: &Limits) -> Result<(), WireError> {
 }
 
 /// An element being read: its name, the children seen so far and its text.
-struct Frame {
-    name: String,
+///
+/// Name and text borrow from the body where they can: most names and every
+/// number never need a copy of their own.
+struct Frame<'a> {
+    name: Cow<'a, str>,
     children: Fields,
-    text: String,
+    text: Cow<'a, str>,
     /// Whether any of the text came from CDATA (then it is a string).
     cdata: bool,
 }
 
-impl Frame {
-    fn new(name: String) -> Self {
+impl<'a> Frame<'a> {
+    fn new(name: Cow<'a, str>) -> Self {
         Frame {
             name,
             children: Fields::new(),
-            text: String::new(),
+            text: Cow::Borrowed(""),
             cdata: false,
         }
     }
@@ -320,7 +325,13 @@ impl Frame {
                 return Value::Number(number);
             }
         }
-        Value::String(self.text)
+        Value::String(self.text.into_owned())
+    }
+
+    /// Add it to its parent's fields under its name.
+    fn into_parent(mut self, parent: &mut Frame<'a>) {
+        let name = std::mem::take(&mut self.name).into_owned();
+        insert(&mut parent.children, name, self.into_value());
     }
 }
 
@@ -350,8 +361,10 @@ fn lossless_number(text: &str) -> Option<Number> {
 fn insert(fields: &mut Fields, name: String, value: Value) {
     if fields.is_empty() {
         // Sized for a whole message at once, not grown (and rehashed) field
-        // by field; only elements with children get here.
-        *fields = Fields::with_capacity(16);
+        // by field; only elements with children get here. Twelve entries stay
+        // under glibc's large-chunk size, whose requests consolidate its free
+        // lists each time.
+        *fields = Fields::with_capacity(12);
     }
     // One hash of the name, found or not.
     match fields.entry(name) {
@@ -458,7 +471,7 @@ impl<'a> SimpleTokens<'a> {
             let rest = &bytes[self.pos + 1..];
             if rest.starts_with(b"![CDATA[") {
                 let from = self.pos + 9;
-                let len = memchr::memmem::find(&bytes[from..], b"]]>")?;
+                let len = cdata_len(&bytes[from..])?;
                 self.pos = from + len + 3;
                 return Some(Some(Simple::CData(body.get(from..from + len)?)));
             }
@@ -482,6 +495,19 @@ impl<'a> SimpleTokens<'a> {
     }
 }
 
+/// Where `]]>` starts in `bytes`: a scan for `]`, which CDATA content rarely
+/// holds (cheaper than setting up a substring search per section).
+fn cdata_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        at += memchr::memchr(b']', &bytes[at..])?;
+        if bytes[at..].starts_with(b"]]>") {
+            return Some(at);
+        }
+        at += 1;
+    }
+}
+
 /// The fields of a body in the simple shape ([`SimpleTokens`]), built
 /// exactly as [`parse_xml_general`] builds them; `None` outside the shape, for
 /// mismatched or unclosed tags, text outside the root, or a limit reached, so
@@ -497,29 +523,28 @@ fn parse_xml_simple(body: &[u8], limits: &Limits) -> Option<Fields> {
             return None;
         }
         match token {
-            Simple::Text(text) => append_text(stack.last_mut()?, text, limits).ok()?,
+            Simple::Text(text) => {
+                append_text(stack.last_mut()?, Cow::Borrowed(text), limits).ok()?
+            }
             Simple::CData(text) => {
                 let frame = stack.last_mut()?;
                 frame.cdata = true;
-                append_text(frame, text, limits).ok()?;
+                append_text(frame, Cow::Borrowed(text), limits).ok()?;
             }
             Simple::Start(name) => {
                 count += 1;
                 if stack.len() >= limits.max_depth || count > limits.max_fields {
                     return None;
                 }
-                stack.push(Frame::new(name.to_owned()));
+                stack.push(Frame::new(Cow::Borrowed(name)));
             }
             Simple::End(name) => {
-                let mut frame = stack.pop()?;
+                let frame = stack.pop()?;
                 if frame.name != name {
                     return None;
                 }
                 match stack.last_mut() {
-                    Some(parent) => {
-                        let name = std::mem::take(&mut frame.name);
-                        insert(&mut parent.children, name, frame.into_value());
-                    }
+                    Some(parent) => frame.into_parent(parent),
                     None => root = Some(frame.children),
                 }
             }
@@ -531,12 +556,13 @@ fn parse_xml_simple(body: &[u8], limits: &Limits) -> Option<Fields> {
 /// [`encrypt_of`] for a body in the simple shape, as [`encrypt_of_xml`]
 /// reads it, without building the envelope's fields; `None` when the body
 /// is not in the shape or is malformed (the general reader then decides).
-fn encrypt_of_simple(body: &[u8], limits: &Limits) -> Option<Option<String>> {
+fn encrypt_of_simple<'a>(body: &'a [u8], limits: &Limits) -> Option<Option<Cow<'a, str>>> {
     let mut tokens = SimpleTokens::new(body)?;
     let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
-    let mut encrypt: Option<String> = None;
-    // The names of open elements, to check end tags as quick-xml does.
-    let mut open: Vec<&str> = Vec::with_capacity(4);
+    let mut encrypt: Option<Cow<'a, str>> = None;
+    // The names of open elements, to check end tags as quick-xml does. An
+    // envelope is two levels deep; deeper ones go to the general reader.
+    let mut open: [&str; 8] = [""; 8];
     while let Some(token) = tokens.next()? {
         match token {
             Simple::Start(name) => {
@@ -548,14 +574,14 @@ fn encrypt_of_simple(body: &[u8], limits: &Limits) -> Option<Option<String>> {
                 if depth > limits.max_depth {
                     return None;
                 }
-                open.push(name);
+                *open.get_mut(depth - 1)? = name;
                 if depth == 2 && name == "Encrypt" {
                     in_encrypt = true;
-                    encrypt = Some(String::new());
+                    encrypt = Some(Cow::Borrowed(""));
                 }
             }
             Simple::End(name) => {
-                if open.pop()? != name {
+                if depth == 0 || open[depth - 1] != name {
                     return None;
                 }
                 depth -= 1;
@@ -566,8 +592,10 @@ fn encrypt_of_simple(body: &[u8], limits: &Limits) -> Option<Option<String>> {
                     return None;
                 }
                 if in_encrypt {
-                    if let Some(e) = encrypt.as_mut() {
-                        e.push_str(text);
+                    match encrypt.as_mut() {
+                        Some(e) if e.is_empty() => *e = Cow::Borrowed(text),
+                        Some(e) => e.to_mut().push_str(text),
+                        None => {}
                     }
                 }
             }
@@ -604,7 +632,7 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
                 let name = std::str::from_utf8(start.name().as_ref())
                     .map_err(WireError::Utf8)?
                     .to_owned();
-                stack.push(Frame::new(name));
+                stack.push(Frame::new(Cow::Owned(name)));
             }
             XmlEvent::Empty(start) => {
                 let name = std::str::from_utf8(start.name().as_ref())
@@ -620,14 +648,11 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
             }
             XmlEvent::End(_) => {
                 // quick-xml has already checked that the end tag matches.
-                let Some(mut frame) = stack.pop() else {
+                let Some(frame) = stack.pop() else {
                     return Err(WireError::XmlShape("end tag without a start tag"));
                 };
                 match stack.last_mut() {
-                    Some(parent) => {
-                        let name = std::mem::take(&mut frame.name);
-                        insert(&mut parent.children, name, frame.into_value());
-                    }
+                    Some(parent) => frame.into_parent(parent),
                     None => root = Some(frame.children),
                 }
             }
@@ -636,7 +661,7 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
                     return Err(WireError::XmlShape("text outside the root element"));
                 };
                 let text = text.unescape().map_err(WireError::Xml)?;
-                append_text(frame, &text, limits)?;
+                append_text(frame, Cow::Owned(text.into_owned()), limits)?;
             }
             XmlEvent::CData(data) => {
                 let Some(frame) = stack.last_mut() else {
@@ -644,7 +669,7 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
                 };
                 let text = std::str::from_utf8(&data).map_err(WireError::Utf8)?;
                 frame.cdata = true;
-                append_text(frame, text, limits)?;
+                append_text(frame, Cow::Owned(text.to_owned()), limits)?;
             }
             XmlEvent::DocType(_) => return Err(WireError::Doctype),
             XmlEvent::Decl(_) | XmlEvent::Comment(_) | XmlEvent::PI(_) => {}
@@ -657,16 +682,24 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
     root.ok_or(WireError::XmlShape("no root element"))
 }
 
-fn append_text(frame: &mut Frame, text: &str, limits: &Limits) -> Result<(), WireError> {
+fn append_text<'a>(
+    frame: &mut Frame<'a>,
+    text: Cow<'a, str>,
+    limits: &Limits,
+) -> Result<(), WireError> {
     let len = frame.text.len() + text.len();
     if len > limits.max_field {
         return Err(WireError::FieldTooLarge {
-            name: frame.name.clone(),
+            name: frame.name.clone().into_owned(),
             len,
             max: limits.max_field,
         });
     }
-    frame.text.push_str(text);
+    if frame.text.is_empty() {
+        frame.text = text;
+    } else {
+        frame.text.to_mut().push_str(&text);
+    }
     Ok(())
 }
 
@@ -808,7 +841,9 @@ mod tests {
         #[test]
         fn encrypt_of_agrees_with_the_general_reader(doc in document()) {
             let limits = Limits { max_field: 64, max_fields: 24, ..Limits::default() };
-            let fast = encrypt_of(Format::Xml, doc.as_bytes(), &limits).map_err(|e| e.to_string());
+            let fast = encrypt_of(Format::Xml, doc.as_bytes(), &limits)
+                .map(|e| e.map(Cow::into_owned))
+                .map_err(|e| e.to_string());
             let general = encrypt_of_xml(doc.as_bytes(), &limits).map_err(|e| e.to_string());
             prop_assert_eq!(fast, general, "{}", doc);
         }
@@ -819,7 +854,7 @@ mod tests {
         let envelope = b"<xml>\n <ToUserName><![CDATA[gh_1]]></ToUserName>\n <Encrypt><![CDATA[abc+/=]]></Encrypt>\n</xml>\n";
         assert_eq!(
             encrypt_of_simple(envelope, &Limits::default()),
-            Some(Some("abc+/=".to_owned()))
+            Some(Some(Cow::Borrowed("abc+/=")))
         );
         assert_eq!(
             encrypt_of_simple(b"<xml><A>1</A></xml>", &Limits::default()),
