@@ -22,7 +22,12 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             .json()
             .with_env_filter(filter)
             .init(),
-        LogFormat::Pretty => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Colours only for a terminal: a log file gets no escape codes (and
+        // no push pays for formatting them).
+        LogFormat::Pretty => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init(),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -344,25 +344,44 @@ impl Forwarder {
             return Ok(None);
         }
         let now = now_ms();
+        let passive_targets = self.passive_targets(&push.appid, &push.message);
+        // A target whose first attempt is made here is held from the
+        // dispatcher until then (or until the hold lapses, if this dies).
+        let held = |url: &str| {
+            self.targets.iter().find(|t| t.url == url).map_or(now, |t| {
+                now + i64::try_from(t.lease.as_millis()).unwrap_or(i64::MAX / 2)
+            })
+        };
+        let targets = targets
+            .into_iter()
+            .map(|url| {
+                let due = if passive_targets.contains(&url) {
+                    held(&url)
+                } else {
+                    now
+                };
+                (url, due)
+            })
+            .collect();
         self.store
             .add_deliveries(push.id, targets, now)
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the push's deliveries", e))?;
         let mut passive = None;
-        for url in self.passive_targets(&push.appid, &push.message) {
+        for url in passive_targets {
             let Some(target) = self.targets.iter().find(|t| t.url == url) else {
                 continue;
             };
             let Ok(_slot) = target.slots.clone().acquire_owned().await else {
                 continue;
             };
-            let now = now_ms();
-            let lease_until = now + i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX / 2);
-            // Claimed like any delivery: if the dispatcher got there first,
-            // it delivers and no passive reply comes of it.
+            // Claimed at the time it is held until: no one else takes it
+            // before. (A push handled again finds its delivery as it was.)
+            let at = held(&url);
+            let lease_until = at + i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX / 2);
             let claimed = self
                 .store
-                .claim_deliveries(url, Some(push.id), now, lease_until, 1)
+                .claim_deliveries(url, Some(push.id), at, lease_until, 1)
                 .await
                 .map_err(|e| HandlerError::caused_by("cannot claim the push's delivery", e))?;
             for (delivery, stored) in claimed {

@@ -377,7 +377,10 @@ impl Message {
     /// The key that identifies this push across WeChat's retries.
     pub fn dedup_key(&self) -> DedupKey {
         if let Some(id) = self.msg_id() {
-            return DedupKey(format!("msg:{id}"));
+            // Sized for "msg:" and a u64: written once, not grown.
+            let mut key = String::with_capacity(24);
+            let _ = fmt::Write::write_fmt(&mut key, format_args!("msg:{id}"));
+            return DedupKey(key);
         }
         let fields = self.fields();
         let what = field(fields, "Event")

@@ -350,10 +350,11 @@ async fn handshake(
 async fn receive(
     State(shared): State<Arc<Shared>>,
     Path(appid): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    // The request taken whole: extracting its URI and headers would copy them.
+    let (parts, body) = request.into_parts();
+    let (uri, headers) = (&parts.uri, &parts.headers);
     let started = Instant::now();
     let span = tracing::info_span!(
         "push",
@@ -361,7 +362,7 @@ async fn receive(
         dedup_key = tracing::field::Empty,
         outcome = tracing::field::Empty
     );
-    let result = receive_push(&shared, &appid, &uri, &headers, body)
+    let result = receive_push(&shared, &appid, uri, headers, body)
         .instrument(span.clone())
         .await;
     let response = match result {
@@ -428,7 +429,7 @@ async fn receive_push(
     let now = now_ms();
     let lease_ms = i64::try_from(processor.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
     let claim_until = (wait_for_reply || hand_off.is_some()).then_some(now + lease_ms);
-    let new = NewPush {
+    let new = Arc::new(NewPush {
         appid: appid.to_owned(),
         dedup_key,
         kind,
@@ -437,24 +438,25 @@ async fn receive_push(
         format,
         body: plaintext,
         received_at_ms: now,
-    };
-    // Only a push handled here needs its fields after the insert.
-    let keep = claim_until.is_some().then(|| new.clone());
-    let kind_label = new.kind.clone();
-    match shared.store.insert(new, claim_until).await? {
+    });
+    let inserted = shared.store.insert(new.clone(), claim_until).await?;
+    let kind_label = new.kind.as_str();
+    match inserted {
         Inserted::New(id) => {
             shared.metrics.inc(
                 metrics::PUSHES,
                 &[
                     ("appid", appid),
-                    ("kind", &kind_label),
+                    ("kind", kind_label),
                     ("outcome", "stored"),
                 ],
             );
-            let Some(new) = keep else {
+            if claim_until.is_none() {
                 shared.notify.notify_one();
                 return Ok((ack(&app.config), "stored"));
-            };
+            }
+            // The store has let go of it by now: taken back, not copied.
+            let new = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
             let stored = StoredPush {
                 id,
                 appid: new.appid,
@@ -502,7 +504,7 @@ async fn receive_push(
                 metrics::PUSHES,
                 &[
                     ("appid", appid),
-                    ("kind", &kind_label),
+                    ("kind", kind_label),
                     ("outcome", "duplicate"),
                 ],
             );

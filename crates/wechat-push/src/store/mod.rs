@@ -363,9 +363,10 @@ pub trait Store: Send + Sync + 'static {
     /// Store a push unless `(appid, dedup_key)` is stored already. With
     /// `claim_until` the new push is stored already claimed by the caller
     /// until then (milliseconds), so that no worker takes it meanwhile.
+    /// The push is shared, not copied: the caller may hand it on after.
     fn insert(
         &self,
-        push: NewPush,
+        push: Arc<NewPush>,
         claim_until: Option<i64>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>>;
 
@@ -468,12 +469,14 @@ pub trait Store: Send + Sync + 'static {
     /// The answers of a push, in order.
     fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
 
-    /// Create a pending delivery of `push` to each of `targets` (URLs), due
-    /// at `now`; deliveries that exist already are left as they are.
+    /// Create a pending delivery of `push` to each of `targets`, as `(URL,
+    /// due at)`; deliveries that exist already are left as they are. A
+    /// delivery due later than `now` is held for whoever claims it at that
+    /// time (a first attempt made by the handler itself).
     fn add_deliveries(
         &self,
         push: PushId,
-        targets: Vec<String>,
+        targets: Vec<(String, i64)>,
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 

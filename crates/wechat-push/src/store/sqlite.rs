@@ -314,7 +314,7 @@ fn read_push(row: &Row<'_>) -> rusqlite::Result<StoredPush> {
 impl Store for SqliteStore {
     fn insert(
         &self,
-        push: NewPush,
+        push: Arc<NewPush>,
         claim_until: Option<i64>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         Box::pin(self.call(move |conn| {
@@ -676,16 +676,16 @@ impl Store for SqliteStore {
     fn add_deliveries(
         &self,
         push: PushId,
-        targets: Vec<String>,
+        targets: Vec<(String, i64)>,
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "INSERT INTO deliveries (push_id, target, status, due_at, updated_at) \
-                 VALUES (?1, ?2, 'pending', ?3, ?3) ON CONFLICT (push_id, target) DO NOTHING",
+                 VALUES (?1, ?2, 'pending', ?3, ?4) ON CONFLICT (push_id, target) DO NOTHING",
             )?;
-            for target in targets {
-                stmt.execute(params![push.0, target, now])?;
+            for (target, due_at) in targets {
+                stmt.execute(params![push.0, target, due_at, now])?;
             }
             Ok(())
         }))
@@ -801,8 +801,8 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn push(key: &str, at: i64) -> NewPush {
-        NewPush {
+    fn push(key: &str, at: i64) -> Arc<NewPush> {
+        Arc::new(NewPush {
             appid: "wx1".into(),
             dedup_key: DedupKey::from_stored(key),
             kind: "text".into(),
@@ -811,7 +811,7 @@ mod tests {
             format: Format::Json,
             body: b"{}".to_vec(),
             received_at_ms: at,
-        }
+        })
     }
 
     fn temp_db(name: &str) -> PathBuf {
@@ -992,7 +992,10 @@ mod tests {
         let Inserted::New(id) = store.insert(push("a", 10), Some(10)).await.unwrap() else {
             panic!()
         };
-        let targets = vec!["http://t1/".to_owned(), "http://t2/".to_owned()];
+        let targets = vec![
+            ("http://t1/".to_owned(), 100),
+            ("http://t2/".to_owned(), 100),
+        ];
         store
             .add_deliveries(id, targets.clone(), 100)
             .await
@@ -1090,7 +1093,11 @@ mod tests {
         let store = SqliteStore::open(&temp_db("bury")).unwrap();
         let id = PushId(1);
         store
-            .add_deliveries(id, vec!["http://old/".into(), "http://kept/".into()], 1)
+            .add_deliveries(
+                id,
+                vec![("http://old/".into(), 1), ("http://kept/".into(), 1)],
+                1,
+            )
             .await
             .unwrap();
         assert_eq!(

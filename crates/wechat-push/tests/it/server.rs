@@ -616,7 +616,11 @@ fn down<T>() -> BoxFuture<'static, Result<T, StoreError>> {
 }
 
 impl Store for DownStore {
-    fn insert(&self, _: NewPush, _: Option<i64>) -> BoxFuture<'_, Result<Inserted, StoreError>> {
+    fn insert(
+        &self,
+        _: Arc<NewPush>,
+        _: Option<i64>,
+    ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         down()
     }
     fn claim(
@@ -705,7 +709,7 @@ impl Store for DownStore {
     fn add_deliveries(
         &self,
         _: PushId,
-        _: Vec<String>,
+        _: Vec<(String, i64)>,
         _: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
