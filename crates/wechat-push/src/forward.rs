@@ -489,32 +489,26 @@ impl Forwarder {
         push: StoredPush,
         passive: Option<(Message, AppKind)>,
     ) -> Option<PassiveReply> {
-        let Some(route) = target.routes.get(&push.appid) else {
-            let error = format!("app {} no longer forwards to this target", push.appid);
-            self.finish(
-                target,
-                &push.appid,
-                &delivery,
-                DeliveryOutcome::Dead { error },
-            )
-            .await;
-            return None;
-        };
         let (parsed, app_kind) = match passive {
             Some((message, kind)) => (Some(message), Some(kind)),
             None => (None, None),
         };
-        let message = match parsed.map_or_else(|| parse_stored(&push), Ok) {
-            Ok(m) => m,
-            Err(e) => {
-                let error = format!("stored body unreadable: {e}");
-                self.finish(
-                    target,
-                    &push.appid,
-                    &delivery,
-                    DeliveryOutcome::Dead { error },
-                )
-                .await;
+        // Neither can be fixed by trying again.
+        let ready = match target.routes.get(&push.appid) {
+            None => Err(format!(
+                "app {} no longer forwards to this target",
+                push.appid
+            )),
+            Some(route) => parsed
+                .map_or_else(|| parse_stored(&push), Ok)
+                .map(|message| (route, message))
+                .map_err(|e| format!("stored body unreadable: {e}")),
+        };
+        let (route, message) = match ready {
+            Ok(ready) => ready,
+            Err(error) => {
+                let outcome = DeliveryOutcome::Dead { error };
+                self.finish(target, &push.appid, &delivery, outcome).await;
                 return None;
             }
         };

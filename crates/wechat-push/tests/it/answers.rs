@@ -7,18 +7,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wechat_push::api::WechatApi;
-use wechat_push::clock::now_secs;
 use wechat_push::outbox::Outbox;
-use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::envelope::SealedPush;
-use wechat_push::protocol::wire::{self, Fields};
+use wechat_push::protocol::wire;
 use wechat_push::rules::RulesHandler;
-use wechat_push::simulate::query_pairs;
 use wechat_push::store::{AnswerStatus, ListFilter, SqliteStore, Status, Store};
-use wechat_push::{AppCrypto, Application, Config, Format, Mode, Token};
+use wechat_push::{Application, Config, Format};
 
-const APPID: &str = "wxba5fad812f8e6fb9";
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
+use super::{crypto, text_push, APPID, KEY};
 
 struct World {
     base: String,
@@ -85,11 +81,7 @@ reply = {{ transfer_customer_service = true }}
     let app = Application::build_with_store(config, store.clone(), handler)
         .await
         .unwrap();
-    let base = format!("http://{}/wechat/{APPID}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = super::run_app(app);
     World {
         base,
         mock: mock_url,
@@ -99,47 +91,9 @@ reply = {{ transfer_customer_service = true }}
     }
 }
 
-fn crypto() -> AppCrypto {
-    AppCrypto::new(
-        APPID,
-        Token::new("AAAAA"),
-        Some(KeyRing::new(
-            AesKey::from_encoding_aes_key(KEY).unwrap(),
-            None,
-        )),
-    )
-}
-
-fn text_push(msg_id: u64, content: &str, format: Format) -> SealedPush {
-    let inner: Fields = serde_json::from_value(json!({
-        "ToUserName": "gh_97417a04a28d", "FromUserName": "oUser", "CreateTime": now_secs(),
-        "MsgType": "text", "Content": content, "MsgId": msg_id,
-    }))
-    .unwrap();
-    crypto()
-        .seal_push(
-            &inner,
-            Mode::Safe,
-            format,
-            &now_secs().to_string(),
-            "nonce7",
-            &[4; 16],
-            Some("oUser"),
-        )
-        .unwrap()
-}
-
 impl World {
     async fn post(&self, push: &SealedPush) -> (u16, String) {
-        let r = self
-            .http
-            .post(&self.base)
-            .query(&query_pairs(&push.query))
-            .body(push.body.clone())
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        super::post(&self.http, &self.base, push).await
     }
 
     async fn mock_get(&self, path: &str) -> Value {

@@ -17,15 +17,11 @@ use sha2::Sha256;
 use wechat_push::clock::now_secs;
 use wechat_push::handler::LogHandler;
 use wechat_push::metrics::FORWARDS;
-use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::envelope::SealedPush;
-use wechat_push::protocol::wire::Fields;
-use wechat_push::simulate::query_pairs;
 use wechat_push::store::{DeliveryStatus, SqliteStore, Store};
-use wechat_push::{AppCrypto, Application, Config, Format, Mode, Token};
+use wechat_push::{Application, Config, Format};
 
-const APPID: &str = "wxba5fad812f8e6fb9";
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
+use super::{crypto, APPID, KEY};
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// One request the receiver got.
@@ -185,12 +181,8 @@ timeout = "2s"
     let app = Application::build(config, Arc::new(LogHandler))
         .await
         .unwrap();
-    let base = format!("http://{}/wechat/{APPID}", app.local_addr());
     let metrics = app.metrics();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = super::run_app(app);
     World {
         base,
         http: reqwest::Client::new(),
@@ -200,50 +192,17 @@ timeout = "2s"
     }
 }
 
-fn crypto() -> AppCrypto {
-    AppCrypto::new(
-        APPID,
-        Token::new("AAAAA"),
-        Some(KeyRing::new(
-            AesKey::from_encoding_aes_key(KEY).unwrap(),
-            None,
-        )),
-    )
-}
-
 fn push(fields: Value) -> SealedPush {
-    let inner: Fields = serde_json::from_value(fields).unwrap();
-    crypto()
-        .seal_push(
-            &inner,
-            Mode::Safe,
-            Format::Json,
-            &now_secs().to_string(),
-            "nonce7",
-            &[4; 16],
-            Some("oUser"),
-        )
-        .unwrap()
+    super::seal(fields, Format::Json)
 }
 
 fn text(msg_id: u64, content: &str) -> SealedPush {
-    push(json!({
-        "ToUserName": "gh_97417a04a28d", "FromUserName": "oUser", "CreateTime": now_secs(),
-        "MsgType": "text", "Content": content, "MsgId": msg_id,
-    }))
+    super::text_push(msg_id, content, Format::Json)
 }
 
 impl World {
     async fn post(&self, push: &SealedPush) -> (u16, String) {
-        let r = self
-            .http
-            .post(&self.base)
-            .query(&query_pairs(&push.query))
-            .body(push.body.clone())
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        super::post(&self.http, &self.base, push).await
     }
 
     fn forwards(&self, target: &str, outcome: &str) -> u64 {

@@ -44,3 +44,83 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+/// The app of the answering and forwarding tests (safe mode).
+pub const APPID: &str = "wxba5fad812f8e6fb9";
+/// Its EncodingAESKey.
+pub const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
+
+/// What WeChat seals pushes to [`APPID`] with (token `AAAAA`).
+pub fn crypto() -> wechat_push::AppCrypto {
+    use wechat_push::protocol::crypto::{AesKey, KeyRing};
+    wechat_push::AppCrypto::new(
+        APPID,
+        wechat_push::Token::new("AAAAA"),
+        Some(KeyRing::new(
+            AesKey::from_encoding_aes_key(KEY).unwrap(),
+            None,
+        )),
+    )
+}
+
+/// `fields` sealed as WeChat sends them in safe mode, from user `oUser`.
+pub fn seal(
+    fields: serde_json::Value,
+    format: wechat_push::Format,
+) -> wechat_push::protocol::envelope::SealedPush {
+    let inner: wechat_push::protocol::wire::Fields = serde_json::from_value(fields).unwrap();
+    let now = wechat_push::clock::now_secs().to_string();
+    crypto()
+        .seal_push(
+            &inner,
+            wechat_push::Mode::Safe,
+            format,
+            &now,
+            "nonce7",
+            &[4; 16],
+            Some("oUser"),
+        )
+        .unwrap()
+}
+
+/// A text message from `oUser`, sealed.
+pub fn text_push(
+    msg_id: u64,
+    content: &str,
+    format: wechat_push::Format,
+) -> wechat_push::protocol::envelope::SealedPush {
+    seal(
+        serde_json::json!({
+            "ToUserName": "gh_97417a04a28d", "FromUserName": "oUser",
+            "CreateTime": wechat_push::clock::now_secs(),
+            "MsgType": "text", "Content": content, "MsgId": msg_id,
+        }),
+        format,
+    )
+}
+
+/// POST a sealed push to `url`: the status and body of the answer.
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    push: &wechat_push::protocol::envelope::SealedPush,
+) -> (u16, String) {
+    let r = http
+        .post(url)
+        .query(&wechat_push::simulate::query_pairs(&push.query))
+        .body(push.body.clone())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Run a built server until the returned sender is dropped; its push URL.
+pub fn run_app(app: wechat_push::Application) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let base = format!("http://{}/wechat/{APPID}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
