@@ -191,8 +191,9 @@ impl Metrics {
         self.ack_sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// Everything in Prometheus' text format, with the inbox depth if known.
-    pub fn render(&self, depth: Option<Counts>) -> String {
+    /// Everything in Prometheus' text format, with the inbox depth and the
+    /// forward targets' backlog (target URL, status, count) if known.
+    pub fn render(&self, depth: Option<Counts>, backlog: &[crate::store::Backlog]) -> String {
         let mut out = String::new();
         let mut counters: Vec<Counter> = self
             .counters
@@ -247,6 +248,20 @@ impl Metrics {
                     "{name}_sum{labels} {}\n{name}_count{labels} {}",
                     h.sum, h.count
                 );
+            }
+        }
+        if !backlog.is_empty() {
+            let name = "wechat_push_forward_backlog";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Deliveries to forward targets not delivered yet, by target and status (pending, working, dead).\n# TYPE {name} gauge"
+            );
+            for b in backlog {
+                let labels = render_labels(&vec![
+                    ("target", crate::forward::display_url(&b.target)),
+                    ("status", b.status.as_str().to_owned()),
+                ]);
+                let _ = writeln!(out, "{name}{labels} {}", b.count);
             }
         }
         if let Some(c) = depth {
@@ -311,10 +326,22 @@ mod tests {
             &[("target", "http://b/h")],
             Duration::from_millis(30),
         );
-        let text = m.render(Some(Counts {
-            pending: 3,
-            ..Counts::default()
-        }));
+        let backlog = [crate::store::Backlog {
+            target: "http://b/h?k=secret".to_owned(),
+            status: crate::store::DeliveryStatus::Dead,
+            count: 2,
+        }];
+        let text = m.render(
+            Some(Counts {
+                pending: 3,
+                ..Counts::default()
+            }),
+            &backlog,
+        );
+        assert!(
+            text.contains("wechat_push_forward_backlog{target=\"http://b/h\",status=\"dead\"} 2")
+        );
+        assert!(!text.contains("secret"));
         assert!(
             text.contains(
                 "wechat_push_pushes_total{appid=\"wx1\",kind=\"text\",outcome=\"stored\"} 2"

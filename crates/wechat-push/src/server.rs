@@ -77,6 +77,8 @@ struct Shared {
     notify: Arc<Notify>,
     metrics: Arc<Metrics>,
     server: ServerConfig,
+    /// Whether any app forwards (then `/metrics` shows the targets' backlog).
+    forwards: bool,
 }
 
 /// The server, bound and ready to run.
@@ -171,6 +173,7 @@ impl Application {
                 notify: Arc::new(Notify::new()),
                 metrics,
                 server: config.server.clone(),
+                forwards: forwarder.is_some(),
             }),
             completions,
             retention: config.inbox.retention,
@@ -578,9 +581,18 @@ async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {
         .await
         .ok()
         .and_then(Result::ok);
+    let backlog = if shared.forwards {
+        tokio::time::timeout(Duration::from_secs(2), shared.store.delivery_backlog())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(depth),
+        shared.metrics.render(depth, &backlog),
     )
         .into_response()
 }

@@ -306,6 +306,17 @@ pub struct Delivery {
     pub updated_at: i64,
 }
 
+/// How many deliveries to one target are in one unfinished status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    /// The target's URL.
+    pub target: String,
+    /// Pending, working or dead.
+    pub status: DeliveryStatus,
+    /// How many.
+    pub count: u64,
+}
+
 /// What became of one attempt of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
@@ -503,6 +514,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The deliveries of a push.
     fn deliveries(&self, push: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+
+    /// How many deliveries wait (pending), are being sent (working) or are
+    /// dead, by target URL: what a forward target owes. Delivered ones are
+    /// not counted.
+    fn delivery_backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, StoreError>>;
 
     /// Mark every unfinished delivery to a target not in `targets` dead, so
     /// that it shows (and can be retried once the target is back) instead of

@@ -319,6 +319,21 @@ async fn a_delivery_out_of_retries_is_dead_until_retried() {
         Some("HTTP 500 Internal Server Error")
     );
     assert_eq!(w.forwards(&url, "dead"), 1);
+    let metrics = w
+        .http
+        .get(w.base.replace(&format!("/wechat/{APPID}"), "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "wechat_push_forward_backlog{{target=\"{url}\",status=\"dead\"}} 1"
+        )),
+        "{metrics}"
+    );
     // The push itself was handled; `inbox retry` re-sends the delivery.
     let retried = w.store.retry("msg:704".into(), None).await.unwrap();
     assert_eq!((retried.pushes, retried.deliveries), (0, 1));

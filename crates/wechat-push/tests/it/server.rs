@@ -14,8 +14,8 @@ use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
 use wechat_push::store::{
-    AnswerRecord, BoxFuture, CachedToken, Counts, Delivery, DeliveryOutcome, Inserted, ListFilter,
-    NewPush, PushId, Retried, SqliteStore, Status, Store, StoreError, StoredPush,
+    AnswerRecord, Backlog, BoxFuture, CachedToken, Counts, Delivery, DeliveryOutcome, Inserted,
+    ListFilter, NewPush, PushId, Retried, SqliteStore, Status, Store, StoreError, StoredPush,
 };
 use wechat_push::{
     AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push, Token,
@@ -733,6 +733,9 @@ impl Store for DownStore {
         down()
     }
     fn deliveries(&self, _: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        down()
+    }
+    fn delivery_backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, StoreError>> {
         down()
     }
     fn bury_unknown_targets(
