@@ -197,6 +197,8 @@ struct Target {
     size: u32,
     /// The last claim was full: claim again as soon as a slot frees up.
     backlog: AtomicBool,
+    /// New deliveries were recorded for it since its last claim.
+    due: AtomicBool,
     /// Longest attempt of any route, for the claim's lease.
     lease: Duration,
 }
@@ -261,6 +263,7 @@ impl Forwarder {
                         slots: Arc::new(Semaphore::new(f.max_in_flight)),
                         size: u32::try_from(f.max_in_flight).unwrap_or(u32::MAX),
                         backlog: AtomicBool::new(false),
+                        due: AtomicBool::new(false),
                         lease,
                     }),
                 }
@@ -352,7 +355,7 @@ impl Forwarder {
                 now + i64::try_from(t.lease.as_millis()).unwrap_or(i64::MAX / 2)
             })
         };
-        let targets = targets
+        let targets: Vec<(String, i64)> = targets
             .into_iter()
             .map(|url| {
                 let due = if passive_targets.contains(&url) {
@@ -363,10 +366,18 @@ impl Forwarder {
                 (url, due)
             })
             .collect();
+        let queued: Vec<String> = targets
+            .iter()
+            .filter(|(_, due)| *due <= now)
+            .map(|(url, _)| url.clone())
+            .collect();
         self.store
             .add_deliveries(push.id, targets, now)
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the push's deliveries", e))?;
+        for target in self.targets.iter().filter(|t| queued.contains(&t.url)) {
+            target.due.store(true, Ordering::Relaxed);
+        }
         let mut passive = None;
         for url in passive_targets {
             let Some(target) = self.targets.iter().find(|t| t.url == url) else {
@@ -415,18 +426,24 @@ impl Forwarder {
         }
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Every target at start-up and on each tick (retries come due with
+        // time); in between only those with new deliveries or a backlog.
+        let mut all = true;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             for target in &self.targets {
-                self.claim(target).await;
+                let due = target.due.swap(false, Ordering::Relaxed);
+                if all || due || target.backlog.load(Ordering::Relaxed) {
+                    self.claim(target).await;
+                }
             }
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                _ = self.notify.notified() => {}
-                _ = poll.tick() => {}
-            }
+            all = tokio::select! {
+                _ = shutdown.changed() => false,
+                _ = self.notify.notified() => false,
+                _ = poll.tick() => true,
+            };
         }
         for target in &self.targets {
             if tokio::time::timeout(SHUTDOWN_GRACE, target.slots.acquire_many(target.size))
