@@ -839,3 +839,40 @@ async fn a_push_over_the_default_limit_accepted_under_a_larger_max_body_is_handl
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
     handling.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_gives_back_a_push_whose_handler_outlives_the_grace_period() {
+    let (mut config, _) = config(Mode::Safe, Format::Json, "");
+    config.inbox.handler_timeout = Duration::from_secs(30);
+    config.inbox.lease = Duration::from_secs(60);
+    // Far longer than the 5-second grace.
+    let recorder = Arc::new(Recorder {
+        delay: Duration::from_secs(60),
+        ..Recorder::default()
+    });
+    let app = spawn_app(config, recorder.clone()).await;
+    let r = app
+        .post(APPID, &seal(&text(15, "stuck"), Mode::Safe, Format::Json))
+        .await;
+    assert_eq!(r.text().await.unwrap(), "success");
+    for _ in 0..100 {
+        if recorder.calls.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1, "handling started");
+    let store = app.store().await;
+    let started = std::time::Instant::now();
+    app.stop().await;
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(15)).contains(&took),
+        "stopped after {took:?}"
+    );
+    // Back in the inbox, due at once, its attempt not counted: the next
+    // process takes it up without waiting for the lease.
+    let p = &store.get("msg:15".into()).await.unwrap()[0];
+    assert_eq!((p.status, p.attempts), (Status::Pending, 0));
+    assert_eq!(store.claim(0, 1, 10).await.unwrap().len(), 1);
+}
