@@ -16,6 +16,12 @@ pub fn now_secs() -> i64 {
     now_ms() / 1000
 }
 
+/// A duration in the store's unit (milliseconds), saturating: a configured
+/// duration of centuries stays far in the future instead of wrapping.
+pub fn ms(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` for milliseconds since the epoch, in UTC.
 pub fn format_utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

@@ -567,17 +567,34 @@ fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<()
 }
 
 /// A duration written `500ms`, `3s`, `5m`, `2h` or `7d`, or a number of seconds.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Seconds(u64),
-        Text(String),
+/// A duration as written in the config: text (`"3s"`) or seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn parse<E: serde::de::Error>(self) -> Result<Duration, E> {
+        match self {
+            RawDuration::Seconds(s) => Ok(Duration::from_secs(s)),
+            RawDuration::Text(t) => parse_duration(&t).map_err(E::custom),
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::Seconds(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
-    }
+}
+
+/// Read a duration key (see [`parse_duration`]).
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    RawDuration::deserialize(d)?.parse()
+}
+
+/// Read a list of durations (a retry schedule).
+pub(crate) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<RawDuration>::deserialize(d)?
+        .into_iter()
+        .map(RawDuration::parse)
+        .collect()
 }
 
 /// Parse `500ms`, `3s`, `5m`, `2h`, `7d`.

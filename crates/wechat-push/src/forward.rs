@@ -34,13 +34,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::clock::{now_ms, now_secs};
-use crate::config::{parse_duration, AppKind, Config, ConfigError, Secret};
+use crate::clock::{ms, now_ms, now_secs};
+use crate::config::{AppKind, Config, ConfigError, Secret};
 use crate::handler::{Handler, HandlerError, Push};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
-use crate::protocol::wire::{self, Limits};
 use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
 use crate::rules::ReplyConfig;
 use crate::store::{BoxFuture, Delivery, DeliveryOutcome, Store, StoredPush};
@@ -66,10 +65,16 @@ pub struct ForwardConfig {
     #[serde(default)]
     pub only: Option<Vec<String>>,
     /// How long one attempt may take.
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
     pub timeout: Duration,
     /// The delay before each retry; after the last, the delivery is dead.
-    #[serde(default = "default_schedule", deserialize_with = "durations")]
+    #[serde(
+        default = "default_schedule",
+        deserialize_with = "crate::config::durations"
+    )]
     pub retry_schedule: Vec<Duration>,
     /// Most deliveries to this target at once.
     #[serde(default = "default_max_in_flight")]
@@ -95,18 +100,6 @@ pub fn default_schedule() -> Vec<Duration> {
 
 fn default_max_in_flight() -> usize {
     16
-}
-
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|t| parse_duration(t).map_err(serde::de::Error::custom))
-        .collect()
 }
 
 impl ForwardConfig {
@@ -209,8 +202,6 @@ pub struct Forwarder {
     store: Arc<dyn Store>,
     http: reqwest::Client,
     targets: Vec<Arc<Target>>,
-    /// Per app: the URLs of its targets and what each wants.
-    by_app: HashMap<String, Vec<(String, ForwardConfig)>>,
     outbox: Option<Outbox>,
     metrics: Arc<Metrics>,
     notify: Notify,
@@ -241,7 +232,6 @@ impl Forwarder {
         outbox: Option<Outbox>,
     ) -> Result<Option<Arc<Forwarder>>, ConfigError> {
         let mut targets: Vec<Target> = Vec::new();
-        let mut by_app: HashMap<String, Vec<(String, ForwardConfig)>> = HashMap::new();
         for (i, app) in config.apps.iter().enumerate() {
             for (j, f) in app.forward.iter().enumerate() {
                 let key = f.check(i, j)?;
@@ -267,10 +257,6 @@ impl Forwarder {
                         lease,
                     }),
                 }
-                by_app
-                    .entry(app.appid.clone())
-                    .or_default()
-                    .push((f.url.clone(), f.clone()));
             }
         }
         if targets.is_empty() {
@@ -289,7 +275,6 @@ impl Forwarder {
             store,
             http,
             targets: targets.into_iter().map(Arc::new).collect(),
-            by_app,
             outbox,
             metrics,
             notify: Notify::new(),
@@ -297,42 +282,33 @@ impl Forwarder {
         })))
     }
 
-    /// The URLs of the targets of `appid` that want `message`.
-    pub fn targets_for(&self, appid: &str, message: &Message) -> Vec<String> {
-        self.by_app
-            .get(appid)
-            .map(|routes| {
-                routes
-                    .iter()
-                    .filter(|(_, c)| c.wants(message))
-                    .map(|(url, _)| url.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The targets of `appid` that want `message`, each with whether its
+    /// first attempt is made by the handler itself: the target has
+    /// `passive_reply` and `message` is one a transfer can answer.
+    fn routes_for<'a>(
+        &'a self,
+        appid: &'a str,
+        message: &'a Message,
+    ) -> impl Iterator<Item = (&'a Arc<Target>, bool)> + 'a {
+        let transferable = can_transfer(message);
+        self.targets.iter().filter_map(move |target| {
+            let route = target.routes.get(appid)?;
+            let wanted = route.config.wants(message);
+            wanted.then_some((target, transferable && route.config.passive_reply))
+        })
     }
 
-    /// The targets of `appid` with `passive_reply` that want `message`,
-    /// when `message` is one a transfer can answer.
-    fn passive_targets(&self, appid: &str, message: &Message) -> Vec<String> {
-        if !can_transfer(message) {
-            return Vec::new();
-        }
-        self.by_app
-            .get(appid)
-            .map(|routes| {
-                routes
-                    .iter()
-                    .filter(|(_, c)| c.passive_reply && c.wants(message))
-                    .map(|(url, _)| url.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The URLs of the targets of `appid` that want `message`.
+    pub fn targets_for(&self, appid: &str, message: &Message) -> Vec<String> {
+        self.routes_for(appid, message)
+            .map(|(target, _)| target.url.clone())
+            .collect()
     }
 
     /// Whether handling `message` waits for a target that may answer with a
     /// passive reply.
     pub fn waits_for(&self, appid: &str, message: &Message) -> bool {
-        !self.passive_targets(appid, message).is_empty()
+        self.routes_for(appid, message).any(|(_, held)| held)
     }
 
     /// Record the deliveries of `push` (idempotent) and wake the dispatcher.
@@ -342,57 +318,48 @@ impl Forwarder {
     /// # Errors
     /// A retryable [`HandlerError`] when the store fails.
     pub async fn enqueue(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
-        let targets = self.targets_for(&push.appid, &push.message);
-        if targets.is_empty() {
+        let routes: Vec<(&Arc<Target>, bool)> =
+            self.routes_for(&push.appid, &push.message).collect();
+        if routes.is_empty() {
             return Ok(None);
         }
         let now = now_ms();
-        let passive_targets = self.passive_targets(&push.appid, &push.message);
-        // A target whose first attempt is made here is held from the
+        // A delivery whose first attempt is made here is held from the
         // dispatcher until then (or until the hold lapses, if this dies).
-        let held = |url: &str| {
-            self.targets.iter().find(|t| t.url == url).map_or(now, |t| {
-                now + i64::try_from(t.lease.as_millis()).unwrap_or(i64::MAX / 2)
-            })
-        };
-        let targets: Vec<(String, i64)> = targets
-            .into_iter()
-            .map(|url| {
-                let due = if passive_targets.contains(&url) {
-                    held(&url)
-                } else {
-                    now
-                };
-                (url, due)
-            })
-            .collect();
-        let queued: Vec<String> = targets
+        let held_until = |target: &Target| now + ms(target.lease);
+        let deliveries = routes
             .iter()
-            .filter(|(_, due)| *due <= now)
-            .map(|(url, _)| url.clone())
+            .map(|(target, held)| {
+                let due = if *held { held_until(target) } else { now };
+                (target.url.clone(), due)
+            })
             .collect();
         self.store
-            .add_deliveries(push.id, targets, now)
+            .add_deliveries(push.id, deliveries, now)
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the push's deliveries", e))?;
-        for target in self.targets.iter().filter(|t| queued.contains(&t.url)) {
-            target.due.store(true, Ordering::Relaxed);
+        for (target, held) in &routes {
+            if !held {
+                target.due.store(true, Ordering::Relaxed);
+            }
         }
         let mut passive = None;
-        for url in passive_targets {
-            let Some(target) = self.targets.iter().find(|t| t.url == url) else {
-                continue;
-            };
+        for (target, _) in routes.iter().filter(|(_, held)| *held) {
             let Ok(_slot) = target.slots.clone().acquire_owned().await else {
                 continue;
             };
             // Claimed at the time it is held until: no one else takes it
             // before. (A push handled again finds its delivery as it was.)
-            let at = held(&url);
-            let lease_until = at + i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX / 2);
+            let at = held_until(target);
             let claimed = self
                 .store
-                .claim_deliveries(url, Some(push.id), at, lease_until, 1)
+                .claim_deliveries(
+                    target.url.clone(),
+                    Some(push.id),
+                    at,
+                    at + ms(target.lease),
+                    1,
+                )
                 .await
                 .map_err(|e| HandlerError::caused_by("cannot claim the push's delivery", e))?;
             for (delivery, stored) in claimed {
@@ -464,7 +431,7 @@ impl Forwarder {
             return;
         }
         let now = now_ms();
-        let lease_until = now + i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let lease_until = now + ms(target.lease);
         let claimed = match self
             .store
             .claim_deliveries(target.url.clone(), None, now, lease_until, free)
@@ -517,9 +484,9 @@ impl Forwarder {
                 push.appid
             )),
             Some(route) => parsed
-                .map_or_else(|| parse_stored(&push), Ok)
+                .map_or_else(|| push.message(), Ok)
                 .map(|message| (route, message))
-                .map_err(|e| format!("stored body unreadable: {e}")),
+                .map_err(|e| e.to_string()),
         };
         let (route, message) = match ready {
             Ok(ready) => ready,
@@ -663,9 +630,9 @@ impl Forwarder {
         let schedule = &route.config.retry_schedule;
         match schedule.get(delivery.attempts.saturating_sub(1) as usize) {
             Some(delay) => {
-                let delay = delay.mul_f64(jitter());
+                let delay = delay.mul_f64(crate::worker::jitter());
                 DeliveryOutcome::Retry {
-                    at: now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
+                    at: now_ms() + ms(delay),
                     error,
                     responded,
                 }
@@ -747,18 +714,6 @@ fn parse_reply(answer: &[u8]) -> Option<Result<ReplyConfig, String>> {
     )
 }
 
-/// The message of a stored push. Its size was bounded by `server.max_body`
-/// when it arrived, which may exceed the default limit.
-fn parse_stored(push: &StoredPush) -> Result<Message, String> {
-    let limits = Limits {
-        max_body: usize::MAX,
-        ..Limits::default()
-    };
-    wire::parse(push.format, &push.body, &limits)
-        .map_err(|e| e.to_string())
-        .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string()))
-}
-
 /// Whether `message` may be answered with `transfer_customer_service`: a
 /// user's message, or a Mini Program user entering the chat.
 fn can_transfer(message: &Message) -> bool {
@@ -770,12 +725,6 @@ fn can_transfer(message: &Message) -> bool {
         Some(_) => true,
         None => false,
     }
-}
-
-fn jitter() -> f64 {
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    0.8 + 0.4 * f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
 }
 
 /// Runs the app's handler and records each push's deliveries first, so that
@@ -813,6 +762,7 @@ impl Handler for ForwardingHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::wire::{self, Limits};
 
     #[test]
     fn replies_are_read_from_2xx_answers() {

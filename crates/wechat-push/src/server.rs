@@ -430,7 +430,7 @@ async fn receive_push(
         shared.pool.try_slot()
     };
     let now = now_ms();
-    let lease_ms = i64::try_from(processor.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let lease_ms = crate::clock::ms(processor.config.lease);
     let claim_until = (wait_for_reply || hand_off.is_some()).then_some(now + lease_ms);
     let new = Arc::new(NewPush {
         appid: appid.to_owned(),

@@ -21,7 +21,6 @@ use crate::config::{AppKind, InboxConfig};
 use crate::handler::{Handler, Push};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
-use crate::protocol::wire::{self, Limits};
 use crate::store::{PushId, Store, StoredPush};
 
 /// How long in-flight handlers may run on after shutdown is asked for.
@@ -84,32 +83,13 @@ impl Processor {
         let appid = stored.appid.clone();
         let parsed = match message {
             Some(m) => Ok(m),
-            // Its size was bounded by `server.max_body` when it arrived,
-            // which may exceed the default limit.
-            None => wire::parse(
-                stored.format,
-                &stored.body,
-                &Limits {
-                    max_body: usize::MAX,
-                    ..Limits::default()
-                },
-            )
-            .map_err(|e| e.to_string())
-            .and_then(|f| Message::from_fields(f).map_err(|e| e.to_string())),
+            None => stored.message(),
         };
         let message = match parsed {
             Ok(m) => m,
             Err(e) => {
-                // Stored bodies were opened once already: this only happens
-                // if the database was edited. Nothing will fix it by retrying.
-                self.finish_failed(
-                    id,
-                    &appid,
-                    stored.dedup_key.as_str(),
-                    format!("stored body unreadable: {e}"),
-                    None,
-                )
-                .await;
+                self.finish_failed(id, &appid, stored.dedup_key.as_str(), e.to_string(), None)
+                    .await;
                 return None;
             }
         };
@@ -207,7 +187,7 @@ impl Processor {
             return None;
         }
         let delay = backoff(&self.config, attempts, jitter());
-        Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2))
+        Some(now_ms() + crate::clock::ms(delay))
     }
 }
 
@@ -219,7 +199,9 @@ pub fn backoff(config: &InboxConfig, attempts: u32, jitter: f64) -> Duration {
     Duration::from_secs_f64(raw.min(config.backoff_max.as_secs_f64()) * jitter)
 }
 
-fn jitter() -> f64 {
+/// A random factor from 0.8 to 1.2, so that retries of many pushes (or
+/// deliveries) spread out instead of arriving together.
+pub(crate) fn jitter() -> f64 {
     let mut b = [0u8; 2];
     let _ = getrandom::fill(&mut b);
     0.8 + 0.4 * f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
@@ -328,7 +310,7 @@ impl Pool {
             };
             let limit = 1 + self.slots.available_permits();
             let now = now_ms();
-            let lease_until = now + i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX / 2);
+            let lease_until = now + crate::clock::ms(cfg.lease);
             let claimed = match self.processor.store.claim(now, lease_until, limit).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -423,7 +405,7 @@ pub async fn prune(
 ) {
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
-        let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+        let cutoff = now_ms() - crate::clock::ms(retention);
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned handled pushes past retention"),
