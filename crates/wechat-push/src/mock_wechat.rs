@@ -159,7 +159,11 @@ impl Inner {
         }
     }
 
-    fn check_app(&self, appid: &str, secret: &str) -> Result<(), Value> {
+    /// The checks both token endpoints make, in WeChat's order.
+    fn check_request(&self, grant_type: &str, appid: &str, secret: &str) -> Result<(), Value> {
+        if grant_type != "client_credential" {
+            return Err(error(40002, "invalid grant_type"));
+        }
         match self.apps.get(appid) {
             None => Err(error(40013, "invalid appid")),
             Some(s) if s != secret => Err(error(40125, "invalid appsecret")),
@@ -322,10 +326,7 @@ async fn stable_token(
     let Ok(mut inner) = state.lock() else {
         return Json(error(-1, "system error"));
     };
-    if req.grant_type != "client_credential" {
-        return Json(error(40002, "invalid grant_type"));
-    }
-    if let Err(e) = inner.check_app(&req.appid, &req.secret) {
+    if let Err(e) = inner.check_request(&req.grant_type, &req.appid, &req.secret) {
         return Json(e);
     }
     let now = inner.now();
@@ -378,10 +379,7 @@ async fn token(State(state): State<Shared>, Query(q): Query<TokenQuery>) -> Json
     let Ok(mut inner) = state.lock() else {
         return Json(error(-1, "system error"));
     };
-    if q.grant_type != "client_credential" {
-        return Json(error(40002, "invalid grant_type"));
-    }
-    if let Err(e) = inner.check_app(&q.appid, &q.secret) {
+    if let Err(e) = inner.check_request(&q.grant_type, &q.appid, &q.secret) {
         return Json(e);
     }
     let (token, _) = inner.issue(&q.appid);

@@ -135,18 +135,17 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         // Forward targets answer users through the customer-service API,
         // with tokens shared through the store like every other client's.
-        let api = WechatApi::new(
-            config.wechat.api_base.clone(),
-            store.clone(),
-            config.secrets(),
-            config.wechat.token_kind,
-        );
-        let forwarder = Forwarder::new(
-            &config,
-            store.clone(),
-            metrics.clone(),
-            Some(Outbox::new(store.clone(), api)),
-        )?;
+        let forwards = config.apps.iter().any(|a| !a.forward.is_empty());
+        let outbox = forwards.then(|| {
+            let api = WechatApi::new(
+                config.wechat.api_base.clone(),
+                store.clone(),
+                config.secrets(),
+                config.wechat.token_kind,
+            );
+            Outbox::new(store.clone(), api)
+        });
+        let forwarder = Forwarder::new(&config, store.clone(), metrics.clone(), outbox)?;
         let handler: Arc<dyn Handler> = match &forwarder {
             Some(f) => Arc::new(ForwardingHandler::new(f.clone(), handler)),
             None => handler,
