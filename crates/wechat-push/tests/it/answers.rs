@@ -97,14 +97,7 @@ impl World {
     }
 
     async fn mock_get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.mock))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        super::get_json(&self.http, &format!("{}{path}", self.mock)).await
     }
 
     async fn calls(&self, suffix: &str) -> usize {

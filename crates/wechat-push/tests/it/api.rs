@@ -38,14 +38,7 @@ impl World {
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.client
-            .get(format!("{}{path}", self.mock))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        super::get_json(&self.client, &format!("{}{path}", self.mock)).await
     }
 
     async fn fault(&self, fault: Value) {

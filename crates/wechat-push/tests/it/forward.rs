@@ -374,15 +374,7 @@ async fn a_json_reply_from_the_backend_reaches_the_user() {
     receiver.wait_for(1).await;
     let d = w.settled("msg:706").await;
     assert_eq!(d[0].status, DeliveryStatus::Delivered);
-    let sent: Value = w
-        .http
-        .get(format!("{mock}/_mock/sent"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent = super::get_json(&w.http, &format!("{mock}/_mock/sent")).await;
     let sent = sent.as_array().unwrap();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["touser"], "oUser");

@@ -124,3 +124,8 @@ pub fn run_app(app: wechat_push::Application) -> (String, tokio::sync::oneshot::
     }));
     (base, stop)
 }
+
+/// GET `url` and read its JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}

@@ -31,14 +31,7 @@ impl Mock {
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        super::get_json(&self.client, &format!("{}{path}", self.base)).await
     }
 
     async fn stable(&self, force: bool) -> Value {
