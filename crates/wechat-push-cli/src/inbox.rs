@@ -49,7 +49,7 @@ pub struct KeyArgs {
     /// Only this app's push with the key.
     #[arg(long)]
     app: Option<String>,
-    /// The dedup key, as `inbox list` shows it (e.g. msg:1234567890123456).
+    /// The dedup key, as `inbox list` shows it (e.g. m:oUser…:1234567890123456:3f2a…).
     key: String,
 }
 
@@ -90,13 +90,26 @@ async fn list(a: ListArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // Columns as wide as their longest value: keys end in a 32-digit digest.
+    let key_width = pushes
+        .iter()
+        .map(|p| p.dedup_key.as_str().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("DEDUP KEY".len());
+    let kind_width = pushes
+        .iter()
+        .map(|p| p.kind.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("KIND".len());
     println!(
-        "{:<20}  {:<18}  {:<34}  {:<28}  {:<7}  {:>3}  FROM",
+        "{:<20}  {:<18}  {:<key_width$}  {:<kind_width$}  {:<7}  {:>3}  FROM",
         "RECEIVED", "APPID", "DEDUP KEY", "KIND", "STATUS", "TRY"
     );
     for p in &pushes {
         println!(
-            "{:<20}  {:<18}  {:<34}  {:<28}  {:<7}  {:>3}  {}",
+            "{:<20}  {:<18}  {:<key_width$}  {:<kind_width$}  {:<7}  {:>3}  {}",
             format_utc(p.received_at),
             p.appid,
             p.dedup_key,

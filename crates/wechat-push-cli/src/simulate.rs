@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use wechat_push::clock::now_secs;
 use wechat_push::config::{parse_duration, AppKind};
+use wechat_push::protocol::answer::DocumentedAnswers;
 use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::wire::{self, Fields, Limits};
 use wechat_push::simulate::{message_fields, Answer, Attempt, Content, Pacing, Parties, Simulator};
@@ -76,6 +77,10 @@ pub struct TargetArgs {
     /// A wechat-push config file, for --app.
     #[arg(long, requires = "app")]
     config: Option<PathBuf>,
+    /// Deliver as WeChat Cloud Run's gateway does: plaintext and unsigned,
+    /// with x-wx-source, x-wx-appid and x-wx-openid headers instead of a query.
+    #[arg(long)]
+    cloud_run: bool,
     /// How long to wait for an answer, as WeChat's 5 s.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     deadline: Duration,
@@ -169,7 +174,8 @@ fn simulator(t: &TargetArgs) -> Result<Simulator> {
             };
             let crypto = app.crypto(index)?.require_encryption(false);
             let url = format!("http://{}/wechat/{appid}", config.server.listen);
-            Some((crypto, app.mode, app.format, app.kind, url))
+            let answers = DocumentedAnswers::new(app.answers.clone());
+            Some((crypto, app.mode, app.format, app.kind, url, answers))
         }
         _ => None,
     };
@@ -186,13 +192,14 @@ fn simulator(t: &TargetArgs) -> Result<Simulator> {
         KindArg::MiniProgram => AppKind::MiniProgram,
         KindArg::OfficialAccount => AppKind::OfficialAccount,
     });
-    let (crypto, mode, format, kind, url) = match from_config {
-        Some((crypto, m, f, k, url)) => (
+    let (crypto, mode, format, kind, url, answers) = match from_config {
+        Some((crypto, m, f, k, url, answers)) => (
             crypto,
             mode.unwrap_or(m),
             format.unwrap_or(f),
             kind.unwrap_or(k),
             t.url.clone().unwrap_or(url),
+            answers,
         ),
         None => {
             let token = t
@@ -214,9 +221,10 @@ fn simulator(t: &TargetArgs) -> Result<Simulator> {
                 }
                 None => None,
             };
-            let appid = match (&t.appid, mode.is_encrypted()) {
+            let appid = match (&t.appid, mode.is_encrypted() || t.cloud_run) {
                 (Some(a), _) => a.clone(),
                 (None, false) => String::new(),
+                (None, true) if t.cloud_run => bail!("--appid is required with --cloud-run"),
                 (None, true) => bail!("--appid is required in {mode} mode"),
             };
             let crypto = AppCrypto::new(appid, Token::new(token), keys);
@@ -226,11 +234,16 @@ fn simulator(t: &TargetArgs) -> Result<Simulator> {
                 format.unwrap_or(Format::Xml),
                 kind.unwrap_or(AppKind::MiniProgram),
                 url,
+                DocumentedAnswers::new([]),
             )
         }
     };
+    // The gateway delivers plaintext, whatever the app's mode.
+    let mode = if t.cloud_run { Mode::Plaintext } else { mode };
     let mut sim = Simulator::new(url, crypto, kind, mode, format);
     sim.deadline = t.deadline;
+    sim.answers = answers;
+    sim.cloud_run = t.cloud_run;
     Ok(sim)
 }
 
@@ -296,6 +309,14 @@ fn describe(answer: &Answer) -> String {
     match answer {
         Answer::Success => "success".to_owned(),
         Answer::Empty => "an empty body".to_owned(),
+        Answer::Documented {
+            encrypted,
+            plaintext,
+        } => format!(
+            "the documented answer{} {}",
+            if *encrypted { ", encrypted:" } else { "" },
+            String::from_utf8_lossy(plaintext)
+        ),
         Answer::Reply {
             msg_type,
             encrypted,
@@ -347,8 +368,10 @@ async fn send(a: SendArgs) -> Result<()> {
     }
     let fields = push_fields(&a.content, &a.fields, &parties)?;
     let push = sim.build(&fields, now_secs())?;
+    let expected = sim.documented(&fields);
     println!(
-        "sending a {} {} push ({}) to {}",
+        "sending a {}{} {} push ({}) to {}",
+        if sim.cloud_run { "Cloud Run " } else { "" },
         sim.mode,
         sim.format,
         fields
@@ -358,7 +381,7 @@ async fn send(a: SendArgs) -> Result<()> {
         sim.url
     );
     if a.repeat <= 1 {
-        let attempts = sim.send(&push).await;
+        let attempts = sim.send(&push, expected.as_ref()).await;
         let right = report(&attempts, "");
         println!(
             "{} deliver{} in all",
@@ -376,9 +399,10 @@ async fn send(a: SendArgs) -> Result<()> {
     for copy in 1..=a.repeat {
         let sim = sim.clone();
         let push = push.clone();
+        let expected = expected.clone();
         let permit = permits.clone().acquire_owned().await?;
         tasks.spawn(async move {
-            let r = sim.deliver(&push).await;
+            let r = sim.deliver(&push, expected.as_ref()).await;
             drop(permit);
             (copy, r)
         });

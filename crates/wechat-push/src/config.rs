@@ -245,6 +245,35 @@ pub struct AppConfig {
     /// Where pushes are forwarded, as signed JSON webhooks.
     #[serde(default)]
     pub forward: Vec<crate::forward::ForwardConfig>,
+    /// The answer to pushes of these events (`Event` → the answer's
+    /// fields), for kinds whose documentation specifies an answer other
+    /// than `success`; on top of, and overriding, the built-in table
+    /// ([`crate::protocol::answer::DOCUMENTED`]). Written in the push's
+    /// format, sealed in encrypted modes.
+    #[serde(default)]
+    pub answers: std::collections::BTreeMap<String, crate::protocol::wire::Fields>,
+    /// What makes a push authentic: WeChat's signature (the default), or
+    /// also WeChat Cloud Run's gateway (see [`Trust`]).
+    #[serde(default)]
+    pub trust: Trust,
+}
+
+/// What makes a push authentic, `trust` in `[[apps]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    /// `signature`: every push carries WeChat's signature, checked in
+    /// constant time; unsigned pushes get 401.
+    #[default]
+    Signature,
+    /// `cloud_run`: WeChat Cloud Run (云托管) delivers pushes through its
+    /// gateway unsigned and unencrypted, marked by the `x-wx-source`
+    /// header. Such pushes are accepted for this app as they are, so anyone
+    /// who can reach the server directly and sets that header can push for
+    /// this app: use it only where the gateway is the server's only way in
+    /// (Cloud Run with public access off). Signed pushes are still checked.
+    /// Source: <https://developers.weixin.qq.com/miniprogram/dev/wxcloudservice/wxcloudrun/src/guide/weixin/push.html>
+    CloudRun,
 }
 
 fn default_mode() -> Mode {

@@ -31,13 +31,16 @@ use tracing::Instrument;
 
 use crate::api::WechatApi;
 use crate::clock::{now_ms, now_secs};
-use crate::config::{Ack, AppConfig, Config, ConfigError, ServerConfig};
+use crate::config::{Ack, AppConfig, Config, ConfigError, ServerConfig, Trust};
 use crate::forward::{Forwarder, ForwardingHandler};
 use crate::handler::Handler;
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
+use crate::protocol::answer::{self, DocumentedAnswers};
 use crate::protocol::crypto::KeySlot;
-use crate::protocol::envelope::{check_timestamp, AppCrypto, OpenError, Opened, PushQuery};
+use crate::protocol::envelope::{
+    check_timestamp, is_container_path_check, AppCrypto, OpenError, Opened, PushQuery,
+};
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
 use crate::store::{Inserted, NewPush, PushId, SqliteStore, Status, Store, StoreError, StoredPush};
@@ -67,6 +70,8 @@ pub enum StartError {
 struct App {
     crypto: AppCrypto,
     config: AppConfig,
+    /// The answers to pushes whose documentation specifies one.
+    answers: DocumentedAnswers,
 }
 
 /// What every request needs.
@@ -128,6 +133,7 @@ impl Application {
                 app.appid.clone(),
                 App {
                     crypto,
+                    answers: DocumentedAnswers::new(app.answers.clone()),
                     config: app.clone(),
                 },
             );
@@ -241,6 +247,8 @@ impl Application {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/wechat/{appid}", get(handshake).post(receive))
+        // Users paste the URL both ways into WeChat's console, which follows no redirect.
+        .route("/wechat/{appid}/", get(handshake).post(receive))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .with_state(shared)
@@ -264,6 +272,10 @@ pub enum PushError {
     /// The store is unavailable: WeChat should retry.
     #[error("store unavailable")]
     Store(#[from] StoreError),
+    /// An unsigned push to a `trust = "cloud_run"` app without the gateway's
+    /// marks (or naming another app).
+    #[error("unsigned push not from WeChat Cloud Run's gateway: {0}")]
+    NotFromGateway(&'static str),
 }
 
 impl PushError {
@@ -277,6 +289,7 @@ impl PushError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             PushError::Open(e) if e.is_unauthorized() => StatusCode::UNAUTHORIZED,
+            PushError::NotFromGateway(_) => StatusCode::UNAUTHORIZED,
             PushError::Open(_) => StatusCode::BAD_REQUEST,
             PushError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -291,6 +304,7 @@ impl PushError {
             | PushError::Open(OpenError::Envelope(WireError::BodyTooLarge { .. })) => "too_large",
             PushError::Open(e) => e.reason(),
             PushError::Store(_) => "store_unavailable",
+            PushError::NotFromGateway(_) => "not_from_gateway",
         }
     }
 }
@@ -403,18 +417,37 @@ async fn receive_push(
     let bytes = axum::body::to_bytes(body, max)
         .await
         .map_err(|_| PushError::TooLarge(max))?;
+    if is_container_path_check(&bytes) {
+        tracing::info!("WeChat Cloud Run path check answered");
+        return Ok((ack(&app.config), "path_check"));
+    }
     let Opened {
         message,
         plaintext,
         format,
         key,
-    } = app.crypto.open(&query, &bytes)?;
-    let window = shared.server.timestamp_window.as_secs();
-    check_timestamp(
-        query.timestamp.as_deref().unwrap_or_default(),
-        now_secs(),
-        window,
-    )?;
+    } = if from_cloud_run_gateway(app, appid, &query, headers)? {
+        // No signature and no timestamp: the gateway vouches for it.
+        app.crypto.open_unsigned(&bytes)?
+    } else {
+        let opened = app.crypto.open(&query, &bytes)?;
+        let window = shared.server.timestamp_window.as_secs();
+        check_timestamp(
+            query.timestamp.as_deref().unwrap_or_default(),
+            now_secs(),
+            window,
+        )?;
+        opened
+    };
+    // Rendered only for the few kinds that have one (virtual payment).
+    let documented = message
+        .event()
+        .and_then(|event| app.answers.for_event(event))
+        .map(|fields| answer::render(fields, format));
+    let acknowledge = || match &documented {
+        Some(body) => passive_reply(app, format, key, &query, body),
+        None => ack(&app.config),
+    };
 
     let dedup_key = message.dedup_key();
     tracing::Span::current().record("dedup_key", dedup_key.as_str());
@@ -455,7 +488,7 @@ async fn receive_push(
             );
             if claim_until.is_none() {
                 shared.notify.notify_one();
-                return Ok((ack(&app.config), "stored"));
+                return Ok((acknowledge(), "stored"));
             }
             // The store has let go of it by now: taken back, not copied.
             let new = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
@@ -477,7 +510,7 @@ async fn receive_push(
             };
             if let Some(slot) = hand_off {
                 shared.pool.start(slot, stored, Some(message));
-                return Ok((ack(&app.config), "stored"));
+                return Ok((acknowledge(), "stored"));
             }
             // The handler may answer with a passive reply: handle the push
             // now, and answer with the reply if it comes within the budget.
@@ -493,10 +526,10 @@ async fn receive_push(
                 Ok(Ok(Some(reply))) => {
                     Ok((passive_reply(app, format, key, &query, &reply), "replied"))
                 }
-                Ok(_) => Ok((ack(&app.config), "stored")),
+                Ok(_) => Ok((acknowledge(), "stored")),
                 Err(_) => {
                     tracing::warn!("handler exceeded the reply budget; answered without a reply");
-                    Ok((ack(&app.config), "stored"))
+                    Ok((acknowledge(), "stored"))
                 }
             }
         }
@@ -513,9 +546,34 @@ async fn receive_push(
             tracing::debug!(%status, "duplicate delivery");
             match reply {
                 Some(reply) => Ok((passive_reply(app, format, key, &query, &reply), "duplicate")),
-                None => Ok((ack(&app.config), "duplicate")),
+                None => Ok((acknowledge(), "duplicate")),
             }
         }
+    }
+}
+
+/// Whether an unsigned push is one that WeChat Cloud Run's gateway
+/// delivered to an app that trusts it: `trust = "cloud_run"`, no signature
+/// in the query, and the `x-wx-source` header the gateway sets (with
+/// `x-wx-appid`, when present, naming this app).
+fn from_cloud_run_gateway(
+    app: &App,
+    appid: &str,
+    query: &PushQuery,
+    headers: &HeaderMap,
+) -> Result<bool, PushError> {
+    let unsigned = query.signature.is_none() && query.msg_signature.is_none();
+    if app.config.trust != Trust::CloudRun || !unsigned {
+        return Ok(false);
+    }
+    if !headers.contains_key("x-wx-source") {
+        return Err(PushError::NotFromGateway("no x-wx-source header"));
+    }
+    match headers.get("x-wx-appid").map(|v| v.as_bytes()) {
+        Some(named) if named != appid.as_bytes() => {
+            Err(PushError::NotFromGateway("x-wx-appid names another app"))
+        }
+        _ => Ok(true),
     }
 }
 

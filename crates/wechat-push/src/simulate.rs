@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::config::AppKind;
+use crate::protocol::answer::{self, DocumentedAnswers};
 use crate::protocol::envelope::{AppCrypto, PushQuery, SealError, SealedPush};
 use crate::protocol::wire::{self, Fields, Limits};
 use crate::protocol::{Format, Mode};
@@ -27,6 +28,14 @@ pub enum Answer {
     Success,
     /// An empty body.
     Empty,
+    /// The answer the push's documentation specifies (virtual payment's
+    /// `{"ErrCode":0,…}`); `plaintext` is decrypted when it came encrypted.
+    Documented {
+        /// Whether it came encrypted.
+        encrypted: bool,
+        /// The answer, decrypted.
+        plaintext: Vec<u8>,
+    },
     /// A passive reply; `plaintext` is decrypted when it came encrypted.
     Reply {
         /// The reply's MsgType.
@@ -78,7 +87,9 @@ pub fn judge_echostr(echostr: &str, status: u16, body: &[u8]) -> Result<(), Stri
 /// Judge the answer to a push as WeChat would.
 ///
 /// `app` must hold the app's token and (for encrypted modes) key;
-/// `nonce` is the push's nonce.
+/// `expected` is the answer the push's documentation specifies, if any
+/// ([`crate::protocol::answer`]): then `success` is wrong, and WeChat
+/// delivers the push again.
 ///
 /// # Errors
 /// A sentence saying what is wrong, in the terms of WeChat's rules.
@@ -86,11 +97,19 @@ pub fn judge_answer(
     app: &AppCrypto,
     kind: AppKind,
     mode: Mode,
+    expected: Option<&Fields>,
     status: u16,
     body: &[u8],
 ) -> Result<Answer, String> {
     if status != 200 {
         return Err(format!("answered HTTP {status}{}", snippet(body)));
+    }
+    if let (Some(expected), true) = (expected, body.is_empty() || body == b"success") {
+        return Err(format!(
+            "answered {} where the push's documentation specifies the answer {}; WeChat delivers it again",
+            if body.is_empty() { "an empty body" } else { "success" },
+            Value::Object(expected.clone())
+        ));
     }
     if body.is_empty() {
         return Ok(Answer::Empty);
@@ -143,6 +162,20 @@ pub fn judge_answer(
     let inner_format = wire::sniff(&plaintext).unwrap_or(format);
     let inner = wire::parse(inner_format, &plaintext, &Limits::default())
         .map_err(|e| format!("reply body is malformed {inner_format}: {e}"))?;
+    if let Some(expected) = expected {
+        if !answer::matches(&inner, expected) {
+            return Err(format!(
+                "answered {}{} where the push's documentation specifies {}",
+                String::from_utf8_lossy(&plaintext),
+                if encrypted { " (decrypted)" } else { "" },
+                Value::Object(expected.clone())
+            ));
+        }
+        return Ok(Answer::Documented {
+            encrypted,
+            plaintext,
+        });
+    }
     let msg_type = inner
         .get("MsgType")
         .and_then(Value::as_str)
@@ -292,6 +325,12 @@ pub struct Simulator {
     pub format: Format,
     /// The answer deadline ([`DEADLINE`], shorter in tests).
     pub deadline: Duration,
+    /// The answers WeChat expects to pushes whose documentation specifies
+    /// one (the built-in table, plus an app's `[apps.answers]`).
+    pub answers: DocumentedAnswers,
+    /// Deliver as WeChat Cloud Run's gateway does: plaintext, unsigned, no
+    /// query, with `x-wx-source`, `x-wx-appid` and `x-wx-openid` headers.
+    pub cloud_run: bool,
     /// `url` as given to [`Simulator::new`], parsed once: parsing it per
     /// push was a tenth of what a load run cost.
     parsed: Option<(String, reqwest::Url)>,
@@ -319,7 +358,16 @@ impl Simulator {
             mode,
             format,
             deadline: DEADLINE,
+            answers: DocumentedAnswers::new([]),
+            cloud_run: false,
         }
+    }
+
+    /// The answer WeChat expects to a push of `fields`, when its
+    /// documentation specifies one.
+    pub fn documented(&self, fields: &Fields) -> Option<Fields> {
+        let event = fields.get("Event").and_then(Value::as_str)?;
+        self.answers.for_event(event).cloned()
     }
 
     /// Build a push of `fields` as WeChat would at `now`, with fresh nonce and
@@ -328,6 +376,22 @@ impl Simulator {
     /// # Errors
     /// [`SealError::NoKey`] in an encrypted mode without a key.
     pub fn build(&self, fields: &Fields, now: i64) -> Result<SealedPush, SealError> {
+        if self.cloud_run {
+            // The gateway passes the plaintext push on; the openid rides
+            // in a header, taken from here.
+            let body = match self.format {
+                Format::Json => Value::Object(fields.clone()).to_string(),
+                Format::Xml => wire::write_xml(fields),
+            };
+            let openid = fields.get("FromUserName").and_then(Value::as_str);
+            return Ok(SealedPush {
+                query: PushQuery {
+                    openid: openid.map(str::to_owned),
+                    ..PushQuery::default()
+                },
+                body,
+            });
+        }
         let mut random = [0u8; 16];
         let _ = getrandom::fill(&mut random);
         let nonce = (u32::from_le_bytes([random[0], random[1], random[2], random[3]])
@@ -388,12 +452,27 @@ impl Simulator {
         }
     }
 
-    /// Deliver one push once and judge the answer.
-    pub async fn deliver(&self, push: &SealedPush) -> (Duration, Result<Answer, String>, bool) {
+    /// Deliver one push once and judge the answer; `expected` is the
+    /// answer its documentation specifies ([`Simulator::documented`]).
+    pub async fn deliver(
+        &self,
+        push: &SealedPush,
+        expected: Option<&Fields>,
+    ) -> (Duration, Result<Answer, String>, bool) {
         let started = Instant::now();
-        let result = self
-            .post()
-            .query(&query_pairs(&push.query))
+        let request = if self.cloud_run {
+            let mut request = self
+                .post()
+                .header("x-wx-source", "wechat-push-simulate")
+                .header("x-wx-appid", self.app.appid());
+            if let Some(openid) = &push.query.openid {
+                request = request.header("x-wx-openid", openid);
+            }
+            request
+        } else {
+            self.post().query(&query_pairs(&push.query))
+        };
+        let result = request
             .header(
                 "content-type",
                 match self.format {
@@ -412,7 +491,8 @@ impl Simulator {
                 match r.bytes().await {
                     Err(e) => (Err(describe_transport(&e, self.deadline)), true),
                     Ok(body) => {
-                        let verdict = judge_answer(&self.app, self.kind, self.mode, status, &body);
+                        let verdict =
+                            judge_answer(&self.app, self.kind, self.mode, expected, status, &body);
                         // WeChat delivers again when it got no 2xx answer.
                         (verdict, !(200..300).contains(&status))
                     }
@@ -424,10 +504,10 @@ impl Simulator {
 
     /// Deliver a push as WeChat does: again (the same push) after a timeout
     /// or failure, up to [`RETRIES`] times.
-    pub async fn send(&self, push: &SealedPush) -> Vec<Attempt> {
+    pub async fn send(&self, push: &SealedPush, expected: Option<&Fields>) -> Vec<Attempt> {
         let mut attempts = Vec::new();
         for number in 1..=RETRIES + 1 {
-            let (elapsed, outcome, retry) = self.deliver(push).await;
+            let (elapsed, outcome, retry) = self.deliver(push, expected).await;
             let retried = retry && number <= RETRIES;
             attempts.push(Attempt {
                 number,
@@ -514,7 +594,10 @@ impl Simulator {
         use std::sync::{Arc, Mutex};
 
         // Fail early rather than in every task.
-        self.build(&message_fields(content, parties, 0, 0), 0)?;
+        let sample = message_fields(content, parties, 0, 0);
+        self.build(&sample, 0)?;
+        // Every push of a run is of one kind: one expected answer for all.
+        let expected = Arc::new(self.documented(&sample));
         let mut seed = [0u8; 4];
         let _ = getrandom::fill(&mut seed);
         let base_id = u64::from(u32::from_le_bytes(seed)) << 24;
@@ -532,6 +615,7 @@ impl Simulator {
             let parties = parties.clone();
             let (counter, ok, failed) = (counter.clone(), ok.clone(), failed.clone());
             let (latencies, errors) = (latencies.clone(), errors.clone());
+            let expected = expected.clone();
             move || {
                 let sim = sim.clone();
                 let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -542,6 +626,7 @@ impl Simulator {
                 let fields = message_fields(&content, &who, crate::clock::now_secs(), base_id + n);
                 let (ok, failed) = (ok.clone(), failed.clone());
                 let (latencies, errors) = (latencies.clone(), errors.clone());
+                let expected = expected.clone();
                 async move {
                     let push = match sim.build(&fields, crate::clock::now_secs()) {
                         Ok(p) => p,
@@ -553,7 +638,8 @@ impl Simulator {
                             return;
                         }
                     };
-                    let (elapsed, outcome, _) = sim.deliver(&push).await;
+                    let (elapsed, outcome, _) =
+                        sim.deliver(&push, expected.as_ref().as_ref()).await;
                     match outcome {
                         Ok(_) => {
                             ok.fetch_add(1, Ordering::Relaxed);
@@ -730,33 +816,77 @@ mod tests {
     }
 
     #[test]
+    fn documented_answers_are_required_where_the_documentation_specifies_one() {
+        let a = app();
+        let mp = AppKind::MiniProgram;
+        let answers = DocumentedAnswers::new([]);
+        let expected = answers.for_event("xpay_goods_deliver_notify");
+        let err = judge_answer(&a, mp, Mode::Safe, expected, 200, b"success").unwrap_err();
+        assert!(err.contains("specifies the answer"), "{err}");
+        assert!(judge_answer(&a, mp, Mode::Safe, expected, 200, b"").is_err());
+        let doc = br#"{"ErrCode":0,"ErrMsg":"Success"}"#;
+        // Unsealed in safe mode: dropped like any other unsealed answer.
+        assert!(judge_answer(&a, mp, Mode::Safe, expected, 200, doc)
+            .unwrap_err()
+            .contains("unencrypted"));
+        assert!(matches!(
+            judge_answer(&a, mp, Mode::Plaintext, expected, 200, doc),
+            Ok(Answer::Documented {
+                encrypted: false,
+                ..
+            })
+        ));
+        let sealed = a
+            .seal(
+                doc,
+                Format::Json,
+                1_700_000_000,
+                "n",
+                &[3; 16],
+                KeySlot::Current,
+            )
+            .unwrap();
+        assert!(matches!(
+            judge_answer(&a, mp, Mode::Safe, expected, 200, sealed.as_bytes()),
+            Ok(Answer::Documented {
+                encrypted: true,
+                ..
+            })
+        ));
+        let wrong = br#"{"ErrCode":1,"ErrMsg":"no"}"#;
+        assert!(judge_answer(&a, mp, Mode::Plaintext, expected, 200, wrong)
+            .unwrap_err()
+            .contains("specifies"));
+    }
+
+    #[test]
     fn answer_diagnoses() {
         let a = app();
         let mp = AppKind::MiniProgram;
         assert_eq!(
-            judge_answer(&a, mp, Mode::Safe, 200, b"success"),
+            judge_answer(&a, mp, Mode::Safe, None, 200, b"success"),
             Ok(Answer::Success)
         );
         assert_eq!(
-            judge_answer(&a, mp, Mode::Safe, 200, b""),
+            judge_answer(&a, mp, Mode::Safe, None, 200, b""),
             Ok(Answer::Empty)
         );
-        assert!(judge_answer(&a, mp, Mode::Safe, 200, b"success\n")
+        assert!(judge_answer(&a, mp, Mode::Safe, None, 200, b"success\n")
             .unwrap_err()
             .contains("trailing newline"));
-        assert!(judge_answer(&a, mp, Mode::Safe, 200, b"\"success\"")
+        assert!(judge_answer(&a, mp, Mode::Safe, None, 200, b"\"success\"")
             .unwrap_err()
             .contains("quotes"));
-        assert!(judge_answer(&a, mp, Mode::Safe, 500, b"oops")
+        assert!(judge_answer(&a, mp, Mode::Safe, None, 500, b"oops")
             .unwrap_err()
             .contains("HTTP 500"));
         let reply = br#"{"ToUserName":"o","FromUserName":"gh","CreateTime":1,"MsgType":"transfer_customer_service"}"#;
-        assert!(judge_answer(&a, mp, Mode::Safe, 200, reply)
+        assert!(judge_answer(&a, mp, Mode::Safe, None, 200, reply)
             .unwrap_err()
             .contains("unencrypted reply in safe mode"));
         // Plaintext mode accepts it as is.
         assert!(matches!(
-            judge_answer(&a, mp, Mode::Plaintext, 200, reply),
+            judge_answer(&a, mp, Mode::Plaintext, None, 200, reply),
             Ok(Answer::Reply {
                 encrypted: false,
                 ..
@@ -773,7 +903,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            judge_answer(&a, mp, Mode::Safe, 200, sealed.as_bytes()),
+            judge_answer(&a, mp, Mode::Safe, None, 200, sealed.as_bytes()),
             Ok(Answer::Reply {
                 encrypted: true,
                 ..
@@ -789,9 +919,11 @@ mod tests {
                 KeySlot::Current,
             )
             .unwrap();
-        assert!(judge_answer(&a, mp, Mode::Safe, 200, millis.as_bytes())
-            .unwrap_err()
-            .contains("milliseconds"));
+        assert!(
+            judge_answer(&a, mp, Mode::Safe, None, 200, millis.as_bytes())
+                .unwrap_err()
+                .contains("milliseconds")
+        );
         let text = br#"{"ToUserName":"o","FromUserName":"gh","CreateTime":1,"MsgType":"text","Content":"hi"}"#;
         let sealed = a
             .seal(
@@ -803,13 +935,16 @@ mod tests {
                 KeySlot::Current,
             )
             .unwrap();
-        assert!(judge_answer(&a, mp, Mode::Safe, 200, sealed.as_bytes())
-            .unwrap_err()
-            .contains("only passive reply"));
+        assert!(
+            judge_answer(&a, mp, Mode::Safe, None, 200, sealed.as_bytes())
+                .unwrap_err()
+                .contains("only passive reply")
+        );
         assert!(judge_answer(
             &a,
             AppKind::OfficialAccount,
             Mode::Safe,
+            None,
             200,
             sealed.as_bytes()
         )
@@ -833,14 +968,21 @@ mod tests {
                 KeySlot::Current,
             )
             .unwrap();
-        assert!(judge_answer(&a, mp, Mode::Safe, 200, foreign.as_bytes())
-            .unwrap_err()
-            .contains("appid mismatch"));
         assert!(
-            judge_answer(&a, mp, Mode::Safe, 200, b"<html><body>502</body></html>")
+            judge_answer(&a, mp, Mode::Safe, None, 200, foreign.as_bytes())
                 .unwrap_err()
-                .contains("HTML")
+                .contains("appid mismatch")
         );
+        assert!(judge_answer(
+            &a,
+            mp,
+            Mode::Safe,
+            None,
+            200,
+            b"<html><body>502</body></html>"
+        )
+        .unwrap_err()
+        .contains("HTML"));
     }
 
     #[test]

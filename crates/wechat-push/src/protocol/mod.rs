@@ -6,6 +6,8 @@
 //! [`envelope::open`] (verify, then decrypt, then parse) for pushes and
 //! [`envelope::seal`] for encrypted passive replies.
 
+pub mod answer;
+pub mod canonical;
 pub mod crypto;
 pub mod envelope;
 pub mod signature;

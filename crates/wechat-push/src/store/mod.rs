@@ -444,11 +444,14 @@ pub trait Store: Send + Sync + 'static {
     /// List pushes, newest first.
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
-    /// Every push with this dedup key (one per app at most).
+    /// Every push with this dedup key (one per app at most), or whose key
+    /// begins with it followed by `:` (`m:oUser:77` finds
+    /// `m:oUser:77:<digest>`).
     fn get(&self, dedup_key: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
-    /// Re-queue dead pushes with this dedup key, and the dead deliveries of
-    /// pushes with it; returns how many of each.
+    /// Re-queue dead pushes with this dedup key (matched as by
+    /// [`Store::get`]), and the dead deliveries of pushes with it; returns
+    /// how many of each.
     fn retry(
         &self,
         dedup_key: String,

@@ -100,6 +100,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS pushes_dedup ON pushes (appid, dedup_key);
 CREATE INDEX IF NOT EXISTS pushes_ready ON pushes (due_at) WHERE status IN ('pending', 'working');
 ";
 
+/// A dedup key `?1`, or the beginning of one up to a `:` (`m:oUser:77`
+/// finds `m:oUser:77:<digest>`, not `m:oUser:771:…`): keys end in a digest
+/// that people need not type. `;` is the byte after `:`.
+const KEY_MATCHES: &str = "(dedup_key = ?1 OR (dedup_key >= ?1 || ':' AND dedup_key < ?1 || ';'))";
+
 const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
                        received_at, status, attempts, last_error, reply, finished_at";
 
@@ -468,7 +473,7 @@ impl Store for SqliteStore {
 
     fn get(&self, dedup_key: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         Box::pin(self.call(move |conn| {
-            let sql = format!("SELECT {COLUMNS} FROM pushes WHERE dedup_key = ?1 ORDER BY id");
+            let sql = format!("SELECT {COLUMNS} FROM pushes WHERE {KEY_MATCHES} ORDER BY id");
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![dedup_key], read_push)?;
             rows.collect()
@@ -483,15 +488,19 @@ impl Store for SqliteStore {
         Box::pin(self.call(move |conn| {
             let pushes = conn
                 .prepare_cached(
-                    "UPDATE pushes SET status = 'pending', due_at = 0, attempts = 0, finished_at = NULL \
-                     WHERE dedup_key = ?1 AND (?2 IS NULL OR appid = ?2) AND status = 'dead'",
+                    &format!(
+                        "UPDATE pushes SET status = 'pending', due_at = 0, attempts = 0, finished_at = NULL \
+                         WHERE {KEY_MATCHES} AND (?2 IS NULL OR appid = ?2) AND status = 'dead'"
+                    ),
                 )?
                 .execute(params![dedup_key, appid])?;
             let deliveries = conn
                 .prepare_cached(
-                    "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
-                     WHERE status = 'dead' AND push_id IN (SELECT id FROM pushes \
-                       WHERE dedup_key = ?1 AND (?2 IS NULL OR appid = ?2))",
+                    &format!(
+                        "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
+                         WHERE status = 'dead' AND push_id IN (SELECT id FROM pushes \
+                           WHERE {KEY_MATCHES} AND (?2 IS NULL OR appid = ?2))"
+                    ),
                 )?
                 .execute(params![dedup_key, appid])?;
             Ok(Retried { pushes, deliveries })

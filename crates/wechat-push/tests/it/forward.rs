@@ -258,14 +258,14 @@ async fn deliveries_are_signed_per_the_documented_recipe() {
     assert!(body["id"].as_str().unwrap().starts_with("wp_"));
     assert_eq!(body["appid"], APPID);
     assert_eq!(body["kind"], "text");
-    assert_eq!(body["dedup_key"], "msg:701");
+    assert!(body["dedup_key"].as_str().unwrap().contains(":701:"));
     assert!(body["received_at"].as_str().unwrap().ends_with('Z'));
     // Every field under WeChat's names, typed.
     assert_eq!(body["message"]["Content"], "Hello 你好");
     assert_eq!(body["message"]["MsgId"], 701);
     assert_eq!(body["message"]["FromUserName"], "oUser");
     assert!(body["message"]["CreateTime"].is_i64());
-    let d = w.settled("msg:701").await;
+    let d = w.settled("m:oUser:701").await;
     assert_eq!((d[0].status, d[0].attempts), (DeliveryStatus::Delivered, 1));
     assert_eq!(w.forwards(&url, "delivered"), 1);
 }
@@ -280,7 +280,7 @@ async fn a_push_arriving_four_times_at_once_is_delivered_once() {
         assert_eq!(answer, (200, "success".into()));
     }
     receiver.wait_for(1).await;
-    w.settled("msg:702").await;
+    w.settled("m:oUser:702").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(receiver.got().len(), 1);
 }
@@ -291,7 +291,7 @@ async fn failures_are_retried_with_the_same_id_until_a_2xx_then_never_again() {
     let w = world(&url, "", "http://127.0.0.1:9").await;
     assert_eq!(w.post(&text(703, "retry me")).await.0, 200);
     let got = receiver.wait_for(3).await;
-    let d = w.settled("msg:703").await;
+    let d = w.settled("m:oUser:703").await;
     // Longer than the schedule's delays: nothing more comes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_later = receiver.got();
@@ -312,7 +312,7 @@ async fn a_delivery_out_of_retries_is_dead_until_retried() {
     let (receiver, url) = Receiver::spawn(&script, "").await;
     let w = world(&url, "", "http://127.0.0.1:9").await;
     assert_eq!(w.post(&text(704, "doomed")).await.0, 200);
-    let d = w.settled("msg:704").await;
+    let d = w.settled("m:oUser:704").await;
     assert_eq!((d[0].status, d[0].attempts), (DeliveryStatus::Dead, 4));
     assert_eq!(
         d[0].last_error.as_deref(),
@@ -335,10 +335,10 @@ async fn a_delivery_out_of_retries_is_dead_until_retried() {
         "{metrics}"
     );
     // The push itself was handled; `inbox retry` re-sends the delivery.
-    let retried = w.store.retry("msg:704".into(), None).await.unwrap();
+    let retried = w.store.retry("m:oUser:704".into(), None).await.unwrap();
     assert_eq!((retried.pushes, retried.deliveries), (0, 1));
     receiver.wait_for(5).await;
-    let d = w.settled("msg:704").await;
+    let d = w.settled("m:oUser:704").await;
     assert_eq!((d[0].status, d[0].attempts), (DeliveryStatus::Delivered, 1));
 }
 
@@ -372,7 +372,7 @@ async fn a_json_reply_from_the_backend_reaches_the_user() {
     let w = world(&url, "", &mock).await;
     assert_eq!(w.post(&text(706, "where is my order?")).await.0, 200);
     receiver.wait_for(1).await;
-    let d = w.settled("msg:706").await;
+    let d = w.settled("m:oUser:706").await;
     assert_eq!(d[0].status, DeliveryStatus::Delivered);
     let sent = super::get_json(&w.http, &format!("{mock}/_mock/sent")).await;
     let sent = sent.as_array().unwrap();
@@ -383,7 +383,7 @@ async fn a_json_reply_from_the_backend_reaches_the_user() {
         sent[0]["body"]["text"]["content"],
         "Your order 42 has shipped"
     );
-    let push = &w.store.get("msg:706".into()).await.unwrap()[0];
+    let push = &w.store.get("m:oUser:706".into()).await.unwrap()[0];
     let answers = w.store.answers(push.id).await.unwrap();
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].source, format!("forward:{url}"));
@@ -396,7 +396,7 @@ async fn an_unusable_reply_is_noted_and_the_delivery_still_ends() {
     let w = world(&url, "", "http://127.0.0.1:9").await;
     assert_eq!(w.post(&text(707, "human please")).await.0, 200);
     receiver.wait_for(1).await;
-    let d = w.settled("msg:707").await;
+    let d = w.settled("m:oUser:707").await;
     assert_eq!(d[0].status, DeliveryStatus::Delivered);
     assert!(
         d[0].last_error
@@ -422,7 +422,7 @@ async fn a_target_holding_the_answer_can_transfer_to_customer_service() {
     let reply: Value = serde_json::from_slice(&plain).unwrap();
     assert_eq!(reply["MsgType"], "transfer_customer_service", "{reply}");
     assert_eq!(reply["ToUserName"], "oUser");
-    let d = w.settled("msg:709").await;
+    let d = w.settled("m:oUser:709").await;
     assert_eq!((d[0].status, d[0].attempts), (DeliveryStatus::Delivered, 1));
     assert_eq!(d[0].last_error, None);
     // Events a transfer cannot answer are not held: the answer is `success`.
@@ -444,7 +444,7 @@ async fn deliveries_to_a_slow_target_stay_within_max_in_flight() {
     }
     receiver.wait_for(6).await;
     for i in 0..6 {
-        w.settled(&format!("msg:{}", 720 + i)).await;
+        w.settled(&format!("m:oUser:{}", 720 + i)).await;
     }
     assert_eq!(receiver.most_in_flight.load(Ordering::SeqCst), 2);
 }

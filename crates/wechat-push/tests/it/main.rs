@@ -7,6 +7,7 @@ mod api;
 mod example_config;
 mod fixtures;
 mod forward;
+mod identity;
 mod mock_wechat;
 mod properties;
 mod server;
@@ -83,6 +84,14 @@ pub fn seal(
         .unwrap()
 }
 
+/// The `CreateTime` of the tests' pushes: one for the whole run, so that a
+/// push sent again is the same push (a retry carries the same fields), even
+/// across a second boundary.
+pub fn create_time() -> i64 {
+    static AT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *AT.get_or_init(wechat_push::clock::now_secs)
+}
+
 /// A text message from `oUser`, sealed.
 pub fn text_push(
     msg_id: u64,
@@ -92,7 +101,7 @@ pub fn text_push(
     seal(
         serde_json::json!({
             "ToUserName": "gh_97417a04a28d", "FromUserName": "oUser",
-            "CreateTime": wechat_push::clock::now_secs(),
+            "CreateTime": create_time(),
             "MsgType": "text", "Content": content, "MsgId": msg_id,
         }),
         format,

@@ -175,7 +175,7 @@ fn text(msg_id: u64, content: &str) -> Fields {
     serde_json::from_value(serde_json::json!({
         "ToUserName": "gh_97417a04a28d",
         "FromUserName": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY",
-        "CreateTime": now_secs(),
+        "CreateTime": super::create_time(),
         "MsgType": "text",
         "Content": content,
         "MsgId": msg_id,
@@ -252,14 +252,12 @@ async fn official_vectors_handshake_and_posts() {
 
     let done = app.wait_for(Status::Done, 2).await;
     let keys: Vec<&str> = done.iter().map(|p| p.dedup_key.as_str()).collect();
-    assert!(
-        keys.contains(&"evt:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:1714112445:debug_demo"),
-        "{keys:?}"
-    );
-    assert!(
-        keys.contains(&"evt:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:1714037059:debug_demo"),
-        "{keys:?}"
-    );
+    for prefix in [
+        "e:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:1714112445:debug_demo:",
+        "e:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:1714037059:debug_demo:",
+    ] {
+        assert!(keys.iter().any(|k| k.starts_with(prefix)), "{keys:?}");
+    }
     app.stop().await;
 }
 
@@ -275,7 +273,7 @@ async fn every_mode_and_format_is_stored_and_handled() {
             assert_eq!(r.status(), 200, "{mode} {format}");
             assert_eq!(r.text().await.unwrap(), "success");
             let done = app.wait_for(Status::Done, 1).await;
-            assert_eq!(done[0].dedup_key.as_str(), "msg:7");
+            assert!(done[0].dedup_key.as_str().contains(":7:"));
             assert_eq!(done[0].kind, "text");
             assert_eq!(done[0].format, format);
             let stored: Value = match format {
@@ -559,7 +557,14 @@ async fn failing_handlers_are_retried_then_dead_then_retried_by_hand() {
     // Fixed: re-queue it by hand, and it is handled.
     recorder.fail_first.store(0, Ordering::SeqCst);
     let store = app.store().await;
-    assert_eq!(store.retry("msg:13".into(), None).await.unwrap().pushes, 1);
+    assert_eq!(
+        store
+            .retry("m:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:13".into(), None)
+            .await
+            .unwrap()
+            .pushes,
+        1
+    );
     app.wait_for(Status::Done, 1).await;
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 4);
     app.stop().await;
@@ -872,7 +877,10 @@ async fn shutdown_gives_back_a_push_whose_handler_outlives_the_grace_period() {
     );
     // Back in the inbox, due at once, its attempt not counted: the next
     // process takes it up without waiting for the lease.
-    let p = &store.get("msg:15".into()).await.unwrap()[0];
+    let p = &store
+        .get("m:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:15".into())
+        .await
+        .unwrap()[0];
     assert_eq!((p.status, p.attempts), (Status::Pending, 0));
     assert_eq!(store.claim(0, 1, 10).await.unwrap().len(), 1);
 }

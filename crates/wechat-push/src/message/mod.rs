@@ -18,6 +18,10 @@ use serde_json::Value;
 
 use crate::protocol::wire::Fields;
 
+mod identity;
+
+pub use identity::DedupKey;
+
 /// A user's openid within one app (`FromUserName`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -88,33 +92,6 @@ impl<'de> Deserialize<'de> for MsgId {
                 "MsgId {other} is neither number nor string"
             ))),
         }
-    }
-}
-
-/// The key that makes WeChat's retries of one push collapse into one.
-///
-/// `msg:<MsgId>` for messages; for events, which have no MsgId,
-/// `evt:<FromUserName>:<CreateTime>:<Event>` plus `:<trace_id>` where present
-/// (`wxa_media_check` pushes share user and time and differ only there).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DedupKey(String);
-
-impl DedupKey {
-    /// The key as text, as stored.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Wrap a key read back from a store.
-    pub fn from_stored(key: impl Into<String>) -> Self {
-        DedupKey(key.into())
-    }
-}
-
-impl fmt::Display for DedupKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -369,33 +346,23 @@ impl Message {
         self.body.kind()
     }
 
-    /// `MsgId`, when the push has one.
+    /// `MsgId`, when the push has one; `MsgID` as some events spell it
+    /// (`TEMPLATESENDJOBFINISH`, WeiXinMPSDK#2605).
     pub fn msg_id(&self) -> Option<MsgId> {
-        field(self.fields(), "MsgId").and_then(MsgId::from_value)
+        field(self.fields(), "MsgId")
+            .or_else(|| field(self.fields(), "MsgID"))
+            .and_then(MsgId::from_value)
     }
 
-    /// The key that identifies this push across WeChat's retries.
+    /// `Event`, for events.
+    pub fn event(&self) -> Option<&str> {
+        field(self.fields(), "Event").and_then(Value::as_str)
+    }
+
+    /// The key that identifies this push across WeChat's retries, and only
+    /// across them: see [`DedupKey`].
     pub fn dedup_key(&self) -> DedupKey {
-        if let Some(id) = self.msg_id() {
-            // Sized for "msg:" and a u64: written once, not grown.
-            let mut key = String::with_capacity(24);
-            let _ = fmt::Write::write_fmt(&mut key, format_args!("msg:{id}"));
-            return DedupKey(key);
-        }
-        let fields = self.fields();
-        let what = field(fields, "Event")
-            .or_else(|| field(fields, "MsgType"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let mut key = format!("evt:{}:{}:{}", self.from_user, self.create_time, what);
-        if let Some(trace) = field(fields, "trace_id") {
-            key.push(':');
-            match trace {
-                Value::String(s) => key.push_str(s),
-                other => key.push_str(&other.to_string()),
-            }
-        }
-        DedupKey(key)
+        DedupKey::of(self)
     }
 
     /// Every field under WeChat's names, with the typed ones normalised
@@ -1273,7 +1240,6 @@ mod tests {
         );
         assert_eq!(m.create_time, 1);
         assert_eq!(m.msg_id(), Some(MsgId::Number(6054768590064713728)));
-        assert_eq!(m.dedup_key().as_str(), "msg:6054768590064713728");
         assert_eq!(m.to_json()["MsgId"], Value::from(6054768590064713728u64));
         let m = json(
             r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"text","Content":"hi","MsgId":"abc_1"}"#,
@@ -1282,15 +1248,14 @@ mod tests {
     }
 
     #[test]
-    fn event_dedup_key_includes_event_and_trace_id() {
-        let m = json(
-            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":5,"MsgType":"event","Event":"wxa_media_check","appid":"wx1","trace_id":"tr-1","version":2,"result":{"suggest":"pass","label":100}}"#,
-        );
-        assert_eq!(m.dedup_key().as_str(), "evt:u:5:wxa_media_check:tr-1");
-        let m = json(
-            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":5,"MsgType":"event","Event":"debug_demo"}"#,
-        );
-        assert_eq!(m.dedup_key().as_str(), "evt:u:5:debug_demo");
+    fn wxa_media_check_pushes_differing_only_in_trace_id_have_two_keys() {
+        let m = |trace: &str| {
+            json(&format!(
+                r#"{{"ToUserName":"t","FromUserName":"u","CreateTime":5,"MsgType":"event","Event":"wxa_media_check","appid":"wx1","trace_id":"{trace}","version":2,"result":{{"suggest":"pass","label":100}}}}"#
+            ))
+        };
+        assert_ne!(m("tr-1").dedup_key(), m("tr-2").dedup_key());
+        assert_eq!(m("tr-1").dedup_key(), m("tr-1").dedup_key());
     }
 
     #[test]
