@@ -163,13 +163,18 @@ pub fn encrypt_of<'a>(
             if let Some(encrypt) = encrypt_of_simple(body, limits) {
                 return Ok(encrypt);
             }
+            // Compatible mode carries the plaintext fields too, and with
+            // them WeChat's unsplit CDATA (see `repair_unsplit_cdata`).
             Ok(encrypt_of_xml(body, limits)?.map(Cow::Owned))
         }
     }
 }
 
-/// [`encrypt_of`] for any XML, with quick-xml.
+/// [`encrypt_of`] for any XML, with quick-xml (WeChat's unsplit CDATA
+/// split first: compatible mode carries the plaintext fields too).
 fn encrypt_of_xml(body: &[u8], limits: &Limits) -> Result<Option<String>, WireError> {
+    let split = split_unsplit_cdata(body);
+    let body = split.as_deref().unwrap_or(body);
     let mut reader = Reader::from_reader(body);
     reader.config_mut().trim_text(true);
     let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
@@ -399,6 +404,123 @@ pub fn parse_xml(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     parse_xml_general(body, limits)
 }
 
+/// Where the CDATA section whose content starts `bytes` ends (the index of
+/// its `]]>`), read as WeChat writes it.
+///
+/// WeChat does not split a section whose text holds `]]>`: the text
+/// `see <b><![CDATA[x]]></b> here` arrives as
+/// `<Content><![CDATA[see <b><![CDATA[x]]></b> here]]></Content>`
+/// (silenceper/wechat#750). So a section opened right after the start tag
+/// of `element` ends at the first `]]>` followed (white space aside) by
+/// `</element>` or by another `<![CDATA[` (a section split as XML
+/// requires); only when no `]]>` is, at the first one. Every other section
+/// ends at its first `]]>`, as XML says.
+fn cdata_end(bytes: &[u8], element: Option<&[u8]>) -> Option<usize> {
+    const CLOSE: &[u8] = b"]]>";
+    let first = find_cdata_close(bytes, 0)?;
+    let Some(name) = element else {
+        return Some(first);
+    };
+    let mut at = first;
+    loop {
+        let after = skip_ws(bytes, at + CLOSE.len());
+        let rest = &bytes[after..];
+        let closes = rest.starts_with(b"</")
+            && rest[2..].starts_with(name)
+            && bytes.get(skip_ws(bytes, after + 2 + name.len())) == Some(&b'>');
+        if closes || rest.starts_with(b"<![CDATA[") {
+            return Some(at);
+        }
+        match find_cdata_close(bytes, at + CLOSE.len()) {
+            Some(next) => at = next,
+            None => return Some(first),
+        }
+    }
+}
+
+/// The index of the first `]]>` in `bytes` at or after `from`: a scan for
+/// `]`, which CDATA content rarely holds (cheaper than setting up a
+/// substring search per section).
+fn find_cdata_close(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        at += memchr::memchr(b']', bytes.get(at..)?)?;
+        if bytes[at..].starts_with(b"]]>") {
+            return Some(at);
+        }
+        at += 1;
+    }
+}
+
+/// The index of the first byte at or after `from` that is not XML white
+/// space (space, tab, CR, LF: what both readers trim).
+fn skip_ws(bytes: &[u8], from: usize) -> usize {
+    bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| !is_xml_ws(b)))
+        .map_or(bytes.len(), |n| from + n)
+}
+
+fn is_xml_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// `body` with every CDATA section that [`cdata_end`] reads past its first
+/// `]]>` split as XML requires, so that quick-xml reads what the simple
+/// reader reads; `None` when no section needed it (nearly always).
+fn split_unsplit_cdata(body: &[u8]) -> Option<Vec<u8>> {
+    const OPEN: &[u8] = b"<![CDATA[";
+    const CLOSE: &[u8] = b"]]>";
+    let mut out = Vec::new();
+    let (mut copied, mut from) = (0, 0);
+    while let Some(found) = memchr::memmem::find(&body[from..], OPEN) {
+        let open = from + found;
+        let content = open + OPEN.len();
+        let element = element_before(&body[..open]);
+        let Some(len) = cdata_end(&body[content..], element) else {
+            break;
+        };
+        let end = content + len;
+        from = end + CLOSE.len();
+        if memchr::memmem::find(&body[content..end], CLOSE).is_none() {
+            continue;
+        }
+        if out.is_empty() {
+            out.reserve(body.len() + 32);
+        }
+        out.extend_from_slice(&body[copied..content]);
+        let mut text = &body[content..end];
+        while let Some(at) = memchr::memmem::find(text, CLOSE) {
+            out.extend_from_slice(&text[..at]);
+            out.extend_from_slice(b"]]]]><![CDATA[>");
+            text = &text[at + CLOSE.len()..];
+        }
+        out.extend_from_slice(text);
+        copied = end;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.extend_from_slice(&body[copied..]);
+    Some(out)
+}
+
+/// The name of the start tag that `before` ends with (white space after it
+/// allowed), when it ends with one.
+fn element_before(before: &[u8]) -> Option<&[u8]> {
+    let end = before.iter().rposition(|&b| !is_xml_ws(b))?;
+    if before[end] != b'>' {
+        return None;
+    }
+    let start = before[..end].iter().rposition(|&b| b == b'<')?;
+    let tag = &before[start + 1..end];
+    let len = tag
+        .iter()
+        .position(|&b| !NAME_BYTE[usize::from(b)])
+        .unwrap_or(tag.len());
+    (len > 0 && tag[len..].iter().all(|&b| is_xml_ws(b))).then(|| &tag[..len])
+}
+
 /// A token of the simple shape.
 enum Simple<'a> {
     /// `<name>`.
@@ -421,6 +543,9 @@ struct SimpleTokens<'a> {
     /// The body, valid UTF-8 (checked once: every token is a slice of it).
     body: &'a str,
     pos: usize,
+    /// The element whose start tag was the last token (white space aside):
+    /// a CDATA section right after it is read as WeChat writes it ([`cdata_end`]).
+    just_opened: Option<&'a str>,
 }
 
 /// The bytes of a plain element name: ASCII letters, digits, `_ - . :`.
@@ -441,11 +566,21 @@ impl<'a> SimpleTokens<'a> {
         Some(SimpleTokens {
             body: std::str::from_utf8(body).ok()?,
             pos: 0,
+            just_opened: None,
         })
     }
 
     /// The next token; `Some(None)` at the end; `None` outside the shape.
     fn next(&mut self) -> Option<Option<Simple<'a>>> {
+        let token = self.token()?;
+        self.just_opened = match token {
+            Some(Simple::Start(name)) => Some(name),
+            _ => None,
+        };
+        Some(token)
+    }
+
+    fn token(&mut self) -> Option<Option<Simple<'a>>> {
         let body = self.body;
         let bytes = body.as_bytes();
         loop {
@@ -472,7 +607,7 @@ impl<'a> SimpleTokens<'a> {
             let rest = &bytes[self.pos + 1..];
             if rest.starts_with(b"![CDATA[") {
                 let from = self.pos + 9;
-                let len = cdata_len(&bytes[from..])?;
+                let len = cdata_end(&bytes[from..], self.just_opened.map(str::as_bytes))?;
                 self.pos = from + len + 3;
                 return Some(Some(Simple::CData(body.get(from..from + len)?)));
             }
@@ -493,19 +628,6 @@ impl<'a> SimpleTokens<'a> {
                 Simple::Start(name)
             }));
         }
-    }
-}
-
-/// Where `]]>` starts in `bytes`: a scan for `]`, which CDATA content rarely
-/// holds (cheaper than setting up a substring search per section).
-fn cdata_len(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    loop {
-        at += memchr::memchr(b']', &bytes[at..])?;
-        if bytes[at..].starts_with(b"]]>") {
-            return Some(at);
-        }
-        at += 1;
     }
 }
 
@@ -605,8 +727,11 @@ fn encrypt_of_simple<'a>(body: &'a [u8], limits: &Limits) -> Option<Option<Cow<'
     (depth == 0 && seen_root).then_some(encrypt)
 }
 
-/// Any XML WeChat could send, read with quick-xml.
+/// Any XML WeChat could send, read with quick-xml (WeChat's unsplit CDATA
+/// split first, see [`cdata_end`]).
 fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
+    let split = split_unsplit_cdata(body);
+    let body = split.as_deref().unwrap_or(body);
     let mut reader = Reader::from_reader(body);
     reader.config_mut().trim_text(true);
     let mut stack: Vec<Frame> = Vec::new();
@@ -790,7 +915,19 @@ mod tests {
             "\t9\t",
             "18446744073709551616",
         ]);
-        let cdata = prop::sample::select(vec!["", " padded ", "<b>", "]]", "12", "你"]);
+        // The last ones are WeChat's unsplit sections (a text holding `]]>`).
+        let cdata = prop::sample::select(vec![
+            "",
+            " padded ",
+            "<b>",
+            "]]",
+            "12",
+            "你",
+            "a]]>b",
+            "<b><![CDATA[x]]></b>",
+            "]]><![CDATA[",
+            "x]]></Other>",
+        ]);
         let leaf = prop_oneof![
             6 => text.prop_map(str::to_owned),
             3 => cdata.prop_map(|c| format!("<![CDATA[{c}]]>")),
@@ -914,6 +1051,44 @@ mod tests {
         let f = xml("<xml><W><List><A>1</A></List><List><A>2</A></List></W><E/></xml>").unwrap();
         assert_eq!(f["W"]["List"][1]["A"], Value::from(2u64));
         assert_eq!(f["E"], Value::String(String::new()));
+    }
+
+    #[test]
+    fn unsplit_cdata_is_read_as_wechat_meant_it() {
+        let meant = "see <b><![CDATA[x]]></b> here";
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh]]></ToUserName><Content><![CDATA[{meant}]]></Content>\n<MsgId>1</MsgId></xml>"
+        );
+        let fields = xml(&body).unwrap();
+        assert_eq!(fields["Content"], meant);
+        assert_eq!(fields["MsgId"], 1);
+        // Both readers read it so.
+        let simple = parse_xml_simple(body.as_bytes(), &Limits::default()).unwrap();
+        let general = parse_xml_general(body.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(simple, general);
+        assert_eq!(simple, fields);
+        // Several `]]>` in one text, white space before the end tag, and a
+        // `]]>` at the very end of the text.
+        for meant in ["a]]>b]]>c", "x]]>", "]]>", "<![CDATA[ ]]> ]]>"] {
+            let body = format!("<xml><Content><![CDATA[{meant}]]>  </Content></xml>");
+            assert_eq!(xml(&body).unwrap()["Content"], meant, "{body}");
+        }
+        // The envelope of a compatible-mode push carries the text too.
+        let envelope = format!(
+            "<xml><Content><![CDATA[{meant}]]></Content><Encrypt><![CDATA[abc=]]></Encrypt></xml>"
+        );
+        let encrypt = encrypt_of(Format::Xml, envelope.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(encrypt.as_deref(), Some("abc="));
+    }
+
+    #[test]
+    fn well_formed_split_cdata_is_not_rewritten_and_doctype_stays_refused() {
+        let split = "<xml><Content><![CDATA[a]]]]><![CDATA[>b]]></Content></xml>";
+        assert_eq!(xml(split).unwrap()["Content"], "a]]>b");
+        let doctype = "<!DOCTYPE x [<!ENTITY e \"v\">]><xml><Content><![CDATA[a<![CDATA[b]]>c]]></Content></xml>";
+        assert!(matches!(xml(doctype), Err(WireError::Doctype)));
+        // Still malformed when no end tag follows any `]]>`.
+        assert!(xml("<xml><Content><![CDATA[a]]>b</xml>").is_err());
     }
 
     #[test]
