@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use wechat_push::clock::format_utc;
 use wechat_push::forward::display_url;
 use wechat_push::outbox::HANDLER_SOURCE;
+use wechat_push::protocol::wire;
 use wechat_push::store::{DeliveryStatus, ListFilter, SqliteStore, Status, Store, StoredPush};
 
 use crate::ConfigArgs;
@@ -191,10 +192,17 @@ async fn show(a: KeyArgs) -> Result<()> {
     Ok(())
 }
 
+/// A JSON body indented, every number with the digits WeChat sent (the
+/// wire reader keeps integers wider than 64 bits as their text); anything
+/// else as it is.
 fn pretty(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
+    let limits = wire::Limits {
+        max_body: usize::MAX,
+        ..wire::Limits::default()
+    };
+    wire::parse_json(body, &limits)
         .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .and_then(|fields| serde_json::to_string_pretty(&fields).ok())
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 

@@ -232,7 +232,7 @@ fn parse_prints_typed_fields_and_kind() {
     let o = run(&["crypto", "parse"], Some(xml.as_bytes()));
     assert_eq!(
         stdout(&o),
-        "{\"ToUserName\":\"gh_1\",\"FromUserName\":\"oU\",\"CreateTime\":1482048670,\"MsgType\":\"text\",\"Content\":\"hi\",\"MsgId\":6054768590064713728,\"kind\":\"text\"}\n"
+        "{\"ToUserName\":\"gh_1\",\"FromUserName\":\"oU\",\"CreateTime\":1482048670,\"MsgType\":\"text\",\"Content\":\"hi\",\"MsgId\":6054768590064713728,\"kind\":\"text\",\"MsgId_str\":\"6054768590064713728\"}\n"
     );
     let json = r#"{"ToUserName":"t","FromUserName":"u","CreateTime":"1620963428","MsgType":"event","Event":"new_thing","x":{"y":1}}"#;
     let o = run(

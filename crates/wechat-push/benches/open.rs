@@ -64,6 +64,17 @@ fn open(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // The push's identity alone: a digest of every field in canonical form.
+    let mut group = c.benchmark_group("dedup_key");
+    for format in [Format::Xml, Format::Json] {
+        let (query, body) = push(&app, format, 300);
+        let opened = app.open(&query, body.as_bytes()).expect("opens");
+        group.bench_function(format.to_string(), |b| {
+            b.iter(|| std::hint::black_box(opened.message.dedup_key()))
+        });
+    }
+    group.finish();
 }
 
 // criterion_group! generates an undocumented function.

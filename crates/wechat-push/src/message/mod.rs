@@ -368,6 +368,14 @@ impl Message {
     /// Every field under WeChat's names, with the typed ones normalised
     /// (`CreateTime` a number, a numeric `MsgId` a number, typed payload
     /// fields as parsed), plus `"kind"`.
+    ///
+    /// Safe for JavaScript's `JSON.parse`: next to every integer beyond
+    /// ±(2^53 − 1), which JavaScript would round (`MsgId`
+    /// 6438483274356786577 reads as …786000), stands `<Name>_str` with its
+    /// exact digits (`"MsgId_str": "6438483274356786577"`), at any depth;
+    /// for a list holding such integers, `<Name>_str` is the list with
+    /// every number as a string. The number itself stays, for receivers
+    /// that read it exactly.
     pub fn to_json(&self) -> Fields {
         let mut out = self.fields().clone();
         out.insert("CreateTime".into(), Value::from(self.create_time));
@@ -383,7 +391,59 @@ impl Message {
             }
         }
         out.insert("kind".into(), Value::String(self.kind()));
+        add_exact_strings(&mut out);
         out
+    }
+}
+
+/// The largest integer JavaScript's numbers hold exactly (2^53 − 1).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Whether JavaScript would round this number.
+fn unsafe_in_javascript(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u > MAX_SAFE_INTEGER,
+            (None, Some(i)) => i.unsigned_abs() > MAX_SAFE_INTEGER,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Add `<Name>_str` next to every integer JavaScript would round (see
+/// [`Message::to_json`]), at any depth.
+fn add_exact_strings(fields: &mut Fields) {
+    let mut exact = Vec::new();
+    for (name, value) in fields.iter_mut() {
+        match value {
+            Value::Object(inner) => add_exact_strings(inner),
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    if let Value::Object(inner) = item {
+                        add_exact_strings(inner);
+                    }
+                }
+                if items.iter().any(unsafe_in_javascript) {
+                    let strings = items
+                        .iter()
+                        .map(|v| match v {
+                            Value::Number(n) => Value::String(n.to_string()),
+                            other => other.clone(),
+                        })
+                        .collect();
+                    exact.push((format!("{name}_str"), Value::Array(strings)));
+                }
+            }
+            number if unsafe_in_javascript(number) => {
+                exact.push((format!("{name}_str"), Value::String(number.to_string())));
+            }
+            _ => {}
+        }
+    }
+    for (name, value) in exact {
+        // A field WeChat itself named so is kept as sent.
+        fields.entry(name).or_insert(value);
     }
 }
 
@@ -1231,6 +1291,27 @@ mod tests {
 
     fn json(s: &str) -> Message {
         Message::from_fields(parse_json(s.as_bytes(), &Limits::default()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn integers_javascript_would_round_get_an_exact_string_beside_them() {
+        let m = json(
+            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"event","Event":"e","MsgID":6438483274356786577,"Small":9007199254740991,"Neg":-9007199254740993,"Nested":{"OrderId":18446744073709551615},"Ids":[1,9007199254740993],"Wide":123456789012345678901234}"#,
+        );
+        let j = m.to_json();
+        assert_eq!(j["MsgID"], 6438483274356786577u64);
+        assert_eq!(j["MsgID_str"], "6438483274356786577");
+        assert!(!j.contains_key("Small_str"));
+        assert!(!j.contains_key("CreateTime_str"));
+        assert_eq!(j["Neg_str"], "-9007199254740993");
+        assert_eq!(j["Nested"]["OrderId_str"], "18446744073709551615");
+        assert_eq!(j["Ids_str"], serde_json::json!(["1", "9007199254740993"]));
+        // Wider than 64 bits: kept as its exact text by the wire reader.
+        assert_eq!(j["Wide"], "123456789012345678901234");
+        let m = json(
+            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"text","Content":"hi","MsgId":"6054768590064713728"}"#,
+        );
+        assert_eq!(m.to_json()["MsgId_str"], "6054768590064713728");
     }
 
     #[test]

@@ -247,17 +247,74 @@ pub fn parse_json(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
         return Err(WireError::NotAnObject);
     };
     let mut count = 0;
+    let mut inexact = false;
     for (name, value) in &fields {
-        check_json(name, value, 2, &mut count, limits)?;
+        check_json(name, value, 2, &mut count, &mut inexact, limits)?;
+    }
+    if inexact {
+        // An integer wider than 64 bits became a float: read the body again
+        // with such integers as text, so that their exact digits survive.
+        if let Some(exact) = quote_wide_integers(body) {
+            return parse_json(&exact, limits);
+        }
     }
     Ok(fields)
 }
 
+/// `body` with every integer literal that fits neither `u64` nor `i64`
+/// written as a string of its digits; `None` when it has none.
+fn quote_wide_integers(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() + 8);
+    let (mut i, mut changed) = (0, false);
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Copy the string whole, escapes included.
+                let start = i;
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(body.len());
+                out.extend_from_slice(&body[start..i]);
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < body.len() && matches!(body[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                let literal = &body[start..i];
+                let digits = literal.strip_prefix(b"-").unwrap_or(literal);
+                let integer = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+                let fits = std::str::from_utf8(literal)
+                    .is_ok_and(|t| t.parse::<u64>().is_ok() || t.parse::<i64>().is_ok());
+                if integer && !fits {
+                    out.push(b'"');
+                    out.extend_from_slice(literal);
+                    out.push(b'"');
+                    changed = true;
+                } else {
+                    out.extend_from_slice(literal);
+                }
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
+/// Check one field against the limits; set `inexact` on an integer-valued
+/// float too large for 64 bits (an integer literal serde_json rounded).
 fn check_json(
     name: &str,
     value: &Value,
     depth: usize,
     count: &mut usize,
+    inexact: &mut bool,
     limits: &Limits,
 ) -> Result<(), WireError> {
     *count += 1;
@@ -277,11 +334,20 @@ fn check_json(
         }),
         Value::Object(map) => map
             .iter()
-            .try_for_each(|(n, v)| check_json(n, v, depth + 1, count, limits)),
+            .try_for_each(|(n, v)| check_json(n, v, depth + 1, count, inexact, limits)),
         // An array is a repeated field, not a level of its own, as in XML.
         Value::Array(items) => items
             .iter()
-            .try_for_each(|v| check_json(name, v, depth, count, limits)),
+            .try_for_each(|v| check_json(name, v, depth, count, inexact, limits)),
+        Value::Number(n) => {
+            if n
+                .as_f64()
+                .is_some_and(|f| n.is_f64() && f.fract() == 0.0 && f.abs() >= 9.2e18)
+            {
+                *inexact = true;
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -1038,6 +1104,18 @@ mod tests {
         assert_eq!(f["D"], Value::from(-3i64));
         assert_eq!(f["E"], Value::from(23.5));
         assert_eq!(f["F"], Value::String("23.50".into()));
+    }
+
+    #[test]
+    fn json_integers_wider_than_64_bits_keep_their_digits() {
+        let body = br#"{"A":123456789012345678901234,"B":-99999999999999999999,"C":"x\"9","D":1.5,"E":18446744073709551615,"F":[1e3,340282366920938463463374607431768211456]}"#;
+        let fields = parse_json(body, &Limits::default()).unwrap();
+        assert_eq!(fields["A"], "123456789012345678901234");
+        assert_eq!(fields["B"], "-99999999999999999999");
+        assert_eq!(fields["C"], "x\"9");
+        assert_eq!(fields["D"], 1.5);
+        assert_eq!(fields["E"], u64::MAX);
+        assert_eq!(fields["F"][1], "340282366920938463463374607431768211456");
     }
 
     #[test]
