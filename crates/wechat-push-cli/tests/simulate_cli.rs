@@ -42,6 +42,15 @@ async fn own_server(
     mode: &str,
     format: &str,
 ) -> (String, PathBuf, tokio::sync::oneshot::Sender<()>) {
+    own_server_with(mode, format, "").await
+}
+
+/// [`own_server`] with `extra` TOML in the app's table.
+async fn own_server_with(
+    mode: &str,
+    format: &str,
+    extra: &str,
+) -> (String, PathBuf, tokio::sync::oneshot::Sender<()>) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "wp-sim-{}-{}",
@@ -63,6 +72,7 @@ token = "AAAAA"
 encoding_aes_key = "{KEY}"
 mode = "{mode}"
 format = "{format}"
+{extra}
 "#,
         db.display()
     ))
@@ -415,4 +425,107 @@ async fn wrong_answers_are_diagnosed() {
     .await;
     let o = simulate(&["verify-url", "--url", &url, "--token", "AAAAA"]).await;
     assert!(text(&o).contains("trailing newline"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documented_answers_are_judged_as_wechat_judges_them() {
+    let xpay = [
+        "--event",
+        "xpay_goods_deliver_notify",
+        "--field",
+        "OpenId=oPlayer1",
+        "--field",
+        "OutTradeNo=ORD1",
+    ];
+    // Our server answers a virtual-payment push as documented, sealed.
+    for format in ["xml", "json"] {
+        let (url, _db, _stop) = own_server("safe", format).await;
+        let mut args = vec![
+            "send",
+            "--url",
+            &url,
+            "--token",
+            "AAAAA",
+            "--aes-key",
+            KEY,
+            "--appid",
+            APPID,
+            "--mode",
+            "safe",
+            "--format",
+            format,
+        ];
+        args.extend(xpay);
+        let o = simulate(&args).await;
+        assert!(o.status.success(), "{format}: {}", text(&o));
+        assert!(
+            text(&o).contains("answered the documented answer, encrypted:"),
+            "{}",
+            text(&o)
+        );
+        assert!(text(&o).contains("ErrCode"), "{}", text(&o));
+    }
+    // An endpoint that answers `success` to it is wrong: WeChat sends it again.
+    let (url, _) = fake_endpoint(Duration::ZERO, |_| (200, "success".into())).await;
+    let mut args = vec![
+        "send",
+        "--url",
+        &url,
+        "--token",
+        "AAAAA",
+        "--format",
+        "json",
+        "--deadline",
+        "300ms",
+    ];
+    args.extend(xpay);
+    let o = simulate(&args).await;
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(r#"answered success where the push's documentation specifies the answer {"ErrCode":0,"ErrMsg":"Success"}"#),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cloud_run_pushes_are_sent_as_the_gateway_sends_them() {
+    let (url, db, _stop) = own_server_with("safe", "json", r#"trust = "cloud_run""#).await;
+    let args = [
+        "send",
+        "--cloud-run",
+        "--url",
+        &url,
+        "--token",
+        "AAAAA",
+        "--appid",
+        APPID,
+        "--format",
+        "json",
+        "--text",
+        "via the gateway",
+        "--deadline",
+        "2s",
+    ];
+    let o = simulate(&args).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("sending a Cloud Run plaintext json push"),
+        "{}",
+        text(&o)
+    );
+    let stored = SqliteStore::open(&db)
+        .unwrap()
+        .list(ListFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(String::from_utf8_lossy(&stored[0].body).contains("via the gateway"));
+    // A server whose app did not opt in refuses it, and simulate says so.
+    let (url, _db, _stop2) = own_server("safe", "json").await;
+    let mut args = args.to_vec();
+    args[3] = &url;
+    let o = simulate(&args).await;
+    assert!(!o.status.success());
+    assert!(text(&o).contains("answered HTTP 401"), "{}", text(&o));
 }

@@ -281,7 +281,9 @@ fn quote_wide_integers(body: &[u8]) -> Option<Vec<u8>> {
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 i += 1;
-                while i < body.len() && matches!(body[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                while i < body.len()
+                    && matches!(body[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
                     i += 1;
                 }
                 let literal = &body[start..i];
@@ -340,8 +342,7 @@ fn check_json(
             .iter()
             .try_for_each(|v| check_json(name, v, depth, count, inexact, limits)),
         Value::Number(n) => {
-            if n
-                .as_f64()
+            if n.as_f64()
                 .is_some_and(|f| n.is_f64() && f.fract() == 0.0 && f.abs() >= 9.2e18)
             {
                 *inexact = true;

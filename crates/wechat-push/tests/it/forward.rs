@@ -271,6 +271,32 @@ async fn deliveries_are_signed_per_the_documented_recipe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_javascript_would_round_are_delivered_with_their_exact_digits_too() {
+    let (receiver, url) = Receiver::spawn(&[], "").await;
+    let w = world(&url, "", "http://127.0.0.1:9").await;
+    assert_eq!(
+        w.post(&text(6438483274356786577, "big id")).await,
+        (200, "success".into())
+    );
+    let got = &receiver.wait_for(1).await[0];
+    let raw = String::from_utf8_lossy(&got.body).into_owned();
+    // What receivers parse today is unchanged...
+    assert!(raw.contains(r#""MsgId":6438483274356786577"#), "{raw}");
+    // ...and the exact digits stand beside it, for JSON.parse.
+    assert!(
+        raw.contains(r#""MsgId_str":"6438483274356786577""#),
+        "{raw}"
+    );
+    // A reader with JavaScript's numbers loses the number, not the string.
+    let lossy: Value = serde_json::from_str(&raw.replace(
+        "6438483274356786577,",
+        &format!("{},", 6438483274356786577u64 as f64),
+    ))
+    .unwrap();
+    assert_eq!(lossy["message"]["MsgId_str"], "6438483274356786577");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_arriving_four_times_at_once_is_delivered_once() {
     let (receiver, url) = Receiver::spawn(&[], "").await;
     let w = world(&url, "", "http://127.0.0.1:9").await;

@@ -10,6 +10,7 @@ mod forward;
 mod identity;
 mod mock_wechat;
 mod properties;
+mod real_traffic;
 mod server;
 mod vectors;
 
