@@ -3,8 +3,8 @@
 //! Nothing here does I/O, reads a clock or draws random bytes: time and
 //! randomness are arguments, so every function is deterministic and tested
 //! with WeChat's own vectors. The request path through it is
-//! [`envelope::open`] (verify, then decrypt, then parse) for pushes and
-//! [`envelope::seal`] for encrypted passive replies.
+//! [`envelope::AppCrypto::open`] (verify, then decrypt, then parse) for pushes and
+//! [`envelope::AppCrypto::seal`] for encrypted passive replies.
 
 pub mod answer;
 pub mod canonical;
