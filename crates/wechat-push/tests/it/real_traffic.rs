@@ -458,3 +458,47 @@ async fn urls_with_a_trailing_slash_are_served_the_same() {
     assert_eq!(s.post(&s.base, &push).await, (200, b"success".to_vec()));
     assert_eq!(s.stored().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_stray_text_and_http_1_0_are_taken_as_wechat_sends_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(Mode::Plaintext, Format::Xml, "").await;
+    // U+0002 and U+001D in a text, white space around CDATA, stray text in <xml>.
+    let body = "<xml>\n stray\n <ToUserName> <![CDATA[gh_1]]> </ToUserName>\n<FromUserName><![CDATA[oCtl]]></FromUserName><CreateTime>1796000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[a\u{2}b\u{1d}c]]></Content><MsgId>91</MsgId></xml>";
+    let mut push = sealed(&json!({}), Mode::Plaintext, Format::Xml, 1);
+    push.body = body.to_owned();
+    assert_eq!(s.post(&s.base, &push).await, (200, b"success".to_vec()));
+    assert_eq!(s.handled(1).await, 1);
+    let seen = s.seen.messages.lock().unwrap().clone();
+    assert_eq!(seen[0]["Content"], "a\u{2}b\u{1d}c");
+    assert_eq!(seen[0]["ToUserName"], "gh_1");
+    // HTTP/1.0, no Host header, as some of WeChat's requests are.
+    let push = sealed(
+        &json!({"ToUserName": "gh_1", "FromUserName": "oHttp10", "CreateTime": 1796000000,
+                "MsgType": "text", "Content": "1.0", "MsgId": 92}),
+        Mode::Plaintext,
+        Format::Xml,
+        2,
+    );
+    let url = reqwest::Url::parse(&s.base).unwrap();
+    let query: Vec<String> = query_pairs(&push.query)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let request = format!(
+        "POST {}?{} HTTP/1.0\r\nUser-Agent: Mozilla/4.0\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{}",
+        url.path(),
+        query.join("&"),
+        push.body.len(),
+        push.body
+    );
+    let mut socket = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nsuccess"), "{answer}");
+    assert_eq!(s.handled(2).await, 2);
+}
