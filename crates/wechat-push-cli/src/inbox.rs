@@ -208,6 +208,27 @@ fn pretty(body: &[u8]) -> String {
 
 async fn retry(a: KeyArgs) -> Result<()> {
     let store = open(&a.config)?;
+    // A beginning of a key finds every push it begins; re-queueing is for
+    // one push at a time (`e:` would re-queue every dead event).
+    let mut keys: Vec<String> = store
+        .get(a.key.clone())
+        .await?
+        .into_iter()
+        .filter(|p| a.app.as_ref().is_none_or(|app| &p.appid == app))
+        .map(|p| p.dedup_key.as_str().to_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    if keys.len() > 1 {
+        let shown: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
+        bail!(
+            "{} matches {} pushes; `inbox retry` re-queues one: give its whole key ({}{})",
+            a.key,
+            keys.len(),
+            shown.join(", "),
+            if keys.len() > 5 { ", …" } else { "" }
+        );
+    }
     let r = store.retry(a.key.clone(), a.app).await?;
     if r.pushes == 0 && r.deliveries == 0 {
         bail!(

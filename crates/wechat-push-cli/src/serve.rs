@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use tracing_subscriber::EnvFilter;
 use wechat_push::api::WechatApi;
 use wechat_push::config::LogFormat;
+use wechat_push::metrics::Metrics;
 use wechat_push::outbox::Outbox;
 use wechat_push::rules::RulesHandler;
 use wechat_push::store::{SqliteStore, Store};
@@ -41,14 +42,16 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             SqliteStore::open(path)
                 .with_context(|| format!("cannot open the store at {}", path.display()))?,
         );
+        let metrics = Arc::new(Metrics::default());
         let api = WechatApi::new(
             config.wechat.api_base.clone(),
             store.clone(),
             config.secrets(),
             config.wechat.token_kind,
-        );
+        )
+        .with_metrics(metrics.clone());
         let handler = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api)))?;
-        let app = Application::build_with_store(config, store, Arc::new(handler))
+        let app = Application::build_with_metrics(config, store, Arc::new(handler), metrics)
             .await
             .context("cannot start the server")?;
         app.run_until_stopped(shutdown_signal())

@@ -605,3 +605,59 @@ async fn a_backend_down_across_a_kill_and_restart_still_gets_the_push() {
     let shown = show();
     assert!(shown.contains(": delivered after "), "{shown}");
 }
+
+/// `inbox retry e` once re-queued every dead event of every app and sender.
+#[tokio::test(flavor = "multi_thread")]
+async fn inbox_retry_of_a_key_beginning_that_matches_several_pushes_is_refused() {
+    use std::sync::Arc;
+    use wechat_push::message::{DedupKey, OpenId};
+    use wechat_push::store::{NewPush, SqliteStore, Store};
+    let dir = temp_dir("retry-prefix");
+    let config = write_config(&dir, 0);
+    let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
+    for key in ["e:oU:1:ev:aaaa", "e:oU:1:ev:bbbb"] {
+        let push = Arc::new(NewPush {
+            appid: APPID.into(),
+            dedup_key: DedupKey::from_stored(key),
+            kind: "event:ev".into(),
+            from_user: OpenId::new("oU"),
+            create_time: 1,
+            format: Format::Json,
+            body: b"{}".to_vec(),
+            received_at_ms: 1,
+        });
+        store.insert(push, None).await.unwrap();
+    }
+    for claimed in store
+        .claim(i64::MAX / 2, i64::MAX / 2 + 1, 10)
+        .await
+        .unwrap()
+    {
+        store
+            .fail(claimed.id, "boom".into(), None, 1)
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let retry = |key: &str| {
+        Command::new(bin())
+            .args(["inbox", "retry", key, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = retry("e:oU:1:ev");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("e:oU:1:ev matches 2 pushes; `inbox retry` re-queues one: give its whole key (e:oU:1:ev:aaaa, e:oU:1:ev:bbbb)"),
+        "{err}"
+    );
+    let out = retry("e:oU:1:ev:aaaa");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-queued 1 push(es)"));
+}

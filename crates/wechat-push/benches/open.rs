@@ -65,6 +65,26 @@ fn open(c: &mut Criterion) {
     }
     group.finish();
 
+    // Hostile bodies that look like WeChat's unsplit CDATA everywhere: an
+    // unsigned request must cost time linear in its size (once it cost a
+    // scan of the rest of the body per section: minutes for 1 MiB).
+    let mut group = c.benchmark_group("hostile_cdata_envelope");
+    group.sample_size(20);
+    for sections in [8_000usize, 16_000, 32_000] {
+        let body = format!("<xml>{}</xml>", "<a><![CDATA[x]]>z</a>".repeat(sections));
+        let query = wechat_push::PushQuery {
+            msg_signature: Some("0".repeat(40)),
+            timestamp: Some("1".into()),
+            nonce: Some("n".into()),
+            ..wechat_push::PushQuery::default()
+        };
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(body.len()), &body, |b, body| {
+            b.iter(|| std::hint::black_box(app.open(&query, body.as_bytes()).is_err()))
+        });
+    }
+    group.finish();
+
     // The push's identity alone: a digest of every field in canonical form.
     let mut group = c.benchmark_group("dedup_key");
     for format in [Format::Xml, Format::Json] {

@@ -22,10 +22,18 @@ use serde_json::{json, Value};
 use crate::clock::now_ms;
 use crate::config::Secret;
 use crate::message::OpenId;
+use crate::metrics::{self, Metrics};
 use crate::store::{CachedToken, Store, StoreError};
 
 /// Refresh a token this long before it expires.
 const REFRESH_AHEAD_MS: i64 = 5 * 60 * 1000;
+/// Temporary media lives three days.
+const MEDIA_LIFETIME_MS: i64 = 3 * 24 * 3600 * 1000;
+/// Upload a file again this long before its media id expires.
+const MEDIA_REFRESH_AHEAD_MS: i64 = 3600 * 1000;
+/// Media ids are cached beside tokens, under `media:<appid>:<kind>:<digest>`
+/// (never an appid).
+const MEDIA_KEY: &str = "media:";
 /// How long a refresh lease holds (the fetch should take well under a second).
 const LEASE_MS: i64 = 30 * 1000;
 /// How long a caller waits for another process's refresh.
@@ -60,8 +68,9 @@ pub enum ApiError {
     /// `45047`: the window's message quota is used up. Final.
     #[error("reply quota used up (45047): {0}")]
     QuotaUsed(String),
-    /// Any other errcode. Final.
-    #[error("WeChat answered errcode {errcode}: {errmsg}")]
+    /// Any other errcode. Final. Its message says what to do where the
+    /// errcode is a common one ([`advice`]).
+    #[error("WeChat answered errcode {errcode}: {errmsg}{}", advice(*errcode).map(|a| format!(" ({a})")).unwrap_or_default())]
     Wechat {
         /// The errcode.
         errcode: i64,
@@ -74,6 +83,15 @@ pub enum ApiError {
     /// The token store failed.
     #[error("token store unavailable")]
     Store(#[from] StoreError),
+    /// A media file to upload cannot be read.
+    #[error("cannot read media file {path}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another process holds the refresh and did not finish in time.
     #[error("another process is refreshing the access token and did not finish in {0:?}")]
     RefreshTimedOut(Duration),
@@ -249,6 +267,7 @@ impl CsMessage {
 #[derive(Clone)]
 pub struct WechatApi {
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     base: String,
     store: Arc<dyn Store>,
     secrets: Arc<HashMap<String, Secret>>,
@@ -281,6 +300,7 @@ impl WechatApi {
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
         WechatApi {
+            metrics: Arc::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -294,59 +314,79 @@ impl WechatApi {
         }
     }
 
+    /// Count WeChat's error answers in `metrics`
+    /// (`wechat_push_api_errors_total{appid, errcode}`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// A valid access token for `appid`: the shared one, or a fresh one when
     /// it is missing or near expiry (fetched by one process at a time).
     ///
     /// # Errors
     /// [`ApiError`] when no token can be had.
     pub async fn access_token(&self, appid: &str) -> Result<String, ApiError> {
-        if let Some(t) = self.store.token(appid.to_owned()).await? {
-            if t.expires_at - now_ms() > REFRESH_AHEAD_MS {
+        self.shared(appid, REFRESH_AHEAD_MS, |force| {
+            self.fetch_token(appid, force)
+        })
+        .await
+    }
+
+    /// The value cached in the store under `key` while it has more than
+    /// `ahead_ms` to live; else a fresh one from `fetch`, fetched by one
+    /// process at a time (a lease in the store across processes, a lock
+    /// within one) while the others wait for it. `fetch` is told whether a
+    /// live value is being replaced.
+    async fn shared<F, Fut>(&self, key: &str, ahead_ms: i64, fetch: F) -> Result<String, ApiError>
+    where
+        F: FnOnce(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<CachedToken, ApiError>>,
+    {
+        if let Some(t) = self.store.token(key.to_owned()).await? {
+            if t.expires_at - now_ms() > ahead_ms {
                 return Ok(t.token);
             }
         }
         let gate = self
             .refreshing
             .lock()
-            .map(|mut m| m.entry(appid.to_owned()).or_default().clone())
+            .map(|mut m| m.entry(key.to_owned()).or_default().clone())
             .unwrap_or_default();
         let _one_at_a_time = gate.lock().await;
         let waited_from = Instant::now();
         loop {
             let now = now_ms();
-            let cached = self.store.token(appid.to_owned()).await?;
-            if let Some(t) = cached
-                .as_ref()
-                .filter(|t| t.expires_at - now > REFRESH_AHEAD_MS)
-            {
+            let cached = self.store.token(key.to_owned()).await?;
+            if let Some(t) = cached.as_ref().filter(|t| t.expires_at - now > ahead_ms) {
                 return Ok(t.token.clone());
             }
             let leased = self
                 .store
-                .lease_token_refresh(appid.to_owned(), self.holder.clone(), now + LEASE_MS, now)
+                .lease_token_refresh(key.to_owned(), self.holder.clone(), now + LEASE_MS, now)
                 .await?;
             if leased {
                 // Another process may have refreshed between the read and the lease.
-                if let Some(t) = self.store.token(appid.to_owned()).await? {
-                    if t.expires_at - now_ms() > REFRESH_AHEAD_MS {
+                if let Some(t) = self.store.token(key.to_owned()).await? {
+                    if t.expires_at - now_ms() > ahead_ms {
                         self.store.put_token(t.clone(), self.holder.clone()).await?;
                         return Ok(t.token);
                     }
                 }
                 // A live stable token is only replaced when forced.
                 let force = cached.as_ref().is_some_and(|t| t.expires_at > now);
-                let fetched = self.fetch_token(appid, force).await;
-                return match fetched {
-                    Ok(token) => {
-                        let value = token.token.clone();
-                        self.store.put_token(token, self.holder.clone()).await?;
+                return match fetch(force).await {
+                    Ok(mut fresh) => {
+                        fresh.appid = key.to_owned();
+                        let value = fresh.token.clone();
+                        self.store.put_token(fresh, self.holder.clone()).await?;
                         Ok(value)
                     }
                     Err(e) => {
                         // Let others try at once rather than wait out the lease.
                         let _ = self
                             .store
-                            .lease_token_refresh(appid.to_owned(), self.holder.clone(), 0, now)
+                            .lease_token_refresh(key.to_owned(), self.holder.clone(), 0, now)
                             .await;
                         Err(e)
                     }
@@ -357,6 +397,105 @@ impl WechatApi {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The media id of `file` uploaded as temporary media of `kind`
+    /// (`image`, `voice`) for `appid`: uploaded once and shared through the
+    /// store by every process (keyed by the file's content, so an edited
+    /// file is uploaded anew), uploaded again an hour before its three days
+    /// run out, or after WeChat refused it ([`WechatApi::forget_media`]).
+    ///
+    /// Source: <https://developers.weixin.qq.com/doc/offiaccount/Asset_Management/New_temporary_materials.html>
+    ///
+    /// # Errors
+    /// [`ApiError::File`] when the file cannot be read; otherwise as
+    /// [`WechatApi::send`] (`40004`, `40005`, `40006`: wrong type or size).
+    pub async fn media_id(
+        &self,
+        appid: &str,
+        kind: &str,
+        file: &std::path::Path,
+    ) -> Result<String, ApiError> {
+        use sha2::Digest;
+        let bytes = tokio::fs::read(file)
+            .await
+            .map_err(|source| ApiError::File {
+                path: file.display().to_string(),
+                source,
+            })?;
+        let digest = sha2::Sha256::digest(&bytes);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let key = format!("{MEDIA_KEY}{appid}:{kind}:{hex}");
+        let name = file
+            .file_name()
+            .map_or_else(|| "media".to_owned(), |n| n.to_string_lossy().into_owned());
+        self.shared(&key, MEDIA_REFRESH_AHEAD_MS, |_| {
+            self.upload(appid, kind, &name, &bytes)
+        })
+        .await
+    }
+
+    /// Drop a media id WeChat refused (`40007`) from the shared cache, so
+    /// that its file is uploaded again the next time it is used.
+    ///
+    /// # Errors
+    /// [`ApiError::Store`].
+    pub async fn forget_media(&self, appid: &str, media_id: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .store
+            .invalidate_token_value(format!("{MEDIA_KEY}{appid}:"), media_id.to_owned())
+            .await?)
+    }
+
+    async fn upload(
+        &self,
+        appid: &str,
+        kind: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<CachedToken, ApiError> {
+        let mime = match name
+            .rsplit('.')
+            .next()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("png") => "image/png",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("gif") => "image/gif",
+            Some("amr") => "audio/amr",
+            Some("mp3") => "audio/mpeg",
+            Some("mp4") => "video/mp4",
+            _ => "application/octet-stream",
+        };
+        let url = format!("{}/cgi-bin/media/upload", self.base);
+        let uploaded_at = now_ms();
+        let answer = self
+            .call(appid, |token| {
+                let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+                    .file_name(name.to_owned())
+                    .mime_str(mime)
+                    .unwrap_or_else(|_| reqwest::multipart::Part::bytes(bytes.to_vec()));
+                self.http
+                    .post(&url)
+                    .query(&[("access_token", token), ("type", kind)])
+                    .multipart(reqwest::multipart::Form::new().part("media", part))
+            })
+            .await?;
+        let media_id = answer["media_id"].as_str().unwrap_or_default();
+        if media_id.is_empty() {
+            return Err(wechat_error(&answer));
+        }
+        let created_at = answer["created_at"]
+            .as_i64()
+            .map_or(uploaded_at, |s| s * 1000);
+        tracing::info!(%appid, kind, file = name, "uploaded temporary media");
+        Ok(CachedToken {
+            appid: String::new(),
+            token: media_id.to_owned(),
+            expires_at: created_at + MEDIA_LIFETIME_MS,
+            fetched_at: uploaded_at,
+        })
     }
 
     async fn fetch_token(&self, appid: &str, force: bool) -> Result<CachedToken, ApiError> {
@@ -409,7 +548,7 @@ impl WechatApi {
         touser: &OpenId,
         message: &CsMessage,
     ) -> Result<(), ApiError> {
-        self.call(appid, "/cgi-bin/message/custom/send", &message.body(touser))
+        self.post_json(appid, "/cgi-bin/message/custom/send", &message.body(touser))
             .await
     }
 
@@ -418,7 +557,8 @@ impl WechatApi {
     /// # Errors
     /// As [`WechatApi::send`].
     pub async fn send_body(&self, appid: &str, body: &Value) -> Result<(), ApiError> {
-        self.call(appid, "/cgi-bin/message/custom/send", body).await
+        self.post_json(appid, "/cgi-bin/message/custom/send", body)
+            .await
     }
 
     /// Show (`true`) or hide the typing indicator to `touser`.
@@ -427,7 +567,7 @@ impl WechatApi {
     /// As [`WechatApi::send`].
     pub async fn typing(&self, appid: &str, touser: &OpenId, typing: bool) -> Result<(), ApiError> {
         let command = if typing { "Typing" } else { "CancelTyping" };
-        self.call(
+        self.post_json(
             appid,
             "/cgi-bin/message/custom/typing",
             &json!({ "touser": touser.as_str(), "command": command }),
@@ -435,21 +575,41 @@ impl WechatApi {
         .await
     }
 
-    async fn call(&self, appid: &str, path: &str, body: &Value) -> Result<(), ApiError> {
+    async fn post_json(&self, appid: &str, path: &str, body: &Value) -> Result<(), ApiError> {
+        let url = format!("{}{path}", self.base);
+        self.call(appid, |token| {
+            self.http
+                .post(&url)
+                .query(&[("access_token", token)])
+                .json(body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Call WeChat with the app's access token (`request` builds the
+    /// request for a token), retrying busy answers and network failures
+    /// with backoff and a refused token once with a fresh one; WeChat's
+    /// answer when its errcode is 0 or absent.
+    async fn call(
+        &self,
+        appid: &str,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<Value, ApiError> {
         let mut busy = 0;
         let mut refreshed = false;
         loop {
             let token = self.access_token(appid).await?;
-            let request = self
-                .http
-                .post(format!("{}{path}", self.base))
-                .query(&[("access_token", token.as_str())])
-                .json(body);
-            let error = match self.answer(request).await {
-                Ok(answer) if answer["errcode"].as_i64().unwrap_or(0) == 0 => return Ok(()),
+            let error = match self.answer(request(&token)).await {
+                Ok(answer) if answer["errcode"].as_i64().unwrap_or(0) == 0 => return Ok(answer),
                 Ok(answer) => wechat_error(&answer),
                 Err(e) => e,
             };
+            if let Some(code) = error.errcode() {
+                let code = code.to_string();
+                self.metrics
+                    .inc(metrics::API_ERRORS, &[("appid", appid), ("errcode", &code)]);
+            }
             match error.errcode() {
                 Some(40001 | 40014 | 42001) if !refreshed => {
                     refreshed = true;
@@ -478,6 +638,24 @@ impl WechatApi {
             .await
             .map_err(|e| ApiError::Network(e.without_url()))
     }
+}
+
+/// What an errcode means and what to do about it, for the common final
+/// ones. Source: WeChat's global return codes,
+/// <https://developers.weixin.qq.com/doc/offiaccount/Getting_Started/Global_Return_Code.html>.
+pub fn advice(errcode: i64) -> Option<&'static str> {
+    Some(match errcode {
+        48001 => "this account has no permission for this API: unverified subscription accounts have no customer-service API; answer with a passive reply (via = \"passive\")",
+        48002 => "the user has turned off messages from this account",
+        48004 => "this API is banned for this account; see the notice in WeChat's console",
+        40003 => "the openid is not a user of this app",
+        40007 => "the media_id is invalid or expired; an uploaded file is uploaded again next time",
+        45009 => "the API's daily quota is used up",
+        45011 => "API calls are too frequent; slow down",
+        40004 | 40005 => "WeChat does not take this type of media file",
+        40006 => "the media file is too large for its type",
+        _ => return None,
+    })
 }
 
 fn wechat_error(answer: &Value) -> ApiError {

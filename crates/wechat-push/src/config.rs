@@ -481,7 +481,7 @@ impl Config {
             for (j, target) in app.forward.iter().enumerate() {
                 target.check(i, j)?;
             }
-            let rules = crate::rules::Rules::new(i, &app.rules)?;
+            let rules = crate::rules::Rules::new(i, app.kind, &app.rules)?;
             if rules.uses_api() && app.secret.is_none() {
                 return Err(invalid(
                     key("secret"),

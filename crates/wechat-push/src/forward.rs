@@ -40,8 +40,8 @@ use crate::handler::{Handler, HandlerError, Push};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
-use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
-use crate::rules::ReplyConfig;
+use crate::reply::PassiveReply;
+use crate::reply::ReplySpec;
 use crate::store::{BoxFuture, Delivery, DeliveryOutcome, Store, StoredPush};
 use crate::webhook::{self, SigningKey};
 
@@ -177,6 +177,8 @@ pub fn display_url(url: &str) -> String {
 struct Route {
     config: ForwardConfig,
     key: SigningKey,
+    /// The app's kind: an Official Account takes any passive reply.
+    kind: AppKind,
 }
 
 /// One target URL, with every app that forwards to it.
@@ -238,6 +240,7 @@ impl Forwarder {
                 let route = Route {
                     config: f.clone(),
                     key,
+                    kind: app.kind,
                 };
                 let lease = f.timeout + Duration::from_secs(5);
                 match targets.iter_mut().find(|t| t.url == f.url) {
@@ -294,7 +297,10 @@ impl Forwarder {
         self.targets.iter().filter_map(move |target| {
             let route = target.routes.get(appid)?;
             let wanted = route.config.wants(message);
-            wanted.then_some((target, transferable && route.config.passive_reply))
+            // An Official Account takes a passive reply to any push; a Mini
+            // Program only a transfer, to a message or a session entry.
+            let passive = transferable || route.kind == AppKind::OfficialAccount;
+            wanted.then_some((target, passive && route.config.passive_reply))
         })
     }
 
@@ -376,6 +382,42 @@ impl Forwarder {
         }
         self.notify.notify_one();
         Ok(passive)
+    }
+
+    /// A target's passive reply to `push` came too late for its answer: send
+    /// it through the customer-service API, as a reply past the budget is
+    /// (recorded under the first holding target's source).
+    async fn reply_missed(
+        &self,
+        push: &Push,
+        reply: &PassiveReply,
+    ) -> Result<String, HandlerError> {
+        let Some(message) = reply.to_cs_message() else {
+            return Ok(format!(
+                "not sent: {} can only ride on the push's answer",
+                reply.msg_type()
+            ));
+        };
+        let Some(outbox) = &self.outbox else {
+            return Ok("not sent: no API client".into());
+        };
+        let Some((target, _)) = self
+            .routes_for(&push.appid, &push.message)
+            .find(|(_, held)| *held)
+        else {
+            return Ok("not sent: no target holds the answer any more".into());
+        };
+        let source = format!("forward:{}", target.label);
+        outbox
+            .deliver(
+                &push.appid,
+                push.id,
+                &source,
+                &push.message.from_user,
+                std::slice::from_ref(&message),
+            )
+            .await?;
+        Ok("sent through the customer-service API instead".into())
     }
 
     /// Deliver due deliveries until `shutdown` turns true, then give
@@ -502,20 +544,13 @@ impl Forwarder {
         } else {
             self.post(target, route, &push, &message).await
         };
-        // A transfer rides on the push's answer while it is still open.
-        if let (Some(kind), Ok(Some(Ok(ReplyConfig::Transfer { .. })))) = (app_kind, &reply) {
-            let outcome = DeliveryOutcome::Delivered { note: None };
-            self.finish(target, &push.appid, &delivery, outcome).await;
-            return Some(match kind {
-                AppKind::MiniProgram => {
-                    PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService)
-                }
-                AppKind::OfficialAccount => {
-                    PassiveReply::OfficialAccount(OfficialAccountReply::TransferCustomerService {
-                        kf_account: None,
-                    })
-                }
-            });
+        // A passive reply rides on the push's answer while it is still open.
+        if let (Some(kind), Ok(Some(Ok(spec)))) = (app_kind, &reply) {
+            if let Some(passive) = passive_reply(spec, kind, &message) {
+                let outcome = DeliveryOutcome::Delivered { note: None };
+                self.finish(target, &push.appid, &delivery, outcome).await;
+                return Some(passive);
+            }
         }
         let outcome = match reply {
             Err(error) => self.failed(route, &delivery, error, false),
@@ -535,7 +570,7 @@ impl Forwarder {
         route: &Route,
         push: &StoredPush,
         message: &Message,
-    ) -> Result<Option<Result<ReplyConfig, String>>, String> {
+    ) -> Result<Option<Result<ReplySpec, String>>, String> {
         let id = webhook::webhook_id(&push.appid, &push.dedup_key);
         let body = webhook::payload(&id, &push.appid, &push.dedup_key, push.received_at, message);
         let timestamp = now_secs();
@@ -587,18 +622,26 @@ impl Forwarder {
         target: &Target,
         push: &StoredPush,
         message: &Message,
-        reply: Option<Result<ReplyConfig, String>>,
+        reply: Option<Result<ReplySpec, String>>,
     ) -> Result<Option<String>, String> {
         let source = format!("forward:{}", target.label);
         let messages = match reply {
             None => Vec::new(),
             Some(Err(e)) => return Ok(Some(format!("reply ignored: {e}"))),
-            Some(Ok(ReplyConfig::Transfer { .. })) => {
+            Some(Ok(ReplySpec::TransferCustomerService(_))) => {
                 return Ok(Some(
                     "reply ignored: transfer_customer_service is a passive reply, and the push was answered already (set passive_reply = true on the target to hold the answer for it)".into(),
                 ))
             }
-            Some(Ok(ReplyConfig::Send(m))) => vec![m],
+            Some(Ok(spec)) => match spec.to_cs_message(None) {
+                Some(m) => vec![m],
+                None => {
+                    return Ok(Some(format!(
+                        "reply ignored: a backend names its {} by media_id, not by file",
+                        spec.msg_type()
+                    )))
+                }
+            },
         };
         let Some(outbox) = &self.outbox else {
             return Ok((!messages.is_empty()).then(|| "reply ignored: no API client".into()));
@@ -695,7 +738,7 @@ async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwe
 
 /// The reply in a target's 2xx answer: `None` for an empty answer or one
 /// without `"reply"`; an error for a `"reply"` that is not one.
-fn parse_reply(answer: &[u8]) -> Option<Result<ReplyConfig, String>> {
+fn parse_reply(answer: &[u8]) -> Option<Result<ReplySpec, String>> {
     if answer.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
@@ -709,13 +752,33 @@ fn parse_reply(answer: &[u8]) -> Option<Result<ReplyConfig, String>> {
         return None;
     }
     Some(
-        ReplyConfig::deserialize(reply)
+        ReplySpec::deserialize(reply)
             .map_err(|_| format!("{reply} is not a reply (expected {{\"text\": \"…\"}}, {{\"image\": \"MEDIA_ID\"}}, a link, a miniprogrampage or transfer_customer_service)")),
     )
 }
 
 /// Whether `message` may be answered with `transfer_customer_service`: a
 /// user's message, or a Mini Program user entering the chat.
+/// `spec` as a passive reply of an app of `kind` answering `message`, when
+/// it can be one: `transfer_customer_service` for any app, the passive
+/// types for an Official Account (news to a user's message holds one
+/// article).
+fn passive_reply(spec: &ReplySpec, kind: AppKind, message: &Message) -> Option<PassiveReply> {
+    match (spec, kind) {
+        (ReplySpec::TransferCustomerService(true), kind) => Some(PassiveReply::transfer(kind)),
+        (ReplySpec::TransferCustomerService(false), _) | (_, AppKind::MiniProgram) => None,
+        (spec, AppKind::OfficialAccount) => {
+            let articles = if message.msg_type() == "event" {
+                crate::reply::MAX_NEWS_ARTICLES
+            } else {
+                1
+            };
+            spec.to_passive(None, articles)
+                .map(PassiveReply::OfficialAccount)
+        }
+    }
+}
+
 fn can_transfer(message: &Message) -> bool {
     let fields = message.fields();
     match fields.get("MsgType").and_then(|t| t.as_str()) {
@@ -757,6 +820,21 @@ impl Handler for ForwardingHandler {
     fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
         self.inner.may_reply_passively(appid, message) || self.forwarder.waits_for(appid, message)
     }
+
+    fn reply_missed<'a>(
+        &'a self,
+        push: &'a Push,
+        reply: &'a PassiveReply,
+    ) -> BoxFuture<'a, Result<String, HandlerError>> {
+        Box::pin(async move {
+            // The app's handler has the last word on the reply, so a reply
+            // it may give is its own.
+            if self.inner.may_reply_passively(&push.appid, &push.message) {
+                return self.inner.reply_missed(push, reply).await;
+            }
+            self.forwarder.reply_missed(push, reply).await
+        })
+    }
 }
 
 #[cfg(test)]
@@ -773,15 +851,11 @@ mod tests {
         assert_eq!(parse_reply(br#"{"reply":null}"#), None);
         assert_eq!(
             parse_reply(br#"{"reply":{"text":"hi"}}"#),
-            Some(Ok(ReplyConfig::Send(crate::api::CsMessage::Text(
-                "hi".into()
-            ))))
+            Some(Ok(ReplySpec::Text("hi".into())))
         );
         assert_eq!(
             parse_reply(br#"{"reply":{"transfer_customer_service":true}}"#),
-            Some(Ok(ReplyConfig::Transfer {
-                transfer_customer_service: true
-            }))
+            Some(Ok(ReplySpec::TransferCustomerService(true)))
         );
         assert!(matches!(
             parse_reply(br#"{"reply":{"txet":"hi"}}"#),

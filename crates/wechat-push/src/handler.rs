@@ -98,6 +98,20 @@ pub trait Handler: Send + Sync + 'static {
     fn may_reply_passively(&self, _appid: &str, _message: &Message) -> bool {
         false
     }
+
+    /// The passive `reply` this handler gave `push` could not ride on the
+    /// push's answer: it was not ready within the reply budget, or the push
+    /// was handled when no answer was held open for it (a retry). Answer
+    /// some other way, or not; the returned sentence says which, and is
+    /// recorded on the reply. An error is retried like a failed handling.
+    /// The default sends nothing.
+    fn reply_missed<'a>(
+        &'a self,
+        _push: &'a Push,
+        _reply: &'a PassiveReply,
+    ) -> BoxFuture<'a, Result<String, HandlerError>> {
+        Box::pin(async { Ok("not sent".to_owned()) })
+    }
 }
 
 /// Logs each push and does nothing else: the handler when none is configured.

@@ -24,6 +24,8 @@ pub const HANDLER_FAILURES: &str = "wechat_push_handler_failures_total";
 /// Attempts to deliver pushes to forward targets, by app, target and
 /// outcome (`delivered`, `retry`, `dead`).
 pub const FORWARDS: &str = "wechat_push_forward_total";
+/// Counter: WeChat API answers with an errcode, by app and errcode.
+pub const API_ERRORS: &str = "wechat_push_api_errors_total";
 /// Time forward targets took to answer, by target.
 pub const FORWARD_SECONDS: &str = "wechat_push_forward_seconds";
 
@@ -48,6 +50,10 @@ const HELP: &[(&str, &str)] = &[
     (
         FORWARDS,
         "Delivery attempts to forward targets, by app, target and outcome (delivered, retry, dead).",
+    ),
+    (
+        API_ERRORS,
+        "WeChat API answers with an errcode, by app and errcode (48001: no permission, 45015: window closed, ...).",
     ),
 ];
 

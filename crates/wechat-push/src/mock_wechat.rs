@@ -11,6 +11,8 @@
 //!
 //! For tests and demos it also serves, under `/_mock/`:
 //! - `GET sent`: the customer-service messages it accepted, in order;
+//! - `GET media`: the temporary media it accepted (`media/upload`, checked
+//!   for WeChat's types and sizes), without their bytes;
 //! - `GET calls`: every API call it received (token fetches included);
 //! - `POST faults` `{"path"?, "errcode"?, "errmsg"?, "delay_ms"?, "times"?}`:
 //!   answer the next `times` matching calls with that errcode, after that delay;
@@ -122,6 +124,7 @@ struct Inner {
     faults: VecDeque<Fault>,
     calls: Vec<Value>,
     sent: Vec<Value>,
+    media: Vec<Value>,
     issued: u64,
     offset_ms: i64,
     implicit_windows: bool,
@@ -264,11 +267,16 @@ impl MockWechat {
             .route("/cgi-bin/token", get(token))
             .route("/cgi-bin/message/custom/send", post(custom_send))
             .route("/cgi-bin/message/custom/typing", post(custom_typing))
+            .route("/cgi-bin/media/upload", post(media_upload))
             .route("/_mock/sent", get(sent))
+            .route("/_mock/media", get(media))
             .route("/_mock/calls", get(calls))
             .route("/_mock/faults", post(faults))
             .route("/_mock/user_action", post(user_action))
             .route("/_mock/advance", post(advance))
+            // Above WeChat's largest media (10 MB), so that oversized
+            // uploads get WeChat's errcode rather than a 413.
+            .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
             .with_state(self.inner);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
@@ -474,6 +482,89 @@ async fn custom_send(
         json!({ "appid": appid, "touser": touser, "msgtype": msgtype, "body": body, "at": now }),
     );
     Json(ok())
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadParams {
+    access_token: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// The formats and largest sizes of temporary media, by type, as WeChat
+/// takes them (<https://developers.weixin.qq.com/doc/offiaccount/Asset_Management/New_temporary_materials.html>).
+fn media_rules(kind: &str) -> Option<(&'static [&'static str], usize)> {
+    Some(match kind {
+        "image" => (&["png", "jpg", "jpeg", "gif"], 10 << 20),
+        "voice" => (&["amr", "mp3"], 2 << 20),
+        "video" => (&["mp4"], 10 << 20),
+        "thumb" => (&["jpg", "jpeg"], 64 << 10),
+        _ => return None,
+    })
+}
+
+async fn media_upload(
+    State(state): State<Shared>,
+    Query(q): Query<UploadParams>,
+    mut form: axum::extract::Multipart,
+) -> Json<Value> {
+    let mut file: Option<(String, usize)> = None;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("media") {
+            let name = field.file_name().unwrap_or_default().to_owned();
+            match field.bytes().await {
+                Ok(bytes) => file = Some((name, bytes.len())),
+                Err(_) => return Json(error(41005, "media data missing")),
+            }
+        }
+    }
+    let kind = q.kind.unwrap_or_default();
+    let body = json!({ "type": kind, "file": file.as_ref().map(|f| &f.0), "size": file.as_ref().map(|f| f.1) });
+    let appid = match authorize(
+        &state,
+        "/cgi-bin/media/upload",
+        q.access_token.as_deref(),
+        &body,
+    )
+    .await
+    {
+        Ok(appid) => appid,
+        Err(answer) => return Json(answer),
+    };
+    let Some((formats, max)) = media_rules(&kind) else {
+        return Json(error(40004, "invalid media type"));
+    };
+    let Some((name, size)) = file else {
+        return Json(error(41005, "media data missing"));
+    };
+    let extension = name
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !name.contains('.') || !formats.contains(&extension.as_str()) {
+        return Json(error(40005, "invalid file type"));
+    }
+    if size > max {
+        return Json(error(40006, "invalid meida size"));
+    }
+    let Ok(mut inner) = state.lock() else {
+        return Json(error(-1, "system error"));
+    };
+    let media_id = format!("MOCK_MEDIA_{}_{}", inner.media.len() + 1, kind);
+    let created_at = inner.now() / 1000;
+    inner.media.push(
+        json!({ "appid": appid, "type": kind, "file": name, "size": size, "media_id": media_id }),
+    );
+    Json(json!({ "type": kind, "media_id": media_id, "created_at": created_at }))
+}
+
+async fn media(State(state): State<Shared>) -> Json<Value> {
+    Json(
+        state
+            .lock()
+            .map_or(Value::Null, |i| Value::Array(i.media.clone())),
+    )
 }
 
 async fn custom_typing(

@@ -18,6 +18,11 @@ use crate::store::{AnswerStatus, PushId, Store};
 /// The source of answers given by the app's handler (rules or a router).
 pub const HANDLER_SOURCE: &str = "handler";
 
+/// The source of passive replies, recorded with the push's other answers:
+/// sent when one rode on the push's HTTP answer, failed (missed) when it
+/// was not ready in time.
+pub const PASSIVE_SOURCE: &str = "passive";
+
 /// Records and sends the answers of pushes.
 #[derive(Clone)]
 pub struct Outbox {
@@ -37,6 +42,11 @@ impl Outbox {
     /// An outbox recording in `store` and sending through `api`.
     pub fn new(store: Arc<dyn Store>, api: WechatApi) -> Self {
         Outbox { store, api }
+    }
+
+    /// The API client it sends through.
+    pub fn api(&self) -> &WechatApi {
+        &self.api
     }
 
     /// Answer push `push` of `appid` with `messages` to `touser`, on behalf
@@ -77,6 +87,12 @@ impl Outbox {
                 }
                 Err(e) => {
                     tracing::warn!(%appid, errcode = e.errcode(), error = %e, "answer refused by WeChat; recorded, not retried");
+                    if e.errcode() == Some(40007) {
+                        // A cached upload WeChat no longer knows: upload it again next time.
+                        if let Some(media_id) = body[record.msgtype.as_str()]["media_id"].as_str() {
+                            let _ = self.api.forget_media(appid, media_id).await;
+                        }
+                    }
                     self.mark(record.id, Some(e.to_string())).await?;
                 }
             }

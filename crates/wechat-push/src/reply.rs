@@ -9,8 +9,12 @@
 //! A reply is rendered with To and From swapped relative to the push. In safe
 //! mode it must then be sealed with [`crate::protocol::envelope::AppCrypto::seal`].
 
+use std::path::PathBuf;
+
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::api::CsMessage;
 use crate::message::{Message, OpenId};
 use crate::protocol::envelope::render;
 use crate::protocol::wire::Fields;
@@ -200,6 +204,473 @@ impl PassiveReply {
             format,
             &self.to_fields(&push.from_user, &push.to_user, create_time),
         )
+    }
+}
+
+/// How an answer reaches the user, `via` in a rule.
+///
+/// Source: Official Accounts' passive reply
+/// (<https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Passive_user_reply_message.html>)
+/// and customer-service messages
+/// (<https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Service_Center_messages.html>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// In the push's HTTP answer (sealed in encrypted modes); when it is not
+    /// ready within `server.reply_budget`, it is recorded as missed.
+    Passive,
+    /// Through the customer-service API, after the push is answered.
+    Api,
+    /// Passive when ready within the budget, else through the API.
+    Auto,
+}
+
+/// A media file for a reply: `"MEDIA_ID"`, `{ media_id = "…" }` as WeChat
+/// has it, or `{ file = "path/to/picture.png" }`, uploaded once as
+/// temporary media and its media id shared through the store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Media {
+    /// A media id.
+    Id(String),
+    /// `{ media_id = "…" }`.
+    MediaId {
+        /// The media id.
+        media_id: String,
+    },
+    /// `{ file = "…" }`: a file to upload (relative paths from the working
+    /// directory).
+    File {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+impl Media {
+    /// The media id, when it is given rather than a file.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Media::Id(id) | Media::MediaId { media_id: id } => Some(id),
+            Media::File { .. } => None,
+        }
+    }
+}
+
+/// A news article as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArticleSpec {
+    /// Title.
+    pub title: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Where it leads.
+    pub url: String,
+    /// Picture URL (JPG or PNG; 360×200 for the first, 200×200 for others).
+    #[serde(default)]
+    pub picurl: String,
+}
+
+/// News as configured: one article's fields, or `articles = [ … ]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum NewsSpec {
+    /// Several articles.
+    Articles {
+        /// The articles, in order.
+        articles: Vec<ArticleSpec>,
+    },
+    /// One article.
+    One(ArticleSpec),
+}
+
+impl NewsSpec {
+    /// The articles, in order.
+    pub fn articles(&self) -> &[ArticleSpec] {
+        match self {
+            NewsSpec::Articles { articles } => articles,
+            NewsSpec::One(one) => std::slice::from_ref(one),
+        }
+    }
+}
+
+/// Most articles of one passive news reply: 8 answering an event; since
+/// 2018-10-12 only 1 answering a user's message (more gets errcode 45008).
+pub const MAX_NEWS_ARTICLES: usize = 8;
+
+/// An answer as a rule or a backend writes it: `{ text = "…" }`,
+/// `{ image = … }` ([`Media`]), `{ voice = … }`, `{ video = { media_id,
+/// title, description, thumb_media_id } }`, `{ music = { … } }`,
+/// `{ news = { … } }`, `{ transfer_customer_service = true }`, and the
+/// customer-service-only `link`, `miniprogrampage` and `mpnews`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplySpec {
+    /// Text.
+    Text(String),
+    /// An image.
+    Image(Media),
+    /// A voice clip.
+    Voice(Media),
+    /// A video.
+    Video {
+        /// Its media id.
+        media_id: String,
+        /// Title.
+        #[serde(default)]
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Thumbnail media id (the customer-service API wants it).
+        #[serde(default)]
+        thumb_media_id: String,
+    },
+    /// Music.
+    Music {
+        /// Title.
+        #[serde(default)]
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Music URL.
+        musicurl: String,
+        /// High-quality music URL (played on Wi-Fi).
+        #[serde(default)]
+        hqmusicurl: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+    /// News.
+    News(NewsSpec),
+    /// Hand the conversation to human customer service (passive only).
+    TransferCustomerService(bool),
+    /// A link card (customer-service API only, Mini Programs).
+    Link {
+        /// Title.
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Where it leads.
+        url: String,
+        /// Thumbnail URL.
+        #[serde(default)]
+        thumb_url: String,
+    },
+    /// A mini-program card (customer-service API only).
+    Miniprogrampage {
+        /// Title.
+        title: String,
+        /// Page path.
+        pagepath: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+    /// A published article by media id (customer-service API only).
+    Mpnews(String),
+}
+
+impl ReplySpec {
+    /// WeChat's `MsgType` / `msgtype` for it.
+    pub fn msg_type(&self) -> &'static str {
+        match self {
+            ReplySpec::Text(_) => "text",
+            ReplySpec::Image(_) => "image",
+            ReplySpec::Voice(_) => "voice",
+            ReplySpec::Video { .. } => "video",
+            ReplySpec::Music { .. } => "music",
+            ReplySpec::News(_) => "news",
+            ReplySpec::TransferCustomerService(_) => "transfer_customer_service",
+            ReplySpec::Link { .. } => "link",
+            ReplySpec::Miniprogrampage { .. } => "miniprogrampage",
+            ReplySpec::Mpnews(_) => "mpnews",
+        }
+    }
+
+    /// Whether it can be a passive reply of an Official Account.
+    pub fn is_passive_type(&self) -> bool {
+        !matches!(
+            self,
+            ReplySpec::Link { .. } | ReplySpec::Miniprogrampage { .. } | ReplySpec::Mpnews(_)
+        )
+    }
+
+    /// Whether the customer-service API can send it.
+    pub fn is_api_type(&self) -> bool {
+        !matches!(self, ReplySpec::TransferCustomerService(_))
+    }
+
+    /// The media file to upload first, if it names one.
+    pub fn file(&self) -> Option<(&'static str, &std::path::Path)> {
+        match self {
+            ReplySpec::Image(Media::File { file }) => Some(("image", file)),
+            ReplySpec::Voice(Media::File { file }) => Some(("voice", file)),
+            _ => None,
+        }
+    }
+
+    /// `self` with `fill` applied to every text a user reads or follows
+    /// (rule captures, `{1}`).
+    pub fn filled(&self, fill: &dyn Fn(&str) -> String) -> ReplySpec {
+        let article = |a: &ArticleSpec| ArticleSpec {
+            title: fill(&a.title),
+            description: fill(&a.description),
+            url: fill(&a.url),
+            picurl: a.picurl.clone(),
+        };
+        match self {
+            ReplySpec::Text(t) => ReplySpec::Text(fill(t)),
+            ReplySpec::Video {
+                media_id,
+                title,
+                description,
+                thumb_media_id,
+            } => ReplySpec::Video {
+                media_id: media_id.clone(),
+                title: fill(title),
+                description: fill(description),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            ReplySpec::Music {
+                title,
+                description,
+                musicurl,
+                hqmusicurl,
+                thumb_media_id,
+            } => ReplySpec::Music {
+                title: fill(title),
+                description: fill(description),
+                musicurl: fill(musicurl),
+                hqmusicurl: fill(hqmusicurl),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            ReplySpec::News(NewsSpec::One(a)) => ReplySpec::News(NewsSpec::One(article(a))),
+            ReplySpec::News(NewsSpec::Articles { articles }) => {
+                ReplySpec::News(NewsSpec::Articles {
+                    articles: articles.iter().map(article).collect(),
+                })
+            }
+            ReplySpec::Link {
+                title,
+                description,
+                url,
+                thumb_url,
+            } => ReplySpec::Link {
+                title: fill(title),
+                description: fill(description),
+                url: fill(url),
+                thumb_url: thumb_url.clone(),
+            },
+            ReplySpec::Miniprogrampage {
+                title,
+                pagepath,
+                thumb_media_id,
+            } => ReplySpec::Miniprogrampage {
+                title: fill(title),
+                pagepath: fill(pagepath),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The passive reply of an Official Account, with `media_id` for an
+    /// uploaded file; `None` for a type only the API sends, or a media file
+    /// not uploaded. `max_articles` bounds news (1 answering a user's
+    /// message, [`MAX_NEWS_ARTICLES`] answering an event).
+    pub fn to_passive(
+        &self,
+        media_id: Option<&str>,
+        max_articles: usize,
+    ) -> Option<OfficialAccountReply> {
+        let media = |m: &Media| m.id().or(media_id).map(str::to_owned);
+        Some(match self {
+            ReplySpec::Text(content) => OfficialAccountReply::Text {
+                content: content.clone(),
+            },
+            ReplySpec::Image(m) => OfficialAccountReply::Image {
+                media_id: media(m)?,
+            },
+            ReplySpec::Voice(m) => OfficialAccountReply::Voice {
+                media_id: media(m)?,
+            },
+            ReplySpec::Video {
+                media_id,
+                title,
+                description,
+                ..
+            } => OfficialAccountReply::Video {
+                media_id: media_id.clone(),
+                title: title.clone(),
+                description: description.clone(),
+            },
+            ReplySpec::Music {
+                title,
+                description,
+                musicurl,
+                hqmusicurl,
+                thumb_media_id,
+            } => OfficialAccountReply::Music {
+                title: title.clone(),
+                description: description.clone(),
+                music_url: musicurl.clone(),
+                hq_music_url: hqmusicurl.clone(),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            ReplySpec::News(news) => OfficialAccountReply::News {
+                articles: news
+                    .articles()
+                    .iter()
+                    .take(max_articles)
+                    .map(|a| Article {
+                        title: a.title.clone(),
+                        description: a.description.clone(),
+                        pic_url: a.picurl.clone(),
+                        url: a.url.clone(),
+                    })
+                    .collect(),
+            },
+            ReplySpec::TransferCustomerService(_) => {
+                OfficialAccountReply::TransferCustomerService { kf_account: None }
+            }
+            ReplySpec::Link { .. } | ReplySpec::Miniprogrampage { .. } | ReplySpec::Mpnews(_) => {
+                return None
+            }
+        })
+    }
+
+    /// The customer-service message, with `media_id` for an uploaded file;
+    /// `None` for `transfer_customer_service` (passive only) or a media
+    /// file not uploaded.
+    pub fn to_cs_message(&self, media_id: Option<&str>) -> Option<CsMessage> {
+        let media = |m: &Media| m.id().or(media_id).map(str::to_owned);
+        Some(match self {
+            ReplySpec::Text(t) => CsMessage::Text(t.clone()),
+            ReplySpec::Image(m) => CsMessage::Image(media(m)?),
+            ReplySpec::Voice(m) => CsMessage::Voice(media(m)?),
+            ReplySpec::Video {
+                media_id,
+                title,
+                description,
+                thumb_media_id,
+            } => CsMessage::Video {
+                media_id: media_id.clone(),
+                thumb_media_id: thumb_media_id.clone(),
+                title: title.clone(),
+                description: description.clone(),
+            },
+            ReplySpec::Music {
+                title,
+                description,
+                musicurl,
+                hqmusicurl,
+                thumb_media_id,
+            } => CsMessage::Music {
+                title: title.clone(),
+                description: description.clone(),
+                musicurl: musicurl.clone(),
+                hqmusicurl: hqmusicurl.clone(),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            // The customer-service API sends one article.
+            ReplySpec::News(news) => {
+                let a = news.articles().first()?;
+                CsMessage::News {
+                    title: a.title.clone(),
+                    description: a.description.clone(),
+                    url: a.url.clone(),
+                    picurl: a.picurl.clone(),
+                }
+            }
+            ReplySpec::TransferCustomerService(_) => return None,
+            ReplySpec::Link {
+                title,
+                description,
+                url,
+                thumb_url,
+            } => CsMessage::Link {
+                title: title.clone(),
+                description: description.clone(),
+                url: url.clone(),
+                thumb_url: thumb_url.clone(),
+            },
+            ReplySpec::Miniprogrampage {
+                title,
+                pagepath,
+                thumb_media_id,
+            } => CsMessage::Miniprogrampage {
+                title: title.clone(),
+                pagepath: pagepath.clone(),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            ReplySpec::Mpnews(id) => CsMessage::Mpnews(id.clone()),
+        })
+    }
+}
+
+impl PassiveReply {
+    /// `transfer_customer_service` for an app of `kind`.
+    pub fn transfer(kind: crate::config::AppKind) -> PassiveReply {
+        match kind {
+            crate::config::AppKind::MiniProgram => {
+                PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService)
+            }
+            crate::config::AppKind::OfficialAccount => {
+                PassiveReply::OfficialAccount(OfficialAccountReply::TransferCustomerService {
+                    kf_account: None,
+                })
+            }
+        }
+    }
+
+    /// The same answer as a customer-service message, for a reply that
+    /// could not ride on the push's answer; `None` for
+    /// `transfer_customer_service`, which only a passive reply can carry.
+    pub fn to_cs_message(&self) -> Option<CsMessage> {
+        let PassiveReply::OfficialAccount(reply) = self else {
+            return None;
+        };
+        Some(match reply {
+            OfficialAccountReply::Text { content } => CsMessage::Text(content.clone()),
+            OfficialAccountReply::Image { media_id } => CsMessage::Image(media_id.clone()),
+            OfficialAccountReply::Voice { media_id } => CsMessage::Voice(media_id.clone()),
+            OfficialAccountReply::Video {
+                media_id,
+                title,
+                description,
+            } => CsMessage::Video {
+                media_id: media_id.clone(),
+                thumb_media_id: String::new(),
+                title: title.clone(),
+                description: description.clone(),
+            },
+            OfficialAccountReply::Music {
+                title,
+                description,
+                music_url,
+                hq_music_url,
+                thumb_media_id,
+            } => CsMessage::Music {
+                title: title.clone(),
+                description: description.clone(),
+                musicurl: music_url.clone(),
+                hqmusicurl: hq_music_url.clone(),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            OfficialAccountReply::News { articles } => {
+                let a = articles.first()?;
+                CsMessage::News {
+                    title: a.title.clone(),
+                    description: a.description.clone(),
+                    url: a.url.clone(),
+                    picurl: a.pic_url.clone(),
+                }
+            }
+            OfficialAccountReply::TransferCustomerService { .. } => return None,
+        })
     }
 }
 

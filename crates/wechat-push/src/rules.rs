@@ -9,6 +9,7 @@
 //! [[apps.rules]]
 //! regex = "^订单\\s*(\\d+)$"        # captures usable as {1}, {2} in the reply
 //! reply = { text = "Looking up order {1}" }
+//! via = "auto"                      # passive | api | auto
 //!
 //! [[apps.rules]]                    # no condition: the default, last
 //! reply = { transfer_customer_service = true }
@@ -16,18 +17,26 @@
 //!
 //! Every condition of a rule must hold (`keyword`, `regex`, `event`,
 //! `msg_type`); a rule without any matches every push and must come last.
+//!
+//! How the answer travels (`via`): an Official Account answers in the
+//! push's HTTP answer (a passive reply) by default, the only way open to
+//! unverified subscription accounts; `via = "api"` uses the
+//! customer-service API instead, `via = "auto"` the API when the passive
+//! reply is not ready within `server.reply_budget`. A Mini Program accepts
+//! only `transfer_customer_service` passively: its other answers go
+//! through the API.
 
 use std::collections::HashMap;
 
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::api::CsMessage;
+use crate::api::WechatApi;
 use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{Handler, HandlerError, Push};
 use crate::message::{Body, Message};
 use crate::outbox::{Outbox, HANDLER_SOURCE};
-use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
+use crate::reply::{PassiveReply, ReplySpec, Via, MAX_NEWS_ARTICLES};
 use crate::store::BoxFuture;
 
 /// One rule as written in the config.
@@ -47,31 +56,23 @@ pub struct RuleConfig {
     #[serde(default)]
     pub msg_type: Option<String>,
     /// The answer.
-    pub reply: ReplyConfig,
+    pub reply: ReplySpec,
+    /// How it travels; the default is `passive` for an Official Account's
+    /// passive types, `api` otherwise ([`Via`]).
+    #[serde(default)]
+    pub via: Option<Via>,
 }
 
-/// A rule's answer: `{ transfer_customer_service = true }`, or a
-/// customer-service message as [`CsMessage`] reads it (`{ text = "…" }`,
-/// `{ image = "MEDIA_ID" }`, `{ link = { … } }`, `{ miniprogrampage = { … } }`, …).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ReplyConfig {
-    /// Hand the conversation to human customer service (a passive reply).
-    Transfer {
-        /// Must be `true`.
-        transfer_customer_service: bool,
-    },
-    /// A message through the customer-service API.
-    Send(CsMessage),
-}
-
-/// What a matching rule says to do.
+/// What a matching rule says to do: its reply (captures filled in) and how
+/// it travels, `via` decided for the app's kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// Send this through the customer-service API.
-    Send(CsMessage),
-    /// Answer the push itself with `transfer_customer_service`.
-    Transfer,
+pub struct Answer {
+    /// The reply.
+    pub reply: ReplySpec,
+    /// How it travels.
+    pub via: Via,
+    /// Most news articles it may carry passively (1 for a user's message).
+    pub max_articles: usize,
 }
 
 /// One checked rule.
@@ -81,7 +82,8 @@ struct Rule {
     regex: Option<Regex>,
     event: Option<String>,
     msg_type: Option<String>,
-    reply: ReplyConfig,
+    reply: ReplySpec,
+    via: Via,
 }
 
 /// An app's rules, checked, in order.
@@ -90,26 +92,40 @@ pub struct Rules {
     rules: Vec<Rule>,
 }
 
+/// The message types a user sends (a passive news reply to them holds one article).
+const USER_MESSAGES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+];
+
 impl Rules {
-    /// Check the rules of app number `app` (for error messages).
+    /// Check the rules of app number `app` (for error messages), of `kind`.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the rule: a bad regex, a default rule
     /// before others, a transfer that could answer an event WeChat does not
-    /// allow it for, or a reply of `TransferCustomerService(false)`.
-    pub fn new(app: usize, configs: &[RuleConfig]) -> Result<Rules, ConfigError> {
+    /// allow it for, `transfer_customer_service = false`, a passive reply a
+    /// Mini Program does not accept, a type the chosen `via` cannot carry,
+    /// news with no article or too many, a media file that cannot be read.
+    pub fn new(app: usize, kind: AppKind, configs: &[RuleConfig]) -> Result<Rules, ConfigError> {
         let mut rules = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
             let key = |name: &str| format!("apps[{app}].rules[{i}].{name}");
+            let invalid = |name: &str, reason: String| ConfigError::Invalid {
+                key: key(name),
+                reason,
+            };
             let regex = c
                 .regex
                 .as_deref()
                 .map(Regex::new)
                 .transpose()
-                .map_err(|e| ConfigError::Invalid {
-                    key: key("regex"),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| invalid("regex", e.to_string()))?;
             let unconditional = c.keyword.is_none()
                 && c.regex.is_none()
                 && c.event.is_none()
@@ -120,33 +136,74 @@ impl Rules {
                     reason: "has no condition, so it matches every push and the rules after it never apply; put it last".into(),
                 });
             }
-            match &c.reply {
-                ReplyConfig::Transfer {
-                    transfer_customer_service: false,
-                } => {
-                    return Err(ConfigError::Invalid {
-                        key: key("reply"),
-                        reason:
-                            "transfer_customer_service = false answers nothing; remove the rule"
-                                .into(),
-                    })
+            // Only a user's message can be answered by these conditions.
+            let user_message = c.keyword.is_some()
+                || c.regex.is_some()
+                || c.msg_type.as_deref().is_some_and(|t| t != "event");
+            let via = match (&c.reply, kind, c.via) {
+                (ReplySpec::TransferCustomerService(false), ..) => {
+                    return Err(invalid(
+                        "reply",
+                        "transfer_customer_service = false answers nothing; remove the rule".into(),
+                    ))
                 }
-                ReplyConfig::Transfer {
-                    transfer_customer_service: true,
-                } => {
-                    // A passive reply only a user's message or session entry can take.
-                    let messages_only = c.keyword.is_some()
-                        || c.regex.is_some()
-                        || c.msg_type.as_deref().is_some_and(|t| t != "event");
+                (ReplySpec::TransferCustomerService(true), _, Some(Via::Api)) => {
+                    return Err(invalid(
+                        "via",
+                        "transfer_customer_service is a passive reply: the customer-service API cannot send it".into(),
+                    ))
+                }
+                (ReplySpec::TransferCustomerService(true), ..) => {
                     let session = c.event.as_deref() == Some("user_enter_tempsession");
-                    if !(messages_only || session) {
-                        return Err(ConfigError::Invalid {
-                            key: key("reply"),
-                            reason: "transfer_customer_service answers only a user's message or user_enter_tempsession; add keyword, regex, msg_type or event = \"user_enter_tempsession\"".into(),
-                        });
+                    if !(user_message || session) {
+                        return Err(invalid(
+                            "reply",
+                            "transfer_customer_service answers only a user's message or user_enter_tempsession; add keyword, regex, msg_type or event = \"user_enter_tempsession\"".into(),
+                        ));
                     }
+                    Via::Passive
                 }
-                _ => {}
+                (reply, AppKind::MiniProgram, Some(Via::Passive | Via::Auto)) => {
+                    return Err(invalid(
+                        "via",
+                        format!("a Mini Program accepts no passive reply but transfer_customer_service; a {} reply goes through the customer-service API (via = \"api\")", reply.msg_type()),
+                    ))
+                }
+                (_, AppKind::MiniProgram, _) => Via::Api,
+                (reply, AppKind::OfficialAccount, Some(Via::Passive | Via::Auto))
+                    if !reply.is_passive_type() =>
+                {
+                    return Err(invalid(
+                        "via",
+                        format!("{} is not a passive reply (passive: text, image, voice, video, music, news, transfer_customer_service); use via = \"api\"", reply.msg_type()),
+                    ))
+                }
+                (reply, AppKind::OfficialAccount, None) if !reply.is_passive_type() => Via::Api,
+                (_, AppKind::OfficialAccount, via) => via.unwrap_or(Via::Passive),
+            };
+            if let ReplySpec::News(news) = &c.reply {
+                let n = news.articles().len();
+                // The API sends one article; so does a passive reply to a
+                // user's message since 2018-10-12 (errcode 45008 beyond).
+                let max = if via == Via::Api || user_message {
+                    1
+                } else {
+                    MAX_NEWS_ARTICLES
+                };
+                if n == 0 || n > max {
+                    return Err(invalid(
+                        "reply",
+                        format!("news holds 1 to {max} article(s) here, got {n} (WeChat allows 8 only in a passive reply to an event, and 1 otherwise)"),
+                    ));
+                }
+            }
+            if let Some((_, file)) = c.reply.file() {
+                if let Err(e) = std::fs::metadata(file) {
+                    return Err(invalid(
+                        "reply",
+                        format!("cannot read media file {}: {e}", file.display()),
+                    ));
+                }
             }
             rules.push(Rule {
                 keyword: c.keyword.as_ref().map(|k| k.to_lowercase()),
@@ -154,6 +211,7 @@ impl Rules {
                 event: c.event.clone(),
                 msg_type: c.msg_type.clone(),
                 reply: c.reply.clone(),
+                via,
             });
         }
         Ok(Rules { rules })
@@ -164,7 +222,7 @@ impl Rules {
     pub fn uses_api(&self) -> bool {
         self.rules
             .iter()
-            .any(|r| matches!(r.reply, ReplyConfig::Send(_)))
+            .any(|r| r.via != Via::Passive || r.reply.file().is_some())
     }
 
     /// The answer of the first rule that matches `message`, if any.
@@ -173,15 +231,10 @@ impl Rules {
             Body::Text(t) => Some(t.content.as_str()),
             _ => None,
         };
-        let fields = message.fields();
-        let msg_type = fields.get("MsgType").and_then(|v| v.as_str());
-        let event = fields.get("Event").and_then(|v| v.as_str());
+        let msg_type = message.msg_type();
+        let event = message.event();
         self.rules.iter().find_map(|rule| {
-            if rule
-                .msg_type
-                .as_deref()
-                .is_some_and(|t| Some(t) != msg_type)
-            {
+            if rule.msg_type.as_deref().is_some_and(|t| t != msg_type) {
                 return None;
             }
             if rule.event.as_deref().is_some_and(|e| Some(e) != event) {
@@ -207,55 +260,22 @@ impl Rules {
                     out
                 }
             };
-            Some(match &rule.reply {
-                ReplyConfig::Transfer { .. } => Answer::Transfer,
-                ReplyConfig::Send(message) => Answer::Send(fill_message(message, &fill)),
+            let max_articles = if USER_MESSAGES.contains(&msg_type) {
+                1
+            } else {
+                MAX_NEWS_ARTICLES
+            };
+            Some(Answer {
+                reply: rule.reply.filled(&fill),
+                via: rule.via,
+                max_articles,
             })
         })
     }
 }
 
-/// `message` with `{n}` replaced by capture `n` in its texts.
-fn fill_message(message: &CsMessage, fill: &dyn Fn(&str) -> String) -> CsMessage {
-    match message {
-        CsMessage::Text(t) => CsMessage::Text(fill(t)),
-        CsMessage::Link {
-            title,
-            description,
-            url,
-            thumb_url,
-        } => CsMessage::Link {
-            title: fill(title),
-            description: fill(description),
-            url: fill(url),
-            thumb_url: thumb_url.clone(),
-        },
-        CsMessage::Miniprogrampage {
-            title,
-            pagepath,
-            thumb_media_id,
-        } => CsMessage::Miniprogrampage {
-            title: fill(title),
-            pagepath: fill(pagepath),
-            thumb_media_id: thumb_media_id.clone(),
-        },
-        CsMessage::News {
-            title,
-            description,
-            url,
-            picurl,
-        } => CsMessage::News {
-            title: fill(title),
-            description: fill(description),
-            url: fill(url),
-            picurl: picurl.clone(),
-        },
-        other => other.clone(),
-    }
-}
-
 /// The handler `wechat-push serve` runs: each app's rules answer its pushes,
-/// through the outbox, or with a passive `transfer_customer_service`.
+/// passively or through the outbox.
 #[derive(Debug)]
 pub struct RulesHandler {
     rules: HashMap<String, Rules>,
@@ -263,20 +283,45 @@ pub struct RulesHandler {
 }
 
 impl RulesHandler {
-    /// The rules of every app in `config`; `outbox` sends the answers.
+    /// The rules of every app in `config`; `outbox` sends the answers that
+    /// go through the customer-service API (and uploads media files).
     ///
     /// # Errors
     /// [`ConfigError`] for invalid rules.
     pub fn new(config: &Config, outbox: Option<Outbox>) -> Result<Self, ConfigError> {
         let mut rules = HashMap::new();
         for (i, app) in config.apps.iter().enumerate() {
-            rules.insert(app.appid.clone(), Rules::new(i, &app.rules)?);
+            rules.insert(app.appid.clone(), Rules::new(i, app.kind, &app.rules)?);
         }
         Ok(RulesHandler { rules, outbox })
     }
 
     fn answer(&self, appid: &str, message: &Message) -> Option<Answer> {
         self.rules.get(appid)?.answer(message)
+    }
+
+    fn outbox(&self) -> Result<&Outbox, HandlerError> {
+        self.outbox.as_ref().ok_or_else(|| {
+            HandlerError::new(
+                "a rule answers through the customer-service API, but no API client is set up",
+            )
+            .permanent()
+        })
+    }
+
+    /// The media id of the answer's file, uploaded (once) if it names one.
+    async fn media_id(&self, appid: &str, answer: &Answer) -> Result<Option<String>, HandlerError> {
+        let Some((kind, file)) = answer.reply.file() else {
+            return Ok(None);
+        };
+        let api: &WechatApi = self.outbox()?.api();
+        match api.media_id(appid, kind, file).await {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.is_retryable() => {
+                Err(HandlerError::caused_by("cannot upload the media file", e))
+            }
+            Err(e) => Err(HandlerError::caused_by("cannot upload the media file", e).permanent()),
+        }
     }
 }
 
@@ -286,25 +331,74 @@ impl Handler for RulesHandler {
         push: &'a Push,
     ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
         Box::pin(async move {
-            match self.answer(&push.appid, &push.message) {
-                None => {
-                    tracing::debug!(appid = %push.appid, kind = %push.message.kind(), "no rule matches");
-                    Ok(None)
-                }
-                Some(Answer::Transfer) => Ok(Some(match push.app_kind {
-                    AppKind::MiniProgram => {
-                        PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService)
-                    }
-                    AppKind::OfficialAccount => PassiveReply::OfficialAccount(
-                        OfficialAccountReply::TransferCustomerService { kf_account: None },
-                    ),
-                })),
-                Some(Answer::Send(message)) => {
-                    let outbox = self.outbox.as_ref().ok_or_else(|| {
-                        HandlerError::new("a rule answers through the customer-service API, but no API client is set up")
+            let Some(answer) = self.answer(&push.appid, &push.message) else {
+                tracing::debug!(appid = %push.appid, kind = %push.message.kind(), "no rule matches");
+                return Ok(None);
+            };
+            let media_id = self.media_id(&push.appid, &answer).await?;
+            if answer.via != Via::Api {
+                let reply = match (&answer.reply, push.app_kind) {
+                    (ReplySpec::TransferCustomerService(_), kind) => PassiveReply::transfer(kind),
+                    (reply, AppKind::OfficialAccount) => reply
+                        .to_passive(media_id.as_deref(), answer.max_articles)
+                        .map(PassiveReply::OfficialAccount)
+                        .ok_or_else(|| {
+                            HandlerError::new(format!(
+                                "{} cannot be a passive reply",
+                                reply.msg_type()
+                            ))
                             .permanent()
-                    })?;
-                    outbox
+                        })?,
+                    (reply, AppKind::MiniProgram) => {
+                        return Err(HandlerError::new(format!(
+                            "a Mini Program accepts no passive {} reply",
+                            reply.msg_type()
+                        ))
+                        .permanent())
+                    }
+                };
+                return Ok(Some(reply));
+            }
+            let message = answer
+                .reply
+                .to_cs_message(media_id.as_deref())
+                .ok_or_else(|| {
+                    HandlerError::new(format!(
+                        "{} cannot go through the customer-service API",
+                        answer.reply.msg_type()
+                    ))
+                    .permanent()
+                })?;
+            self.outbox()?
+                .deliver(
+                    &push.appid,
+                    push.id,
+                    HANDLER_SOURCE,
+                    &push.message.from_user,
+                    std::slice::from_ref(&message),
+                )
+                .await?;
+            Ok(None)
+        })
+    }
+
+    fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
+        self.answer(appid, message)
+            .is_some_and(|a| a.via != Via::Api)
+    }
+
+    fn reply_missed<'a>(
+        &'a self,
+        push: &'a Push,
+        reply: &'a PassiveReply,
+    ) -> BoxFuture<'a, Result<String, HandlerError>> {
+        Box::pin(async move {
+            let via = self
+                .answer(&push.appid, &push.message)
+                .map_or(Via::Passive, |a| a.via);
+            match (via, reply.to_cs_message()) {
+                (Via::Auto, Some(message)) => {
+                    self.outbox()?
                         .deliver(
                             &push.appid,
                             push.id,
@@ -313,29 +407,38 @@ impl Handler for RulesHandler {
                             std::slice::from_ref(&message),
                         )
                         .await?;
-                    Ok(None)
+                    Ok("sent through the customer-service API instead (via = \"auto\")".into())
                 }
+                (Via::Auto, None) | (Via::Api, _) => Ok(format!(
+                    "not sent: {} can only ride on the push's answer",
+                    reply.msg_type()
+                )),
+                (Via::Passive, _) => Ok(
+                    "not sent: via = \"passive\" (set via = \"auto\" to fall back to the customer-service API)".into(),
+                ),
             }
         })
-    }
-
-    fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
-        matches!(self.answer(appid, message), Some(Answer::Transfer))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::CsMessage;
     use crate::protocol::wire::{parse_json, Limits};
+    use crate::reply::{Media, OfficialAccountReply};
 
-    fn rules(toml_text: &str) -> Result<Rules, ConfigError> {
+    fn rules_for(kind: AppKind, toml_text: &str) -> Result<Rules, ConfigError> {
         #[derive(Deserialize)]
         struct Doc {
             rules: Vec<RuleConfig>,
         }
         let doc: Doc = toml::from_str(toml_text).unwrap();
-        Rules::new(0, &doc.rules)
+        Rules::new(0, kind, &doc.rules)
+    }
+
+    fn rules(toml_text: &str) -> Result<Rules, ConfigError> {
+        rules_for(AppKind::MiniProgram, toml_text)
     }
 
     fn push(json: &str) -> Message {
@@ -346,6 +449,14 @@ mod tests {
         push(&format!(
             r#"{{"ToUserName":"gh","FromUserName":"o","CreateTime":1,"MsgType":"text","Content":"{content}","MsgId":1}}"#
         ))
+    }
+
+    fn api(reply: ReplySpec) -> Option<Answer> {
+        Some(Answer {
+            reply,
+            via: Via::Api,
+            max_articles: 1,
+        })
     }
 
     #[test]
@@ -372,31 +483,82 @@ reply = { text = "Sorry, I did not understand." }
         assert!(r.uses_api());
         assert_eq!(
             r.answer(&text("oh hello there")),
-            Some(Answer::Send(CsMessage::Text("Hi! How can we help?".into())))
+            api(ReplySpec::Text("Hi! How can we help?".into()))
         );
         assert_eq!(
             r.answer(&text("订单 42")),
-            Some(Answer::Send(CsMessage::Text(
-                "Looking up order 42 (订单 42)".into()
-            )))
+            api(ReplySpec::Text("Looking up order 42 (订单 42)".into()))
         );
         let enter = push(
             r#"{"ToUserName":"gh","FromUserName":"o","CreateTime":1,"MsgType":"event","Event":"user_enter_tempsession"}"#,
         );
-        assert_eq!(r.answer(&enter), Some(Answer::Transfer));
+        let transfer = r.answer(&enter).unwrap();
+        assert_eq!(transfer.reply, ReplySpec::TransferCustomerService(true));
+        assert_eq!(transfer.via, Via::Passive);
         let image = push(
             r#"{"ToUserName":"gh","FromUserName":"o","CreateTime":1,"MsgType":"image","PicUrl":"u","MediaId":"m","MsgId":2}"#,
         );
         assert_eq!(
             r.answer(&image),
-            Some(Answer::Send(CsMessage::Image("MEDIA".into())))
+            api(ReplySpec::Image(Media::Id("MEDIA".into())))
         );
         assert_eq!(
             r.answer(&text("???")),
-            Some(Answer::Send(CsMessage::Text(
-                "Sorry, I did not understand.".into()
-            )))
+            api(ReplySpec::Text("Sorry, I did not understand.".into()))
         );
+    }
+
+    #[test]
+    fn an_official_account_answers_passively_unless_told_otherwise() {
+        let r = rules_for(
+            AppKind::OfficialAccount,
+            r#"
+[[rules]]
+regex = "^(hi)$"
+reply = { text = "Hi {1}" }
+[[rules]]
+keyword = "api"
+reply = { text = "by API" }
+via = "api"
+[[rules]]
+keyword = "auto"
+reply = { image = { media_id = "M1" } }
+via = "auto"
+[[rules]]
+keyword = "link"
+reply = { link = { title = "t", url = "https://example.com" } }
+[[rules]]
+event = "subscribe"
+reply = { news = { articles = [{ title = "a", url = "u" }, { title = "b", url = "v" }] } }
+"#,
+        )
+        .unwrap();
+        let hi = r.answer(&text("hi")).unwrap();
+        assert_eq!(hi.via, Via::Passive);
+        assert_eq!(
+            hi.reply.to_passive(None, hi.max_articles),
+            Some(OfficialAccountReply::Text {
+                content: "Hi hi".into()
+            })
+        );
+        assert_eq!(r.answer(&text("api")).unwrap().via, Via::Api);
+        let auto = r.answer(&text("auto")).unwrap();
+        assert_eq!(auto.via, Via::Auto);
+        assert_eq!(
+            auto.reply.to_cs_message(None),
+            Some(CsMessage::Image("M1".into()))
+        );
+        // A type only the API sends goes through it.
+        assert_eq!(r.answer(&text("link")).unwrap().via, Via::Api);
+        let subscribe = push(
+            r#"{"ToUserName":"gh","FromUserName":"o","CreateTime":1,"MsgType":"event","Event":"subscribe"}"#,
+        );
+        let news = r.answer(&subscribe).unwrap();
+        assert_eq!(news.max_articles, MAX_NEWS_ARTICLES);
+        assert!(matches!(
+            news.reply.to_passive(None, news.max_articles),
+            Some(OfficialAccountReply::News { articles }) if articles.len() == 2
+        ));
     }
 
     #[test]
@@ -429,5 +591,43 @@ reply = { text = "Sorry, I did not understand." }
             "[[rules]]\nkeyword = 'human'\nreply = { transfer_customer_service = true }"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn a_mini_program_rule_asking_for_a_passive_text_is_refused() {
+        let e = rules("[[rules]]\nkeyword = 'hi'\nreply = { text = 'x' }\nvia = 'passive'")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("apps[0].rules[0].via: a Mini Program accepts no passive reply but transfer_customer_service"),
+            "{e}"
+        );
+        let oa = |t: &str| {
+            rules_for(AppKind::OfficialAccount, t)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = oa("[[rules]]\nkeyword = 'a'\nreply = { mpnews = 'M' }\nvia = 'passive'");
+        assert!(
+            e.starts_with("apps[0].rules[0].via: mpnews is not a passive reply"),
+            "{e}"
+        );
+        let e = oa("[[rules]]\nkeyword = 'a'\nreply = { news = { articles = [{ title = 'a', url = 'u' }, { title = 'b', url = 'v' }] } }");
+        assert!(
+            e.contains("news holds 1 to 1 article(s) here, got 2"),
+            "{e}"
+        );
+        let e = oa("[[rules]]\nkeyword = 'a'\nreply = { image = { file = '/no/such/file.png' } }");
+        assert!(
+            e.starts_with("apps[0].rules[0].reply: cannot read media file /no/such/file.png"),
+            "{e}"
+        );
+        let e = oa(
+            "[[rules]]\nkeyword = 'a'\nreply = { transfer_customer_service = true }\nvia = 'api'",
+        );
+        assert!(
+            e.starts_with("apps[0].rules[0].via: transfer_customer_service is a passive reply"),
+            "{e}"
+        );
     }
 }

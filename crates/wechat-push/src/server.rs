@@ -36,10 +36,10 @@ use crate::forward::{Forwarder, ForwardingHandler};
 use crate::handler::Handler;
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
-use crate::protocol::answer::{self, DocumentedAnswers};
+use crate::protocol::answer::DocumentedAnswers;
 use crate::protocol::crypto::KeySlot;
 use crate::protocol::envelope::{
-    check_timestamp, is_container_path_check, AppCrypto, OpenError, Opened, PushQuery,
+    check_timestamp, is_container_path_check, render, AppCrypto, OpenError, Opened, PushQuery,
 };
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
@@ -119,6 +119,20 @@ impl Application {
         store: Arc<dyn Store>,
         handler: Arc<dyn Handler>,
     ) -> Result<Self, StartError> {
+        Self::build_with_metrics(config, store, handler, Arc::default()).await
+    }
+
+    /// As [`Application::build_with_store`], counting in `metrics` (shared
+    /// with the caller's own parts, such as a [`WechatApi`] answering users).
+    ///
+    /// # Errors
+    /// [`StartError`] when the config or address is unusable.
+    pub async fn build_with_metrics(
+        config: Config,
+        store: Arc<dyn Store>,
+        handler: Arc<dyn Handler>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartError> {
         config.validate()?;
         let limits = Limits {
             max_body: config.server.max_body,
@@ -138,7 +152,6 @@ impl Application {
                 },
             );
         }
-        let metrics = Arc::new(Metrics::default());
         // Forward targets answer users through the customer-service API,
         // with tokens shared through the store like every other client's.
         let forwards = config.apps.iter().any(|a| !a.forward.is_empty());
@@ -148,7 +161,8 @@ impl Application {
                 store.clone(),
                 config.secrets(),
                 config.wechat.token_kind,
-            );
+            )
+            .with_metrics(metrics.clone());
             Outbox::new(store.clone(), api)
         });
         let forwarder = Forwarder::new(&config, store.clone(), metrics.clone(), outbox)?;
@@ -164,6 +178,7 @@ impl Application {
             config: config.inbox.clone(),
             metrics: metrics.clone(),
             completions: completions_tx,
+            reply_budget: config.server.reply_budget,
         };
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
@@ -443,7 +458,7 @@ async fn receive_push(
     let documented = message
         .event()
         .and_then(|event| app.answers.for_event(event))
-        .map(|fields| answer::render(fields, format));
+        .map(|fields| render(format, fields).into_bytes());
     let acknowledge = || match &documented {
         Some(body) => passive_reply(app, format, key, &query, body),
         None => ack(&app.config),
@@ -518,19 +533,31 @@ async fn receive_push(
             let processor = processor.clone();
             tokio::spawn(
                 async move {
-                    let _ = tx.send(processor.process(stored, Some(message)).await);
+                    processor.process(stored, Some(message), Some(tx)).await;
                 }
                 .in_current_span(),
             );
-            match tokio::time::timeout(shared.server.reply_budget, rx).await {
-                Ok(Ok(Some(reply))) => {
-                    Ok((passive_reply(app, format, key, &query, &reply), "replied"))
-                }
-                Ok(_) => Ok((acknowledge(), "stored")),
+            // A reply sent is a reply received: the worker learns from the
+            // send whether it rode on this answer (see `Processor::process`),
+            // so the channel is closed before giving up on it, and a reply
+            // sent in between is still taken.
+            let mut rx = rx;
+            let reply = match tokio::time::timeout(shared.server.reply_budget, &mut rx).await {
+                Ok(reply) => reply.ok(),
                 Err(_) => {
-                    tracing::warn!("handler exceeded the reply budget; answered without a reply");
-                    Ok((acknowledge(), "stored"))
+                    rx.close();
+                    let late = rx.try_recv().ok();
+                    if late.is_none() {
+                        tracing::warn!(
+                            "handler exceeded the reply budget; answered without a reply"
+                        );
+                    }
+                    late
                 }
+            };
+            match reply {
+                Some(reply) => Ok((passive_reply(app, format, key, &query, &reply), "replied")),
+                None => Ok((acknowledge(), "stored")),
             }
         }
         Inserted::Duplicate { reply, status, .. } => {

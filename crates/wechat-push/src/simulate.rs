@@ -379,10 +379,7 @@ impl Simulator {
         if self.cloud_run {
             // The gateway passes the plaintext push on; the openid rides
             // in a header, taken from here.
-            let body = match self.format {
-                Format::Json => Value::Object(fields.clone()).to_string(),
-                Format::Xml => wire::write_xml(fields),
-            };
+            let body = crate::protocol::envelope::render(self.format, fields);
             let openid = fields.get("FromUserName").and_then(Value::as_str);
             return Ok(SealedPush {
                 query: PushQuery {

@@ -13,14 +13,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::clock::{now_ms, now_secs};
 use crate::config::{AppKind, InboxConfig};
-use crate::handler::{Handler, Push};
+use crate::handler::{Handler, HandlerError, Push};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
+use crate::outbox::PASSIVE_SOURCE;
+use crate::reply::PassiveReply;
+use crate::store::AnswerStatus;
 use crate::store::{PushId, Store, StoredPush};
 
 /// How long in-flight handlers may run on after shutdown is asked for.
@@ -41,14 +44,24 @@ pub struct Processor {
     pub metrics: Arc<Metrics>,
     /// Pushes handled without a reply, to be marked done in batches.
     pub completions: mpsc::Sender<PushId>,
+    /// How long the server holds a push's answer for a passive reply.
+    pub reply_budget: Duration,
 }
 
 impl Processor {
-    /// Handle one claimed push and record the outcome in the store. Returns
-    /// the rendered passive reply when the handler gave one. `message` is the
-    /// push already parsed, when the caller has it (saves parsing it again).
-    pub async fn process(&self, stored: StoredPush, message: Option<Message>) -> Option<Vec<u8>> {
-        self.process_with_slot(stored, message, None).await
+    /// Handle one claimed push and record the outcome in the store.
+    /// `message` is the push already parsed, when the caller has it (saves
+    /// parsing it again). `reply_to` is the push's HTTP answer, held open
+    /// for a passive reply: the rendered reply is sent there if the handler
+    /// gives one and the answer is still waiting for it.
+    pub async fn process(
+        &self,
+        stored: StoredPush,
+        message: Option<Message>,
+        reply_to: Option<oneshot::Sender<Vec<u8>>>,
+    ) {
+        self.process_with_slot(stored, message, None, reply_to)
+            .await;
     }
 
     /// As [`Processor::process`], freeing the worker `slot` as soon as the
@@ -59,7 +72,8 @@ impl Processor {
         stored: StoredPush,
         message: Option<Message>,
         slot: Option<Slot>,
-    ) -> Option<Vec<u8>> {
+        reply_to: Option<oneshot::Sender<Vec<u8>>>,
+    ) {
         // Debug: the server's `push` span already carries appid, dedup key and
         // outcome at info; failures below name their push themselves.
         let span = tracing::debug_span!(
@@ -68,7 +82,7 @@ impl Processor {
             dedup_key = %stored.dedup_key,
             attempt = stored.attempts
         );
-        self.process_in_span(stored, message, slot)
+        self.process_in_span(stored, message, slot, reply_to)
             .instrument(span)
             .await
     }
@@ -78,7 +92,8 @@ impl Processor {
         stored: StoredPush,
         message: Option<Message>,
         slot: Option<Slot>,
-    ) -> Option<Vec<u8>> {
+        reply_to: Option<oneshot::Sender<Vec<u8>>>,
+    ) {
         let id = stored.id;
         let appid = stored.appid.clone();
         let parsed = match message {
@@ -90,7 +105,7 @@ impl Processor {
             Err(e) => {
                 self.finish_failed(id, &appid, stored.dedup_key.as_str(), e.to_string(), None)
                     .await;
-                return None;
+                return;
             }
         };
         let push = Push {
@@ -107,32 +122,47 @@ impl Processor {
         let outcome =
             tokio::time::timeout(self.config.handler_timeout, self.handler.handle(&push)).await;
         drop(slot);
+        let waiting = reply_to.is_some();
+        let outcome = match outcome {
+            Ok(Ok(Some(reply))) => {
+                let rendered = reply
+                    .render_for(&push.message, now_secs(), stored.format)
+                    .into_bytes();
+                // Durable before it leaves: WeChat's retry of this push must
+                // get the same reply. (A reply that then misses its answer
+                // stays stored: WeChat retries only a push whose answer it
+                // did not get, and then the reply is the answer it wanted.)
+                if let Err(e) = self
+                    .store
+                    .complete(vec![(id, Some(rendered.clone()))], now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
+                }
+                let delivered = reply_to.is_some_and(|tx| tx.send(rendered).is_ok());
+                self.passive_reply_sent(&push, &reply, delivered, waiting)
+                    .await
+                    .map(|()| true)
+            }
+            Ok(Ok(None)) => Ok(false),
+            Ok(Err(e)) => Err(e),
+            Err(elapsed) => Err(HandlerError::caused_by(
+                format!("handler timed out after {:?}", self.config.handler_timeout),
+                elapsed,
+            )),
+        };
         match outcome {
-            Ok(Ok(reply)) => {
-                let rendered = reply.map(|r| {
-                    r.render_for(&push.message, now_secs(), stored.format)
-                        .into_bytes()
-                });
-                // A reply is recorded at once: WeChat's retry of this push
-                // must get it. Everything else is marked done in batches.
-                let queued = match &rendered {
-                    None => self.completions.send(id).await.is_ok(),
-                    Some(_) => false,
-                };
-                if !queued {
-                    if let Err(e) = self
-                        .store
-                        .complete(vec![(id, rendered.clone())], now_ms())
-                        .await
-                    {
+            Ok(completed) => {
+                // Pushes without a reply are marked done in batches.
+                if !completed && self.completions.send(id).await.is_err() {
+                    if let Err(e) = self.store.complete(vec![(id, None)], now_ms()).await {
                         tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
                     }
                 }
                 self.metrics
                     .inc(metrics::HANDLED, &[("appid", &appid), ("outcome", "done")]);
-                rendered
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 let retry = e
                     .is_retryable()
                     .then(|| self.retry_at(stored.attempts))
@@ -145,16 +175,65 @@ impl Processor {
                     retry,
                 )
                 .await;
-                None
-            }
-            Err(_) => {
-                let retry = self.retry_at(stored.attempts);
-                let msg = format!("handler timed out after {:?}", self.config.handler_timeout);
-                self.finish_failed(id, &appid, stored.dedup_key.as_str(), msg, retry)
-                    .await;
-                None
             }
         }
+    }
+
+    /// Record a passive reply among the push's answers (source `passive`):
+    /// sent when it rode on the push's answer; otherwise missed, after the
+    /// handler answered some other way ([`Handler::reply_missed`]), with
+    /// what it did. An error (the store, or the handler's fallback) fails
+    /// the handling, to be retried.
+    async fn passive_reply_sent(
+        &self,
+        push: &Push,
+        reply: &PassiveReply,
+        delivered: bool,
+        waiting: bool,
+    ) -> Result<(), HandlerError> {
+        let outcome = if delivered {
+            None
+        } else {
+            // A failure from here on is retried: the push is handled again.
+            let why = if waiting {
+                format!(
+                    "missed: not ready within server.reply_budget ({:?})",
+                    self.reply_budget
+                )
+            } else {
+                "missed: no answer was held open for it (a retry, or a push answered at once)"
+                    .to_owned()
+            };
+            let instead = self.handler.reply_missed(push, reply).await?;
+            tracing::warn!(appid = %push.appid, msg_type = reply.msg_type(), %why, %instead, "passive reply missed its answer");
+            Some(format!("{why}; {instead}"))
+        };
+        let body = serde_json::Value::Object(reply.to_fields(
+            &push.message.from_user,
+            &push.message.to_user,
+            now_secs(),
+        ))
+        .to_string();
+        let recorded = self
+            .store
+            .record_answers(
+                push.id,
+                PASSIVE_SOURCE.to_owned(),
+                vec![(reply.msg_type().to_owned(), body)],
+                now_ms(),
+            )
+            .await
+            .map_err(|e| HandlerError::caused_by("cannot record the passive reply", e))?;
+        for record in recorded
+            .iter()
+            .filter(|r| r.status == AnswerStatus::Pending)
+        {
+            self.store
+                .mark_answer(record.id, outcome.clone(), now_ms())
+                .await
+                .map_err(|e| HandlerError::caused_by("cannot record the passive reply", e))?;
+        }
+        Ok(())
     }
 
     async fn finish_failed(
@@ -274,7 +353,9 @@ impl Pool {
         slot.id = Some(push.id);
         let processor = self.processor.clone();
         tokio::spawn(async move {
-            processor.process_with_slot(push, message, Some(slot)).await;
+            processor
+                .process_with_slot(push, message, Some(slot), None)
+                .await;
         });
     }
 

@@ -21,7 +21,6 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::Message;
 use crate::protocol::canonical::canonical_digest;
@@ -56,10 +55,7 @@ impl DedupKey {
         let _ = match message.msg_id().filter(|_| message.event().is_none()) {
             Some(id) => fmt::Write::write_fmt(&mut key, format_args!("m:{from}:{id}:")),
             None => {
-                let what = message
-                    .event()
-                    .or_else(|| message.fields().get("MsgType").and_then(Value::as_str))
-                    .unwrap_or("");
+                let what = message.event().unwrap_or_else(|| message.msg_type());
                 let time = message.create_time;
                 fmt::Write::write_fmt(&mut key, format_args!("e:{from}:{time}:{what}:"))
             }

@@ -354,6 +354,13 @@ impl Message {
             .and_then(MsgId::from_value)
     }
 
+    /// `MsgType` as sent (`text`, `event`, …).
+    pub fn msg_type(&self) -> &str {
+        field(self.fields(), "MsgType")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
     /// `Event`, for events.
     pub fn event(&self) -> Option<&str> {
         field(self.fields(), "Event").and_then(Value::as_str)
@@ -412,39 +419,48 @@ fn unsafe_in_javascript(value: &Value) -> bool {
 }
 
 /// Add `<Name>_str` next to every integer JavaScript would round (see
-/// [`Message::to_json`]), at any depth.
+/// [`Message::to_json`]), at any depth, lists of lists included.
 fn add_exact_strings(fields: &mut Fields) {
-    let mut exact = Vec::new();
+    let mut twins = Vec::new();
     for (name, value) in fields.iter_mut() {
-        match value {
-            Value::Object(inner) => add_exact_strings(inner),
-            Value::Array(items) => {
-                for item in items.iter_mut() {
-                    if let Value::Object(inner) = item {
-                        add_exact_strings(inner);
-                    }
-                }
-                if items.iter().any(unsafe_in_javascript) {
-                    let strings = items
-                        .iter()
-                        .map(|v| match v {
-                            Value::Number(n) => Value::String(n.to_string()),
-                            other => other.clone(),
-                        })
-                        .collect();
-                    exact.push((format!("{name}_str"), Value::Array(strings)));
-                }
-            }
-            number if unsafe_in_javascript(number) => {
-                exact.push((format!("{name}_str"), Value::String(number.to_string())));
-            }
-            _ => {}
+        add_exact_strings_within(value);
+        if let Some(twin) = exact_twin(value) {
+            twins.push((format!("{name}_str"), twin));
         }
     }
-    for (name, value) in exact {
+    for (name, value) in twins {
         // A field WeChat itself named so is kept as sent.
         fields.entry(name).or_insert(value);
     }
+}
+
+/// Twins for the objects inside `value`, however deep in lists.
+fn add_exact_strings_within(value: &mut Value) {
+    match value {
+        Value::Object(inner) => add_exact_strings(inner),
+        Value::Array(items) => items.iter_mut().for_each(add_exact_strings_within),
+        _ => {}
+    }
+}
+
+/// The exact-digits twin of `value`: the digits of an integer JavaScript
+/// would round; for a list holding one (at any depth of lists), the list
+/// with every number as its digits; `None` otherwise.
+fn exact_twin(value: &Value) -> Option<Value> {
+    fn holds_unsafe(value: &Value) -> bool {
+        match value {
+            Value::Array(items) => items.iter().any(holds_unsafe),
+            other => unsafe_in_javascript(other),
+        }
+    }
+    fn as_strings(value: &Value) -> Value {
+        match value {
+            Value::Number(n) => Value::String(n.to_string()),
+            Value::Array(items) => Value::Array(items.iter().map(as_strings).collect()),
+            other => other.clone(),
+        }
+    }
+    holds_unsafe(value).then(|| as_strings(value))
 }
 
 fn type_body(msg_type: &str, fields: &Value) -> Body {
@@ -1306,6 +1322,14 @@ mod tests {
         assert_eq!(j["Neg_str"], "-9007199254740993");
         assert_eq!(j["Nested"]["OrderId_str"], "18446744073709551615");
         assert_eq!(j["Ids_str"], serde_json::json!(["1", "9007199254740993"]));
+        // Lists of lists, and objects inside them.
+        let m = json(
+            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"event","Event":"e","A":[[9007199254740993]],"B":[[{"Id":9007199254740993}]]}"#,
+        );
+        let lists = m.to_json();
+        assert_eq!(lists["A_str"], serde_json::json!([["9007199254740993"]]));
+        assert_eq!(lists["B"][0][0]["Id_str"], "9007199254740993");
+        assert!(!lists.contains_key("B_str"));
         // Wider than 64 bits: kept as its exact text by the wire reader.
         assert_eq!(j["Wide"], "123456789012345678901234");
         let m = json(

@@ -25,34 +25,32 @@
 //! (`[apps.answers]`), which also overrides the table.
 //!
 //! Like every answer other than `success` or empty, a documented answer is
-//! written in the push's format and sealed in encrypted modes.
+//! written in the push's format ([`super::envelope::render`]) and sealed in
+//! encrypted modes.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::wire::{self, Fields};
-use super::Format;
+use super::wire::Fields;
 
-/// WeChat's documented answers, by `Event`: the fields of the answer.
-///
-/// Every virtual-payment notification that the documentation says is
-/// acknowledged with `ErrCode` 0.
-pub const DOCUMENTED: &[(&str, &str)] = &[
-    (
-        "xpay_goods_deliver_notify",
-        r#"{"ErrCode":0,"ErrMsg":"Success"}"#,
-    ),
-    (
-        "xpay_coin_pay_notify",
-        r#"{"ErrCode":0,"ErrMsg":"Success"}"#,
-    ),
-    ("xpay_refund_notify", r#"{"ErrCode":0,"ErrMsg":"Success"}"#),
-    (
-        "xpay_complaint_notify",
-        r#"{"ErrCode":0,"ErrMsg":"Success"}"#,
-    ),
+/// The events whose documentation specifies `{"ErrCode":0,"ErrMsg":"Success"}`
+/// as the answer: every virtual-payment notification the documentation
+/// says is acknowledged with `ErrCode` 0.
+pub const DOCUMENTED: &[&str] = &[
+    "xpay_goods_deliver_notify",
+    "xpay_coin_pay_notify",
+    "xpay_refund_notify",
+    "xpay_complaint_notify",
 ];
+
+/// The answer of the events in [`DOCUMENTED`].
+fn err_code_0() -> Fields {
+    let mut answer = Fields::new();
+    answer.insert("ErrCode".into(), Value::from(0));
+    answer.insert("ErrMsg".into(), Value::from("Success"));
+    answer
+}
 
 /// The documented answers one app gives: [`DOCUMENTED`], overridden and
 /// extended by the app's own entries.
@@ -66,11 +64,7 @@ impl DocumentedAnswers {
     pub fn new(overrides: impl IntoIterator<Item = (String, Fields)>) -> Self {
         let mut by_event: HashMap<String, Fields> = DOCUMENTED
             .iter()
-            .filter_map(|(event, answer)| {
-                serde_json::from_str(answer)
-                    .ok()
-                    .map(|fields| ((*event).to_owned(), fields))
-            })
+            .map(|event| ((*event).to_owned(), err_code_0()))
             .collect();
         by_event.extend(overrides);
         DocumentedAnswers { by_event }
@@ -79,15 +73,6 @@ impl DocumentedAnswers {
     /// The answer to a push with this `Event`, if its documentation specifies one.
     pub fn for_event(&self, event: &str) -> Option<&Fields> {
         self.by_event.get(event)
-    }
-}
-
-/// The answer's body in `format`: a JSON object, or `<xml>` with strings in
-/// CDATA and numbers bare, as WeChat writes its own.
-pub fn render(answer: &Fields, format: Format) -> Vec<u8> {
-    match format {
-        Format::Json => Value::Object(answer.clone()).to_string().into_bytes(),
-        Format::Xml => wire::write_xml(answer).into_bytes(),
     }
 }
 
@@ -134,18 +119,20 @@ mod tests {
 
     #[test]
     fn answers_are_written_in_the_push_format() {
+        use crate::protocol::envelope::render;
+        use crate::protocol::Format;
         let answers = DocumentedAnswers::new([]);
         let answer = answers.for_event("xpay_goods_deliver_notify").unwrap();
         assert_eq!(
-            render(answer, Format::Json),
-            br#"{"ErrCode":0,"ErrMsg":"Success"}"#
+            render(Format::Json, answer),
+            r#"{"ErrCode":0,"ErrMsg":"Success"}"#
         );
-        let xml = render(answer, Format::Xml);
+        let xml = render(Format::Xml, answer);
         assert_eq!(
             xml,
-            b"<xml><ErrCode>0</ErrCode><ErrMsg><![CDATA[Success]]></ErrMsg></xml>"
+            "<xml><ErrCode>0</ErrCode><ErrMsg><![CDATA[Success]]></ErrMsg></xml>"
         );
-        let back = parse_xml(&xml, &Limits::default()).unwrap();
+        let back = parse_xml(xml.as_bytes(), &Limits::default()).unwrap();
         assert!(matches(&back, answer));
     }
 

@@ -18,10 +18,18 @@ use super::wire::Fields;
 /// - numbers, strings and booleans by their text, so `"CreateTime": 1` and
 ///   `"CreateTime": "1"` (and XML's bare `1`) are one value;
 /// - `null` as the empty text (XML has no null: an empty element is `""`);
-/// - an array of one item as that item: WeChat sends a one-item `List` as an
-///   object, and XML cannot tell one repeated element from one element;
+/// - an array of one item (not itself an array) as that item: WeChat sends
+///   a one-item `List` as an object, and XML cannot tell one repeated
+///   element from one element;
 /// - white space between XML elements is not a value at all (the wire
-///   reader drops it); white space inside a value is kept.
+///   reader drops it), nor around bare XML text (`<A> 1 </A>` is `1`);
+///   inside CDATA and JSON strings it is kept.
+///
+/// What the wire reader itself does not keep cannot tell pushes apart
+/// either: text beside child elements (mixed content, which WeChat never
+/// sends), all but the last of a JSON name given twice (as every JSON
+/// reader does), and float spellings of one binary64 value
+/// (`0.1` and `0.10000000000000001`).
 ///
 /// Every text and container is written with its length (LEB128), so the
 /// encoding is prefix-free: two different canonical trees never hash the
@@ -63,7 +71,10 @@ fn write_object(out: &mut Vec<u8>, fields: &Fields) {
 fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(fields) => write_object(out, fields),
-        Value::Array(items) if items.len() == 1 => write_value(out, &items[0]),
+        // One level only: `[["v"]]` is a list holding a list, not `"v"`.
+        Value::Array(items) if items.len() == 1 && !items[0].is_array() => {
+            write_value(out, &items[0])
+        }
         Value::Array(items) => {
             out.push(b'[');
             write_len(out, items.len());

@@ -242,6 +242,12 @@ fn encrypt_of_xml(body: &[u8], limits: &Limits) -> Result<Option<String>, WireEr
 /// See [`parse`].
 pub fn parse_json(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     check_size(body, limits)?;
+    parse_json_sized(body, limits)
+}
+
+/// [`parse_json`] of a body whose size is checked already (a body with its
+/// wide integers quoted is longer than the one received).
+fn parse_json_sized(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     let value: Value = serde_json::from_slice(body).map_err(WireError::Json)?;
     let Value::Object(fields) = value else {
         return Err(WireError::NotAnObject);
@@ -255,7 +261,7 @@ pub fn parse_json(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
         // An integer wider than 64 bits became a float: read the body again
         // with such integers as text, so that their exact digits survive.
         if let Some(exact) = quote_wide_integers(body) {
-            return parse_json(&exact, limits);
+            return parse_json_sized(&exact, limits);
         }
     }
     Ok(fields)
@@ -471,8 +477,7 @@ pub fn parse_xml(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     parse_xml_general(body, limits)
 }
 
-/// Where the CDATA section whose content starts `bytes` ends (the index of
-/// its `]]>`), read as WeChat writes it.
+/// Where CDATA sections end, read as WeChat writes them.
 ///
 /// WeChat does not split a section whose text holds `]]>`: the text
 /// `see <b><![CDATA[x]]></b> here` arrives as
@@ -482,26 +487,88 @@ pub fn parse_xml(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
 /// `</element>` or by another `<![CDATA[` (a section split as XML
 /// requires); only when no `]]>` is, at the first one. Every other section
 /// ends at its first `]]>`, as XML says.
-fn cdata_end(bytes: &[u8], element: Option<&[u8]>) -> Option<usize> {
-    const CLOSE: &[u8] = b"]]>";
-    let first = find_cdata_close(bytes, 0)?;
-    let Some(name) = element else {
-        return Some(first);
-    };
-    let mut at = first;
-    loop {
-        let after = skip_ws(bytes, at + CLOSE.len());
-        let rest = &bytes[after..];
+///
+/// Linear in the body whatever it holds: a section whose first `]]>` is
+/// followed by its end tag (every section WeChat splits right, nearly all)
+/// costs nothing more; the first one that is not builds an index of every
+/// `]]>` by what follows it, in one pass, and each later section looks its
+/// end up there (a hostile body of many such sections must not cost a scan
+/// of the rest of the body each).
+struct CdataEnds<'a> {
+    body: &'a [u8],
+    index: Option<CloseIndex<'a>>,
+}
+
+/// Every `]]>` of a body that is followed by an end tag (by the tag's
+/// name) or by `<![CDATA[`, in order.
+struct CloseIndex<'a> {
+    closing: std::collections::HashMap<&'a [u8], Vec<usize>>,
+    opening: Vec<usize>,
+}
+
+impl<'a> CloseIndex<'a> {
+    fn build(body: &'a [u8]) -> Self {
+        let mut index = CloseIndex {
+            closing: std::collections::HashMap::new(),
+            opening: Vec::new(),
+        };
+        for at in memchr::memmem::find_iter(body, b"]]>") {
+            let after = skip_ws(body, at + 3);
+            let rest = &body[after..];
+            if rest.starts_with(b"<![CDATA[") {
+                index.opening.push(at);
+            } else if let Some(tag) = rest.strip_prefix(b"</") {
+                let len = tag
+                    .iter()
+                    .position(|&b| !NAME_BYTE[usize::from(b)])
+                    .unwrap_or(tag.len());
+                if len > 0 && body.get(skip_ws(body, after + 2 + len)) == Some(&b'>') {
+                    index.closing.entry(&tag[..len]).or_default().push(at);
+                }
+            }
+        }
+        index
+    }
+}
+
+/// The first of `sorted` at or after `from`.
+fn first_from(sorted: &[usize], from: usize) -> Option<usize> {
+    sorted.get(sorted.partition_point(|&p| p < from)).copied()
+}
+
+impl<'a> CdataEnds<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        CdataEnds { body, index: None }
+    }
+
+    /// The index in the body of the `]]>` that ends the section whose
+    /// content starts at `content`, opened right after the start tag of
+    /// `element` if it was.
+    fn end(&mut self, content: usize, element: Option<&[u8]>) -> Option<usize> {
+        let body = self.body;
+        let first = find_cdata_close(body, content)?;
+        let Some(name) = element else {
+            return Some(first);
+        };
+        let after = skip_ws(body, first + 3);
+        let rest = &body[after..];
         let closes = rest.starts_with(b"</")
             && rest[2..].starts_with(name)
-            && bytes.get(skip_ws(bytes, after + 2 + name.len())) == Some(&b'>');
+            && body.get(skip_ws(body, after + 2 + name.len())) == Some(&b'>');
         if closes || rest.starts_with(b"<![CDATA[") {
-            return Some(at);
+            return Some(first);
         }
-        match find_cdata_close(bytes, at + CLOSE.len()) {
-            Some(next) => at = next,
-            None => return Some(first),
-        }
+        let index = self.index.get_or_insert_with(|| CloseIndex::build(body));
+        let closing = index
+            .closing
+            .get(name)
+            .and_then(|ends| first_from(ends, first));
+        let opening = first_from(&index.opening, first);
+        Some(match (closing, opening) {
+            (Some(c), Some(o)) => c.min(o),
+            (Some(e), None) | (None, Some(e)) => e,
+            (None, None) => first,
+        })
     }
 }
 
@@ -532,22 +599,23 @@ fn is_xml_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// `body` with every CDATA section that [`cdata_end`] reads past its first
+/// `body` with every CDATA section that [`CdataEnds`] reads past its first
 /// `]]>` split as XML requires, so that quick-xml reads what the simple
 /// reader reads; `None` when no section needed it (nearly always).
 fn split_unsplit_cdata(body: &[u8]) -> Option<Vec<u8>> {
     const OPEN: &[u8] = b"<![CDATA[";
     const CLOSE: &[u8] = b"]]>";
+    let mut ends = CdataEnds::new(body);
     let mut out = Vec::new();
     let (mut copied, mut from) = (0, 0);
-    while let Some(found) = memchr::memmem::find(&body[from..], OPEN) {
+    let openings = memchr::memmem::Finder::new(OPEN);
+    while let Some(found) = openings.find(&body[from..]) {
         let open = from + found;
         let content = open + OPEN.len();
-        let element = element_before(&body[..open]);
-        let Some(len) = cdata_end(&body[content..], element) else {
+        let element = element_before(&body[from..open]);
+        let Some(end) = ends.end(content, element) else {
             break;
         };
-        let end = content + len;
         from = end + CLOSE.len();
         if memchr::memmem::find(&body[content..end], CLOSE).is_none() {
             continue;
@@ -611,8 +679,9 @@ struct SimpleTokens<'a> {
     body: &'a str,
     pos: usize,
     /// The element whose start tag was the last token (white space aside):
-    /// a CDATA section right after it is read as WeChat writes it ([`cdata_end`]).
+    /// a CDATA section right after it is read as WeChat writes it ([`CdataEnds`]).
     just_opened: Option<&'a str>,
+    cdata: CdataEnds<'a>,
 }
 
 /// The bytes of a plain element name: ASCII letters, digits, `_ - . :`.
@@ -634,6 +703,7 @@ impl<'a> SimpleTokens<'a> {
             body: std::str::from_utf8(body).ok()?,
             pos: 0,
             just_opened: None,
+            cdata: CdataEnds::new(body),
         })
     }
 
@@ -674,9 +744,9 @@ impl<'a> SimpleTokens<'a> {
             let rest = &bytes[self.pos + 1..];
             if rest.starts_with(b"![CDATA[") {
                 let from = self.pos + 9;
-                let len = cdata_end(&bytes[from..], self.just_opened.map(str::as_bytes))?;
-                self.pos = from + len + 3;
-                return Some(Some(Simple::CData(body.get(from..from + len)?)));
+                let end = self.cdata.end(from, self.just_opened.map(str::as_bytes))?;
+                self.pos = end + 3;
+                return Some(Some(Simple::CData(body.get(from..end)?)));
             }
             let closing = rest.first() == Some(&b'/');
             let name_start = usize::from(closing);
@@ -795,7 +865,7 @@ fn encrypt_of_simple<'a>(body: &'a [u8], limits: &Limits) -> Option<Option<Cow<'
 }
 
 /// Any XML WeChat could send, read with quick-xml (WeChat's unsplit CDATA
-/// split first, see [`cdata_end`]).
+/// split first, see [`CdataEnds`]).
 fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
     let split = split_unsplit_cdata(body);
     let body = split.as_deref().unwrap_or(body);
@@ -1117,6 +1187,17 @@ mod tests {
         assert_eq!(fields["D"], 1.5);
         assert_eq!(fields["E"], u64::MAX);
         assert_eq!(fields["F"][1], "340282366920938463463374607431768211456");
+        // A body at the size limit is not refused for the quotes added.
+        let wide = r#"{"W":123456789012345678901234,"P":""#;
+        let body = format!("{wide}{}\"}}", "x".repeat(1000 - wide.len() - 2));
+        let limits = Limits {
+            max_body: body.len(),
+            ..Limits::default()
+        };
+        assert_eq!(
+            parse_json(body.as_bytes(), &limits).unwrap()["W"],
+            "123456789012345678901234"
+        );
     }
 
     #[test]
@@ -1158,6 +1239,34 @@ mod tests {
         );
         let encrypt = encrypt_of(Format::Xml, envelope.as_bytes(), &Limits::default()).unwrap();
         assert_eq!(encrypt.as_deref(), Some("abc="));
+    }
+
+    #[test]
+    fn many_sections_that_look_unsplit_are_read_from_one_index() {
+        // Once a scan of the rest of the body per section: quadratic, and
+        // reachable without a signature (see the hostile_cdata bench).
+        let body = format!("<xml>{}</xml>", "<a><![CDATA[x]]>z</a>".repeat(2000));
+        let mut ends = CdataEnds::new(body.as_bytes());
+        let mut from = 0;
+        let mut sections = 0;
+        while let Some(found) = memchr::memmem::find(&body.as_bytes()[from..], b"<![CDATA[") {
+            let content = from + found + 9;
+            let end = ends.end(content, Some(b"a")).unwrap();
+            // No `]]>` here is followed by `</a>`: each ends at its first.
+            assert_eq!(&body[content..end], "x");
+            from = end + 3;
+            sections += 1;
+        }
+        assert_eq!(sections, 2000);
+        assert!(ends.index.is_some());
+        // The readers agree on such a body.
+        let limits = Limits {
+            max_fields: 10_000,
+            ..Limits::default()
+        };
+        let simple = parse_xml_simple(body.as_bytes(), &limits);
+        let general = parse_xml_general(body.as_bytes(), &limits).ok();
+        assert_eq!(simple, general);
     }
 
     #[test]

@@ -569,4 +569,13 @@ pub trait Store: Send + Sync + 'static {
         appid: String,
         token: String,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Forget every cached value whose key starts with `prefix` and whose
+    /// value is `token` (a media id WeChat refused, cached per file under
+    /// `media:<appid>:…`). Returns whether any was.
+    fn invalidate_token_value(
+        &self,
+        prefix: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }

@@ -830,6 +830,22 @@ impl Store for SqliteStore {
             Ok(n == 1)
         }))
     }
+
+    fn invalidate_token_value(
+        &self,
+        prefix: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE tokens SET token = NULL, expires_at = 0 \
+                     WHERE substr(appid, 1, length(?1)) = ?1 AND token = ?2",
+                )?
+                .execute(params![prefix, token])?;
+            Ok(n > 0)
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -691,6 +691,13 @@ impl Store for DownStore {
     fn invalidate_token(&self, _: String, _: String) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
+    fn invalidate_token_value(
+        &self,
+        _: String,
+        _: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        down()
+    }
     fn record_answers(
         &self,
         _: PushId,
