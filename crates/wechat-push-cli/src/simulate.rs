@@ -14,7 +14,9 @@ use wechat_push::config::{parse_duration, AppKind};
 use wechat_push::protocol::answer::DocumentedAnswers;
 use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::wire::{self, Fields, Limits};
-use wechat_push::simulate::{message_fields, Answer, Attempt, Content, Pacing, Parties, Simulator};
+use wechat_push::simulate::{
+    message_fields, Answer, Attempt, Content, Pacing, Parties, Sent, Simulator,
+};
 use wechat_push::{AppCrypto, Config, Format, Mode, Token};
 
 /// The `simulate` subcommands.
@@ -320,15 +322,30 @@ fn describe(answer: &Answer) -> String {
         Answer::Reply {
             msg_type,
             encrypted,
-            ..
+            plaintext,
         } => format!(
-            "a{} passive reply of type {msg_type}",
+            "a{} passive reply of type {msg_type}:\n{}",
             if *encrypted {
                 "n encrypted"
             } else {
                 " plaintext"
-            }
+            },
+            readable(plaintext)
         ),
+    }
+}
+
+/// A reply's fields, one per line and indented, whatever its format.
+fn readable(body: &[u8]) -> String {
+    let fields = wire::sniff(body).and_then(|f| wire::parse(f, body, &Limits::default()).ok());
+    match fields {
+        Some(fields) => serde_json::to_string_pretty(&fields)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => format!("    {}", String::from_utf8_lossy(body)),
     }
 }
 
@@ -381,7 +398,15 @@ async fn send(a: SendArgs) -> Result<()> {
         sim.url
     );
     if a.repeat <= 1 {
-        let attempts = sim.send(&push, expected.as_ref()).await;
+        let attempts = sim
+            .send(
+                &push,
+                Sent {
+                    push: Some(&fields),
+                    documented: expected.as_ref(),
+                },
+            )
+            .await;
         let right = report(&attempts, "");
         println!(
             "{} deliver{} in all",
@@ -400,9 +425,14 @@ async fn send(a: SendArgs) -> Result<()> {
         let sim = sim.clone();
         let push = push.clone();
         let expected = expected.clone();
+        let fields = fields.clone();
         let permit = permits.clone().acquire_owned().await?;
         tasks.spawn(async move {
-            let r = sim.deliver(&push, expected.as_ref()).await;
+            let sent = Sent {
+                push: Some(&fields),
+                documented: expected.as_ref(),
+            };
+            let r = sim.deliver(&push, sent).await;
             drop(permit);
             (copy, r)
         });

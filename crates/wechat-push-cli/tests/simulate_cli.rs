@@ -343,7 +343,8 @@ async fn a_slow_endpoint_gets_four_deliveries() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_answers_are_diagnosed() {
     // An unencrypted reply in safe mode.
-    let reply = r#"{"ToUserName":"o","FromUserName":"gh","CreateTime":1,"MsgType":"transfer_customer_service"}"#;
+    // To and From swapped relative to simulate's push, as WeChat requires.
+    let reply = r#"{"ToUserName":"o_simulated_user_000000000000","FromUserName":"gh_0123456789ab","CreateTime":1,"MsgType":"transfer_customer_service"}"#;
     let (url, _) = fake_endpoint(Duration::ZERO, move |_| (200, reply.to_owned())).await;
     let o = simulate_owned(safe_send_args(&url)).await;
     assert!(!o.status.success());
@@ -385,6 +386,26 @@ async fn wrong_answers_are_diagnosed() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("an encrypted passive reply of type transfer_customer_service"),
+        "{}",
+        text(&o)
+    );
+
+    // A reply that does not swap To and From is dropped by WeChat.
+    let unswapped = crypto()
+        .seal(
+            br#"{"ToUserName":"gh_0123456789ab","FromUserName":"o_simulated_user_000000000000","CreateTime":1,"MsgType":"transfer_customer_service"}"#,
+            Format::Json,
+            now_secs(),
+            "n",
+            &[1; 16],
+            KeySlot::Current,
+        )
+        .unwrap();
+    let (url, _) = fake_endpoint(Duration::ZERO, move |_| (200, unswapped.clone())).await;
+    let o = simulate_owned(safe_send_args(&url)).await;
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("To and From are swapped in a reply"),
         "{}",
         text(&o)
     );

@@ -84,12 +84,33 @@ pub fn judge_echostr(echostr: &str, status: u16, body: &[u8]) -> Result<(), Stri
     })
 }
 
+/// What WeChat knows of the push it sent, to judge the answer by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sent<'a> {
+    /// The push's fields: a passive reply swaps its `ToUserName` and
+    /// `FromUserName`. `None`: not checked.
+    pub push: Option<&'a Fields>,
+    /// The answer the push's documentation specifies, if any
+    /// ([`crate::protocol::answer`]): then `success` is wrong, and WeChat
+    /// delivers the push again.
+    pub documented: Option<&'a Fields>,
+}
+
+/// The passive reply types an Official Account may answer with.
+/// Source: <https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Passive_user_reply_message.html>
+pub const OFFICIAL_ACCOUNT_REPLIES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "music",
+    "news",
+    "transfer_customer_service",
+];
+
 /// Judge the answer to a push as WeChat would.
 ///
-/// `app` must hold the app's token and (for encrypted modes) key;
-/// `expected` is the answer the push's documentation specifies, if any
-/// ([`crate::protocol::answer`]): then `success` is wrong, and WeChat
-/// delivers the push again.
+/// `app` must hold the app's token and (for encrypted modes) key.
 ///
 /// # Errors
 /// A sentence saying what is wrong, in the terms of WeChat's rules.
@@ -97,10 +118,11 @@ pub fn judge_answer(
     app: &AppCrypto,
     kind: AppKind,
     mode: Mode,
-    expected: Option<&Fields>,
+    sent: Sent<'_>,
     status: u16,
     body: &[u8],
 ) -> Result<Answer, String> {
+    let expected = sent.documented;
     if status != 200 {
         return Err(format!("answered HTTP {status}{}", snippet(body)));
     }
@@ -186,11 +208,94 @@ pub fn judge_answer(
             "passive reply of type {msg_type} to a Mini Program: the only passive reply a Mini Program accepts is transfer_customer_service; answer through the customer-service API instead"
         ));
     }
+    if !OFFICIAL_ACCOUNT_REPLIES.contains(&msg_type.as_str()) {
+        return Err(format!(
+            "passive reply of type {msg_type}: an Official Account accepts {}",
+            OFFICIAL_ACCOUNT_REPLIES.join(", ")
+        ));
+    }
+    check_reply_fields(&inner, &msg_type, sent.push)?;
     Ok(Answer::Reply {
         msg_type,
         encrypted,
         plaintext,
     })
+}
+
+/// The checks WeChat makes of a passive reply's own fields: To and From
+/// swapped relative to the push, `CreateTime` in seconds, and what its type
+/// needs.
+fn check_reply_fields(reply: &Fields, msg_type: &str, push: Option<&Fields>) -> Result<(), String> {
+    let text = |name: &str| match reply.get(name) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    if let Some(push) = push {
+        let of_push = |name: &str| push.get(name).and_then(Value::as_str).unwrap_or_default();
+        for (field, want, what) in [
+            (
+                "ToUserName",
+                of_push("FromUserName"),
+                "the user's openid (the push's FromUserName)",
+            ),
+            (
+                "FromUserName",
+                of_push("ToUserName"),
+                "the app's original id (the push's ToUserName)",
+            ),
+        ] {
+            let got = text(field).unwrap_or_default();
+            if got != want {
+                return Err(format!(
+                    "reply's {field} is {got:?}; it must be {what}, {want:?}: To and From are swapped in a reply"
+                ));
+            }
+        }
+    }
+    let created: i64 = text("CreateTime")
+        .and_then(|t| t.parse().ok())
+        .ok_or("reply lacks a numeric CreateTime")?;
+    if created > 100_000_000_000 {
+        return Err(format!(
+            "reply CreateTime {created} is in milliseconds; WeChat needs seconds"
+        ));
+    }
+    let nested = |outer: &str, inner: &str| {
+        reply
+            .get(outer)
+            .and_then(|o| o.get(inner))
+            .is_some_and(|v| !v.is_null())
+    };
+    let missing = match msg_type {
+        "text" => text("Content").is_none().then_some("Content"),
+        "image" => (!nested("Image", "MediaId")).then_some("Image.MediaId"),
+        "voice" => (!nested("Voice", "MediaId")).then_some("Voice.MediaId"),
+        "video" => (!nested("Video", "MediaId")).then_some("Video.MediaId"),
+        "music" => (!nested("Music", "ThumbMediaId")).then_some("Music.ThumbMediaId"),
+        "news" => {
+            let items = match reply.get("Articles").and_then(|a| a.get("item")) {
+                Some(Value::Array(items)) => items.len(),
+                Some(Value::Object(_)) => 1,
+                _ => 0,
+            };
+            let count: usize = text("ArticleCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            if items == 0 || count != items || items > crate::reply::MAX_NEWS_ARTICLES {
+                return Err(format!(
+                    "news reply with ArticleCount {count} and {items} article(s): WeChat needs 1 to {} articles, counted right",
+                    crate::reply::MAX_NEWS_ARTICLES
+                ));
+            }
+            None
+        }
+        _ => None,
+    };
+    match missing {
+        Some(field) => Err(format!("{msg_type} reply lacks {field}")),
+        None => Ok(()),
+    }
 }
 
 fn check_reply_timestamp(fields: &Fields) -> Result<(), String> {
@@ -449,12 +554,11 @@ impl Simulator {
         }
     }
 
-    /// Deliver one push once and judge the answer; `expected` is the
-    /// answer its documentation specifies ([`Simulator::documented`]).
+    /// Deliver one push once and judge the answer by what was `sent`.
     pub async fn deliver(
         &self,
         push: &SealedPush,
-        expected: Option<&Fields>,
+        sent: Sent<'_>,
     ) -> (Duration, Result<Answer, String>, bool) {
         let started = Instant::now();
         let request = if self.cloud_run {
@@ -489,7 +593,7 @@ impl Simulator {
                     Err(e) => (Err(describe_transport(&e, self.deadline)), true),
                     Ok(body) => {
                         let verdict =
-                            judge_answer(&self.app, self.kind, self.mode, expected, status, &body);
+                            judge_answer(&self.app, self.kind, self.mode, sent, status, &body);
                         // WeChat delivers again when it got no 2xx answer.
                         (verdict, !(200..300).contains(&status))
                     }
@@ -501,10 +605,10 @@ impl Simulator {
 
     /// Deliver a push as WeChat does: again (the same push) after a timeout
     /// or failure, up to [`RETRIES`] times.
-    pub async fn send(&self, push: &SealedPush, expected: Option<&Fields>) -> Vec<Attempt> {
+    pub async fn send(&self, push: &SealedPush, sent: Sent<'_>) -> Vec<Attempt> {
         let mut attempts = Vec::new();
         for number in 1..=RETRIES + 1 {
-            let (elapsed, outcome, retry) = self.deliver(push, expected).await;
+            let (elapsed, outcome, retry) = self.deliver(push, sent).await;
             let retried = retry && number <= RETRIES;
             attempts.push(Attempt {
                 number,
@@ -635,8 +739,15 @@ impl Simulator {
                             return;
                         }
                     };
-                    let (elapsed, outcome, _) =
-                        sim.deliver(&push, expected.as_ref().as_ref()).await;
+                    let (elapsed, outcome, _) = sim
+                        .deliver(
+                            &push,
+                            Sent {
+                                push: Some(&fields),
+                                documented: expected.as_ref().as_ref(),
+                            },
+                        )
+                        .await;
                     match outcome {
                         Ok(_) => {
                             ok.fetch_add(1, Ordering::Relaxed);
@@ -818,16 +929,20 @@ mod tests {
         let mp = AppKind::MiniProgram;
         let answers = DocumentedAnswers::new([]);
         let expected = answers.for_event("xpay_goods_deliver_notify");
-        let err = judge_answer(&a, mp, Mode::Safe, expected, 200, b"success").unwrap_err();
+        let doc_sent = Sent {
+            documented: expected,
+            ..Sent::default()
+        };
+        let err = judge_answer(&a, mp, Mode::Safe, doc_sent, 200, b"success").unwrap_err();
         assert!(err.contains("specifies the answer"), "{err}");
-        assert!(judge_answer(&a, mp, Mode::Safe, expected, 200, b"").is_err());
+        assert!(judge_answer(&a, mp, Mode::Safe, doc_sent, 200, b"").is_err());
         let doc = br#"{"ErrCode":0,"ErrMsg":"Success"}"#;
         // Unsealed in safe mode: dropped like any other unsealed answer.
-        assert!(judge_answer(&a, mp, Mode::Safe, expected, 200, doc)
+        assert!(judge_answer(&a, mp, Mode::Safe, doc_sent, 200, doc)
             .unwrap_err()
             .contains("unencrypted"));
         assert!(matches!(
-            judge_answer(&a, mp, Mode::Plaintext, expected, 200, doc),
+            judge_answer(&a, mp, Mode::Plaintext, doc_sent, 200, doc),
             Ok(Answer::Documented {
                 encrypted: false,
                 ..
@@ -844,14 +959,14 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            judge_answer(&a, mp, Mode::Safe, expected, 200, sealed.as_bytes()),
+            judge_answer(&a, mp, Mode::Safe, doc_sent, 200, sealed.as_bytes()),
             Ok(Answer::Documented {
                 encrypted: true,
                 ..
             })
         ));
         let wrong = br#"{"ErrCode":1,"ErrMsg":"no"}"#;
-        assert!(judge_answer(&a, mp, Mode::Plaintext, expected, 200, wrong)
+        assert!(judge_answer(&a, mp, Mode::Plaintext, doc_sent, 200, wrong)
             .unwrap_err()
             .contains("specifies"));
     }
@@ -861,29 +976,37 @@ mod tests {
         let a = app();
         let mp = AppKind::MiniProgram;
         assert_eq!(
-            judge_answer(&a, mp, Mode::Safe, None, 200, b"success"),
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, b"success"),
             Ok(Answer::Success)
         );
         assert_eq!(
-            judge_answer(&a, mp, Mode::Safe, None, 200, b""),
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, b""),
             Ok(Answer::Empty)
         );
-        assert!(judge_answer(&a, mp, Mode::Safe, None, 200, b"success\n")
-            .unwrap_err()
-            .contains("trailing newline"));
-        assert!(judge_answer(&a, mp, Mode::Safe, None, 200, b"\"success\"")
-            .unwrap_err()
-            .contains("quotes"));
-        assert!(judge_answer(&a, mp, Mode::Safe, None, 500, b"oops")
-            .unwrap_err()
-            .contains("HTTP 500"));
+        assert!(
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, b"success\n")
+                .unwrap_err()
+                .contains("trailing newline")
+        );
+        assert!(
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, b"\"success\"")
+                .unwrap_err()
+                .contains("quotes")
+        );
+        assert!(
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 500, b"oops")
+                .unwrap_err()
+                .contains("HTTP 500")
+        );
         let reply = br#"{"ToUserName":"o","FromUserName":"gh","CreateTime":1,"MsgType":"transfer_customer_service"}"#;
-        assert!(judge_answer(&a, mp, Mode::Safe, None, 200, reply)
-            .unwrap_err()
-            .contains("unencrypted reply in safe mode"));
+        assert!(
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, reply)
+                .unwrap_err()
+                .contains("unencrypted reply in safe mode")
+        );
         // Plaintext mode accepts it as is.
         assert!(matches!(
-            judge_answer(&a, mp, Mode::Plaintext, None, 200, reply),
+            judge_answer(&a, mp, Mode::Plaintext, Sent::default(), 200, reply),
             Ok(Answer::Reply {
                 encrypted: false,
                 ..
@@ -900,7 +1023,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            judge_answer(&a, mp, Mode::Safe, None, 200, sealed.as_bytes()),
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, sealed.as_bytes()),
             Ok(Answer::Reply {
                 encrypted: true,
                 ..
@@ -917,7 +1040,7 @@ mod tests {
             )
             .unwrap();
         assert!(
-            judge_answer(&a, mp, Mode::Safe, None, 200, millis.as_bytes())
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, millis.as_bytes())
                 .unwrap_err()
                 .contains("milliseconds")
         );
@@ -933,7 +1056,7 @@ mod tests {
             )
             .unwrap();
         assert!(
-            judge_answer(&a, mp, Mode::Safe, None, 200, sealed.as_bytes())
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, sealed.as_bytes())
                 .unwrap_err()
                 .contains("only passive reply")
         );
@@ -941,7 +1064,7 @@ mod tests {
             &a,
             AppKind::OfficialAccount,
             Mode::Safe,
-            None,
+            Sent::default(),
             200,
             sealed.as_bytes()
         )
@@ -966,7 +1089,7 @@ mod tests {
             )
             .unwrap();
         assert!(
-            judge_answer(&a, mp, Mode::Safe, None, 200, foreign.as_bytes())
+            judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, foreign.as_bytes())
                 .unwrap_err()
                 .contains("appid mismatch")
         );
@@ -974,7 +1097,7 @@ mod tests {
             &a,
             mp,
             Mode::Safe,
-            None,
+            Sent::default(),
             200,
             b"<html><body>502</body></html>"
         )

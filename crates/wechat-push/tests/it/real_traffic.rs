@@ -12,7 +12,7 @@ use wechat_push::message::Message;
 use wechat_push::protocol::answer::DocumentedAnswers;
 use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::{self, Fields};
-use wechat_push::simulate::{judge_answer, query_pairs, Answer};
+use wechat_push::simulate::{judge_answer, query_pairs, Answer, Sent};
 use wechat_push::store::{BoxFuture, ListFilter, SqliteStore, Status, Store, StoredPush};
 use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
@@ -216,7 +216,10 @@ async fn pushes_that_share_sender_and_second_are_each_stored_and_handled_once() 
                     &crypto(),
                     AppKind::MiniProgram,
                     mode,
-                    expected.as_ref(),
+                    Sent {
+                        push: None,
+                        documented: expected.as_ref(),
+                    },
                     status,
                     &body,
                 );
@@ -256,7 +259,10 @@ async fn virtual_payment_pushes_get_their_documented_answer_in_every_mode_and_fo
                     &crypto(),
                     AppKind::MiniProgram,
                     mode,
-                    Some(&expected),
+                    Sent {
+                        push: None,
+                        documented: Some(&expected),
+                    },
                     status,
                     &body,
                 );
