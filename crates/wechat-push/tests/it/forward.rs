@@ -77,6 +77,11 @@ impl Receiver {
         (receiver, url)
     }
 
+    /// Make each answer take `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
     pub async fn spawn(script: &[(u16, &str)], then: &str) -> (Arc<Self>, String) {
         Self::spawn_on("127.0.0.1:0", script, then).await
     }

@@ -9,6 +9,7 @@ mod fixtures;
 mod forward;
 mod identity;
 mod mock_wechat;
+mod passive;
 mod properties;
 mod real_traffic;
 mod server;
