@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use wechat_push::clock::format_utc;
 use wechat_push::forward::display_url;
-use wechat_push::outbox::HANDLER_SOURCE;
+use wechat_push::outbox::{HANDLER_SOURCE, PASSIVE_SOURCE};
 use wechat_push::protocol::wire;
 use wechat_push::store::{DeliveryStatus, ListFilter, SqliteStore, Status, Store, StoredPush};
 
@@ -157,10 +157,10 @@ async fn show(a: KeyArgs) -> Result<()> {
                 Some(e) => format!("{:?}: {e}", a.status),
                 None => format!("{:?}", a.status),
             };
-            let from = if a.source == HANDLER_SOURCE {
-                String::new()
-            } else {
-                format!(" from {}", a.source)
+            let from = match a.source.as_str() {
+                HANDLER_SOURCE => String::new(),
+                PASSIVE_SOURCE => " as a passive reply".to_owned(),
+                other => format!(" from {other}"),
             };
             println!(
                 "answer {} ({}){from}: {} at {}",

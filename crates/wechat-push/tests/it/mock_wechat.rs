@@ -192,3 +192,71 @@ async fn faults_are_injected_once_each() {
         .await;
     assert_eq!(typing["errcode"], 0);
 }
+
+#[tokio::test]
+async fn media_uploads_are_checked_for_type_and_size_like_wechat() {
+    let m = spawn(false).await;
+    let token = m.stable(false).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upload = |kind: &'static str, name: &'static str, size: usize| {
+        let part = reqwest::multipart::Part::bytes(vec![7u8; size]).file_name(name);
+        m.client
+            .post(format!(
+                "{}/cgi-bin/media/upload?access_token={token}&type={kind}",
+                m.base
+            ))
+            .multipart(reqwest::multipart::Form::new().part("media", part))
+            .send()
+    };
+    let ok: Value = upload("image", "a.png", 1000)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ok["media_id"].as_str().unwrap().starts_with("MOCK_MEDIA_"),
+        "{ok}"
+    );
+    assert_eq!(ok["type"], "image");
+    assert!(ok["created_at"].as_i64().unwrap() > 1_600_000_000);
+    let wrong_type: Value = upload("image", "a.exe", 10)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type["errcode"], 40005);
+    let too_big: Value = upload("voice", "a.mp3", (2 << 20) + 1)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(too_big["errcode"], 40006);
+    let bad_kind: Value = upload("sticker", "a.png", 10)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bad_kind["errcode"], 40004);
+    let no_token: Value = m
+        .client
+        .post(format!("{}/cgi-bin/media/upload?type=image", m.base))
+        .multipart(reqwest::multipart::Form::new().part(
+            "media",
+            reqwest::multipart::Part::bytes(vec![1]).file_name("a.png"),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(no_token["errcode"], 41001);
+    let media = m.get("/_mock/media").await;
+    assert_eq!(media.as_array().unwrap().len(), 1, "{media}");
+}
