@@ -661,3 +661,86 @@ async fn inbox_retry_of_a_key_beginning_that_matches_several_pushes_is_refused()
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("re-queued 1 push(es)"));
 }
+
+/// A TOML syntax error on a secret's line once printed the line, secret and all.
+#[test]
+fn a_config_syntax_error_never_prints_the_secret_on_its_line() {
+    let dir = temp_dir("toml-secret");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("wechat-push.toml");
+    std::fs::write(
+        &config,
+        "[[apps]]\nappid = \"wx1\"\nsecret = \"Sup3rSecretAppSecret\nkind = \"mini_program\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("Sup3rSecret"), "{text}");
+    assert!(text.contains("wechat-push.toml:3:"), "{text}");
+    assert!(text.contains("is not valid TOML"), "{text}");
+}
+
+/// Refusals were logged as `reason=Body(UnsyncBoxBody)`.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_logged_with_their_reason_in_words() {
+    let dir = temp_dir("refusal-log");
+    let config = write_config(&dir, 0);
+    let server = start(&config, &[]);
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/wechat/{APPID}?signature=x&timestamp=1&nonce=1&msg_signature=0000&encrypt_type=aes",
+            server.addr
+        ))
+        .body(r#"{"ToUserName":"gh","Encrypt":"abc="}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let line = server.wait_log("\"refused\"");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["fields"]["reason"], "msg_signature_mismatch", "{line}");
+    assert!(
+        v["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("msg_signature"),
+        "{line}"
+    );
+    assert!(!line.contains("UnsyncBoxBody"), "{line}");
+}
+
+/// The database (decrypted messages, access tokens) was created 0644.
+#[test]
+fn the_database_and_its_directory_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("modes");
+    let config = write_config(&dir, 0);
+    let out = Command::new(bin())
+        .args(["inbox", "list", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("data")), 0o700);
+    for file in ["inbox.db", "inbox.db-wal", "inbox.db-shm"] {
+        let path = dir.join("data").join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
+    assert!(dir.join("data/inbox.db").exists());
+}

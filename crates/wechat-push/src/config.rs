@@ -41,14 +41,19 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML.
-    #[error("{path} is not valid TOML")]
+    /// The file is not valid TOML. Only the place and the reason are
+    /// kept: TOML's own message quotes the offending line, which may hold a
+    /// secret.
+    #[error("{path}:{line}:{column} is not valid TOML: {reason}")]
     Toml {
         /// The file.
         path: String,
-        /// Where and why.
-        #[source]
-        source: toml::de::Error,
+        /// The line, from 1.
+        line: usize,
+        /// The column, from 1.
+        column: usize,
+        /// What is wrong, without the line's text.
+        reason: String,
     },
     /// An environment variable does not name a key or has the wrong type.
     #[error("environment variable {var}: {reason}")]
@@ -320,6 +325,20 @@ impl AppConfig {
     }
 }
 
+/// A TOML syntax error in `text`, by line and column, without quoting it.
+fn toml_error(path: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map_or(0, |span| span.start).min(text.len());
+    let before = text.get(..at).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    ConfigError::Toml {
+        path: path.to_owned(),
+        line,
+        column,
+        reason: e.message().trim().to_owned(),
+    }
+}
+
 impl Config {
     /// The secret of each app that has one, for WeChat's API.
     pub fn secrets(&self) -> std::collections::HashMap<String, Secret> {
@@ -337,19 +356,17 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: Table = DEFAULTS.parse().map_err(|source| ConfigError::Toml {
-            path: "built-in defaults".into(),
-            source,
-        })?;
+        let mut table: Table = DEFAULTS
+            .parse()
+            .map_err(|e| toml_error("built-in defaults", DEFAULTS, &e))?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
                 source,
             })?;
-            let overrides: Table = text.parse().map_err(|source| ConfigError::Toml {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let overrides: Table = text
+                .parse()
+                .map_err(|e| toml_error(&path.display().to_string(), &text, &e))?;
             merge(&mut table, overrides);
         }
         for (var, value) in env {
@@ -368,14 +385,10 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut table: Table = DEFAULTS.parse().map_err(|source| ConfigError::Toml {
-            path: "built-in defaults".into(),
-            source,
-        })?;
-        let overrides: Table = text.parse().map_err(|source| ConfigError::Toml {
-            path: "config".into(),
-            source,
-        })?;
+        let mut table: Table = DEFAULTS
+            .parse()
+            .map_err(|e| toml_error("built-in defaults", DEFAULTS, &e))?;
+        let overrides: Table = text.parse().map_err(|e| toml_error("config", text, &e))?;
         merge(&mut table, overrides);
         let config = Self::from_table(table)?;
         config.validate()?;
@@ -704,6 +717,15 @@ secret = "whsec_c2VjcmV0"
         assert_eq!(c.apps[0].forward[0].secret.expose(), "whsec_b3RoZXI=");
         assert_eq!(c.apps[0].forward[0].url, "http://127.0.0.1:9000/hooks");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn toml_syntax_errors_give_the_place_not_the_line() {
+        let e = Config::from_toml("[[apps]]\nappid = \"wx1\"\ntoken = \"s3cr3t-t0ken\nkind = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(e.starts_with("config:3:"), "{e}");
     }
 
     #[test]

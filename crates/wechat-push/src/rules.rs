@@ -409,11 +409,11 @@ impl Handler for RulesHandler {
                         .await?;
                     Ok("sent through the customer-service API instead (via = \"auto\")".into())
                 }
-                (Via::Auto, None) | (Via::Api, _) => Ok(format!(
+                (_, None) | (Via::Api, _) => Ok(format!(
                     "not sent: {} can only ride on the push's answer",
                     reply.msg_type()
                 )),
-                (Via::Passive, _) => Ok(
+                (Via::Passive, Some(_)) => Ok(
                     "not sent: via = \"passive\" (set via = \"auto\" to fall back to the customer-service API)".into(),
                 ),
             }

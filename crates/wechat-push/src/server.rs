@@ -349,9 +349,15 @@ fn refuse(shared: &Shared, appid: &str, err: PushError) -> Response {
         &[("appid", label), ("reason", err.reason())],
     );
     let status = err.status();
-    let response = err.into_response();
-    tracing::warn!(appid = label, status = status.as_u16(), reason = ?response.body(), "refused");
-    response
+    // The same words as the metric's reason, and the whole cause chain.
+    tracing::warn!(
+        appid = label,
+        status = status.as_u16(),
+        reason = err.reason(),
+        error = %crate::display_chain(&err),
+        "refused"
+    );
+    err.into_response()
 }
 
 fn parse_query(uri: &Uri) -> Result<PushQuery, PushError> {

@@ -178,7 +178,18 @@ fn encrypt_of_xml(body: &[u8], limits: &Limits) -> Result<Option<String>, WireEr
     let mut reader = Reader::from_reader(body);
     reader.config_mut().trim_text(true);
     let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
+    let mut count = 0usize;
     let mut encrypt: Option<String> = None;
+    // Every element counts against the field limit, as when fields are built.
+    let mut counted = || {
+        count += 1;
+        if count > limits.max_fields {
+            return Err(WireError::TooManyFields {
+                max: limits.max_fields,
+            });
+        }
+        Ok(())
+    };
     loop {
         match reader.read_event().map_err(WireError::Xml)? {
             XmlEvent::Start(start) => {
@@ -192,6 +203,7 @@ fn encrypt_of_xml(body: &[u8], limits: &Limits) -> Result<Option<String>, WireEr
                         max: limits.max_depth,
                     });
                 }
+                counted()?;
                 if depth == 2 && start.name().as_ref() == b"Encrypt" {
                     in_encrypt = true;
                     encrypt = Some(String::new());
@@ -205,7 +217,13 @@ fn encrypt_of_xml(body: &[u8], limits: &Limits) -> Result<Option<String>, WireEr
                 if depth == 0 && seen_root {
                     return Err(WireError::XmlShape("content after the root element"));
                 }
+                if depth >= limits.max_depth {
+                    return Err(WireError::TooDeep {
+                        max: limits.max_depth,
+                    });
+                }
                 seen_root = true;
+                counted()?;
             }
             XmlEvent::Text(text) if in_encrypt => {
                 let text = text.unescape().map_err(WireError::Xml)?;
@@ -819,6 +837,7 @@ fn parse_xml_simple(body: &[u8], limits: &Limits) -> Option<Fields> {
 fn encrypt_of_simple<'a>(body: &'a [u8], limits: &Limits) -> Option<Option<Cow<'a, str>>> {
     let mut tokens = SimpleTokens::new(body)?;
     let (mut depth, mut seen_root, mut in_encrypt) = (0usize, false, false);
+    let mut count = 0usize;
     let mut encrypt: Option<Cow<'a, str>> = None;
     // The names of open elements, to check end tags as quick-xml does. An
     // envelope is two levels deep; deeper ones go to the general reader.
@@ -830,8 +849,9 @@ fn encrypt_of_simple<'a>(body: &'a [u8], limits: &Limits) -> Option<Option<Cow<'
                     return None;
                 }
                 depth += 1;
+                count += 1;
                 seen_root = true;
-                if depth > limits.max_depth {
+                if depth > limits.max_depth || count > limits.max_fields {
                     return None;
                 }
                 *open.get_mut(depth - 1)? = name;
@@ -898,6 +918,18 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
                 stack.push(Frame::new(Cow::Owned(name)));
             }
             XmlEvent::Empty(start) => {
+                // `<a/>` is a field like `<a></a>`, and counts as one.
+                if stack.len() >= limits.max_depth {
+                    return Err(WireError::TooDeep {
+                        max: limits.max_depth,
+                    });
+                }
+                count += 1;
+                if count > limits.max_fields {
+                    return Err(WireError::TooManyFields {
+                        max: limits.max_fields,
+                    });
+                }
                 let name = std::str::from_utf8(start.name().as_ref())
                     .map_err(WireError::Utf8)?
                     .to_owned();
@@ -1267,6 +1299,41 @@ mod tests {
         let simple = parse_xml_simple(body.as_bytes(), &limits);
         let general = parse_xml_general(body.as_bytes(), &limits).ok();
         assert_eq!(simple, general);
+    }
+
+    #[test]
+    fn self_closing_elements_count_against_the_field_limit() {
+        let limits = Limits {
+            max_fields: 100,
+            ..Limits::default()
+        };
+        let empties = format!("<xml>{}</xml>", "<a/>".repeat(200));
+        assert!(matches!(
+            parse_xml(empties.as_bytes(), &limits),
+            Err(WireError::TooManyFields { max: 100 })
+        ));
+        let mixed = format!("<xml>{}{}</xml>", "<a></a>".repeat(60), "<b/>".repeat(60));
+        assert!(matches!(
+            parse_xml(mixed.as_bytes(), &limits),
+            Err(WireError::TooManyFields { .. })
+        ));
+        // Envelopes are read for Encrypt alone, but bounded alike.
+        let envelope = format!("<xml><Encrypt>e</Encrypt>{}</xml>", "<a/>".repeat(200));
+        assert!(matches!(
+            encrypt_of(Format::Xml, envelope.as_bytes(), &limits),
+            Err(WireError::TooManyFields { .. })
+        ));
+        let envelope = format!("<xml><Encrypt>e</Encrypt>{}</xml>", "<a>1</a>".repeat(200));
+        assert!(matches!(
+            encrypt_of(Format::Xml, envelope.as_bytes(), &limits),
+            Err(WireError::TooManyFields { .. })
+        ));
+        // Nested empty elements count against depth too.
+        let deep = format!("<xml>{}<e/>{}</xml>", "<a>".repeat(15), "</a>".repeat(15));
+        assert!(matches!(
+            parse_xml(deep.as_bytes(), &Limits::default()),
+            Err(WireError::TooDeep { .. })
+        ));
     }
 
     #[test]

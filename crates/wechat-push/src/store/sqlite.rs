@@ -12,6 +12,7 @@
 //! serialise their writers, and the unique index on `(appid, dedup_key)` keeps
 //! de-duplication atomic across them.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,11 +124,33 @@ impl SqliteStore {
     /// [`StoreError`] when the directory cannot be created or the database
     /// cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-                path: dir.display().to_string(),
+        let io = |at: &Path| {
+            let at = at.display().to_string();
+            move |e| StoreError::Io {
+                path: at,
                 source: Arc::new(e),
-            })?;
+            }
+        };
+        // The database holds decrypted messages and live access tokens:
+        // only its owner reads it. A directory made here is the owner's
+        // alone; SQLite gives its -wal and -shm files the database's mode.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io(dir))?;
+            }
+        }
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(io(path))?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
