@@ -357,6 +357,16 @@ fn create_time() -> i64 {
 }
 
 async fn send_text(addr: &str, msg_id: u64, content: &str) -> (u16, String) {
+    try_send_text(addr, msg_id, content).await.unwrap()
+}
+
+/// [`send_text`], with what a client may meet (a connection refused or
+/// closed) as an error rather than a panic.
+async fn try_send_text(
+    addr: &str,
+    msg_id: u64,
+    content: &str,
+) -> Result<(u16, String), reqwest::Error> {
     let key = AesKey::from_encoding_aes_key(KEY).unwrap();
     let app = AppCrypto::new(APPID, Token::new("AAAAA"), Some(KeyRing::new(key, None)));
     let inner: Fields = serde_json::from_value(serde_json::json!({
@@ -380,9 +390,8 @@ async fn send_text(addr: &str, msg_id: u64, content: &str) -> (u16, String) {
         .query(&wechat_push::simulate::query_pairs(&push.query))
         .body(push.body)
         .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
 }
 
 async fn wait_sent(mock: &str, n: usize) -> Value {
@@ -743,4 +752,135 @@ fn the_database_and_its_directory_are_the_owners_alone() {
         }
     }
     assert!(dir.join("data/inbox.db").exists());
+}
+
+/// Once: 1,100 silent connections under `ulimit -n 1024` stopped the
+/// server at its descriptor limit (pushes unanswered, health unreachable,
+/// nothing logged); slow-header clients were never disconnected; SIGTERM
+/// waited for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_slow_clients_cannot_starve_pushes_or_hold_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir("starve");
+    let config = write_config(&dir, 0);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "log_format = \"json\"",
+        "log_format = \"json\"\nheader_timeout = \"1s\"\nshutdown_grace = \"2s\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    // The server under a descriptor limit of 1024, as on many hosts.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" serve --config \"$1\"")
+        .arg(bin())
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, logs) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        addr: String::new(),
+        logs,
+    };
+    let line = server.wait_log("\"listening\"");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    server.addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+    let accepting = server.wait_log("accepting connections");
+    assert!(accepting.contains("\"max_connections\":896"), "{accepting}");
+
+    // 1,100 connections that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..1100 {
+        silent.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
+    }
+    // A push is still answered within WeChat's retry window (four tries,
+    // five seconds each), and soon: silent clients are dropped after the
+    // header timeout, and those over the cap at once.
+    let started = Instant::now();
+    let mut answered = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        let push = try_send_text(&server.addr, 1, "past the silent ones");
+        match tokio::time::timeout(Duration::from_secs(5), push).await {
+            Ok(Ok((200, body))) => {
+                answered = Some(body);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert_eq!(answered.as_deref(), Some("success"), "no answer in 20 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The silent ones were closed by the server.
+    let mut closed = 0;
+    for s in silent.iter_mut().take(50) {
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 50, "silent connections left open");
+    drop(silent);
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wechat_push_connections_refused_total "),
+        "{metrics}"
+    );
+
+    // Slow-header clients are cut off after the header timeout...
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        s.write_all(b"POST /wechat/x HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let mut buf = [0u8; 256];
+    let cut = tokio::time::timeout(Duration::from_secs(4), slow[0].read(&mut buf)).await;
+    assert!(
+        matches!(cut, Ok(Ok(_)) | Ok(Err(_))),
+        "slow header not cut off"
+    );
+    // ...and SIGTERM with slow clients open is done within the grace.
+    let mut lingering = Vec::new();
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        s.write_all(b"POST /wechat/x HTTP/1.1\r\n").await.unwrap();
+        lingering.push(s);
+    }
+    let pid = server.child.id().to_string();
+    let asked = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?}",
+        asked.elapsed()
+    );
+    drop(lingering);
 }

@@ -137,6 +137,22 @@ pub struct ServerConfig {
     pub reply_budget: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// A connection must send a request's whole header within this time
+    /// (waiting for the next request on a kept-alive connection counts).
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this time once its header has.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; 0: the process's descriptor limit
+    /// less a reserve for the store, logs and WeChat's API.
+    pub max_connections: usize,
+    /// On SIGTERM, how long open connections may finish before they are dropped.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 /// How logs are written.

@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod forward;
 pub mod handler;
+pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod mock_wechat;

@@ -26,6 +26,10 @@ pub const HANDLER_FAILURES: &str = "wechat_push_handler_failures_total";
 pub const FORWARDS: &str = "wechat_push_forward_total";
 /// Counter: WeChat API answers with an errcode, by app and errcode.
 pub const API_ERRORS: &str = "wechat_push_api_errors_total";
+/// Counter: connections answered 503 and closed, over `server.max_connections`.
+pub const CONNECTIONS_REFUSED: &str = "wechat_push_connections_refused_total";
+/// Counter: failures to accept a connection, by kind (`descriptors`, `other`).
+pub const ACCEPT_ERRORS: &str = "wechat_push_accept_errors_total";
 /// Time forward targets took to answer, by target.
 pub const FORWARD_SECONDS: &str = "wechat_push_forward_seconds";
 
@@ -50,6 +54,14 @@ const HELP: &[(&str, &str)] = &[
     (
         FORWARDS,
         "Delivery attempts to forward targets, by app, target and outcome (delivered, retry, dead).",
+    ),
+    (
+        CONNECTIONS_REFUSED,
+        "Connections answered 503 and closed because server.max_connections were open.",
+    ),
+    (
+        ACCEPT_ERRORS,
+        "Failures to accept a connection, by kind (descriptors: out of file descriptors).",
     ),
     (
         API_ERRORS,
@@ -112,6 +124,8 @@ pub struct Metrics {
     ack_buckets: [AtomicU64; BUCKETS.len()],
     ack_count: AtomicU64,
     ack_sum_micros: AtomicU64,
+    /// Connections open now (gauge).
+    pub open_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -270,6 +284,12 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {}", b.count);
             }
         }
+        let name = "wechat_push_open_connections";
+        let _ = writeln!(
+            out,
+            "# HELP {name} HTTP connections open now.\n# TYPE {name} gauge\n{name} {}",
+            self.open_connections.load(Ordering::Relaxed)
+        );
         if let Some(c) = depth {
             let name = "wechat_push_inbox_depth";
             let _ = writeln!(

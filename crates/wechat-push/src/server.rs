@@ -242,9 +242,14 @@ impl Application {
             finishing,
         ));
         tracing::info!(%addr, apps = shared.apps.len(), "listening");
-        let result = axum::serve(self.listener, router(shared))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        crate::listener::serve(
+            self.listener,
+            router(shared.clone()),
+            &shared.server,
+            shared.metrics.clone(),
+            shutdown,
+        )
+        .await;
         tracing::info!("stopped accepting; stopping workers");
         let _ = stop.send(true);
         let _ = workers.await;
@@ -255,7 +260,7 @@ impl Application {
         // Workers are done: flush the last completions.
         let _ = finish.send(true);
         let _ = completer.await;
-        result
+        Ok(())
     }
 }
 
@@ -281,6 +286,9 @@ pub enum PushError {
     /// The body is over `server.max_body`.
     #[error("body over the limit of {0} bytes")]
     TooLarge(usize),
+    /// The body did not arrive within `server.body_timeout`.
+    #[error("body not received within {0:?}")]
+    BodyTimeout(Duration),
     /// Verification, decryption or parsing failed.
     #[error(transparent)]
     Open(#[from] OpenError),
@@ -300,6 +308,7 @@ impl PushError {
             PushError::UnknownApp => StatusCode::NOT_FOUND,
             PushError::BadQuery(_) => StatusCode::BAD_REQUEST,
             PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             PushError::Open(OpenError::Envelope(WireError::BodyTooLarge { .. })) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -315,6 +324,7 @@ impl PushError {
         match self {
             PushError::UnknownApp => "unknown_app",
             PushError::BadQuery(_) => "bad_query",
+            PushError::BodyTimeout(_) => "body_timeout",
             PushError::TooLarge(_)
             | PushError::Open(OpenError::Envelope(WireError::BodyTooLarge { .. })) => "too_large",
             PushError::Open(e) => e.reason(),
@@ -435,9 +445,13 @@ async fn receive_push(
     if declared.is_some_and(|len| len > max) {
         return Err(PushError::TooLarge(max));
     }
-    let bytes = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| PushError::TooLarge(max))?;
+    let limit = shared.server.body_timeout;
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+        Err(_) => return Err(PushError::BodyTimeout(limit)),
+        Ok(Ok(bytes)) => bytes,
+        // Over the limit (a client that broke off mid-body hears nothing).
+        Ok(Err(_)) => return Err(PushError::TooLarge(max)),
+    };
     if is_container_path_check(&bytes) {
         tracing::info!("WeChat Cloud Run path check answered");
         return Ok((ack(&app.config), "path_check"));
