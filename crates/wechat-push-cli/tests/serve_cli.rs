@@ -884,3 +884,43 @@ async fn silent_and_slow_clients_cannot_starve_pushes_or_hold_shutdown() {
     );
     drop(lingering);
 }
+
+/// With the SQLite files removed while running, `serve` kept answering
+/// `success` into the unlinked file, `/healthz` said 200 and nothing was
+/// logged; after a restart none of those pushes existed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_deleted_under_load_answers_503_and_turns_health_red() {
+    let dir = temp_dir("deleted");
+    let config = write_config(&dir, 0);
+    let server = start(&config, &[]);
+    for id in 1..=20 {
+        assert_eq!(send_push(&server.addr, id).await.1, "success");
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("data/inbox.db{suffix}")));
+    }
+    let deleted = Instant::now();
+    let mut after = Vec::new();
+    for id in 100..160 {
+        let sent = Instant::now();
+        after.push((sent - deleted, send_push(&server.addr, id).await));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Within the check's period a push may still be taken; none after it.
+    for (at, (status, body)) in &after {
+        if *at > Duration::from_millis(400) {
+            assert_eq!(*status, 503, "{at:?}: {body}");
+        }
+    }
+    assert!(after.iter().any(|(_, (s, _))| *s == 503));
+    let health = reqwest::get(format!("http://{}/healthz", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.text().await.unwrap().contains("deleted or replaced"));
+    let ready = reqwest::get(format!("http://{}/readyz", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    server.wait_log("the database file was deleted or replaced");
+}

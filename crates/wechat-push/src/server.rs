@@ -270,6 +270,8 @@ fn router(shared: Arc<Shared>) -> Router {
         // Users paste the URL both ways into WeChat's console, which follows no redirect.
         .route("/wechat/{appid}/", get(handshake).post(receive))
         .route("/healthz", get(healthz))
+        // Ready: the store takes writes (for a load balancer's checks).
+        .route("/readyz", get(healthz))
         .route("/metrics", get(render_metrics))
         .with_state(shared)
 }

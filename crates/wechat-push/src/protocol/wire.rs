@@ -155,6 +155,7 @@ pub fn encrypt_of<'a>(
                 #[serde(rename = "Encrypt", borrow)]
                 encrypt: Option<Cow<'a, str>>,
             }
+            check_json_depth(body, limits)?;
             let envelope: Envelope = serde_json::from_slice(body).map_err(WireError::Json)?;
             Ok(envelope.encrypt)
         }
@@ -283,6 +284,38 @@ fn parse_json_sized(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
         }
     }
     Ok(fields)
+}
+
+/// Refuse JSON nested deeper than [`Limits::max_depth`] (the outer object
+/// counting as 1, as XML's root does; an array is not a level, as in
+/// [`parse_json`]), in one pass over the bytes, before anything is built.
+fn check_json_depth(body: &[u8], limits: &Limits) -> Result<(), WireError> {
+    let (mut objects, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => {
+                objects += 1;
+                if objects > limits.max_depth {
+                    return Err(WireError::TooDeep {
+                        max: limits.max_depth,
+                    });
+                }
+            }
+            b'}' => objects = objects.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `body` with every integer literal that fits neither `u64` nor `i64`
@@ -1299,6 +1332,33 @@ mod tests {
         let simple = parse_xml_simple(body.as_bytes(), &limits);
         let general = parse_xml_general(body.as_bytes(), &limits).ok();
         assert_eq!(simple, general);
+    }
+
+    #[test]
+    fn json_envelopes_are_bounded_in_depth_like_xml_ones() {
+        let deep = format!(
+            "{{\"Encrypt\":\"e\",\"X\":{}1{}}}",
+            "{\"a\":".repeat(20),
+            "}".repeat(20)
+        );
+        assert!(matches!(
+            encrypt_of(Format::Json, deep.as_bytes(), &Limits::default()),
+            Err(WireError::TooDeep { max: 16 })
+        ));
+        // Braces inside strings are text.
+        let text = format!(
+            "{{\"Encrypt\":\"{}\\\"{}\"}}",
+            "{".repeat(40),
+            "}".repeat(40)
+        );
+        assert!(encrypt_of(Format::Json, text.as_bytes(), &Limits::default()).is_ok());
+        let ok = r#"{"ToUserName":"gh","Encrypt":"abc="}"#;
+        assert_eq!(
+            encrypt_of(Format::Json, ok.as_bytes(), &Limits::default())
+                .unwrap()
+                .as_deref(),
+            Some("abc=")
+        );
     }
 
     #[test]

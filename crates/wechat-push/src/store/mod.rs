@@ -390,6 +390,19 @@ pub enum StoreError {
     /// The store has shut down.
     #[error("store is closed")]
     Closed,
+    /// The database file was deleted or replaced while open: whatever is
+    /// written now is lost at the next restart, so nothing is acknowledged.
+    #[error(
+        "the database file {path} was deleted or replaced while in use; restart to open it again"
+    )]
+    Lost {
+        /// The file.
+        path: String,
+    },
+    /// The last commit failed (a full disk, an I/O error): not healthy
+    /// until one succeeds.
+    #[error("the last commit failed: {0}")]
+    Failing(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -14,6 +14,7 @@
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +115,7 @@ const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, forma
 pub struct SqliteStore {
     queue: mpsc::Sender<Op>,
     path: PathBuf,
+    health: Arc<Health>,
 }
 
 impl SqliteStore {
@@ -162,9 +164,12 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
         let (queue, rx) = mpsc::channel(MAX_BATCH * 4);
+        let health = Arc::new(Health::default());
+        let watch = FileWatch::new(path).map_err(io(path))?;
+        let writer_health = health.clone();
         std::thread::Builder::new()
             .name("wechat-push-sqlite".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, watch, &writer_health))
             .map_err(|e| StoreError::Io {
                 path: path.display().to_string(),
                 source: Arc::new(e),
@@ -172,6 +177,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             queue,
             path: path.to_owned(),
+            health,
         })
     }
 
@@ -200,7 +206,15 @@ impl SqliteStore {
             })
         });
         self.queue.send(op).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let result = rx.await.map_err(|_| StoreError::Closed)?;
+        if let Err(e @ StoreError::Database(cause)) = &result {
+            // A full disk fails statements, not only commits: unhealthy
+            // until a batch writes again.
+            if cannot_write(cause) {
+                self.health.set_failing(Some(e));
+            }
+        }
+        result
     }
 }
 
@@ -227,12 +241,71 @@ fn drain(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>) {
     }
 }
 
+/// What the writer knows of the store's health, for `ping`.
+#[derive(Debug, Default)]
+struct Health {
+    /// The file was deleted or replaced (for good).
+    lost: AtomicBool,
+    /// Why the last commit failed, while it is the last.
+    failing: std::sync::Mutex<Option<String>>,
+}
+
+/// The database file's identity (device and inode), checked at most every
+/// [`FileWatch::EVERY`] before a batch: a file deleted or replaced under a
+/// running server would take every later write with it at the next restart.
+struct FileWatch {
+    path: PathBuf,
+    identity: (u64, u64),
+    checked: std::time::Instant,
+}
+
+impl FileWatch {
+    /// Cheap (one `stat`) and often enough that little is written to a lost file.
+    const EVERY: Duration = Duration::from_millis(250);
+
+    fn new(path: &Path) -> std::io::Result<Self> {
+        Ok(FileWatch {
+            path: path.to_owned(),
+            identity: identity(path)?,
+            checked: std::time::Instant::now(),
+        })
+    }
+
+    /// Whether the file is still the one opened (checked when due).
+    fn still_there(&mut self) -> bool {
+        if self.checked.elapsed() < Self::EVERY {
+            return true;
+        }
+        self.checked = std::time::Instant::now();
+        identity(&self.path).is_ok_and(|id| id == self.identity)
+    }
+}
+
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
 /// The connection's thread: batch, run, commit, answer.
-fn run(conn: Connection, mut rx: mpsc::Receiver<Op>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Op>, mut watch: FileWatch, health: &Health) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
         drain(&mut rx, &mut batch);
+        if !health.lost.load(Ordering::Relaxed) && !watch.still_there() {
+            health.lost.store(true, Ordering::Relaxed);
+            tracing::error!(path = %watch.path.display(), "the database file was deleted or replaced: refusing every write until a restart");
+        }
+        if health.lost.load(Ordering::Relaxed) {
+            let e = StoreError::Lost {
+                path: watch.path.display().to_string(),
+            };
+            for op in batch {
+                op(Err(&e))(None);
+            }
+            continue;
+        }
         // Prepared once, not parsed per batch.
         let begin = conn
             .prepare_cached("BEGIN IMMEDIATE")
@@ -240,12 +313,14 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Op>) {
         if let Err(e) = begin {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "cannot begin a transaction");
+            health.set_failing(Some(&e));
             // Nothing ran: each caller learns why.
             for op in batch {
                 op(Err(&e))(None);
             }
             continue;
         }
+        let changes = conn.total_changes();
         let deferred: Vec<Deferred> = batch.into_iter().map(|op| op(Ok(&conn))).collect();
         let commit_error = conn
             .prepare_cached("COMMIT")
@@ -258,8 +333,34 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Op>) {
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }
+        match &commit_error {
+            Some(e) => health.set_failing(Some(e)),
+            // Writing works again once a batch wrote and committed.
+            None if conn.total_changes() > changes => health.set_failing(None),
+            None => {}
+        }
         for answer in deferred {
             answer(commit_error.as_ref());
+        }
+    }
+}
+
+/// Whether an error says the database cannot be written (full, I/O,
+/// read-only, gone), as opposed to one statement's own fault.
+fn cannot_write(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseCorrupt, DiskFull, NotADatabase, ReadOnly, SystemIoFailure,
+    };
+    matches!(
+        e.sqlite_error_code(),
+        Some(DiskFull | SystemIoFailure | ReadOnly | CannotOpen | DatabaseCorrupt | NotADatabase)
+    )
+}
+
+impl Health {
+    fn set_failing(&self, error: Option<&StoreError>) {
+        if let Ok(mut failing) = self.failing.lock() {
+            *failing = error.map(|e| crate::display_chain(e));
         }
     }
 }
@@ -592,11 +693,23 @@ impl Store for SqliteStore {
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.call(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))
-                .optional()
-                .map(|_| ())
-        }))
+        Box::pin(async move {
+            // Through the writer's queue: a store that cannot take a batch
+            // (lost, closed, stuck) is not healthy.
+            self.call(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .optional()
+                    .map(|_| ())
+            })
+            .await?;
+            // A read succeeds on a full disk: the last commit says whether
+            // writes do.
+            let failing = self.health.failing.lock().ok().and_then(|f| f.clone());
+            match failing {
+                Some(why) => Err(StoreError::Failing(why)),
+                None => Ok(()),
+            }
+        })
     }
 
     fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>> {
@@ -892,6 +1005,64 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wp-sqlite-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("nested/inbox.db")
+    }
+
+    /// `/healthz` said ok on a full disk while every push got 503.
+    #[tokio::test]
+    async fn a_store_whose_writes_fail_is_unhealthy_until_one_succeeds() {
+        let store = SqliteStore::open(&temp_db("full")).unwrap();
+        store.ping().await.unwrap();
+        // A disk with no room left: the database may not grow.
+        let pages: i64 = store
+            .call(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        store
+            .call(move |c| c.pragma_update(None, "max_page_count", pages))
+            .await
+            .unwrap();
+        let big = |key: &str| {
+            let mut p = (*push(key, 1)).clone();
+            p.body = vec![b'x'; 64 << 10];
+            Arc::new(p)
+        };
+        let mut failed = false;
+        for i in 0..64 {
+            if store.insert(big(&format!("k{i}")), None).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "the database never filled up");
+        let e = store.ping().await.unwrap_err();
+        assert!(matches!(e, StoreError::Failing(_)), "{e}");
+        // Room again: the next write heals it.
+        store
+            .call(|c| c.pragma_update(None, "max_page_count", 1_000_000))
+            .await
+            .unwrap();
+        store.insert(push("small", 2), None).await.unwrap();
+        store.ping().await.unwrap();
+    }
+
+    /// With the database files deleted under it, `serve` answered
+    /// `success` into the unlinked file, and lost it all at the restart.
+    #[tokio::test]
+    async fn a_database_file_deleted_or_replaced_refuses_every_write() {
+        let path = temp_db("lost");
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert(push("before", 1), None).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        tokio::time::sleep(FileWatch::EVERY + Duration::from_millis(50)).await;
+        let e = store.insert(push("after", 2), None).await.unwrap_err();
+        assert!(matches!(e, StoreError::Lost { .. }), "{e}");
+        assert!(matches!(store.ping().await, Err(StoreError::Lost { .. })));
+        // A new file in its place is not the one opened either.
+        std::fs::write(&path, b"").unwrap();
+        tokio::time::sleep(FileWatch::EVERY + Duration::from_millis(50)).await;
+        assert!(store.insert(push("later", 3), None).await.is_err());
     }
 
     #[tokio::test]
