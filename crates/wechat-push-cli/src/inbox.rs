@@ -153,9 +153,10 @@ async fn show(a: KeyArgs) -> Result<()> {
             println!("passive reply:\n{}", pretty(reply));
         }
         for a in store.answers(p.id).await? {
+            let status = format!("{:?}", a.status).to_lowercase();
             let outcome = match &a.error {
-                Some(e) => format!("{:?}: {e}", a.status),
-                None => format!("{:?}", a.status),
+                Some(e) => format!("{status}: {e}"),
+                None => status,
             };
             let from = match a.source.as_str() {
                 HANDLER_SOURCE => String::new(),
@@ -166,7 +167,7 @@ async fn show(a: KeyArgs) -> Result<()> {
                 "answer {} ({}){from}: {} at {}",
                 a.seq + 1,
                 a.msgtype,
-                outcome.to_lowercase(),
+                outcome,
                 format_utc(a.updated_at)
             );
         }

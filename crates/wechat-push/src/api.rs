@@ -93,7 +93,7 @@ pub enum ApiError {
         source: std::io::Error,
     },
     /// Another process holds the refresh and did not finish in time.
-    #[error("another process is refreshing the access token and did not finish in {0:?}")]
+    #[error("another process is fetching the access token or uploading the media file, and did not finish in {0:?}")]
     RefreshTimedOut(Duration),
 }
 

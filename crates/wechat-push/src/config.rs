@@ -469,6 +469,13 @@ impl Config {
                 "only sqlite://PATH is supported by this build",
             ));
         }
+        // WeChat drops the connection at 5 s: a reply held longer reaches no one.
+        if self.server.reply_budget >= Duration::from_secs(5) {
+            return Err(invalid(
+                "server.reply_budget".into(),
+                "must be under 5s: WeChat gives up on the answer at 5 s (and retries the push)",
+            ));
+        }
         if self.inbox.max_attempts == 0 {
             return Err(invalid("inbox.max_attempts".into(), "must be at least 1"));
         }
@@ -511,6 +518,13 @@ impl Config {
                 target.check(i, j)?;
             }
             let rules = crate::rules::Rules::new(i, app.kind, &app.rules)?;
+            let passive = rules.passive() || app.forward.iter().any(|f| f.passive_reply);
+            if passive && self.inbox.workers == 0 {
+                return Err(invalid(
+                    "inbox.workers".into(),
+                    &format!("is 0, so no push is handled while its answer is held, and the passive replies of app {} (rules, or a target with passive_reply) would never reach a user; give this process workers, or answer through the customer-service API (via = \"api\")", app.appid),
+                ));
+            }
             if rules.uses_api() && app.secret.is_none() {
                 return Err(invalid(
                     key("secret"),
@@ -742,6 +756,26 @@ secret = "whsec_c2VjcmV0"
             .to_string();
         assert!(!e.contains("s3cr3t"), "{e}");
         assert!(e.starts_with("config:3:"), "{e}");
+    }
+
+    #[test]
+    fn passive_replies_need_workers_and_a_budget_under_wechats_deadline() {
+        let oa = "[[apps]]\nappid = \"wx1\"\nkind = \"official_account\"\ntoken = \"tok\"\n[[apps.rules]]\nkeyword = \"hi\"\nreply = { text = \"hello\" }\n";
+        let e = Config::from_toml(&format!("[inbox]\nworkers = 0\n{oa}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("inbox.workers: is 0, so no push is handled"),
+            "{e}"
+        );
+        let e = Config::from_toml(&format!("[server]\nreply_budget = \"5s\"\n{oa}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("server.reply_budget: must be under 5s"),
+            "{e}"
+        );
+        assert!(Config::from_toml(oa).is_ok());
     }
 
     #[test]

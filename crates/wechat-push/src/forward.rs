@@ -377,7 +377,15 @@ impl Forwarder {
                         Some((push.message.clone(), push.app_kind)),
                     )
                     .await;
-                passive = passive.or(reply);
+                match (&passive, reply) {
+                    // One passive reply per push: a second target's reply
+                    // goes through the API instead.
+                    (Some(_), Some(second)) => {
+                        self.send_instead(push, &second, target).await?;
+                    }
+                    (None, reply) => passive = reply,
+                    (Some(_), None) => {}
+                }
             }
         }
         self.notify.notify_one();
@@ -392,6 +400,23 @@ impl Forwarder {
         push: &Push,
         reply: &PassiveReply,
     ) -> Result<String, HandlerError> {
+        let Some((target, _)) = self
+            .routes_for(&push.appid, &push.message)
+            .find(|(_, held)| *held)
+        else {
+            return Ok("not sent: no target holds the answer any more".into());
+        };
+        self.send_instead(push, reply, target).await
+    }
+
+    /// Send `target`'s passive `reply` to `push` through the
+    /// customer-service API, recorded under the target's source.
+    async fn send_instead(
+        &self,
+        push: &Push,
+        reply: &PassiveReply,
+        target: &Target,
+    ) -> Result<String, HandlerError> {
         let Some(message) = reply.to_cs_message() else {
             return Ok(format!(
                 "not sent: {} can only ride on the push's answer",
@@ -400,12 +425,6 @@ impl Forwarder {
         };
         let Some(outbox) = &self.outbox else {
             return Ok("not sent: no API client".into());
-        };
-        let Some((target, _)) = self
-            .routes_for(&push.appid, &push.message)
-            .find(|(_, held)| *held)
-        else {
-            return Ok("not sent: no target holds the answer any more".into());
         };
         let source = format!("forward:{}", target.label);
         outbox
@@ -633,6 +652,10 @@ impl Forwarder {
                     "reply ignored: transfer_customer_service is a passive reply, and the push was answered already (set passive_reply = true on the target to hold the answer for it)".into(),
                 ))
             }
+            Some(Ok(spec)) if spec.check().is_err() => {
+                let why = spec.check().err().unwrap_or_default();
+                return Ok(Some(format!("reply ignored: {why}")));
+            }
             Some(Ok(spec)) => match spec.to_cs_message(None) {
                 Some(m) => vec![m],
                 None => {
@@ -753,17 +776,17 @@ fn parse_reply(answer: &[u8]) -> Option<Result<ReplySpec, String>> {
     }
     Some(
         ReplySpec::deserialize(reply)
-            .map_err(|_| format!("{reply} is not a reply (expected {{\"text\": \"…\"}}, {{\"image\": \"MEDIA_ID\"}}, a link, a miniprogrampage or transfer_customer_service)")),
+            .map_err(|_| format!("{reply} is not a reply (expected {{\"text\": \"…\"}}, image, voice, video, music, news, link, miniprogrampage, mpnews or transfer_customer_service)")),
     )
 }
 
-/// Whether `message` may be answered with `transfer_customer_service`: a
-/// user's message, or a Mini Program user entering the chat.
 /// `spec` as a passive reply of an app of `kind` answering `message`, when
 /// it can be one: `transfer_customer_service` for any app, the passive
 /// types for an Official Account (news to a user's message holds one
 /// article).
 fn passive_reply(spec: &ReplySpec, kind: AppKind, message: &Message) -> Option<PassiveReply> {
+    // One WeChat would refuse goes the API's way, which says why.
+    spec.check().ok()?;
     match (spec, kind) {
         (ReplySpec::TransferCustomerService(true), kind) => Some(PassiveReply::transfer(kind)),
         (ReplySpec::TransferCustomerService(false), _) | (_, AppKind::MiniProgram) => None,
@@ -773,12 +796,22 @@ fn passive_reply(spec: &ReplySpec, kind: AppKind, message: &Message) -> Option<P
             } else {
                 1
             };
+            if let ReplySpec::News(news) = spec {
+                if news.articles().len() > articles {
+                    tracing::warn!(
+                        articles = news.articles().len(),
+                        "a backend's news answering a user's message holds one article: the rest are left out"
+                    );
+                }
+            }
             spec.to_passive(None, articles)
                 .map(PassiveReply::OfficialAccount)
         }
     }
 }
 
+/// Whether `message` may be answered with `transfer_customer_service`: a
+/// user's message, or a Mini Program user entering the chat.
 fn can_transfer(message: &Message) -> bool {
     let fields = message.fields();
     match fields.get("MsgType").and_then(|t| t.as_str()) {
@@ -812,8 +845,16 @@ impl Handler for ForwardingHandler {
         Box::pin(async move {
             let forwarded = self.forwarder.enqueue(push).await?;
             let handled = self.inner.handle(push).await?;
-            // One passive reply per push: the app's handler has the last word.
-            Ok(handled.or(forwarded))
+            // One passive reply per push: the app's handler has the last
+            // word, and a target's reply goes through the API instead.
+            match (handled, forwarded) {
+                (Some(handled), Some(forwarded)) => {
+                    let instead = self.forwarder.reply_missed(push, &forwarded).await?;
+                    tracing::info!(appid = %push.appid, %instead, "a target's passive reply gave way to the app's handler's");
+                    Ok(Some(handled))
+                }
+                (handled, forwarded) => Ok(handled.or(forwarded)),
+            }
         })
     }
 

@@ -66,6 +66,10 @@ pub enum OfficialAccountReply {
         title: String,
         /// Description.
         description: String,
+        /// The thumbnail's media id: not part of the passive reply, kept for
+        /// the customer-service API, which needs it when the reply goes
+        /// that way instead ([`PassiveReply::to_cs_message`]).
+        thumb_media_id: String,
     },
     /// Music.
     Music {
@@ -160,6 +164,7 @@ impl PassiveReply {
                 media_id,
                 title,
                 description,
+                ..
             } => {
                 f.insert(
                     "Video".into(),
@@ -403,6 +408,33 @@ impl ReplySpec {
         !matches!(self, ReplySpec::TransferCustomerService(_))
     }
 
+    /// What WeChat would refuse in it, if anything: an empty text, media
+    /// without an id, news without articles or with more than
+    /// [`MAX_NEWS_ARTICLES`], music without a thumbnail.
+    ///
+    /// # Errors
+    /// A sentence naming the missing or wrong part.
+    pub fn check(&self) -> Result<(), String> {
+        let empty = |what: &str| Err(format!("{} reply with an empty {what}", self.msg_type()));
+        match self {
+            ReplySpec::Text(t) if t.is_empty() => empty("text"),
+            ReplySpec::Image(m) | ReplySpec::Voice(m) if m.id() == Some("") => empty("media_id"),
+            ReplySpec::Video { media_id, .. } if media_id.is_empty() => empty("media_id"),
+            ReplySpec::Music { thumb_media_id, .. } if thumb_media_id.is_empty() => {
+                empty("thumb_media_id")
+            }
+            ReplySpec::News(news)
+                if news.articles().is_empty() || news.articles().len() > MAX_NEWS_ARTICLES =>
+            {
+                Err(format!(
+                    "news reply with {} articles: WeChat takes 1 to {MAX_NEWS_ARTICLES}",
+                    news.articles().len()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The media file to upload first, if it names one.
     pub fn file(&self) -> Option<(&'static str, &std::path::Path)> {
         match self {
@@ -419,7 +451,7 @@ impl ReplySpec {
             title: fill(&a.title),
             description: fill(&a.description),
             url: fill(&a.url),
-            picurl: a.picurl.clone(),
+            picurl: fill(&a.picurl),
         };
         match self {
             ReplySpec::Text(t) => ReplySpec::Text(fill(t)),
@@ -462,7 +494,7 @@ impl ReplySpec {
                 title: fill(title),
                 description: fill(description),
                 url: fill(url),
-                thumb_url: thumb_url.clone(),
+                thumb_url: fill(thumb_url),
             },
             ReplySpec::Miniprogrampage {
                 title,
@@ -501,11 +533,12 @@ impl ReplySpec {
                 media_id,
                 title,
                 description,
-                ..
+                thumb_media_id,
             } => OfficialAccountReply::Video {
                 media_id: media_id.clone(),
                 title: title.clone(),
                 description: description.clone(),
+                thumb_media_id: thumb_media_id.clone(),
             },
             ReplySpec::Music {
                 title,
@@ -641,9 +674,10 @@ impl PassiveReply {
                 media_id,
                 title,
                 description,
+                thumb_media_id,
             } => CsMessage::Video {
                 media_id: media_id.clone(),
-                thumb_media_id: String::new(),
+                thumb_media_id: thumb_media_id.clone(),
                 title: title.clone(),
                 description: description.clone(),
             },
@@ -701,6 +735,21 @@ mod tests {
             json,
             r#"{"ToUserName":"oUser","FromUserName":"gh_app","CreateTime":7,"MsgType":"transfer_customer_service"}"#
         );
+    }
+
+    #[test]
+    fn a_video_sent_through_the_api_instead_keeps_its_thumbnail() {
+        let spec = ReplySpec::Video {
+            media_id: "V".into(),
+            title: "t".into(),
+            description: "d".into(),
+            thumb_media_id: "TH".into(),
+        };
+        let passive = PassiveReply::OfficialAccount(spec.to_passive(None, 1).unwrap());
+        assert_eq!(passive.to_cs_message(), spec.to_cs_message(None));
+        // The passive reply itself has no thumbnail field.
+        let f = passive.to_fields(&OpenId::new("o"), "gh", 1);
+        assert!(f["Video"].get("ThumbMediaId").is_none());
     }
 
     #[test]

@@ -166,10 +166,19 @@ impl Rules {
                 (reply, AppKind::MiniProgram, Some(Via::Passive | Via::Auto)) => {
                     return Err(invalid(
                         "via",
-                        format!("a Mini Program accepts no passive reply but transfer_customer_service; a {} reply goes through the customer-service API (via = \"api\")", reply.msg_type()),
+                        format!("a Mini Program accepts no passive reply but transfer_customer_service; its {} reply goes through the customer-service API (via = \"api\")", reply.msg_type()),
                     ))
                 }
-                (_, AppKind::MiniProgram, _) => Via::Api,
+                (reply, AppKind::MiniProgram, _) => {
+                    // The customer-service API of a Mini Program sends these only.
+                    if !matches!(reply.msg_type(), "text" | "image" | "link" | "miniprogrampage") {
+                        return Err(invalid(
+                            "reply",
+                            format!("a Mini Program's customer-service API sends text, image, link and miniprogrampage, not {}", reply.msg_type()),
+                        ));
+                    }
+                    Via::Api
+                }
                 (reply, AppKind::OfficialAccount, Some(Via::Passive | Via::Auto))
                     if !reply.is_passive_type() =>
                 {
@@ -181,6 +190,7 @@ impl Rules {
                 (reply, AppKind::OfficialAccount, None) if !reply.is_passive_type() => Via::Api,
                 (_, AppKind::OfficialAccount, via) => via.unwrap_or(Via::Passive),
             };
+            c.reply.check().map_err(|e| invalid("reply", e))?;
             if let ReplySpec::News(news) = &c.reply {
                 let n = news.articles().len();
                 // The API sends one article; so does a passive reply to a
@@ -198,11 +208,20 @@ impl Rules {
                 }
             }
             if let Some((_, file)) = c.reply.file() {
-                if let Err(e) = std::fs::metadata(file) {
-                    return Err(invalid(
-                        "reply",
-                        format!("cannot read media file {}: {e}", file.display()),
-                    ));
+                match std::fs::metadata(file) {
+                    Ok(meta) if meta.is_file() => {}
+                    Ok(_) => {
+                        return Err(invalid(
+                            "reply",
+                            format!("media file {} is not a file", file.display()),
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(invalid(
+                            "reply",
+                            format!("cannot read media file {}: {e}", file.display()),
+                        ))
+                    }
                 }
             }
             rules.push(Rule {
@@ -215,6 +234,12 @@ impl Rules {
             });
         }
         Ok(Rules { rules })
+    }
+
+    /// Whether any rule answers passively (then pushes must be handled while
+    /// their answer is held).
+    pub fn passive(&self) -> bool {
+        self.rules.iter().any(|r| r.via != Via::Api)
     }
 
     /// Whether any rule answers through the customer-service API (then the
@@ -336,6 +361,16 @@ impl Handler for RulesHandler {
                 return Ok(None);
             };
             let media_id = self.media_id(&push.appid, &answer).await?;
+            if let ReplySpec::News(news) = &answer.reply {
+                if news.articles().len() > answer.max_articles {
+                    tracing::warn!(
+                        appid = %push.appid,
+                        articles = news.articles().len(),
+                        kept = answer.max_articles,
+                        "news answering a user's message holds one article: the rest are left out"
+                    );
+                }
+            }
             if answer.via != Via::Api {
                 let reply = match (&answer.reply, push.app_kind) {
                     (ReplySpec::TransferCustomerService(_), kind) => PassiveReply::transfer(kind),
@@ -622,6 +657,14 @@ reply = { news = { articles = [{ title = "a", url = "u" }, { title = "b", url = 
             e.starts_with("apps[0].rules[0].reply: cannot read media file /no/such/file.png"),
             "{e}"
         );
+        let e = rules("[[rules]]\nevent = 'x'\nreply = { news = { title = 't', url = 'u' } }");
+        assert!(e.unwrap_err().to_string().contains(
+            "a Mini Program's customer-service API sends text, image, link and miniprogrampage, not news"
+        ));
+        let e = oa("[[rules]]\nkeyword = 'a'\nreply = { image = { file = '/tmp' } }");
+        assert!(e.contains("media file /tmp is not a file"), "{e}");
+        let e = oa("[[rules]]\nkeyword = 'a'\nreply = { text = '' }");
+        assert!(e.contains("text reply with an empty text"), "{e}");
         let e = oa(
             "[[rules]]\nkeyword = 'a'\nreply = { transfer_customer_service = true }\nvia = 'api'",
         );

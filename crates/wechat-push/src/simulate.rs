@@ -282,10 +282,14 @@ fn check_reply_fields(reply: &Fields, msg_type: &str, push: Option<&Fields>) -> 
             let count: usize = text("ArticleCount")
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
-            if items == 0 || count != items || items > crate::reply::MAX_NEWS_ARTICLES {
+            // One article answering a user's message (since 2018-10-12), 8 an event.
+            let max = match push.and_then(|p| p.get("MsgType")).and_then(Value::as_str) {
+                Some("event") | None => crate::reply::MAX_NEWS_ARTICLES,
+                Some(_) => 1,
+            };
+            if items == 0 || count != items || items > max {
                 return Err(format!(
-                    "news reply with ArticleCount {count} and {items} article(s): WeChat needs 1 to {} articles, counted right",
-                    crate::reply::MAX_NEWS_ARTICLES
+                    "news reply with ArticleCount {count} and {items} article(s): WeChat needs 1 to {max} articles here, counted right"
                 ));
             }
             None

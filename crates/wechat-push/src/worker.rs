@@ -197,7 +197,7 @@ impl Processor {
             // A failure from here on is retried: the push is handled again.
             let why = if waiting {
                 format!(
-                    "missed: not ready within server.reply_budget ({:?})",
+                    "missed: not ready while the push's answer was held (server.reply_budget, {:?})",
                     self.reply_budget
                 )
             } else {
@@ -205,6 +205,11 @@ impl Processor {
                     .to_owned()
             };
             let instead = self.handler.reply_missed(push, reply).await?;
+            // It went another way (or none): WeChat's retry must not carry it too.
+            self.store
+                .forget_reply(push.id)
+                .await
+                .map_err(|e| HandlerError::caused_by("cannot forget the missed reply", e))?;
             tracing::warn!(appid = %push.appid, msg_type = reply.msg_type(), %why, %instead, "passive reply missed its answer");
             Some(format!("{why}; {instead}"))
         };

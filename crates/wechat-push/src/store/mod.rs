@@ -442,6 +442,11 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Forget the passive reply stored with a push (it missed its answer and
+    /// went some other way): WeChat's retry then gets `success`, not a
+    /// second copy of the answer.
+    fn forget_reply(&self, id: PushId) -> BoxFuture<'_, Result<(), StoreError>>;
+
     /// Record a failed attempt: retry at `retry_at`, or with `None` mark it dead.
     fn fail(
         &self,

@@ -967,6 +967,14 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn forget_reply(&self, id: PushId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |conn| {
+            conn.prepare_cached("UPDATE pushes SET reply = NULL WHERE id = ?1")?
+                .execute(params![id.0])
+                .map(drop)
+        }))
+    }
+
     fn invalidate_token_value(
         &self,
         prefix: String,

@@ -324,7 +324,7 @@ via = "passive"
     assert_eq!(passive_record.status, AnswerStatus::Failed);
     let why = passive_record.error.as_deref().unwrap();
     assert!(
-        why.contains("missed: not ready within server.reply_budget"),
+        why.contains("missed: not ready while the push's answer was held"),
         "{why}"
     );
     assert!(
@@ -339,6 +339,15 @@ via = "passive"
         .as_str()
         .unwrap()
         .starts_with("MOCK_MEDIA_"));
+
+    // WeChat's retry of that push (its answer lost) gets `success`, not
+    // the image a second time.
+    assert_eq!(
+        s.deliver(&push, Mode::Safe, Format::Xml, 2).await,
+        Answer::Success
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.mock_get("/_mock/sent").await.as_array().unwrap().len(), 1);
 
     let push = text("oSlow", 7002, "passive please");
     assert_eq!(
@@ -484,4 +493,56 @@ async fn a_backend_answers_passively_in_time_and_through_the_api_when_late() {
     let sent = s.mock_get("/_mock/sent").await;
     assert_eq!(sent.as_array().unwrap().len(), 1, "{sent}");
     assert_eq!(sent[0]["body"]["text"]["content"], "from backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_passive_reply_giving_way_to_a_rules_goes_through_the_api() {
+    let mock = super::spawn_mock(APPID, false).await;
+    let (_receiver, url) =
+        super::forward::Receiver::spawn(&[], r#"{"reply": {"text": "from backend"}}"#).await;
+    let extra = format!(
+        "[[apps.forward]]\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\npassive_reply = true\n"
+    );
+    let rules = "[[apps.rules]]\nkeyword = \"ruleword\"\nreply = { text = \"from the rule\" }\n";
+    let db = super::temp_dir("both-answer").join("store.db");
+    let s = server(Mode::Safe, rules, &extra, &mock, &db).await;
+    let push = text("oBoth", 6101, "ruleword");
+    let answer = s.deliver(&push, Mode::Safe, Format::Xml, 1).await;
+    assert_eq!(reply_fields(&answer)["Content"], "from the rule");
+    let answers = s.answers(6101, 2).await;
+    let backend = answers
+        .iter()
+        .find(|a| a.source.starts_with("forward:"))
+        .unwrap_or_else(|| panic!("the backend's reply was dropped: {answers:?}"));
+    assert_eq!(backend.status, AnswerStatus::Sent);
+    let sent = s.mock_get("/_mock/sent").await;
+    assert_eq!(sent[0]["body"]["text"]["content"], "from backend", "{sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_reply_wechat_would_refuse_is_not_sent_passively() {
+    let mock = super::spawn_mock(APPID, false).await;
+    let (_receiver, url) =
+        super::forward::Receiver::spawn(&[], r#"{"reply": {"news": {"articles": []}}}"#).await;
+    let extra = format!(
+        "[[apps.forward]]\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\npassive_reply = true\n"
+    );
+    let db = super::temp_dir("empty-news").join("store.db");
+    let s = server(Mode::Safe, "", &extra, &mock, &db).await;
+    let push = text("oEmpty", 6201, "anything");
+    assert_eq!(
+        s.deliver(&push, Mode::Safe, Format::Xml, 1).await,
+        Answer::Success
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deliveries = {
+        let pushes = s.store.list(ListFilter::default()).await.unwrap();
+        s.store.deliveries(pushes[0].id).await.unwrap()
+    };
+    let note = deliveries[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        note.contains("reply ignored: news reply with 0 articles"),
+        "{note}"
+    );
+    assert_eq!(s.mock_get("/_mock/sent").await, json!([]));
 }

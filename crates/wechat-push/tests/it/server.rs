@@ -691,6 +691,9 @@ impl Store for DownStore {
     fn invalidate_token(&self, _: String, _: String) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
+    fn forget_reply(&self, _: PushId) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
     fn invalidate_token_value(
         &self,
         _: String,
