@@ -6,11 +6,17 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use std::sync::Arc;
 use wechat_push::clock::format_utc;
 use wechat_push::forward::display_url;
 use wechat_push::outbox::{HANDLER_SOURCE, PASSIVE_SOURCE};
 use wechat_push::protocol::wire;
-use wechat_push::store::{DeliveryStatus, ListFilter, SqliteStore, Status, Store, StoredPush};
+
+use wechat_push::api::WechatApi;
+use wechat_push::outbox::Outbox;
+use wechat_push::store::{
+    AnswerStatus, DeliveryStatus, ListFilter, SqliteStore, Status, Store, StoredPush,
+};
 
 use crate::ConfigArgs;
 
@@ -230,12 +236,39 @@ async fn retry(a: KeyArgs) -> Result<()> {
             if keys.len() > 5 { ", …" } else { "" }
         );
     }
-    let r = store.retry(a.key.clone(), a.app).await?;
-    if r.pushes == 0 && r.deliveries == 0 {
+    let r = store.retry(a.key.clone(), a.app.clone()).await?;
+    // Answers whose fate is unknown are resent now, by hand: WeChat may have
+    // delivered them, which only the person asking can judge.
+    let mut uncertain = Vec::new();
+    for p in store.get(a.key.clone()).await? {
+        if a.app.as_ref().is_some_and(|app| &p.appid != app) {
+            continue;
+        }
+        for answer in store.answers(p.id).await? {
+            if answer.status == AnswerStatus::Uncertain {
+                uncertain.push((p.appid.clone(), answer));
+            }
+        }
+    }
+    if r.pushes == 0 && r.deliveries == 0 && uncertain.is_empty() {
         bail!(
-            "no dead push has the dedup key {}, and no push with it has a dead delivery",
+            "no dead push has the dedup key {}, and no push with it has a dead delivery or an uncertain answer",
             a.key
         );
+    }
+    if !uncertain.is_empty() {
+        let config = a.config.load()?;
+        let store: Arc<dyn Store> = Arc::new(store.clone());
+        let outbox = Outbox::new(store.clone(), WechatApi::for_config(&config, store));
+        for (appid, answer) in &uncertain {
+            let status = outbox.resend(appid, answer).await?;
+            println!(
+                "resent answer {} ({}), uncertain before: {}",
+                answer.seq + 1,
+                answer.msgtype,
+                format!("{status:?}").to_lowercase()
+            );
+        }
     }
     if r.pushes > 0 {
         println!("re-queued {} push(es) with key {}", r.pushes, a.key);

@@ -43,13 +43,7 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
                 .with_context(|| format!("cannot open the store at {}", path.display()))?,
         );
         let metrics = Arc::new(Metrics::default());
-        let api = WechatApi::new(
-            config.wechat.api_base.clone(),
-            store.clone(),
-            config.secrets(),
-            config.wechat.token_kind,
-        )
-        .with_metrics(metrics.clone());
+        let api = WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
         let handler = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api)))?;
         let app = Application::build_with_metrics(config, store, Arc::new(handler), metrics)
             .await

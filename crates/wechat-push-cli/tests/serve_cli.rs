@@ -924,3 +924,85 @@ async fn a_database_deleted_under_load_answers_503_and_turns_health_red() {
     assert_eq!(ready.status(), 503);
     server.wait_log("the database file was deleted or replaced");
 }
+
+/// WeChat's API accepted a message but answered after the client's timeout;
+/// the client sent it again in the same attempt, and the user got it twice
+/// while `inbox show` recorded one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_whose_fate_is_unknown_is_not_resent_until_asked() {
+    let mock = spawn_mock().await;
+    let dir = temp_dir("uncertain");
+    let config = write_answering_config(&dir, 2, &mock);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("timeout = \"500ms\"\n");
+    std::fs::write(&config, text).unwrap();
+    let server = start(&config, &[]);
+    // The API takes every message, but answers after 1.5 s.
+    reqwest::Client::new()
+        .post(format!("{mock}/_mock/faults"))
+        .json(&serde_json::json!({"path": "/cgi-bin/message/custom/send", "delay_ms": 1500, "late": true, "times": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        send_text(&server.addr, 951, "hello").await,
+        (200, "success".to_owned())
+    );
+    let sent = wait_sent(&mock, 1).await;
+    assert_eq!(sent[0]["body"]["text"]["content"], "Hi from wechat-push");
+    // Long after the late answer: still one message, recorded as uncertain.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        mock_json(&format!("{mock}/_mock/sent"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let show = |key: &str| {
+        let out = Command::new(bin())
+            .args(["inbox", "show", key, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = show("m:oUser951:951");
+    assert!(
+        shown.contains("answer 1 (text): uncertain: sent, but WeChat's answer never came"),
+        "{shown}"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wechat_push_answers_uncertain_total 1"),
+        "{metrics}"
+    );
+    // Resent by hand.
+    let out = Command::new(bin())
+        .args(["inbox", "retry", "m:oUser951:951", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("resent answer 1 (text), uncertain before: sent"));
+    assert_eq!(
+        mock_json(&format!("{mock}/_mock/sent"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(show("m:oUser951:951").contains("answer 1 (text): sent"));
+}

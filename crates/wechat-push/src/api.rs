@@ -31,6 +31,16 @@ const REFRESH_AHEAD_MS: i64 = 5 * 60 * 1000;
 const MEDIA_LIFETIME_MS: i64 = 3 * 24 * 3600 * 1000;
 /// Upload a file again this long before its media id expires.
 const MEDIA_REFRESH_AHEAD_MS: i64 = 3600 * 1000;
+/// The customer-service message call: the one whose requests must not be
+/// repeated blindly.
+const SEND_PATH: &str = "/cgi-bin/message/custom/send";
+/// How long a call to WeChat's API may take. WeChat documents no latency
+/// for its API; it answers in well under a second when healthy, and a
+/// message whose answer does not come is recorded as uncertain rather than
+/// sent again. Long enough for a slow but successful answer to be seen (so
+/// few are uncertain), short enough that a handler (`inbox.handler_timeout`,
+/// 30 s) can wait out a retry of a busy answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Media ids are cached beside tokens, under `media:<appid>:<kind>:<digest>`
 /// (never an appid).
 const MEDIA_KEY: &str = "media:";
@@ -80,6 +90,11 @@ pub enum ApiError {
     /// WeChat could not be reached, or answered something that is not its JSON.
     #[error("cannot reach WeChat's API")]
     Network(#[source] reqwest::Error),
+    /// A message was sent and no answer came back (a timeout or a broken
+    /// connection after the request was written): WeChat may have
+    /// delivered it. Not retried: retrying could answer the user twice.
+    #[error("sent, but WeChat's answer never came: it may or may not have reached the user")]
+    Uncertain(#[source] reqwest::Error),
     /// The token store failed.
     #[error("token store unavailable")]
     Store(#[from] StoreError),
@@ -302,7 +317,7 @@ impl WechatApi {
         WechatApi {
             metrics: Arc::default(),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(DEFAULT_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
             base: base.into().trim_end_matches('/').to_owned(),
@@ -312,6 +327,27 @@ impl WechatApi {
             holder: format!("{}-{}", std::process::id(), u64::from_le_bytes(id)),
             refreshing: Arc::default(),
         }
+    }
+
+    /// The client `config` describes (`[wechat]`: API base, token kind,
+    /// timeout; each app's secret), sharing tokens through `store`.
+    pub fn for_config(config: &crate::config::Config, store: Arc<dyn Store>) -> Self {
+        WechatApi::new(
+            config.wechat.api_base.clone(),
+            store,
+            config.secrets(),
+            config.wechat.token_kind,
+        )
+        .with_timeout(config.wechat.timeout)
+    }
+
+    /// Wait at most `timeout` for each call ([`DEFAULT_TIMEOUT`] otherwise).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        self
     }
 
     /// Count WeChat's error answers in `metrics`
@@ -523,7 +559,7 @@ impl WechatApi {
                 ]),
         };
         let fetched_at = now_ms();
-        let answer = self.answer(request).await?;
+        let answer = self.answer(request, false).await?;
         let token = answer["access_token"].as_str().unwrap_or_default();
         let expires_in = answer["expires_in"].as_i64().unwrap_or(0);
         if token.is_empty() || expires_in <= 0 {
@@ -548,7 +584,7 @@ impl WechatApi {
         touser: &OpenId,
         message: &CsMessage,
     ) -> Result<(), ApiError> {
-        self.post_json(appid, "/cgi-bin/message/custom/send", &message.body(touser))
+        self.post_json(appid, SEND_PATH, &message.body(touser))
             .await
     }
 
@@ -557,8 +593,7 @@ impl WechatApi {
     /// # Errors
     /// As [`WechatApi::send`].
     pub async fn send_body(&self, appid: &str, body: &Value) -> Result<(), ApiError> {
-        self.post_json(appid, "/cgi-bin/message/custom/send", body)
-            .await
+        self.post_json(appid, SEND_PATH, body).await
     }
 
     /// Show (`true`) or hide the typing indicator to `touser`.
@@ -577,7 +612,9 @@ impl WechatApi {
 
     async fn post_json(&self, appid: &str, path: &str, body: &Value) -> Result<(), ApiError> {
         let url = format!("{}{path}", self.base);
-        self.call(appid, |token| {
+        // A message (unlike a token or an upload) must not go out twice.
+        let once = path == SEND_PATH;
+        self.call_once(appid, once, |token| {
             self.http
                 .post(&url)
                 .query(&[("access_token", token)])
@@ -596,11 +633,23 @@ impl WechatApi {
         appid: &str,
         request: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Value, ApiError> {
+        self.call_once(appid, false, request).await
+    }
+
+    /// [`WechatApi::call`]; with `once`, a request that may have reached
+    /// WeChat (no answer after it was written) is not sent again but
+    /// reported as [`ApiError::Uncertain`].
+    async fn call_once(
+        &self,
+        appid: &str,
+        once: bool,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<Value, ApiError> {
         let mut busy = 0;
         let mut refreshed = false;
         loop {
             let token = self.access_token(appid).await?;
-            let error = match self.answer(request(&token)).await {
+            let error = match self.answer(request(&token), once).await {
                 Ok(answer) if answer["errcode"].as_i64().unwrap_or(0) == 0 => return Ok(answer),
                 Ok(answer) => wechat_error(&answer),
                 Err(e) => e,
@@ -627,16 +676,25 @@ impl WechatApi {
     }
 
     /// Send a request and read WeChat's JSON answer. URLs (which carry the
-    /// token) never reach errors or logs.
-    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ApiError::Network(e.without_url()))?;
-        response
-            .json::<Value>()
-            .await
-            .map_err(|e| ApiError::Network(e.without_url()))
+    /// token) never reach errors or logs. With `once`, a failure after the
+    /// connection was made (the request may have been written) is
+    /// [`ApiError::Uncertain`]; one before it, [`ApiError::Network`].
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        once: bool,
+    ) -> Result<Value, ApiError> {
+        let failed = |e: reqwest::Error| {
+            let e = e.without_url();
+            if once && !e.is_connect() {
+                self.metrics.inc(metrics::API_UNCERTAIN, &[]);
+                ApiError::Uncertain(e)
+            } else {
+                ApiError::Network(e)
+            }
+        };
+        let response = request.send().await.map_err(failed)?;
+        response.json::<Value>().await.map_err(failed)
     }
 }
 

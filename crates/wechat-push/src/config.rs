@@ -181,6 +181,10 @@ pub struct WechatConfig {
     pub api_base: String,
     /// How access tokens are fetched.
     pub token_kind: crate::api::TokenKind,
+    /// How long one call to WeChat's API may take (see
+    /// [`crate::api::DEFAULT_TIMEOUT`] for why 15 s).
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
 }
 
 /// `[inbox]`: handling stored pushes.

@@ -26,6 +26,8 @@ pub const HANDLER_FAILURES: &str = "wechat_push_handler_failures_total";
 pub const FORWARDS: &str = "wechat_push_forward_total";
 /// Counter: WeChat API answers with an errcode, by app and errcode.
 pub const API_ERRORS: &str = "wechat_push_api_errors_total";
+/// Counter: customer-service messages sent with no answer back (uncertain).
+pub const API_UNCERTAIN: &str = "wechat_push_answers_uncertain_total";
 /// Counter: connections answered 503 and closed, over `server.max_connections`.
 pub const CONNECTIONS_REFUSED: &str = "wechat_push_connections_refused_total";
 /// Counter: failures to accept a connection, by kind (`descriptors`, `other`).
@@ -54,6 +56,10 @@ const HELP: &[(&str, &str)] = &[
     (
         FORWARDS,
         "Delivery attempts to forward targets, by app, target and outcome (delivered, retry, dead).",
+    ),
+    (
+        API_UNCERTAIN,
+        "Customer-service messages sent with no answer back: they may have reached the user, and are not resent by themselves.",
     ),
     (
         CONNECTIONS_REFUSED,

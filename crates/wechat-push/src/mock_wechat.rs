@@ -15,7 +15,9 @@
 //!   for WeChat's types and sizes), without their bytes;
 //! - `GET calls`: every API call it received (token fetches included);
 //! - `POST faults` `{"path"?, "errcode"?, "errmsg"?, "delay_ms"?, "times"?}`:
-//!   answer the next `times` matching calls with that errcode, after that delay;
+//!   answer the next `times` matching calls with that errcode, after that delay
+//!   (with `"late": true`, `custom/send` takes the message first and answers
+//!   after the delay, as a slow WeChat does);
 //! - `POST user_action` `{"appid", "openid", "action": "message" | "enter_session"}`:
 //!   open a reply window, as a user's message or session entry does;
 //! - `POST advance` `{"seconds"}`: move its clock forward (token expiry, windows).
@@ -105,6 +107,11 @@ pub struct Fault {
     /// After this delay.
     #[serde(default)]
     pub delay_ms: u64,
+    /// With `delay_ms`: do the work first and answer late (the call takes
+    /// effect; its answer comes after the delay), as a slow WeChat does.
+    /// Only `custom/send` does work worth telling apart.
+    #[serde(default)]
+    pub late: bool,
     /// For this many calls.
     #[serde(default = "one")]
     pub times: u32,
@@ -125,6 +132,8 @@ struct Inner {
     calls: Vec<Value>,
     sent: Vec<Value>,
     media: Vec<Value>,
+    /// Answers to hold back after the work is done, by path.
+    late: Vec<(String, u64)>,
     issued: u64,
     offset_ms: i64,
     implicit_windows: bool,
@@ -296,6 +305,12 @@ async fn enter(state: &Shared, path: &str, appid: Option<&str>, body: &Value) ->
             .push(json!({ "path": path, "appid": appid, "body": body, "at": at }));
         inner.take_fault(path)
     }?;
+    if fault.late {
+        if let Ok(mut inner) = state.lock() {
+            inner.late.push((path.to_owned(), fault.delay_ms));
+        }
+        return None;
+    }
     if fault.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
     }
@@ -434,16 +449,33 @@ async fn custom_send(
         Ok(appid) => appid,
         Err(answer) => return Json(answer),
     };
+    let (answer, late) = take_message(&state, appid, &body);
+    if let Some(ms) = late {
+        // Done; the answer comes late (a client that gave up never sees it).
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Json(answer)
+}
+
+/// Take a customer-service message (or refuse it): the answer, and how long
+/// to hold it back when a `late` fault says so.
+fn take_message(state: &Shared, appid: String, body: &Value) -> (Value, Option<u64>) {
     let Ok(mut inner) = state.lock() else {
-        return Json(error(-1, "system error"));
+        return (error(-1, "system error"), None);
     };
+    let late = inner
+        .late
+        .iter()
+        .position(|(path, _)| path == "/cgi-bin/message/custom/send")
+        .map(|i| inner.late.remove(i).1);
+    let answer = |a: Value| (a, late);
     let touser = body["touser"].as_str().unwrap_or_default().to_owned();
     if touser.is_empty() {
-        return Json(error(40003, "invalid openid"));
+        return answer(error(40003, "invalid openid"));
     }
     let msgtype = body["msgtype"].as_str().unwrap_or_default();
     if !MSG_TYPES.contains(&msgtype) || !body[msgtype].is_object() {
-        return Json(error(
+        return answer(error(
             47001,
             "data format error: msgtype and its object are required",
         ));
@@ -461,7 +493,7 @@ async fn custom_send(
                 used: 0,
             }),
         None => {
-            return Json(error(
+            return answer(error(
                 45015,
                 "response out of time limit or subscription is canceled",
             ))
@@ -469,19 +501,19 @@ async fn custom_send(
     };
     let (span, quota) = window.action.limits();
     if now - window.at > span {
-        return Json(error(
+        return answer(error(
             45015,
             "response out of time limit or subscription is canceled",
         ));
     }
     if window.used >= quota {
-        return Json(error(45047, "out of response count limit"));
+        return answer(error(45047, "out of response count limit"));
     }
     window.used += 1;
     inner.sent.push(
         json!({ "appid": appid, "touser": touser, "msgtype": msgtype, "body": body, "at": now }),
     );
-    Json(ok())
+    answer(ok())
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
-use crate::api::{CsMessage, WechatApi};
+use crate::api::{ApiError, CsMessage, WechatApi};
 use crate::clock::now_ms;
 use crate::handler::HandlerError;
 use crate::message::OpenId;
-use crate::store::{AnswerStatus, PushId, Store};
+use crate::store::{AnswerRecord, AnswerStatus, PushId, Store};
 
 /// The source of answers given by the app's handler (rules or a router).
 pub const HANDLER_SOURCE: &str = "handler";
@@ -77,32 +77,71 @@ impl Outbox {
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the answer", e))?;
         for record in records.iter().filter(|r| r.status == AnswerStatus::Pending) {
-            let body: serde_json::Value = serde_json::from_str(&record.body).map_err(|e| {
-                HandlerError::caused_by("recorded answer is not JSON", e).permanent()
-            })?;
-            match self.api.send_body(appid, &body).await {
-                Ok(()) => self.mark(record.id, None).await?,
-                Err(e) if e.is_retryable() => {
-                    return Err(HandlerError::caused_by("answer not sent yet", e));
-                }
-                Err(e) => {
-                    tracing::warn!(%appid, errcode = e.errcode(), error = %e, "answer refused by WeChat; recorded, not retried");
-                    if e.errcode() == Some(40007) {
-                        // A cached upload WeChat no longer knows: upload it again next time.
-                        if let Some(media_id) = body[record.msgtype.as_str()]["media_id"].as_str() {
-                            let _ = self.api.forget_media(appid, media_id).await;
-                        }
-                    }
-                    self.mark(record.id, Some(e.to_string())).await?;
-                }
-            }
+            self.send(appid, record).await?;
         }
         Ok(())
     }
 
-    async fn mark(&self, id: i64, error: Option<String>) -> Result<(), HandlerError> {
+    /// Send an uncertain answer again, by hand (`inbox retry`): WeChat may
+    /// have delivered it already, which only the person asking can judge.
+    /// Returns what became of it.
+    ///
+    /// # Errors
+    /// A retryable [`HandlerError`] when the store or WeChat is unavailable
+    /// (the answer stays uncertain).
+    pub async fn resend(
+        &self,
+        appid: &str,
+        record: &AnswerRecord,
+    ) -> Result<AnswerStatus, HandlerError> {
+        self.send(appid, record).await
+    }
+
+    /// Send one recorded answer and record what became of it.
+    async fn send(&self, appid: &str, record: &AnswerRecord) -> Result<AnswerStatus, HandlerError> {
+        let body: serde_json::Value = serde_json::from_str(&record.body)
+            .map_err(|e| HandlerError::caused_by("recorded answer is not JSON", e).permanent())?;
+        match self.api.send_body(appid, &body).await {
+            Ok(()) => {
+                self.mark(record.id, AnswerStatus::Sent, None).await?;
+                Ok(AnswerStatus::Sent)
+            }
+            // Sent, with no word back: sending it again could answer the
+            // user twice, so it is recorded as it is and left to a person.
+            Err(e @ ApiError::Uncertain(_)) => {
+                tracing::warn!(%appid, error = %crate::display_chain(&e), "answer's fate unknown; recorded as uncertain, not resent (inbox retry resends it)");
+                self.mark(
+                    record.id,
+                    AnswerStatus::Uncertain,
+                    Some(crate::display_chain(&e)),
+                )
+                .await?;
+                Ok(AnswerStatus::Uncertain)
+            }
+            Err(e) if e.is_retryable() => Err(HandlerError::caused_by("answer not sent yet", e)),
+            Err(e) => {
+                tracing::warn!(%appid, errcode = e.errcode(), error = %e, "answer refused by WeChat; recorded, not retried");
+                if e.errcode() == Some(40007) {
+                    // A cached upload WeChat no longer knows: upload it again next time.
+                    if let Some(media_id) = body[record.msgtype.as_str()]["media_id"].as_str() {
+                        let _ = self.api.forget_media(appid, media_id).await;
+                    }
+                }
+                self.mark(record.id, AnswerStatus::Failed, Some(e.to_string()))
+                    .await?;
+                Ok(AnswerStatus::Failed)
+            }
+        }
+    }
+
+    async fn mark(
+        &self,
+        id: i64,
+        status: AnswerStatus,
+        error: Option<String>,
+    ) -> Result<(), HandlerError> {
         self.store
-            .mark_answer(id, error, now_ms())
+            .mark_answer(id, status, error, now_ms())
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the answer's outcome", e))
     }

@@ -156,13 +156,7 @@ impl Application {
         // with tokens shared through the store like every other client's.
         let forwards = config.apps.iter().any(|a| !a.forward.is_empty());
         let outbox = forwards.then(|| {
-            let api = WechatApi::new(
-                config.wechat.api_base.clone(),
-                store.clone(),
-                config.secrets(),
-                config.wechat.token_kind,
-            )
-            .with_metrics(metrics.clone());
+            let api = WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
             Outbox::new(store.clone(), api)
         });
         let forwarder = Forwarder::new(&config, store.clone(), metrics.clone(), outbox)?;

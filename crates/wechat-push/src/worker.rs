@@ -234,7 +234,16 @@ impl Processor {
             .filter(|r| r.status == AnswerStatus::Pending)
         {
             self.store
-                .mark_answer(record.id, outcome.clone(), now_ms())
+                .mark_answer(
+                    record.id,
+                    if outcome.is_some() {
+                        AnswerStatus::Failed
+                    } else {
+                        AnswerStatus::Sent
+                    },
+                    outcome.clone(),
+                    now_ms(),
+                )
                 .await
                 .map_err(|e| HandlerError::caused_by("cannot record the passive reply", e))?;
         }

@@ -248,6 +248,10 @@ pub enum AnswerStatus {
     Sent,
     /// WeChat refused it for good (window closed, quota used, …).
     Failed,
+    /// Sent, but WeChat's answer never came (a timeout after the request
+    /// was written): it may or may not have reached the user, so it is not
+    /// sent again by itself; `inbox retry` resends it.
+    Uncertain,
 }
 
 /// An answer to a push, recorded before it is sent.
@@ -469,7 +473,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Re-queue dead pushes with this dedup key (matched as by
     /// [`Store::get`]), and the dead deliveries of pushes with it; returns
-    /// how many of each.
+    /// how many of each. (Uncertain answers are resent by the caller,
+    /// see [`crate::outbox::Outbox::resend`].)
     fn retry(
         &self,
         dedup_key: String,
@@ -520,10 +525,12 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
 
-    /// Mark an answer sent, or failed with `error`.
+    /// Record what became of an answer: `Sent`, `Failed` or `Uncertain`,
+    /// with the reason for the last two.
     fn mark_answer(
         &self,
         id: i64,
+        status: AnswerStatus,
         error: Option<String>,
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;

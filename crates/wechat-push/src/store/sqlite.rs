@@ -387,6 +387,7 @@ fn read_answers(
             status: match status.as_str() {
                 "sent" => AnswerStatus::Sent,
                 "failed" => AnswerStatus::Failed,
+                "uncertain" => AnswerStatus::Uncertain,
                 _ => AnswerStatus::Pending,
             },
             error: row.get(5)?,
@@ -803,11 +804,17 @@ impl Store for SqliteStore {
     fn mark_answer(
         &self,
         id: i64,
+        status: AnswerStatus,
         error: Option<String>,
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.call(move |conn| {
-            let status = if error.is_some() { "failed" } else { "sent" };
+            let status = match status {
+                AnswerStatus::Pending => "pending",
+                AnswerStatus::Sent => "sent",
+                AnswerStatus::Failed => "failed",
+                AnswerStatus::Uncertain => "uncertain",
+            };
             conn.prepare_cached(
                 "UPDATE answers SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
             )?

@@ -713,6 +713,7 @@ impl Store for DownStore {
     fn mark_answer(
         &self,
         _: i64,
+        _: wechat_push::store::AnswerStatus,
         _: Option<String>,
         _: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
