@@ -820,6 +820,10 @@ async fn silent_and_slow_clients_cannot_starve_pushes_or_hold_shutdown() {
         }
     }
     assert_eq!(answered.as_deref(), Some("success"), "no answer in 20 s");
+    eprintln!(
+        "a push past 1,100 silent connections was answered after {:?}",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -1005,4 +1009,65 @@ async fn an_answer_whose_fate_is_unknown_is_not_resent_until_asked() {
         2
     );
     assert!(show("m:oUser951:951").contains("answer 1 (text): sent"));
+}
+
+/// With the disk full, pushes got 503 while `/healthz` said ok.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_turns_health_red() {
+    let dir = temp_dir("full-disk");
+    let config = write_config(&dir, 0);
+    // A file-size limit stands for a full disk: writes past it fail (the
+    // signal it would raise is ignored, as a full disk raises none).
+    // Logs go to pipes, which the limit does not touch.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ && ulimit -f 2048 && exec \"$0\" serve --config \"$1\"")
+        .arg(bin())
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, logs) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        addr: String::new(),
+        logs,
+    };
+    let line = server.wait_log("\"listening\"");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    server.addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+    let health = |addr: String| async move {
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap()
+    };
+    assert_eq!(health(server.addr.clone()).await.status(), 200);
+    let filler = "x".repeat(4000);
+    let mut refused = None;
+    for id in 1..=3000 {
+        let (status, _) = send_text(&server.addr, id, &filler).await;
+        if status == 503 {
+            refused = Some(id);
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    assert!(refused.is_some(), "the disk never filled up");
+    let r = health(server.addr.clone()).await;
+    assert_eq!(r.status(), 503);
+    let why = r.text().await.unwrap();
+    assert!(
+        why.contains("the last commit failed") || why.contains("disk"),
+        "{why}"
+    );
 }

@@ -917,6 +917,29 @@ fn encrypt_of_simple<'a>(body: &'a [u8], limits: &Limits) -> Option<Option<Cow<'
     (depth == 0 && seen_root).then_some(encrypt)
 }
 
+/// For the fuzz targets: panics when the simple reader accepts `body` and
+/// reads it otherwise than the general parser, or when the simple
+/// envelope reader finds another `Encrypt` than the general one.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn assert_xml_readers_agree(body: &[u8], limits: &Limits) {
+    if let Some(simple) = parse_xml_simple(body, limits) {
+        assert_eq!(
+            Some(simple),
+            parse_xml_general(body, limits).ok(),
+            "fields of {body:?}"
+        );
+    }
+    if let Some(simple) = encrypt_of_simple(body, limits) {
+        let general = encrypt_of_xml(body, limits).ok();
+        assert_eq!(
+            simple.map(Cow::into_owned),
+            general.flatten(),
+            "Encrypt of {body:?}"
+        );
+    }
+}
+
 /// Any XML WeChat could send, read with quick-xml (WeChat's unsplit CDATA
 /// split first, see [`CdataEnds`]).
 fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> {
