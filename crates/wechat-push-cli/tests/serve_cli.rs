@@ -1071,3 +1071,53 @@ async fn a_full_disk_turns_health_red() {
         "{why}"
     );
 }
+
+/// A database from before push identity keeps working: its keys are found,
+/// and a new push never takes an old key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_with_keys_from_before_the_upgrade_keeps_working() {
+    use std::sync::Arc;
+    use wechat_push::message::{DedupKey, OpenId};
+    use wechat_push::store::{NewPush, SqliteStore, Store};
+    let dir = temp_dir("old-keys");
+    let config = write_config(&dir, 0);
+    let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
+    store
+        .insert(
+            Arc::new(NewPush {
+                appid: APPID.into(),
+                dedup_key: DedupKey::from_stored("msg:971"),
+                kind: "text".into(),
+                from_user: OpenId::new("oUser971"),
+                create_time: 1,
+                format: Format::Json,
+                body: br#"{"MsgType":"text","Content":"from 0.1"}"#.to_vec(),
+                received_at_ms: 1,
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let out = Command::new(bin())
+        .args(["inbox", "show", "msg:971", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from 0.1"));
+    // The same message arriving now is keyed the new way: stored beside it.
+    let server = start(&config, &[]);
+    assert_eq!(send_text(&server.addr, 971, "now").await.1, "success");
+    let keys: Vec<String> = inbox_json(&config)
+        .iter()
+        .map(|p| p["dedup_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&"msg:971".to_owned()));
+    assert!(keys.iter().any(|k| k.starts_with("m:oUser971:971:")));
+}

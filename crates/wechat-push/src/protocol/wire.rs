@@ -1199,6 +1199,30 @@ mod tests {
             }
         }
 
+        /// Both readers count every element against the field limit, empty
+        /// ones (`<b/>`, read by quick-xml only) as much as `<b></b>` (read
+        /// by the simple reader).
+        #[test]
+        fn both_readers_count_every_element(full in 0usize..40, empty in 0usize..40) {
+            let limits = Limits { max_fields: 30, ..Limits::default() };
+            let over = 1 + full + empty > limits.max_fields;
+            let self_closing = format!("<xml>{}{}</xml>", "<a>1</a>".repeat(full), "<b/>".repeat(empty));
+            let open_close = format!("<xml>{}{}</xml>", "<a>1</a>".repeat(full), "<b></b>".repeat(empty));
+            for doc in [&self_closing, &open_close] {
+                let result = parse_xml(doc.as_bytes(), &limits);
+                prop_assert_eq!(
+                    matches!(result, Err(WireError::TooManyFields { .. })),
+                    over,
+                    "{}", doc
+                );
+                prop_assert_eq!(
+                    matches!(encrypt_of(Format::Xml, doc.as_bytes(), &limits), Err(WireError::TooManyFields { .. })),
+                    over,
+                    "{}", doc
+                );
+            }
+        }
+
         /// `Encrypt` read through the simple reader is what the general
         /// reader finds, and every error is the general reader's.
         #[test]

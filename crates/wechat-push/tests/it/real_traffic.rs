@@ -508,3 +508,25 @@ async fn control_characters_stray_text_and_http_1_0_are_taken_as_wechat_sends_th
     assert!(answer.ends_with("\r\n\r\nsuccess"), "{answer}");
     assert_eq!(s.handled(2).await, 2);
 }
+
+/// A signed push of 100,000 self-closing elements was stored, though
+/// 100,000 `<a>1</a>` fields were refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_100000_empty_elements_is_refused_like_100000_fields() {
+    let s = server(Mode::Plaintext, Format::Xml, "").await;
+    let fields: String = (0..100_000).map(|i| format!("<a{i}/>")).collect();
+    for body in [
+        format!("<xml><ToUserName>gh</ToUserName>{fields}</xml>"),
+        format!(
+            "<xml><ToUserName>gh</ToUserName>{}</xml>",
+            "<a>1</a>".repeat(100_000)
+        ),
+    ] {
+        let mut push = sealed(&json!({}), Mode::Plaintext, Format::Xml, 1);
+        push.body = body;
+        let (status, answer) = s.post(&s.base, &push).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+        assert!(String::from_utf8_lossy(&answer).contains("more than 4096 fields"));
+    }
+    assert!(s.stored().await.is_empty());
+}
