@@ -66,13 +66,32 @@ struct Server {
 }
 
 fn start(config: &Path, env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(bin())
+    let mut command = Command::new(bin());
+    command
         .args(["serve", "--config"])
         .arg(config)
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    start_command(command)
+}
+
+/// `wechat-push serve` with `limits` (a shell's `ulimit` and `trap` lines)
+/// in force, logs to pipes (which a file-size limit does not touch).
+fn start_limited(config: &Path, limits: &str) -> Server {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("{limits} && exec \"$0\" serve --config \"$1\""))
+        .arg(bin())
+        .arg(config)
+        .stderr(Stdio::piped());
+    start_command(command)
+}
+
+/// Spawn `command` (a server), read its JSON log, and wait until it listens.
+fn start_command(mut command: Command) -> Server {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let (tx, logs) = mpsc::channel();
@@ -769,33 +788,7 @@ async fn silent_and_slow_clients_cannot_starve_pushes_or_hold_shutdown() {
     );
     std::fs::write(&config, text).unwrap();
     // The server under a descriptor limit of 1024, as on many hosts.
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 1024 && exec \"$0\" serve --config \"$1\"")
-        .arg(bin())
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, logs) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        addr: String::new(),
-        logs,
-    };
-    let line = server.wait_log("\"listening\"");
-    let v: Value = serde_json::from_str(&line).unwrap();
-    server.addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+    let mut server = start_limited(&config, "ulimit -n 1024");
     let accepting = server.wait_log("accepting connections");
     assert!(accepting.contains("\"max_connections\":896"), "{accepting}");
 
@@ -1018,34 +1011,7 @@ async fn a_full_disk_turns_health_red() {
     let config = write_config(&dir, 0);
     // A file-size limit stands for a full disk: writes past it fail (the
     // signal it would raise is ignored, as a full disk raises none).
-    // Logs go to pipes, which the limit does not touch.
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("trap '' XFSZ && ulimit -f 2048 && exec \"$0\" serve --config \"$1\"")
-        .arg(bin())
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, logs) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        addr: String::new(),
-        logs,
-    };
-    let line = server.wait_log("\"listening\"");
-    let v: Value = serde_json::from_str(&line).unwrap();
-    server.addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+    let server = start_limited(&config, "trap '' XFSZ && ulimit -f 2048");
     let health = |addr: String| async move {
         reqwest::get(format!("http://{addr}/healthz"))
             .await

@@ -577,48 +577,9 @@ impl ReplySpec {
 
     /// The customer-service message, with `media_id` for an uploaded file;
     /// `None` for `transfer_customer_service` (passive only) or a media
-    /// file not uploaded.
+    /// file not uploaded. News goes as its first article, all the API takes.
     pub fn to_cs_message(&self, media_id: Option<&str>) -> Option<CsMessage> {
-        let media = |m: &Media| m.id().or(media_id).map(str::to_owned);
         Some(match self {
-            ReplySpec::Text(t) => CsMessage::Text(t.clone()),
-            ReplySpec::Image(m) => CsMessage::Image(media(m)?),
-            ReplySpec::Voice(m) => CsMessage::Voice(media(m)?),
-            ReplySpec::Video {
-                media_id,
-                title,
-                description,
-                thumb_media_id,
-            } => CsMessage::Video {
-                media_id: media_id.clone(),
-                thumb_media_id: thumb_media_id.clone(),
-                title: title.clone(),
-                description: description.clone(),
-            },
-            ReplySpec::Music {
-                title,
-                description,
-                musicurl,
-                hqmusicurl,
-                thumb_media_id,
-            } => CsMessage::Music {
-                title: title.clone(),
-                description: description.clone(),
-                musicurl: musicurl.clone(),
-                hqmusicurl: hqmusicurl.clone(),
-                thumb_media_id: thumb_media_id.clone(),
-            },
-            // The customer-service API sends one article.
-            ReplySpec::News(news) => {
-                let a = news.articles().first()?;
-                CsMessage::News {
-                    title: a.title.clone(),
-                    description: a.description.clone(),
-                    url: a.url.clone(),
-                    picurl: a.picurl.clone(),
-                }
-            }
-            ReplySpec::TransferCustomerService(_) => return None,
             ReplySpec::Link {
                 title,
                 description,
@@ -640,6 +601,11 @@ impl ReplySpec {
                 thumb_media_id: thumb_media_id.clone(),
             },
             ReplySpec::Mpnews(id) => CsMessage::Mpnews(id.clone()),
+            // The rest are passive types: one conversion serves both ways.
+            passive => {
+                let reply = passive.to_passive(media_id, 1)?;
+                return PassiveReply::OfficialAccount(reply).to_cs_message();
+            }
         })
     }
 }

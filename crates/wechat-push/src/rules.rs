@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::api::WechatApi;
+use crate::api::{CsMessage, WechatApi};
 use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{Handler, HandlerError, Push};
 use crate::message::{Body, Message};
@@ -334,6 +334,19 @@ impl RulesHandler {
         })
     }
 
+    /// Answer `push` with `message` through the outbox.
+    async fn send(&self, push: &Push, message: &CsMessage) -> Result<(), HandlerError> {
+        self.outbox()?
+            .deliver(
+                &push.appid,
+                push.id,
+                HANDLER_SOURCE,
+                &push.message.from_user,
+                std::slice::from_ref(message),
+            )
+            .await
+    }
+
     /// The media id of the answer's file, uploaded (once) if it names one.
     async fn media_id(&self, appid: &str, answer: &Answer) -> Result<Option<String>, HandlerError> {
         let Some((kind, file)) = answer.reply.file() else {
@@ -404,15 +417,7 @@ impl Handler for RulesHandler {
                     ))
                     .permanent()
                 })?;
-            self.outbox()?
-                .deliver(
-                    &push.appid,
-                    push.id,
-                    HANDLER_SOURCE,
-                    &push.message.from_user,
-                    std::slice::from_ref(&message),
-                )
-                .await?;
+            self.send(push, &message).await?;
             Ok(None)
         })
     }
@@ -433,15 +438,7 @@ impl Handler for RulesHandler {
                 .map_or(Via::Passive, |a| a.via);
             match (via, reply.to_cs_message()) {
                 (Via::Auto, Some(message)) => {
-                    self.outbox()?
-                        .deliver(
-                            &push.appid,
-                            push.id,
-                            HANDLER_SOURCE,
-                            &push.message.from_user,
-                            std::slice::from_ref(&message),
-                        )
-                        .await?;
+                    self.send(push, &message).await?;
                     Ok("sent through the customer-service API instead (via = \"auto\")".into())
                 }
                 (_, None) | (Via::Api, _) => Ok(format!(
