@@ -418,10 +418,20 @@ impl Config {
     /// Deserialize section by section so that errors name the section.
     fn from_table(mut table: Table) -> Result<Config, ConfigError> {
         let mut section = |name: &str| table.remove(name).unwrap_or(Value::Table(Table::new()));
+        // The path inside the section is followed down to the key at
+        // fault (`apps[0].rules[1].via`, not `apps[0]`).
         fn typed<T: serde::de::DeserializeOwned>(key: &str, v: Value) -> Result<T, ConfigError> {
-            v.try_into().map_err(|e: toml::de::Error| ConfigError::Key {
-                key: key.to_owned(),
-                message: e.message().trim().to_owned(),
+            serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                ConfigError::Key {
+                    key: if path == "." || path.is_empty() {
+                        key.to_owned()
+                    } else {
+                        format!("{key}.{path}")
+                    },
+                    message: inner.message().trim().to_owned(),
+                }
             })
         }
         let server = typed("server", section("server"))?;
@@ -783,15 +793,31 @@ secret = "whsec_c2VjcmV0"
     }
 
     #[test]
+    fn a_typo_deep_in_an_app_names_its_own_key() {
+        let e = Config::from_toml(
+            "[[apps]]\nappid = \"wx1\"\nkind = \"official_account\"\ntoken = \"tok\"\n[[apps.rules]]\nkeyword = \"a\"\nreply = { text = \"b\" }\nvia = \"pasive\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("apps[0].rules[0].via: unknown variant `pasive`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::from_toml("[server]\nlisne = \"x\"")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("server: unknown field `lisne`"), "{e}");
+        assert!(e.starts_with("server.lisne: unknown field `lisne`"), "{e}");
         let e = Config::from_toml("[inbox]\nlease = \"5 parsecs\"")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("inbox: ") && e.contains("parsecs"), "{e}");
+        assert!(
+            e.starts_with("inbox.lease: ") && e.contains("parsecs"),
+            "{e}"
+        );
         let e = Config::from_toml(&APP.replace("AAAAB\"", "AAB\""))
             .unwrap_err()
             .to_string();
