@@ -263,7 +263,7 @@ async fn retry(a: KeyArgs) -> Result<()> {
         for (appid, answer) in &uncertain {
             let status = outbox.resend(appid, answer).await?;
             println!(
-                "resent answer {} ({}), uncertain before: {}",
+                "resent answer {} ({}), which was uncertain: now {}",
                 answer.seq + 1,
                 answer.msgtype,
                 format!("{status:?}").to_lowercase()

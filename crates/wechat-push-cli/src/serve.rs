@@ -21,12 +21,14 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     match config.server.log_format {
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
+            .with_writer(|| LossyStdout)
             .with_env_filter(filter)
             .init(),
         // Colours only for a terminal: a log file gets no escape codes (and
         // no push pays for formatting them).
         LogFormat::Pretty => tracing_subscriber::fmt()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(|| LossyStdout)
             .with_env_filter(filter)
             .init(),
     }
@@ -52,6 +54,25 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             .await
             .context("server failed")
     })
+}
+
+/// Standard output that drops what it cannot write. A log line that cannot
+/// be written (the disk under the log file is full) must not stop the
+/// server: the logging library reports a failed write on stderr with a
+/// macro that panics when stderr fails too, killing whichever thread logged
+/// (the store's writer, among others).
+struct LossyStdout;
+
+impl std::io::Write for LossyStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stdout().lock().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stdout().flush();
+        Ok(())
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -992,7 +992,7 @@ async fn an_answer_whose_fate_is_unknown_is_not_resent_until_asked() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("resent answer 1 (text), uncertain before: sent"));
+        .contains("resent answer 1 (text), which was uncertain: now sent"));
     assert_eq!(
         mock_json(&format!("{mock}/_mock/sent"))
             .await

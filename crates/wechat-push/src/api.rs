@@ -41,6 +41,8 @@ const SEND_PATH: &str = "/cgi-bin/message/custom/send";
 /// few are uncertain), short enough that a handler (`inbox.handler_timeout`,
 /// 30 s) can wait out a retry of a busy answer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long connecting (DNS, TCP, TLS) may take within a call.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Media ids are cached beside tokens, under `media:<appid>:<kind>:<digest>`
 /// (never an appid).
 const MEDIA_KEY: &str = "media:";
@@ -316,10 +318,7 @@ impl WechatApi {
         let _ = getrandom::fill(&mut id);
         WechatApi {
             metrics: Arc::default(),
-            http: reqwest::Client::builder()
-                .timeout(DEFAULT_TIMEOUT)
-                .build()
-                .unwrap_or_default(),
+            http: client(DEFAULT_TIMEOUT),
             base: base.into().trim_end_matches('/').to_owned(),
             store,
             secrets: Arc::new(secrets),
@@ -343,10 +342,7 @@ impl WechatApi {
 
     /// Wait at most `timeout` for each call ([`DEFAULT_TIMEOUT`] otherwise).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
+        self.http = client(timeout);
         self
     }
 
@@ -696,6 +692,17 @@ impl WechatApi {
         let response = request.send().await.map_err(failed)?;
         response.json::<Value>().await.map_err(failed)
     }
+}
+
+/// The HTTP client: `timeout` for a whole call, and a shorter bound on
+/// connecting, so that a connection never made is a connect error (retried)
+/// rather than a timeout of a request that may have been sent (uncertain).
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .build()
+        .unwrap_or_default()
 }
 
 /// What an errcode means and what to do about it, for the common final

@@ -483,6 +483,17 @@ impl Config {
                 "only sqlite://PATH is supported by this build",
             ));
         }
+        for (key, value) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.shutdown_grace", self.server.shutdown_grace),
+            ("wechat.timeout", self.wechat.timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key.into(), "must be more than 0"));
+            }
+        }
         // WeChat drops the connection at 5 s: a reply held longer reaches no one.
         if self.server.reply_budget >= Duration::from_secs(5) {
             return Err(invalid(

@@ -46,12 +46,52 @@ pub fn descriptor_limit() -> Option<usize> {
 /// `configured`, or (0) the descriptor limit less a reserve; never above
 /// what the limit allows.
 pub fn connection_cap(configured: usize, descriptors: Option<usize>) -> usize {
-    let allowed = descriptors.map(|d| d.saturating_sub(RESERVED_DESCRIPTORS).max(16));
+    // Under a tiny limit the reserve would leave nothing: a quarter of it then.
+    let allowed = descriptors.map(|d| d.saturating_sub(RESERVED_DESCRIPTORS).max(d / 4).max(1));
     match (configured, allowed) {
         (0, Some(allowed)) => allowed,
         (0, None) => 4096,
         (n, Some(allowed)) => n.min(allowed),
         (n, None) => n,
+    }
+}
+
+/// Logs a line at most once a second, saying how many it stood for: a flood
+/// of refusals must not flood the log (and fill the disk the store is on).
+#[derive(Default)]
+struct Throttle {
+    last_ms: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Throttle {
+    /// `Some(n)` when a line is due now, `n` the events since the last one.
+    fn due(&self, since: std::time::Instant) -> Option<u64> {
+        let now = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.last_ms.store(now.max(1), Ordering::Relaxed);
+        Some(self.skipped.swap(0, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Counts a connection open for as long as it lives (a panicking
+/// connection task included).
+struct Open(Arc<Metrics>);
+
+impl Open {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        Open(metrics)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -82,6 +122,8 @@ pub async fn serve(
         "accepting connections"
     );
     let slots = Arc::new(Semaphore::new(cap));
+    let started = std::time::Instant::now();
+    let (refusals, accept_errors) = (Throttle::default(), Throttle::default());
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -103,14 +145,22 @@ pub async fn serve(
                     "other"
                 };
                 metrics.inc(metrics::ACCEPT_ERRORS, &[("kind", kind)]);
-                tracing::error!(error = %e, kind, "cannot accept a connection");
+                if let Some(n) = accept_errors.due(started) {
+                    tracing::error!(error = %e, kind, count = n, "cannot accept a connection");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.inc(metrics::CONNECTIONS_REFUSED, &[]);
-            tracing::warn!(max_connections = cap, "connection refused: too many open");
+            if let Some(n) = refusals.due(started) {
+                tracing::warn!(
+                    max_connections = cap,
+                    count = n,
+                    "connections refused: too many open"
+                );
+            }
             let _ = stream.try_write(OVER_CAPACITY);
             continue;
         };
@@ -118,9 +168,8 @@ pub async fn serve(
         let (header, idle) = (config.header_timeout, config.idle_timeout);
         let (metrics, stopping) = (metrics.clone(), stopping.clone());
         connections.spawn(async move {
-            metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+            let _open = Open::new(metrics);
             connection(stream, router, header, idle, stopping).await;
-            metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }
@@ -175,25 +224,38 @@ async fn connection(
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let mut closing = false;
+    // Once closing, a connection that cannot finish (a client that stopped
+    // reading its answers, so a write never completes) is dropped after
+    // this long.
+    let mut closing: Option<Instant> = None;
     loop {
-        let idle_until =
-            opened + Duration::from_millis(activity.last_ms.load(Ordering::Relaxed)) + idle_timeout;
+        let last = opened + Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+        // While a request is being served the connection is not idle: look
+        // again an idle period later (a deadline in the past would spin).
+        let idle_until = if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            Instant::now() + idle_timeout
+        } else {
+            last + idle_timeout
+        };
+        let give_up = closing.unwrap_or_else(Instant::now);
         tokio::select! {
             _ = conn.as_mut() => return,
-            changed = stopping.changed(), if !closing => {
+            changed = stopping.changed(), if closing.is_none() => {
                 if changed.is_err() || *stopping.borrow() {
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(Instant::now() + header_timeout);
                 }
             }
-            () = tokio::time::sleep_until(idle_until), if !closing => {
+            () = tokio::time::sleep_until(idle_until), if closing.is_none() => {
                 let last = opened + Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-                if activity.in_flight.load(Ordering::Relaxed) == 0 && last + idle_timeout <= Instant::now() {
+                let idle = activity.in_flight.load(Ordering::Relaxed) == 0
+                    && last + idle_timeout <= Instant::now();
+                if idle {
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(Instant::now() + header_timeout);
                 }
             }
+            () = tokio::time::sleep_until(give_up), if closing.is_some() => return,
         }
     }
 }
@@ -207,7 +269,8 @@ mod tests {
         assert_eq!(connection_cap(0, Some(1024)), 896);
         assert_eq!(connection_cap(5000, Some(1024)), 896);
         assert_eq!(connection_cap(100, Some(1024)), 100);
-        assert_eq!(connection_cap(0, Some(100)), 16);
+        assert_eq!(connection_cap(0, Some(100)), 25);
+        assert_eq!(connection_cap(0, Some(26)), 6);
         assert_eq!(connection_cap(0, None), 4096);
         assert!(descriptor_limit().is_some_and(|n| n > 0));
     }

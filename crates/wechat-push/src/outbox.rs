@@ -3,9 +3,10 @@
 //! nor silently repeats an answer.
 //!
 //! A push handled again (a retry, or after a crash) finds its answers
-//! already recorded and sends only those still pending. The one window that
-//! cannot be closed: WeChat accepted an answer and the process died before
-//! marking it sent; that answer is sent again when the push is retried.
+//! already recorded and sends only those still pending. An answer on its way
+//! is recorded `uncertain` first: a process that stops or dies mid-send
+//! leaves it so, and it is sent again only by hand (`inbox retry`), never
+//! twice by itself.
 
 use std::sync::Arc;
 
@@ -101,6 +102,14 @@ impl Outbox {
     async fn send(&self, appid: &str, record: &AnswerRecord) -> Result<AnswerStatus, HandlerError> {
         let body: serde_json::Value = serde_json::from_str(&record.body)
             .map_err(|e| HandlerError::caused_by("recorded answer is not JSON", e).permanent())?;
+        // Uncertain while on its way: a process stopped or killed mid-send
+        // leaves it so, not pending, and it is not sent again by itself.
+        self.mark(
+            record.id,
+            AnswerStatus::Uncertain,
+            Some("being sent when the process stopped: WeChat may have it".into()),
+        )
+        .await?;
         match self.api.send_body(appid, &body).await {
             Ok(()) => {
                 self.mark(record.id, AnswerStatus::Sent, None).await?;
@@ -118,7 +127,11 @@ impl Outbox {
                 .await?;
                 Ok(AnswerStatus::Uncertain)
             }
-            Err(e) if e.is_retryable() => Err(HandlerError::caused_by("answer not sent yet", e)),
+            Err(e) if e.is_retryable() => {
+                // Never reached WeChat: pending again, sent when the push is retried.
+                self.mark(record.id, AnswerStatus::Pending, None).await?;
+                Err(HandlerError::caused_by("answer not sent yet", e))
+            }
             Err(e) => {
                 tracing::warn!(%appid, errcode = e.errcode(), error = %e, "answer refused by WeChat; recorded, not retried");
                 if e.errcode() == Some(40007) {

@@ -285,6 +285,9 @@ pub enum PushError {
     /// The body did not arrive within `server.body_timeout`.
     #[error("body not received within {0:?}")]
     BodyTimeout(Duration),
+    /// The client broke off before its body was whole.
+    #[error("body cut off before its declared length")]
+    BodyBroken,
     /// Verification, decryption or parsing failed.
     #[error(transparent)]
     Open(#[from] OpenError),
@@ -305,6 +308,7 @@ impl PushError {
             PushError::BadQuery(_) => StatusCode::BAD_REQUEST,
             PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PushError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            PushError::BodyBroken => StatusCode::BAD_REQUEST,
             PushError::Open(OpenError::Envelope(WireError::BodyTooLarge { .. })) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -321,6 +325,7 @@ impl PushError {
             PushError::UnknownApp => "unknown_app",
             PushError::BadQuery(_) => "bad_query",
             PushError::BodyTimeout(_) => "body_timeout",
+            PushError::BodyBroken => "body_broken",
             PushError::TooLarge(_)
             | PushError::Open(OpenError::Envelope(WireError::BodyTooLarge { .. })) => "too_large",
             PushError::Open(e) => e.reason(),
@@ -445,7 +450,8 @@ async fn receive_push(
     let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
         Err(_) => return Err(PushError::BodyTimeout(limit)),
         Ok(Ok(bytes)) => bytes,
-        // Over the limit (a client that broke off mid-body hears nothing).
+        // Within its declared length, the client broke off mid-body.
+        Ok(Err(_)) if declared.is_some() => return Err(PushError::BodyBroken),
         Ok(Err(_)) => return Err(PushError::TooLarge(max)),
     };
     if is_container_path_check(&bytes) {
@@ -665,7 +671,7 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}"),
+            format!("store unavailable: {}", crate::display_chain(&e)),
         )
             .into_response(),
         Err(_) => (

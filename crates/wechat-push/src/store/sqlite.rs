@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS pushes (
     reply BLOB,
     finished_at INTEGER
 );
+-- One row, written by each health check: writing is what health means.
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
     appid TEXT PRIMARY KEY,
     token TEXT,
@@ -256,6 +261,10 @@ struct Health {
 struct FileWatch {
     path: PathBuf,
     identity: (u64, u64),
+    /// The write-ahead log's, once it exists: SQLite keeps it while the
+    /// connection is open, and pushes acknowledged since the last
+    /// checkpoint live only there.
+    wal: Option<(u64, u64)>,
     checked: std::time::Instant,
 }
 
@@ -267,6 +276,7 @@ impl FileWatch {
         Ok(FileWatch {
             path: path.to_owned(),
             identity: identity(path)?,
+            wal: None,
             checked: std::time::Instant::now(),
         })
     }
@@ -277,7 +287,18 @@ impl FileWatch {
             return true;
         }
         self.checked = std::time::Instant::now();
-        identity(&self.path).is_ok_and(|id| id == self.identity)
+        if identity(&self.path).ok() != Some(self.identity) {
+            return false;
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        match (self.wal, identity(Path::new(&wal)).ok()) {
+            (None, now) => {
+                self.wal = now;
+                true
+            }
+            (Some(seen), now) => now == Some(seen),
+        }
     }
 }
 
@@ -697,14 +718,18 @@ impl Store for SqliteStore {
         Box::pin(async move {
             // Through the writer's queue: a store that cannot take a batch
             // (lost, closed, stuck) is not healthy.
+            // A write, not a read: a read succeeds on a full disk, and a
+            // store that failed a write is healthy again only when one
+            // succeeds (this one, without waiting for a push).
             self.call(|conn| {
-                conn.query_row("SELECT 1", [], |_| Ok(()))
-                    .optional()
-                    .map(|_| ())
+                conn.prepare_cached(
+                    "INSERT INTO health (id, checked_at) VALUES (1, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
+                )?
+                .execute(params![crate::clock::now_ms()])
+                .map(drop)
             })
             .await?;
-            // A read succeeds on a full disk: the last commit says whether
-            // writes do.
             let failing = self.health.failing.lock().ok().and_then(|f| f.clone());
             match failing {
                 Some(why) => Err(StoreError::Failing(why)),
@@ -1049,14 +1074,15 @@ mod tests {
             }
         }
         assert!(failed, "the database never filled up");
-        let e = store.ping().await.unwrap_err();
-        assert!(matches!(e, StoreError::Failing(_)), "{e}");
-        // Room again: the next write heals it.
+        // Failing until a write succeeds (here a health check's own small
+        // write fits; on a full disk it fails too, see the binary test).
+        assert!(store.health.failing.lock().unwrap().is_some());
         store
             .call(|c| c.pragma_update(None, "max_page_count", 1_000_000))
             .await
             .unwrap();
         store.insert(push("small", 2), None).await.unwrap();
+        assert!(store.health.failing.lock().unwrap().is_none());
         store.ping().await.unwrap();
     }
 
@@ -1078,6 +1104,18 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         tokio::time::sleep(FileWatch::EVERY + Duration::from_millis(50)).await;
         assert!(store.insert(push("later", 3), None).await.is_err());
+
+        // Only the write-ahead log deleted: as lost (the pushes it holds
+        // are gone at the next restart).
+        let path = temp_db("lost-wal");
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert(push("before", 1), None).await.unwrap();
+        tokio::time::sleep(FileWatch::EVERY + Duration::from_millis(50)).await;
+        store.insert(push("seen", 2), None).await.unwrap();
+        std::fs::remove_file(format!("{}-wal", path.display())).unwrap();
+        tokio::time::sleep(FileWatch::EVERY + Duration::from_millis(50)).await;
+        let e = store.insert(push("after", 3), None).await.unwrap_err();
+        assert!(matches!(e, StoreError::Lost { .. }), "{e}");
     }
 
     #[tokio::test]
