@@ -1087,3 +1087,157 @@ async fn a_database_with_keys_from_before_the_upgrade_keeps_working() {
     assert!(keys.contains(&"msg:971".to_owned()));
     assert!(keys.iter().any(|k| k.starts_with("m:oUser971:971:")));
 }
+
+/// CPU time used by process `pid` so far, in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces), from field 3.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn write_bounded_config(dir: &Path) -> PathBuf {
+    let config = write_config(dir, 0);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "log_format = \"json\"",
+        "log_format = \"json\"\nheader_timeout = \"1s\"\nbody_timeout = \"3s\"\nidle_timeout = \"1s\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// A request still in flight when its connection's idle deadline passed
+/// made the connection's task spin: a core at 100% until the request ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_outliving_the_idle_deadline_does_not_spin() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_dir("spin");
+    let server = start(&write_bounded_config(&dir), &[]);
+    let pid = server.child.id();
+    let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    // A header, then a body that never completes: in flight until the body timeout.
+    s.write_all(
+        format!("POST /wechat/{APPID} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let used = cpu_ticks(pid) - before;
+    // Two seconds of a spinning core would be about 200 ticks.
+    assert!(
+        used < 40,
+        "{used} ticks of CPU in 2 s with one request waiting"
+    );
+}
+
+/// A client that pipelined requests and never read the answers held its
+/// connection (and its slot under the cap) for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_its_answers_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_dir("no-read");
+    let server = start(&write_bounded_config(&dir), &[]);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(server.addr.parse().unwrap()).await.unwrap();
+    let requests = "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n".repeat(2000);
+    // The server stops reading once its answers back up: the write may stall.
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(requests.as_bytes())).await;
+    let metrics = || async {
+        reqwest::get(format!("http://{}/metrics", server.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let mut open = String::new();
+    for _ in 0..40 {
+        open = metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with("wechat_push_open_connections "))
+            .unwrap()
+            .to_owned();
+        if open.ends_with(" 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        open, "wechat_push_open_connections 1",
+        "the reader-less client is still connected"
+    );
+    drop(s);
+}
+
+/// With the log file on the full disk, the logging library's last resort
+/// panicked in the store's writer thread: the store closed for good. And
+/// once room came back, health stayed red until a push happened to succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_under_the_log_too_is_survived_and_health_recovers_by_itself() {
+    let dir = temp_dir("full-log");
+    let config = write_config(&dir, 0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).unwrap();
+    let log = dir.join("serve.log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ && ulimit -S -f 2048 && exec \"$0\" serve --config \"$1\" >\"$2\" 2>&1")
+        .arg(bin())
+        .arg(&config)
+        .arg(&log)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let health = |addr: String| async move { reqwest::get(format!("http://{addr}/healthz")).await };
+    for _ in 0..100 {
+        if health(addr.clone()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Fill the disk: the database stops taking pushes, and every refusal
+    // logs a line the full disk cannot take either.
+    let filler = "x".repeat(4000);
+    let mut refused = 0;
+    for id in 1..=8000 {
+        if send_text(&addr, id, &filler).await.0 == 503 {
+            refused += 1;
+            // Enough refusals, each logged, to fill the log file too.
+            if refused == 4000 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 4000, "the disk never filled up");
+    let logged = std::fs::metadata(&log).unwrap().len();
+    assert!(logged >= 1 << 20, "the log never filled up: {logged} bytes");
+    let r = health(addr.clone()).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let why = r.text().await.unwrap();
+    assert!(!why.contains("closed"), "the store's thread died: {why}");
+    // Room again: health turns green by itself, no push needed.
+    assert!(Command::new("prlimit")
+        .args(["--pid", &child.id().to_string(), "--fsize=unlimited"])
+        .status()
+        .unwrap()
+        .success());
+    let r = health(addr.clone()).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(send_text(&addr, 9999, "room again").await.0, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
