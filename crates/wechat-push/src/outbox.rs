@@ -19,6 +19,11 @@ use crate::store::{AnswerRecord, AnswerStatus, PushId, Store};
 /// The source of answers given by the app's handler (rules or a router).
 pub const HANDLER_SOURCE: &str = "handler";
 
+/// The reason an answer carries while it is on its way (status
+/// `uncertain`): if it stays so, the process stopped mid-send.
+pub const SENDING: &str =
+    "on its way to WeChat (if it stays so, the process stopped while sending): WeChat may have it";
+
 /// The source of passive replies, recorded with the push's other answers:
 /// sent when one rode on the push's HTTP answer, failed (missed) when it
 /// was not ready in time.
@@ -104,12 +109,8 @@ impl Outbox {
             .map_err(|e| HandlerError::caused_by("recorded answer is not JSON", e).permanent())?;
         // Uncertain while on its way: a process stopped or killed mid-send
         // leaves it so, not pending, and it is not sent again by itself.
-        self.mark(
-            record.id,
-            AnswerStatus::Uncertain,
-            Some("being sent when the process stopped: WeChat may have it".into()),
-        )
-        .await?;
+        self.mark(record.id, AnswerStatus::Uncertain, Some(SENDING.into()))
+            .await?;
         match self.api.send_body(appid, &body).await {
             Ok(()) => {
                 self.mark(record.id, AnswerStatus::Sent, None).await?;

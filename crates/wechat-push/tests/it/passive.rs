@@ -176,7 +176,12 @@ impl Server {
                 .find(|p| p.dedup_key.as_str().contains(&marker))
             {
                 let answers = self.store.answers(p.id).await.unwrap();
-                if answers.len() >= n && answers.iter().all(|a| a.status != AnswerStatus::Pending) {
+                // Settled: neither pending nor on its way.
+                let settled = |a: &AnswerRecord| {
+                    a.status != AnswerStatus::Pending
+                        && a.error.as_deref() != Some(wechat_push::outbox::SENDING)
+                };
+                if answers.len() >= n && answers.iter().all(settled) {
                     return answers;
                 }
             }
