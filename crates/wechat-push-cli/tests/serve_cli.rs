@@ -634,27 +634,32 @@ async fn a_backend_down_across_a_kill_and_restart_still_gets_the_push() {
     assert!(shown.contains(": delivered after "), "{shown}");
 }
 
+/// A push of [`APPID`] to put in a store by hand, under `key`.
+fn stored_push(key: &str, from: &str, body: &[u8]) -> std::sync::Arc<wechat_push::store::NewPush> {
+    std::sync::Arc::new(wechat_push::store::NewPush {
+        appid: APPID.into(),
+        dedup_key: wechat_push::message::DedupKey::from_stored(key),
+        kind: "text".into(),
+        from_user: wechat_push::message::OpenId::new(from),
+        create_time: 1,
+        format: Format::Json,
+        body: body.to_vec(),
+        received_at_ms: 1,
+    })
+}
+
 /// `inbox retry e` once re-queued every dead event of every app and sender.
 #[tokio::test(flavor = "multi_thread")]
 async fn inbox_retry_of_a_key_beginning_that_matches_several_pushes_is_refused() {
-    use std::sync::Arc;
-    use wechat_push::message::{DedupKey, OpenId};
-    use wechat_push::store::{NewPush, SqliteStore, Store};
+    use wechat_push::store::{SqliteStore, Store};
     let dir = temp_dir("retry-prefix");
     let config = write_config(&dir, 0);
     let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
     for key in ["e:oU:1:ev:aaaa", "e:oU:1:ev:bbbb"] {
-        let push = Arc::new(NewPush {
-            appid: APPID.into(),
-            dedup_key: DedupKey::from_stored(key),
-            kind: "event:ev".into(),
-            from_user: OpenId::new("oU"),
-            create_time: 1,
-            format: Format::Json,
-            body: b"{}".to_vec(),
-            received_at_ms: 1,
-        });
-        store.insert(push, None).await.unwrap();
+        store
+            .insert(stored_push(key, "oU", b"{}"), None)
+            .await
+            .unwrap();
     }
     for claimed in store
         .claim(i64::MAX / 2, i64::MAX / 2 + 1, 10)
@@ -1042,24 +1047,17 @@ async fn a_full_disk_turns_health_red() {
 /// and a new push never takes an old key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_with_keys_from_before_the_upgrade_keeps_working() {
-    use std::sync::Arc;
-    use wechat_push::message::{DedupKey, OpenId};
-    use wechat_push::store::{NewPush, SqliteStore, Store};
+    use wechat_push::store::{SqliteStore, Store};
     let dir = temp_dir("old-keys");
     let config = write_config(&dir, 0);
     let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
     store
         .insert(
-            Arc::new(NewPush {
-                appid: APPID.into(),
-                dedup_key: DedupKey::from_stored("msg:971"),
-                kind: "text".into(),
-                from_user: OpenId::new("oUser971"),
-                create_time: 1,
-                format: Format::Json,
-                body: br#"{"MsgType":"text","Content":"from 0.1"}"#.to_vec(),
-                received_at_ms: 1,
-            }),
+            stored_push(
+                "msg:971",
+                "oUser971",
+                br#"{"MsgType":"text","Content":"from 0.1"}"#,
+            ),
             None,
         )
         .await
