@@ -917,6 +917,23 @@ fn encrypt_of_simple<'a>(body: &'a [u8], limits: &Limits) -> Option<Option<Cow<'
     (depth == 0 && seen_root).then_some(encrypt)
 }
 
+/// Check one more element, under `depth` open ones, against the depth and
+/// field limits (`count` so far, this one added).
+fn one_more_element(depth: usize, count: &mut usize, limits: &Limits) -> Result<(), WireError> {
+    if depth >= limits.max_depth {
+        return Err(WireError::TooDeep {
+            max: limits.max_depth,
+        });
+    }
+    *count += 1;
+    if *count > limits.max_fields {
+        return Err(WireError::TooManyFields {
+            max: limits.max_fields,
+        });
+    }
+    Ok(())
+}
+
 /// For the fuzz targets: panics when the simple reader accepts `body` and
 /// reads it otherwise than the general parser, or when the simple
 /// envelope reader finds another `Encrypt` than the general one.
@@ -957,17 +974,7 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
                 if root.is_some() {
                     return Err(WireError::XmlShape("content after the root element"));
                 }
-                if stack.len() >= limits.max_depth {
-                    return Err(WireError::TooDeep {
-                        max: limits.max_depth,
-                    });
-                }
-                count += 1;
-                if count > limits.max_fields {
-                    return Err(WireError::TooManyFields {
-                        max: limits.max_fields,
-                    });
-                }
+                one_more_element(stack.len(), &mut count, limits)?;
                 let name = std::str::from_utf8(start.name().as_ref())
                     .map_err(WireError::Utf8)?
                     .to_owned();
@@ -975,17 +982,7 @@ fn parse_xml_general(body: &[u8], limits: &Limits) -> Result<Fields, WireError> 
             }
             XmlEvent::Empty(start) => {
                 // `<a/>` is a field like `<a></a>`, and counts as one.
-                if stack.len() >= limits.max_depth {
-                    return Err(WireError::TooDeep {
-                        max: limits.max_depth,
-                    });
-                }
-                count += 1;
-                if count > limits.max_fields {
-                    return Err(WireError::TooManyFields {
-                        max: limits.max_fields,
-                    });
-                }
+                one_more_element(stack.len(), &mut count, limits)?;
                 let name = std::str::from_utf8(start.name().as_ref())
                     .map_err(WireError::Utf8)?
                     .to_owned();
