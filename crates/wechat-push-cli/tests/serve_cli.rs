@@ -63,6 +63,8 @@ struct Server {
     child: Child,
     addr: String,
     logs: mpsc::Receiver<String>,
+    /// The lines logged while starting, up to and with `listening`.
+    start_logs: Vec<String>,
 }
 
 fn start(config: &Path, env: &[(&str, &str)]) -> Server {
@@ -108,8 +110,22 @@ fn start_command(mut command: Command) -> Server {
         child,
         addr: String::new(),
         logs,
+        start_logs: Vec::new(),
     };
-    let line = server.wait_log("\"listening\"");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        assert!(
+            Instant::now() < deadline,
+            "never listened: {:?}",
+            server.start_logs
+        );
+        if let Ok(line) = server.logs.recv_timeout(Duration::from_millis(100)) {
+            server.start_logs.push(line.clone());
+            if line.contains("\"listening\"") {
+                break line;
+            }
+        }
+    };
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
     server.addr = v["fields"]["addr"].as_str().unwrap().to_owned();
     server
@@ -925,6 +941,17 @@ async fn a_database_deleted_under_load_answers_503_and_turns_health_red() {
         .unwrap();
     assert_eq!(ready.status(), 503);
     server.wait_log("the database file was deleted or replaced");
+    drop(server);
+    // A restart starts from an empty store, and says so.
+    let restarted = start(&config, &[]);
+    assert!(
+        restarted
+            .start_logs
+            .iter()
+            .any(|l| l.contains("creating an empty store")),
+        "{:?}",
+        restarted.start_logs
+    );
 }
 
 /// WeChat's API accepted a message but answered after the client's timeout;

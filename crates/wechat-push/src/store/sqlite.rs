@@ -151,6 +151,9 @@ impl SqliteStore {
             }
         }
         if !path.exists() {
+            // Said aloud: a restart after the file was deleted or moved
+            // starts from an empty store, and an operator should see why.
+            tracing::info!(path = %path.display(), "no database file: creating an empty store");
             std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
