@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::clock::now_ms;
-use crate::config::Secret;
-use crate::message::OpenId;
+pub use crate::config::TokenKind;
+use crate::config::{Config, Secret};
 use crate::metrics::{self, Metrics};
+use crate::protocol::message::OpenId;
+pub use crate::reply::CsMessage;
 use crate::store::{CachedToken, Store, StoreError};
 
 /// Refresh a token this long before it expires.
@@ -56,17 +58,6 @@ const BACKOFF: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(3),
 ];
-
-/// Which call fetches access tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenKind {
-    /// `POST /cgi-bin/stable_token`: the same token until near expiry; the default.
-    #[default]
-    Stable,
-    /// `GET /cgi-bin/token`: a new token each time, the previous one dying in five minutes.
-    Classic,
-}
 
 /// What went wrong with a call to WeChat's API.
 #[derive(Debug, thiserror::Error)]
@@ -134,152 +125,6 @@ impl ApiError {
     }
 }
 
-/// A customer-service message (`/cgi-bin/message/custom/send`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CsMessage {
-    /// Text.
-    Text(String),
-    /// An uploaded image, by media id.
-    Image(String),
-    /// A link card.
-    Link {
-        /// Title.
-        title: String,
-        /// Description.
-        #[serde(default)]
-        description: String,
-        /// Where it leads.
-        url: String,
-        /// Thumbnail URL.
-        #[serde(default)]
-        thumb_url: String,
-    },
-    /// A mini-program card.
-    Miniprogrampage {
-        /// Title.
-        title: String,
-        /// Page path.
-        pagepath: String,
-        /// Thumbnail media id.
-        thumb_media_id: String,
-    },
-    /// A voice message, by media id (Official Accounts).
-    Voice(String),
-    /// A video (Official Accounts).
-    Video {
-        /// Media id.
-        media_id: String,
-        /// Thumbnail media id.
-        thumb_media_id: String,
-        /// Title.
-        #[serde(default)]
-        title: String,
-        /// Description.
-        #[serde(default)]
-        description: String,
-    },
-    /// Music (Official Accounts).
-    Music {
-        /// Title.
-        title: String,
-        /// Description.
-        #[serde(default)]
-        description: String,
-        /// Music URL.
-        musicurl: String,
-        /// High-quality music URL.
-        hqmusicurl: String,
-        /// Thumbnail media id.
-        thumb_media_id: String,
-    },
-    /// One news article with an external link (Official Accounts).
-    News {
-        /// Title.
-        title: String,
-        /// Description.
-        #[serde(default)]
-        description: String,
-        /// Where it leads.
-        url: String,
-        /// Picture URL.
-        picurl: String,
-    },
-    /// A published article, by media id (Official Accounts).
-    Mpnews(String),
-}
-
-impl CsMessage {
-    /// WeChat's `msgtype`.
-    pub fn msg_type(&self) -> &'static str {
-        match self {
-            CsMessage::Text(_) => "text",
-            CsMessage::Image(_) => "image",
-            CsMessage::Link { .. } => "link",
-            CsMessage::Miniprogrampage { .. } => "miniprogrampage",
-            CsMessage::Voice(_) => "voice",
-            CsMessage::Video { .. } => "video",
-            CsMessage::Music { .. } => "music",
-            CsMessage::News { .. } => "news",
-            CsMessage::Mpnews(_) => "mpnews",
-        }
-    }
-
-    /// The request body for `touser`.
-    pub fn body(&self, touser: &OpenId) -> Value {
-        let payload = match self {
-            CsMessage::Text(content) => json!({ "content": content }),
-            CsMessage::Image(media_id) => json!({ "media_id": media_id }),
-            CsMessage::Link {
-                title,
-                description,
-                url,
-                thumb_url,
-            } => {
-                json!({ "title": title, "description": description, "url": url, "thumb_url": thumb_url })
-            }
-            CsMessage::Miniprogrampage {
-                title,
-                pagepath,
-                thumb_media_id,
-            } => {
-                json!({ "title": title, "pagepath": pagepath, "thumb_media_id": thumb_media_id })
-            }
-            CsMessage::Voice(media_id) | CsMessage::Mpnews(media_id) => {
-                json!({ "media_id": media_id })
-            }
-            CsMessage::Video {
-                media_id,
-                thumb_media_id,
-                title,
-                description,
-            } => json!({
-                "media_id": media_id, "thumb_media_id": thumb_media_id, "title": title, "description": description,
-            }),
-            CsMessage::Music {
-                title,
-                description,
-                musicurl,
-                hqmusicurl,
-                thumb_media_id,
-            } => json!({
-                "title": title, "description": description, "musicurl": musicurl,
-                "hqmusicurl": hqmusicurl, "thumb_media_id": thumb_media_id,
-            }),
-            CsMessage::News {
-                title,
-                description,
-                url,
-                picurl,
-            } => json!({
-                "articles": [{ "title": title, "description": description, "url": url, "picurl": picurl }],
-            }),
-        };
-        let msg_type = self.msg_type();
-        json!({ "touser": touser.as_str(), "msgtype": msg_type, msg_type: payload })
-    }
-}
-
 /// A client of WeChat's API for the configured apps.
 #[derive(Clone)]
 pub struct WechatApi {
@@ -330,7 +175,7 @@ impl WechatApi {
 
     /// The client `config` describes (`[wechat]`: API base, token kind,
     /// timeout; each app's secret), sharing tokens through `store`.
-    pub fn for_config(config: &crate::config::Config, store: Arc<dyn Store>) -> Self {
+    pub fn for_config(config: &Config, store: Arc<dyn Store>) -> Self {
         WechatApi::new(
             config.wechat.api_base.clone(),
             store,

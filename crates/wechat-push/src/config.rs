@@ -11,7 +11,6 @@
 //! never shows them.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -21,7 +20,9 @@ use toml::{Table, Value};
 
 use crate::protocol::crypto::{AesKey, KeyRing};
 use crate::protocol::envelope::AppCrypto;
+pub use crate::protocol::{AppKind, Secret};
 use crate::protocol::{Format, Mode, Token};
+use crate::reply::{ReplySpec, Via};
 
 /// The built-in defaults, every key commented.
 pub const DEFAULTS: &str = include_str!("config.default.toml");
@@ -79,29 +80,6 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// A secret from the configuration. `Debug` prints `[redacted]`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
 }
 
 /// The whole configuration.
@@ -180,9 +158,9 @@ pub struct WechatConfig {
     /// Base URL of WeChat's API.
     pub api_base: String,
     /// How access tokens are fetched.
-    pub token_kind: crate::api::TokenKind,
+    pub token_kind: TokenKind,
     /// How long one call to WeChat's API may take (see
-    /// [`crate::api::DEFAULT_TIMEOUT`] for why 15 s).
+    /// `api::DEFAULT_TIMEOUT` for why 15 s).
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
 }
@@ -215,14 +193,15 @@ pub struct InboxConfig {
     pub retention: Duration,
 }
 
-/// The kind of app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AppKind {
-    /// 小程序.
-    MiniProgram,
-    /// 公众号.
-    OfficialAccount,
+/// Which call fetches access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// `POST /cgi-bin/stable_token`: the same token until near expiry; the default.
+    #[default]
+    Stable,
+    /// `GET /cgi-bin/token`: a new token each time, the previous one dying in five minutes.
+    Classic,
 }
 
 /// What a stored push is answered with.
@@ -266,10 +245,10 @@ pub struct AppConfig {
     pub ack: Ack,
     /// Auto-reply rules, in order: the first that matches answers.
     #[serde(default)]
-    pub rules: Vec<crate::rules::RuleConfig>,
+    pub rules: Vec<RuleConfig>,
     /// Where pushes are forwarded, as signed JSON webhooks.
     #[serde(default)]
-    pub forward: Vec<crate::forward::ForwardConfig>,
+    pub forward: Vec<ForwardConfig>,
     /// The answer to pushes of these events (`Event` → the answer's
     /// fields), for kinds whose documentation specifies an answer other
     /// than `success`; on top of, and overriding, the built-in table
@@ -281,6 +260,84 @@ pub struct AppConfig {
     /// also WeChat Cloud Run's gateway (see [`Trust`]).
     #[serde(default)]
     pub trust: Trust,
+}
+
+/// One rule as written in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Text content contains this, ignoring case.
+    #[serde(default)]
+    pub keyword: Option<String>,
+    /// Text content matches this regex.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// The event is this one (`user_enter_tempsession`, `subscribe`, …).
+    #[serde(default)]
+    pub event: Option<String>,
+    /// The MsgType is this one (`text`, `image`, …).
+    #[serde(default)]
+    pub msg_type: Option<String>,
+    /// The answer.
+    pub reply: ReplySpec,
+    /// How it travels; the default is `passive` for an Official Account's
+    /// passive types, `api` otherwise ([`Via`]).
+    #[serde(default)]
+    pub via: Option<Via>,
+}
+
+/// `[[apps.forward]]`: one target, as written in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Where deliveries are posted (`http://` or `https://`).
+    pub url: String,
+    /// What deliveries are signed with: `whsec_` and base64, or any other
+    /// string used as it is.
+    pub secret: Secret,
+    /// Only pushes of these kinds (`text`, `image`, `event:subscribe`, or
+    /// `event` for every event); every push when absent.
+    #[serde(default)]
+    pub only: Option<Vec<String>>,
+    /// How long one attempt may take.
+    #[serde(default = "default_forward_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// The delay before each retry; after the last, the delivery is dead.
+    #[serde(default = "default_schedule", deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Most deliveries to this target at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Hold the push's answer for this target's first attempt (within
+    /// `server.reply_budget`), so that the target can reply
+    /// `transfer_customer_service`, which only that answer can carry.
+    #[serde(default)]
+    pub passive_reply: bool,
+}
+
+fn default_forward_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The default retry schedule: about 5 s, 30 s, 2 min, 10 min, 1 h, 6 h.
+pub fn default_schedule() -> Vec<Duration> {
+    [5, 30, 120, 600, 3600, 6 * 3600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+fn default_max_in_flight() -> usize {
+    16
+}
+
+/// A target's URL without its query, for logs, metric labels and `inbox
+/// show` (queries may carry credentials).
+pub fn display_url(url: &str) -> String {
+    match url.split_once(['?', '#']) {
+        Some((base, _)) => base.to_owned(),
+        None => url.to_owned(),
+    }
 }
 
 /// What makes a push authentic, `trust` in `[[apps]]`.
@@ -468,7 +525,10 @@ impl Config {
     }
 
     /// Check what types cannot: keys decode, tokens have WeChat's length,
-    /// encrypted modes have a key, appids are unique.
+    /// encrypted modes have a key, appids are unique. Rules and forward
+    /// targets are checked where they are built, once
+    /// (`rules::RulesHandler::new`, `forward::Forwarder::new`), when the
+    /// application starts.
     ///
     /// # Errors
     /// The first [`ConfigError::Invalid`], naming its key.
@@ -539,23 +599,6 @@ impl Config {
                 return Err(invalid(key("format"), "Official Accounts push XML only"));
             }
             app.crypto(i)?;
-            for (j, target) in app.forward.iter().enumerate() {
-                target.check(i, j)?;
-            }
-            let rules = crate::rules::Rules::new(i, app.kind, &app.rules)?;
-            let passive = rules.passive() || app.forward.iter().any(|f| f.passive_reply);
-            if passive && self.inbox.workers == 0 {
-                return Err(invalid(
-                    "inbox.workers".into(),
-                    &format!("is 0, so no push is handled while its answer is held, and the passive replies of app {} (rules, or a target with passive_reply) would never reach a user; give this process workers, or answer through the customer-service API (via = \"api\")", app.appid),
-                ));
-            }
-            if rules.uses_api() && app.secret.is_none() {
-                return Err(invalid(
-                    key("secret"),
-                    "required: rules answer through the customer-service API, which needs the AppSecret",
-                ));
-            }
         }
         Ok(())
     }
@@ -784,15 +827,8 @@ secret = "whsec_c2VjcmV0"
     }
 
     #[test]
-    fn passive_replies_need_workers_and_a_budget_under_wechats_deadline() {
+    fn passive_replies_need_a_budget_under_wechats_deadline() {
         let oa = "[[apps]]\nappid = \"wx1\"\nkind = \"official_account\"\ntoken = \"tok\"\n[[apps.rules]]\nkeyword = \"hi\"\nreply = { text = \"hello\" }\n";
-        let e = Config::from_toml(&format!("[inbox]\nworkers = 0\n{oa}"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("inbox.workers: is 0, so no push is handled"),
-            "{e}"
-        );
         let e = Config::from_toml(&format!("[server]\nreply_budget = \"5s\"\n{oa}"))
             .unwrap_err()
             .to_string();

@@ -35,11 +35,12 @@ use serde::Deserialize;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::{ms, now_ms, now_secs};
-use crate::config::{AppKind, Config, ConfigError, Secret};
+pub use crate::config::{display_url, ForwardConfig};
+use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{Handler, HandlerError, Push};
-use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
+use crate::protocol::message::Message;
 use crate::reply::PassiveReply;
 use crate::reply::ReplySpec;
 use crate::store::{BoxFuture, Delivery, DeliveryOutcome, Store, StoredPush};
@@ -50,57 +51,6 @@ const MAX_ANSWER: usize = 64 * 1024;
 
 /// How long in-flight deliveries may run on after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// `[[apps.forward]]`: one target, as written in the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardConfig {
-    /// Where deliveries are posted (`http://` or `https://`).
-    pub url: String,
-    /// What deliveries are signed with: `whsec_` and base64, or any other
-    /// string used as it is.
-    pub secret: Secret,
-    /// Only pushes of these kinds (`text`, `image`, `event:subscribe`, or
-    /// `event` for every event); every push when absent.
-    #[serde(default)]
-    pub only: Option<Vec<String>>,
-    /// How long one attempt may take.
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "crate::config::duration"
-    )]
-    pub timeout: Duration,
-    /// The delay before each retry; after the last, the delivery is dead.
-    #[serde(
-        default = "default_schedule",
-        deserialize_with = "crate::config::durations"
-    )]
-    pub retry_schedule: Vec<Duration>,
-    /// Most deliveries to this target at once.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    /// Hold the push's answer for this target's first attempt (within
-    /// `server.reply_budget`), so that the target can reply
-    /// `transfer_customer_service`, which only that answer can carry.
-    #[serde(default)]
-    pub passive_reply: bool,
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-/// The default retry schedule: about 5 s, 30 s, 2 min, 10 min, 1 h, 6 h.
-pub fn default_schedule() -> Vec<Duration> {
-    [5, 30, 120, 600, 3600, 6 * 3600]
-        .into_iter()
-        .map(Duration::from_secs)
-        .collect()
-}
-
-fn default_max_in_flight() -> usize {
-    16
-}
 
 impl ForwardConfig {
     /// Check target `j` of app `i`.
@@ -160,15 +110,6 @@ impl ForwardConfig {
                 || k.strip_prefix("event:")
                     .is_some_and(|name| Some(name) == event)
         })
-    }
-}
-
-/// A target's URL without its query, for logs, metric labels and `inbox
-/// show` (queries may carry credentials).
-pub fn display_url(url: &str) -> String {
-    match url.split_once(['?', '#']) {
-        Some((base, _)) => base.to_owned(),
-        None => url.to_owned(),
     }
 }
 
@@ -237,6 +178,12 @@ impl Forwarder {
         for (i, app) in config.apps.iter().enumerate() {
             for (j, f) in app.forward.iter().enumerate() {
                 let key = f.check(i, j)?;
+                if f.passive_reply && config.inbox.workers == 0 {
+                    return Err(ConfigError::Invalid {
+                        key: "inbox.workers".into(),
+                        reason: format!("is 0, so no push is handled while its answer is held, and the passive replies of app {} (a target with passive_reply) would never reach a user; give this process workers, or turn passive_reply off", app.appid),
+                    });
+                }
                 let route = Route {
                     config: f.clone(),
                     key,
@@ -926,7 +873,7 @@ mod tests {
         assert_eq!(novel.kind(), "unknown");
         let mut c: ForwardConfig = toml::from_str("url = \"http://a/b\"\nsecret = \"s\"").unwrap();
         assert!([&text, &image, &enter, &novel].iter().all(|m| c.wants(m)));
-        assert_eq!(c.retry_schedule, default_schedule());
+        assert_eq!(c.retry_schedule, crate::config::default_schedule());
         c.only = Some(vec!["text".into(), "event".into()]);
         assert!(c.wants(&text) && c.wants(&enter) && c.wants(&novel) && !c.wants(&image));
         c.only = Some(vec!["event:user_enter_tempsession".into()]);

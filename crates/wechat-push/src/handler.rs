@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::config::AppKind;
-use crate::message::Message;
+use crate::protocol::message::Message;
 use crate::reply::PassiveReply;
 use crate::store::{BoxFuture, PushId};
 

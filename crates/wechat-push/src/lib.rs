@@ -22,13 +22,14 @@
 //! assert_eq!(crypto::decrypt(&key, "wxba5fad812f8e6fb9", &sealed).unwrap(), b"hello");
 //! ```
 
+pub use protocol::message;
+
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod forward;
 pub mod handler;
 pub mod listener;
-pub mod message;
 pub mod metrics;
 pub mod mock_wechat;
 pub mod outbox;

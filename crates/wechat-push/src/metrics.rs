@@ -284,7 +284,7 @@ impl Metrics {
             );
             for b in backlog {
                 let labels = render_labels(&vec![
-                    ("target", crate::forward::display_url(&b.target)),
+                    ("target", crate::config::display_url(&b.target)),
                     ("status", b.status.as_str().to_owned()),
                 ]);
                 let _ = writeln!(out, "{name}{labels} {}", b.count);

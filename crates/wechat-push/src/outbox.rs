@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::api::{ApiError, CsMessage, WechatApi};
 use crate::clock::now_ms;
 use crate::handler::HandlerError;
-use crate::message::OpenId;
+use crate::protocol::message::OpenId;
 use crate::store::{AnswerRecord, AnswerStatus, PushId, Store};
 
 /// The source of answers given by the app's handler (rules or a router).

@@ -14,11 +14,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::CsMessage;
-use crate::message::{Message, OpenId};
 use crate::protocol::envelope::render;
+use crate::protocol::message::{Message, OpenId};
 use crate::protocol::wire::Fields;
-use crate::protocol::Format;
+use crate::protocol::{AppKind, Format};
 
 /// The only passive reply a Mini Program accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -612,12 +611,12 @@ impl ReplySpec {
 
 impl PassiveReply {
     /// `transfer_customer_service` for an app of `kind`.
-    pub fn transfer(kind: crate::config::AppKind) -> PassiveReply {
+    pub fn transfer(kind: AppKind) -> PassiveReply {
         match kind {
-            crate::config::AppKind::MiniProgram => {
+            AppKind::MiniProgram => {
                 PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService)
             }
-            crate::config::AppKind::OfficialAccount => {
+            AppKind::OfficialAccount => {
                 PassiveReply::OfficialAccount(OfficialAccountReply::TransferCustomerService {
                     kf_account: None,
                 })
@@ -671,6 +670,152 @@ impl PassiveReply {
             }
             OfficialAccountReply::TransferCustomerService { .. } => return None,
         })
+    }
+}
+
+/// A customer-service message (`/cgi-bin/message/custom/send`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CsMessage {
+    /// Text.
+    Text(String),
+    /// An uploaded image, by media id.
+    Image(String),
+    /// A link card.
+    Link {
+        /// Title.
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Where it leads.
+        url: String,
+        /// Thumbnail URL.
+        #[serde(default)]
+        thumb_url: String,
+    },
+    /// A mini-program card.
+    Miniprogrampage {
+        /// Title.
+        title: String,
+        /// Page path.
+        pagepath: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+    /// A voice message, by media id (Official Accounts).
+    Voice(String),
+    /// A video (Official Accounts).
+    Video {
+        /// Media id.
+        media_id: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+        /// Title.
+        #[serde(default)]
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+    },
+    /// Music (Official Accounts).
+    Music {
+        /// Title.
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Music URL.
+        musicurl: String,
+        /// High-quality music URL.
+        hqmusicurl: String,
+        /// Thumbnail media id.
+        thumb_media_id: String,
+    },
+    /// One news article with an external link (Official Accounts).
+    News {
+        /// Title.
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+        /// Where it leads.
+        url: String,
+        /// Picture URL.
+        picurl: String,
+    },
+    /// A published article, by media id (Official Accounts).
+    Mpnews(String),
+}
+
+impl CsMessage {
+    /// WeChat's `msgtype`.
+    pub fn msg_type(&self) -> &'static str {
+        match self {
+            CsMessage::Text(_) => "text",
+            CsMessage::Image(_) => "image",
+            CsMessage::Link { .. } => "link",
+            CsMessage::Miniprogrampage { .. } => "miniprogrampage",
+            CsMessage::Voice(_) => "voice",
+            CsMessage::Video { .. } => "video",
+            CsMessage::Music { .. } => "music",
+            CsMessage::News { .. } => "news",
+            CsMessage::Mpnews(_) => "mpnews",
+        }
+    }
+
+    /// The request body for `touser`.
+    pub fn body(&self, touser: &OpenId) -> Value {
+        let payload = match self {
+            CsMessage::Text(content) => json!({ "content": content }),
+            CsMessage::Image(media_id) => json!({ "media_id": media_id }),
+            CsMessage::Link {
+                title,
+                description,
+                url,
+                thumb_url,
+            } => {
+                json!({ "title": title, "description": description, "url": url, "thumb_url": thumb_url })
+            }
+            CsMessage::Miniprogrampage {
+                title,
+                pagepath,
+                thumb_media_id,
+            } => {
+                json!({ "title": title, "pagepath": pagepath, "thumb_media_id": thumb_media_id })
+            }
+            CsMessage::Voice(media_id) | CsMessage::Mpnews(media_id) => {
+                json!({ "media_id": media_id })
+            }
+            CsMessage::Video {
+                media_id,
+                thumb_media_id,
+                title,
+                description,
+            } => json!({
+                "media_id": media_id, "thumb_media_id": thumb_media_id, "title": title, "description": description,
+            }),
+            CsMessage::Music {
+                title,
+                description,
+                musicurl,
+                hqmusicurl,
+                thumb_media_id,
+            } => json!({
+                "title": title, "description": description, "musicurl": musicurl,
+                "hqmusicurl": hqmusicurl, "thumb_media_id": thumb_media_id,
+            }),
+            CsMessage::News {
+                title,
+                description,
+                url,
+                picurl,
+            } => json!({
+                "articles": [{ "title": title, "description": description, "url": url, "picurl": picurl }],
+            }),
+        };
+        let msg_type = self.msg_type();
+        json!({ "touser": touser.as_str(), "msgtype": msg_type, msg_type: payload })
     }
 }
 

@@ -23,8 +23,8 @@ use std::time::Duration;
 use crate::api::{ApiError, CsMessage, WechatApi};
 use crate::config::AppKind;
 use crate::handler::{Handler, HandlerError, Push};
-use crate::message::{Body, Message};
 use crate::outbox::{Outbox, HANDLER_SOURCE};
+use crate::protocol::message::{Body, Message};
 use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
 use crate::store::{BoxFuture, Store};
 

@@ -29,39 +29,15 @@
 use std::collections::HashMap;
 
 use regex::Regex;
-use serde::Deserialize;
 
 use crate::api::{CsMessage, WechatApi};
+pub use crate::config::RuleConfig;
 use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{Handler, HandlerError, Push};
-use crate::message::{Body, Message};
 use crate::outbox::{Outbox, HANDLER_SOURCE};
+use crate::protocol::message::{Body, Message};
 use crate::reply::{PassiveReply, ReplySpec, Via, MAX_NEWS_ARTICLES};
 use crate::store::BoxFuture;
-
-/// One rule as written in the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Text content contains this, ignoring case.
-    #[serde(default)]
-    pub keyword: Option<String>,
-    /// Text content matches this regex.
-    #[serde(default)]
-    pub regex: Option<String>,
-    /// The event is this one (`user_enter_tempsession`, `subscribe`, …).
-    #[serde(default)]
-    pub event: Option<String>,
-    /// The MsgType is this one (`text`, `image`, …).
-    #[serde(default)]
-    pub msg_type: Option<String>,
-    /// The answer.
-    pub reply: ReplySpec,
-    /// How it travels; the default is `passive` for an Official Account's
-    /// passive types, `api` otherwise ([`Via`]).
-    #[serde(default)]
-    pub via: Option<Via>,
-}
 
 /// What a matching rule says to do: its reply (captures filled in) and how
 /// it travels, `via` decided for the app's kind.
@@ -312,13 +288,28 @@ impl RulesHandler {
     /// go through the customer-service API (and uploads media files).
     ///
     /// # Errors
-    /// [`ConfigError`] for invalid rules.
+    /// [`ConfigError`] for invalid rules (see [`Rules::new`]), rules that
+    /// answer passively in a process without workers, or through the API
+    /// for an app without `secret`.
     pub fn new(config: &Config, outbox: Option<Outbox>) -> Result<Self, ConfigError> {
-        let mut rules = HashMap::new();
+        let mut all = HashMap::new();
         for (i, app) in config.apps.iter().enumerate() {
-            rules.insert(app.appid.clone(), Rules::new(i, app.kind, &app.rules)?);
+            let rules = Rules::new(i, app.kind, &app.rules)?;
+            if rules.passive() && config.inbox.workers == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "inbox.workers".into(),
+                    reason: format!("is 0, so no push is handled while its answer is held, and the passive replies of app {}'s rules would never reach a user; give this process workers, or answer through the customer-service API (via = \"api\")", app.appid),
+                });
+            }
+            if rules.uses_api() && app.secret.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: format!("apps[{i}].secret"),
+                    reason: "required: rules answer through the customer-service API, which needs the AppSecret".into(),
+                });
+            }
+            all.insert(app.appid.clone(), rules);
         }
-        Ok(RulesHandler { rules, outbox })
+        Ok(RulesHandler { rules: all, outbox })
     }
 
     fn answer(&self, appid: &str, message: &Message) -> Option<Answer> {
@@ -461,7 +452,7 @@ mod tests {
     use crate::reply::{Media, OfficialAccountReply};
 
     fn rules_for(kind: AppKind, toml_text: &str) -> Result<Rules, ConfigError> {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct Doc {
             rules: Vec<RuleConfig>,
         }
@@ -669,5 +660,19 @@ reply = { news = { articles = [{ title = "a", url = "u" }, { title = "b", url = 
             e.starts_with("apps[0].rules[0].via: transfer_customer_service is a passive reply"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn passive_rules_need_workers() {
+        let oa = "[[apps]]\nappid = \"wx1\"\nkind = \"official_account\"\ntoken = \"tok\"\n[[apps.rules]]\nkeyword = \"hi\"\nreply = { text = \"hello\" }\n";
+        let without_workers = Config::from_toml(&format!("[inbox]\nworkers = 0\n{oa}")).unwrap();
+        let e = RulesHandler::new(&without_workers, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("inbox.workers: is 0, so no push is handled"),
+            "{e}"
+        );
+        assert!(RulesHandler::new(&Config::from_toml(oa).unwrap(), None).is_ok());
     }
 }

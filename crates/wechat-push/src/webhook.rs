@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::clock::format_utc;
-use crate::message::{DedupKey, Message};
+use crate::protocol::message::{DedupKey, Message};
 
 /// The prefix of secrets given in Standard Webhooks' base64 form.
 pub const SECRET_PREFIX: &str = "whsec_";

@@ -1,6 +1,6 @@
 //! The canonical form of a push's fields, for telling pushes apart.
 //!
-//! See [`crate::message::DedupKey`] for why a push's identity is a digest of
+//! See [`crate::protocol::message::DedupKey`] for why a push's identity is a digest of
 //! everything it says.
 
 use std::io::Write;

@@ -17,7 +17,7 @@ use super::crypto::{self, CryptoError, KeyRing, KeySlot};
 use super::signature::{self, SignatureError};
 use super::wire::{self, Fields, Limits, WireError};
 use super::{Format, Mode, Token};
-use crate::message::{Message, MessageError};
+use crate::protocol::message::{Message, MessageError};
 
 /// The query string WeChat puts on a push (and, in part, on the handshake).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -10,6 +10,7 @@ pub mod answer;
 pub mod canonical;
 pub mod crypto;
 pub mod envelope;
+pub mod message;
 pub mod signature;
 pub mod wire;
 
@@ -86,5 +87,39 @@ impl Token {
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token([redacted])")
+    }
+}
+
+/// The kind of app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    /// 小程序.
+    MiniProgram,
+    /// 公众号.
+    OfficialAccount,
+}
+
+/// A secret from the configuration (an AppSecret, EncodingAESKey,
+/// webhook secret). `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
     }
 }

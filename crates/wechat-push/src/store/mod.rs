@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::message::{DedupKey, OpenId};
+use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
 
 pub use sqlite::SqliteStore;
@@ -160,7 +160,7 @@ pub enum UnreadableBody {
     Wire(#[from] crate::protocol::wire::WireError),
     /// Fields, but not a push's.
     #[error("stored body unreadable: {0}")]
-    Message(#[from] crate::message::MessageError),
+    Message(#[from] crate::protocol::message::MessageError),
 }
 
 impl StoredPush {
@@ -168,7 +168,7 @@ impl StoredPush {
     ///
     /// # Errors
     /// [`UnreadableBody`] when the body no longer parses.
-    pub fn message(&self) -> Result<crate::message::Message, UnreadableBody> {
+    pub fn message(&self) -> Result<crate::protocol::message::Message, UnreadableBody> {
         use crate::protocol::wire::{self, Limits};
         // Its size was bounded by `server.max_body` when it arrived, which
         // may exceed the default limit.
@@ -177,7 +177,7 @@ impl StoredPush {
             ..Limits::default()
         };
         let fields = wire::parse(self.format, &self.body, &limits)?;
-        Ok(crate::message::Message::from_fields(fields)?)
+        Ok(crate::protocol::message::Message::from_fields(fields)?)
     }
 }
 

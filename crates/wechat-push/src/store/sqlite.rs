@@ -26,7 +26,7 @@ use super::{
     DeliveryStatus, Inserted, ListFilter, NewPush, PushId, Retried, Status, Store, StoreError,
     StoredPush,
 };
-use crate::message::{DedupKey, OpenId};
+use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
 
 /// Most operations committed in one transaction.

@@ -8,6 +8,7 @@ mod example_config;
 mod fixtures;
 mod forward;
 mod identity;
+mod layers;
 mod mock_wechat;
 mod passive;
 mod properties;

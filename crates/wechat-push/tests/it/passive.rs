@@ -438,8 +438,8 @@ async fn a_48001_is_recorded_with_what_to_do_and_counted() {
 }
 
 #[test]
-fn a_mini_program_rule_with_a_passive_text_is_refused_at_load() {
-    let e = Config::from_toml(&format!(
+fn a_mini_program_rule_with_a_passive_text_is_refused_at_start() {
+    let config = Config::from_toml(&format!(
         r#"
 [[apps]]
 appid = "{APPID}"
@@ -452,8 +452,10 @@ reply = {{ text = "hello" }}
 via = "passive"
 "#
     ))
-    .unwrap_err()
-    .to_string();
+    .unwrap();
+    let e = wechat_push::rules::RulesHandler::new(&config, None)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("apps[0].rules[0].via: a Mini Program accepts no passive reply but transfer_customer_service"),
         "{e}"
