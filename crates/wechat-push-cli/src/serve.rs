@@ -47,7 +47,7 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
         let metrics = Arc::new(Metrics::default());
         let api = WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
         let handler = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api)))?;
-        let app = Application::build_with_metrics(config, store, Arc::new(handler), metrics)
+        let app = Application::build_with_metrics(config, store, handler, metrics)
             .await
             .context("cannot start the server")?;
         app.run_until_stopped(shutdown_signal())

@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on_event("user_enter_tempsession", |_ctx| async move {
             Ok(Reply::text("Welcome! Ask us anything."))
         });
-    let app = Application::build_with_store(config, store, Arc::new(router)).await?;
+    let app = Application::build_with_store(config, store, router).await?;
     app.run_until_stopped(async {
         tokio::signal::ctrl_c().await.ok();
     })

@@ -37,13 +37,13 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::clock::{ms, now_ms, now_secs};
 pub use crate::config::{display_url, ForwardConfig};
 use crate::config::{AppKind, Config, ConfigError};
-use crate::handler::{Handler, HandlerError, Push};
+use crate::handler::{Handler, HandlerError, Push, SharedHandler};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
 use crate::protocol::message::Message;
 use crate::reply::PassiveReply;
 use crate::reply::ReplySpec;
-use crate::store::{BoxFuture, Delivery, DeliveryOutcome, Store, StoredPush};
+use crate::store::{Delivery, DeliveryOutcome, Store, StoredPush};
 use crate::webhook::{self, SigningKey};
 
 /// Most bytes of a target's answer that are read (for its reply or error).
@@ -772,56 +772,49 @@ fn can_transfer(message: &Message) -> bool {
 
 /// Runs the app's handler and records each push's deliveries first, so that
 /// forwarding does not depend on what the handler does.
-pub struct ForwardingHandler {
+pub(crate) struct ForwardingHandler {
     forwarder: Arc<Forwarder>,
-    inner: Arc<dyn Handler>,
+    inner: SharedHandler,
 }
 
 impl ForwardingHandler {
     /// `inner`, with `forwarder`'s deliveries recorded before it runs.
-    pub fn new(forwarder: Arc<Forwarder>, inner: Arc<dyn Handler>) -> Self {
+    pub(crate) fn new(forwarder: Arc<Forwarder>, inner: SharedHandler) -> Self {
         ForwardingHandler { forwarder, inner }
     }
 }
 
 impl Handler for ForwardingHandler {
-    fn handle<'a>(
-        &'a self,
-        push: &'a Push,
-    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
-        Box::pin(async move {
-            let forwarded = self.forwarder.enqueue(push).await?;
-            let handled = self.inner.handle(push).await?;
-            // One passive reply per push: the app's handler has the last
-            // word, and a target's reply goes through the API instead.
-            match (handled, forwarded) {
-                (Some(handled), Some(forwarded)) => {
-                    let instead = self.forwarder.reply_missed(push, &forwarded).await?;
-                    tracing::info!(appid = %push.appid, %instead, "a target's passive reply gave way to the app's handler's");
-                    Ok(Some(handled))
-                }
-                (handled, forwarded) => Ok(handled.or(forwarded)),
+    async fn handle(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+        let forwarded = self.forwarder.enqueue(push).await?;
+        let handled = self.inner.handle(push).await?;
+        // One passive reply per push: the app's handler has the last
+        // word, and a target's reply goes through the API instead.
+        match (handled, forwarded) {
+            (Some(handled), Some(forwarded)) => {
+                let instead = self.forwarder.reply_missed(push, &forwarded).await?;
+                tracing::info!(appid = %push.appid, %instead, "a target's passive reply gave way to the app's handler's");
+                Ok(Some(handled))
             }
-        })
+            (handled, forwarded) => Ok(handled.or(forwarded)),
+        }
     }
 
     fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
         self.inner.may_reply_passively(appid, message) || self.forwarder.waits_for(appid, message)
     }
 
-    fn reply_missed<'a>(
-        &'a self,
-        push: &'a Push,
-        reply: &'a PassiveReply,
-    ) -> BoxFuture<'a, Result<String, HandlerError>> {
-        Box::pin(async move {
-            // The app's handler has the last word on the reply, so a reply
-            // it may give is its own.
-            if self.inner.may_reply_passively(&push.appid, &push.message) {
-                return self.inner.reply_missed(push, reply).await;
-            }
-            self.forwarder.reply_missed(push, reply).await
-        })
+    async fn reply_missed(
+        &self,
+        push: &Push,
+        reply: &PassiveReply,
+    ) -> Result<String, HandlerError> {
+        // The app's handler has the last word on the reply, so a reply
+        // it may give is its own.
+        if self.inner.may_reply_passively(&push.appid, &push.message) {
+            return self.inner.reply_missed(push, reply).await;
+        }
+        self.forwarder.reply_missed(push, reply).await
     }
 }
 

@@ -7,9 +7,11 @@
 //! waits for only when [`Handler::may_reply_passively`] says so.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
 
-use crate::config::AppKind;
 use crate::protocol::message::Message;
+use crate::protocol::AppKind;
 use crate::reply::PassiveReply;
 use crate::store::{BoxFuture, PushId};
 
@@ -85,12 +87,29 @@ impl std::error::Error for HandlerError {
 }
 
 /// Handles stored pushes.
+///
+/// Implement it with plain `async fn`s:
+///
+/// ```
+/// use wechat_push::{Handler, HandlerError, PassiveReply, Push};
+///
+/// struct Log;
+///
+/// impl Handler for Log {
+///     async fn handle(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+///         println!("{} from {}", push.message.kind(), push.message.from_user);
+///         Ok(None)
+///     }
+/// }
+/// ```
+///
+/// The futures must be `Send`: the worker pool runs them on any thread.
 pub trait Handler: Send + Sync + 'static {
     /// Handle one push. `Ok(Some(reply))` is a passive reply.
-    fn handle<'a>(
-        &'a self,
-        push: &'a Push,
-    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>>;
+    fn handle(
+        &self,
+        push: &Push,
+    ) -> impl Future<Output = Result<Option<PassiveReply>, HandlerError>> + Send;
 
     /// Whether handling `message` may produce a passive reply, so that the
     /// server should wait (within the reply budget) before answering. The
@@ -105,33 +124,90 @@ pub trait Handler: Send + Sync + 'static {
     /// some other way, or not; the returned sentence says which, and is
     /// recorded on the reply. An error is retried like a failed handling.
     /// The default sends nothing.
-    fn reply_missed<'a>(
-        &'a self,
-        _push: &'a Push,
-        _reply: &'a PassiveReply,
-    ) -> BoxFuture<'a, Result<String, HandlerError>> {
-        Box::pin(async { Ok("not sent".to_owned()) })
+    fn reply_missed(
+        &self,
+        _push: &Push,
+        _reply: &PassiveReply,
+    ) -> impl Future<Output = Result<String, HandlerError>> + Send {
+        async { Ok("not sent".to_owned()) }
     }
 }
+
+/// A shared handler is a handler.
+impl<H: Handler> Handler for Arc<H> {
+    fn handle(
+        &self,
+        push: &Push,
+    ) -> impl Future<Output = Result<Option<PassiveReply>, HandlerError>> + Send {
+        H::handle(self, push)
+    }
+
+    fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
+        H::may_reply_passively(self, appid, message)
+    }
+
+    fn reply_missed(
+        &self,
+        push: &Push,
+        reply: &PassiveReply,
+    ) -> impl Future<Output = Result<String, HandlerError>> + Send {
+        H::reply_missed(self, push, reply)
+    }
+}
+
+/// [`Handler`] with its futures boxed, so that the worker pool can hold any
+/// handler behind one pointer ([`SharedHandler`]). Implemented for every
+/// `Handler`; the crate boxes here and nowhere else.
+pub(crate) trait ErasedHandler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        push: &'a Push,
+    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>>;
+    fn may_reply_passively(&self, appid: &str, message: &Message) -> bool;
+    fn reply_missed<'a>(
+        &'a self,
+        push: &'a Push,
+        reply: &'a PassiveReply,
+    ) -> BoxFuture<'a, Result<String, HandlerError>>;
+}
+
+impl<H: Handler> ErasedHandler for H {
+    fn handle<'a>(
+        &'a self,
+        push: &'a Push,
+    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
+        Box::pin(Handler::handle(self, push))
+    }
+
+    fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
+        Handler::may_reply_passively(self, appid, message)
+    }
+
+    fn reply_missed<'a>(
+        &'a self,
+        push: &'a Push,
+        reply: &'a PassiveReply,
+    ) -> BoxFuture<'a, Result<String, HandlerError>> {
+        Box::pin(Handler::reply_missed(self, push, reply))
+    }
+}
+
+/// Any handler, type-erased, as the worker pool holds it.
+pub(crate) type SharedHandler = Arc<dyn ErasedHandler>;
 
 /// Logs each push and does nothing else: the handler when none is configured.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogHandler;
 
 impl Handler for LogHandler {
-    fn handle<'a>(
-        &'a self,
-        push: &'a Push,
-    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
-        Box::pin(async move {
-            // Debug: at info a line per push costs more than the push itself.
-            tracing::debug!(
-                appid = %push.appid,
-                kind = %push.message.kind(),
-                from = %push.message.from_user,
-                "push handled (no handler configured: logged only)"
-            );
-            Ok(None)
-        })
+    async fn handle(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+        // Debug: at info a line per push costs more than the push itself.
+        tracing::debug!(
+            appid = %push.appid,
+            kind = %push.message.kind(),
+            from = %push.message.from_user,
+            "push handled (no handler configured: logged only)"
+        );
+        Ok(None)
     }
 }

@@ -215,51 +215,46 @@ impl Router {
 }
 
 impl Handler for Router {
-    fn handle<'a>(
-        &'a self,
-        push: &'a Push,
-    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
-        Box::pin(async move {
-            let Some((_, passive, route)) = self.find(&push.message) else {
-                return Ok(None);
-            };
-            let ctx = Context {
-                push: push.clone(),
-                api: self.api.clone(),
-            };
-            let running = route(ctx.clone());
-            tokio::pin!(running);
-            let reply = tokio::select! {
-                reply = &mut running => reply?,
-                _ = tokio::time::sleep(self.typing_after), if self.api.is_some() => {
-                    if let Err(e) = ctx.typing(true).await {
-                        tracing::debug!(error = %e, "cannot show the typing indicator");
-                    }
-                    running.await?
+    async fn handle(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+        let Some((_, passive, route)) = self.find(&push.message) else {
+            return Ok(None);
+        };
+        let ctx = Context {
+            push: push.clone(),
+            api: self.api.clone(),
+        };
+        let running = route(ctx.clone());
+        tokio::pin!(running);
+        let reply = tokio::select! {
+            reply = &mut running => reply?,
+            _ = tokio::time::sleep(self.typing_after), if self.api.is_some() => {
+                if let Err(e) = ctx.typing(true).await {
+                    tracing::debug!(error = %e, "cannot show the typing indicator");
                 }
-            };
-            match reply {
-                Reply::Nothing => Ok(None),
-                Reply::TransferCustomerService if *passive => Ok(Some(match push.app_kind {
-                    AppKind::MiniProgram => PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService),
-                    AppKind::OfficialAccount => PassiveReply::OfficialAccount(
-                        OfficialAccountReply::TransferCustomerService { kf_account: None },
-                    ),
-                })),
-                Reply::TransferCustomerService => Err(HandlerError::new(
-                    "a handler answered TransferCustomerService from a route not registered with on_passive",
-                )
-                .permanent()),
-                Reply::Send(messages) => {
-                    let outbox = self.outbox.as_ref().ok_or_else(|| {
-                        HandlerError::new("a handler answered through the API, but the router has none (Router::with_api)")
-                            .permanent()
-                    })?;
-                    outbox.deliver(&push.appid, push.id, HANDLER_SOURCE, &push.message.from_user, &messages).await?;
-                    Ok(None)
-                }
+                running.await?
             }
-        })
+        };
+        match reply {
+            Reply::Nothing => Ok(None),
+            Reply::TransferCustomerService if *passive => Ok(Some(match push.app_kind {
+                AppKind::MiniProgram => PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService),
+                AppKind::OfficialAccount => PassiveReply::OfficialAccount(
+                    OfficialAccountReply::TransferCustomerService { kf_account: None },
+                ),
+            })),
+            Reply::TransferCustomerService => Err(HandlerError::new(
+                "a handler answered TransferCustomerService from a route not registered with on_passive",
+            )
+            .permanent()),
+            Reply::Send(messages) => {
+                let outbox = self.outbox.as_ref().ok_or_else(|| {
+                    HandlerError::new("a handler answered through the API, but the router has none (Router::with_api)")
+                        .permanent()
+                })?;
+                outbox.deliver(&push.appid, push.id, HANDLER_SOURCE, &push.message.from_user, &messages).await?;
+                Ok(None)
+            }
+        }
     }
 
     fn may_reply_passively(&self, _appid: &str, message: &Message) -> bool {

@@ -37,7 +37,6 @@ use crate::handler::{Handler, HandlerError, Push};
 use crate::outbox::{Outbox, HANDLER_SOURCE};
 use crate::protocol::message::{Body, Message};
 use crate::reply::{PassiveReply, ReplySpec, Via, MAX_NEWS_ARTICLES};
-use crate::store::BoxFuture;
 
 /// What a matching rule says to do: its reply (captures filled in) and how
 /// it travels, `via` decided for the app's kind.
@@ -355,62 +354,54 @@ impl RulesHandler {
 }
 
 impl Handler for RulesHandler {
-    fn handle<'a>(
-        &'a self,
-        push: &'a Push,
-    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
-        Box::pin(async move {
-            let Some(answer) = self.answer(&push.appid, &push.message) else {
-                tracing::debug!(appid = %push.appid, kind = %push.message.kind(), "no rule matches");
-                return Ok(None);
-            };
-            let media_id = self.media_id(&push.appid, &answer).await?;
-            if let ReplySpec::News(news) = &answer.reply {
-                if news.articles().len() > answer.max_articles {
-                    tracing::warn!(
-                        appid = %push.appid,
-                        articles = news.articles().len(),
-                        kept = answer.max_articles,
-                        "news answering a user's message holds one article: the rest are left out"
-                    );
-                }
+    async fn handle(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+        let Some(answer) = self.answer(&push.appid, &push.message) else {
+            tracing::debug!(appid = %push.appid, kind = %push.message.kind(), "no rule matches");
+            return Ok(None);
+        };
+        let media_id = self.media_id(&push.appid, &answer).await?;
+        if let ReplySpec::News(news) = &answer.reply {
+            if news.articles().len() > answer.max_articles {
+                tracing::warn!(
+                    appid = %push.appid,
+                    articles = news.articles().len(),
+                    kept = answer.max_articles,
+                    "news answering a user's message holds one article: the rest are left out"
+                );
             }
-            if answer.via != Via::Api {
-                let reply = match (&answer.reply, push.app_kind) {
-                    (ReplySpec::TransferCustomerService(_), kind) => PassiveReply::transfer(kind),
-                    (reply, AppKind::OfficialAccount) => reply
-                        .to_passive(media_id.as_deref(), answer.max_articles)
-                        .map(PassiveReply::OfficialAccount)
-                        .ok_or_else(|| {
-                            HandlerError::new(format!(
-                                "{} cannot be a passive reply",
-                                reply.msg_type()
-                            ))
+        }
+        if answer.via != Via::Api {
+            let reply = match (&answer.reply, push.app_kind) {
+                (ReplySpec::TransferCustomerService(_), kind) => PassiveReply::transfer(kind),
+                (reply, AppKind::OfficialAccount) => reply
+                    .to_passive(media_id.as_deref(), answer.max_articles)
+                    .map(PassiveReply::OfficialAccount)
+                    .ok_or_else(|| {
+                        HandlerError::new(format!("{} cannot be a passive reply", reply.msg_type()))
                             .permanent()
-                        })?,
-                    (reply, AppKind::MiniProgram) => {
-                        return Err(HandlerError::new(format!(
-                            "a Mini Program accepts no passive {} reply",
-                            reply.msg_type()
-                        ))
-                        .permanent())
-                    }
-                };
-                return Ok(Some(reply));
-            }
-            let message = answer
-                .reply
-                .to_cs_message(media_id.as_deref())
-                .ok_or_else(|| {
-                    HandlerError::new(format!(
-                        "{} cannot go through the customer-service API",
-                        answer.reply.msg_type()
+                    })?,
+                (reply, AppKind::MiniProgram) => {
+                    return Err(HandlerError::new(format!(
+                        "a Mini Program accepts no passive {} reply",
+                        reply.msg_type()
                     ))
-                    .permanent()
-                })?;
-            self.send(push, &message).await?;
-            Ok(None)
-        })
+                    .permanent())
+                }
+            };
+            return Ok(Some(reply));
+        }
+        let message = answer
+            .reply
+            .to_cs_message(media_id.as_deref())
+            .ok_or_else(|| {
+                HandlerError::new(format!(
+                    "{} cannot go through the customer-service API",
+                    answer.reply.msg_type()
+                ))
+                .permanent()
+            })?;
+        self.send(push, &message).await?;
+        Ok(None)
     }
 
     fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
@@ -418,29 +409,27 @@ impl Handler for RulesHandler {
             .is_some_and(|a| a.via != Via::Api)
     }
 
-    fn reply_missed<'a>(
-        &'a self,
-        push: &'a Push,
-        reply: &'a PassiveReply,
-    ) -> BoxFuture<'a, Result<String, HandlerError>> {
-        Box::pin(async move {
-            let via = self
-                .answer(&push.appid, &push.message)
-                .map_or(Via::Passive, |a| a.via);
-            match (via, reply.to_cs_message()) {
-                (Via::Auto, Some(message)) => {
-                    self.send(push, &message).await?;
-                    Ok("sent through the customer-service API instead (via = \"auto\")".into())
-                }
-                (_, None) | (Via::Api, _) => Ok(format!(
-                    "not sent: {} can only ride on the push's answer",
-                    reply.msg_type()
-                )),
-                (Via::Passive, Some(_)) => Ok(
-                    "not sent: via = \"passive\" (set via = \"auto\" to fall back to the customer-service API)".into(),
-                ),
+    async fn reply_missed(
+        &self,
+        push: &Push,
+        reply: &PassiveReply,
+    ) -> Result<String, HandlerError> {
+        let via = self
+            .answer(&push.appid, &push.message)
+            .map_or(Via::Passive, |a| a.via);
+        match (via, reply.to_cs_message()) {
+            (Via::Auto, Some(message)) => {
+                self.send(push, &message).await?;
+                Ok("sent through the customer-service API instead (via = \"auto\")".into())
             }
-        })
+            (_, None) | (Via::Api, _) => Ok(format!(
+                "not sent: {} can only ride on the push's answer",
+                reply.msg_type()
+            )),
+            (Via::Passive, Some(_)) => Ok(
+                "not sent: via = \"passive\" (set via = \"auto\" to fall back to the customer-service API)".into(),
+            ),
+        }
     }
 }
 

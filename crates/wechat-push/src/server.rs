@@ -33,7 +33,7 @@ use crate::api::WechatApi;
 use crate::clock::{now_ms, now_secs};
 use crate::config::{Ack, AppConfig, Config, ConfigError, ServerConfig, Trust};
 use crate::forward::{Forwarder, ForwardingHandler};
-use crate::handler::Handler;
+use crate::handler::{Handler, SharedHandler};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
 use crate::protocol::answer::DocumentedAnswers;
@@ -101,7 +101,7 @@ impl Application {
     ///
     /// # Errors
     /// [`StartError`] when the config, store or address is unusable.
-    pub async fn build(config: Config, handler: Arc<dyn Handler>) -> Result<Self, StartError> {
+    pub async fn build(config: Config, handler: impl Handler) -> Result<Self, StartError> {
         let path = config.sqlite_path().ok_or_else(|| ConfigError::Invalid {
             key: "store.url".into(),
             reason: "only sqlite://PATH is supported by this build".into(),
@@ -117,7 +117,7 @@ impl Application {
     pub async fn build_with_store(
         config: Config,
         store: Arc<dyn Store>,
-        handler: Arc<dyn Handler>,
+        handler: impl Handler,
     ) -> Result<Self, StartError> {
         Self::build_with_metrics(config, store, handler, Arc::default()).await
     }
@@ -130,7 +130,7 @@ impl Application {
     pub async fn build_with_metrics(
         config: Config,
         store: Arc<dyn Store>,
-        handler: Arc<dyn Handler>,
+        handler: impl Handler,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         config.validate()?;
@@ -160,9 +160,9 @@ impl Application {
             Outbox::new(store.clone(), api)
         });
         let forwarder = Forwarder::new(&config, store.clone(), metrics.clone(), outbox)?;
-        let handler: Arc<dyn Handler> = match &forwarder {
-            Some(f) => Arc::new(ForwardingHandler::new(f.clone(), handler)),
-            None => handler,
+        let handler: SharedHandler = match &forwarder {
+            Some(f) => Arc::new(ForwardingHandler::new(f.clone(), Arc::new(handler))),
+            None => Arc::new(handler),
         };
         let (completions_tx, completions) = mpsc::channel(4096);
         let processor = Processor {

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::clock::{now_ms, now_secs};
 use crate::config::{AppKind, InboxConfig};
-use crate::handler::{Handler, HandlerError, Push};
+use crate::handler::{HandlerError, Push, SharedHandler};
 use crate::metrics::{self, Metrics};
 use crate::outbox::PASSIVE_SOURCE;
 use crate::protocol::message::Message;
@@ -35,7 +35,7 @@ pub struct Processor {
     /// The inbox.
     pub store: Arc<dyn Store>,
     /// What handles pushes.
-    pub handler: Arc<dyn Handler>,
+    pub(crate) handler: SharedHandler,
     /// Each app's kind, by appid.
     pub apps: Arc<HashMap<String, AppKind>>,
     /// Retry and timeout settings.

@@ -68,19 +68,19 @@ reply = {{ transfer_customer_service = true }}
         config.secrets(),
         config.wechat.token_kind,
     );
-    let handler: Arc<dyn wechat_push::Handler> = match router {
-        Some(router) => Arc::new(
-            router
+    let app = match router {
+        Some(router) => {
+            let router = router
                 .with_api(api, store.clone())
-                .typing_after(Duration::from_millis(150)),
-        ),
-        None => {
-            Arc::new(RulesHandler::new(&config, Some(Outbox::new(store.clone(), api))).unwrap())
+                .typing_after(Duration::from_millis(150));
+            Application::build_with_store(config, store.clone(), router).await
         }
-    };
-    let app = Application::build_with_store(config, store.clone(), handler)
-        .await
-        .unwrap();
+        None => {
+            let rules = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api))).unwrap();
+            Application::build_with_store(config, store.clone(), rules).await
+        }
+    }
+    .unwrap();
     let (base, stop) = super::run_app(app);
     World {
         base,

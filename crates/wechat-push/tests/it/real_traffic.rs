@@ -13,7 +13,7 @@ use wechat_push::protocol::answer::DocumentedAnswers;
 use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::{self, Fields};
 use wechat_push::simulate::{judge_answer, query_pairs, Answer, Sent};
-use wechat_push::store::{BoxFuture, ListFilter, SqliteStore, Status, Store, StoredPush};
+use wechat_push::store::{ListFilter, SqliteStore, Status, Store, StoredPush};
 use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
 use super::{crypto, run_app, APPID, KEY};
@@ -26,17 +26,12 @@ struct Seen {
 }
 
 impl Handler for Seen {
-    fn handle<'a>(
-        &'a self,
-        push: &'a Push,
-    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
-        Box::pin(async move {
-            self.runs.fetch_add(1, Ordering::SeqCst);
-            if let Ok(mut seen) = self.messages.lock() {
-                seen.push(push.message.fields().clone());
-            }
-            Ok(None)
-        })
+    async fn handle(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut seen) = self.messages.lock() {
+            seen.push(push.message.fields().clone());
+        }
+        Ok(None)
     }
 }
 

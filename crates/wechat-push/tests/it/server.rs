@@ -39,22 +39,17 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn handle<'a>(
-        &'a self,
-        _push: &'a Push,
-    ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>> {
-        Box::pin(async move {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            let left = self.fail_first.load(Ordering::SeqCst);
-            if left > 0 {
-                self.fail_first.store(left - 1, Ordering::SeqCst);
-                return Err(HandlerError::new("backend said no"));
-            }
-            Ok(self.transfer.then_some(PassiveReply::MiniProgram(
-                MiniProgramReply::TransferCustomerService,
-            )))
-        })
+    async fn handle(&self, _push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let left = self.fail_first.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_first.store(left - 1, Ordering::SeqCst);
+            return Err(HandlerError::new("backend said no"));
+        }
+        Ok(self.transfer.then_some(PassiveReply::MiniProgram(
+            MiniProgramReply::TransferCustomerService,
+        )))
     }
 
     fn may_reply_passively(&self, _appid: &str, _message: &Message) -> bool {
@@ -110,7 +105,7 @@ format = "{format}"
     (Config::from_toml(&text).unwrap(), db)
 }
 
-async fn spawn_app(config: Config, handler: Arc<dyn Handler>) -> TestApp {
+async fn spawn_app(config: Config, handler: impl Handler) -> TestApp {
     let db = PathBuf::from(config.sqlite_path().unwrap());
     let app = Application::build(config, handler).await.unwrap();
     spawn_built(app, db)
