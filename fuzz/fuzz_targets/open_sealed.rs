@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         format!("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
         format!(r#"{{"ToUserName":"gh_1","Encrypt":"{encrypt}"}}"#),
     ] {
-        if let Ok(opened) = app.open(&query, body.as_bytes()) {
+        if let Ok(opened) = app.open(&query, body.as_bytes(), 1714112445, std::time::Duration::from_secs(300)) {
             assert!(!opened.message.dedup_key().as_str().is_empty());
             let _ = serde_json::to_string(&opened.message.to_json());
         }

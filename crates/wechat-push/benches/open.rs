@@ -37,6 +37,17 @@ fn push(app: &AppCrypto, format: Format, size: usize) -> (wechat_push::PushQuery
     (sealed.query, sealed.body)
 }
 
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A push is opened as of the moment it says it was sent.
+fn sent_at(query: &wechat_push::PushQuery) -> i64 {
+    query
+        .timestamp
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
 fn open(c: &mut Criterion) {
     let key =
         AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").expect("key");
@@ -56,7 +67,9 @@ fn open(c: &mut Criterion) {
                 &body,
                 |b, body| {
                     b.iter(|| {
-                        let opened = app.open(&query, body.as_bytes()).expect("opens");
+                        let opened = app
+                            .open(&query, body.as_bytes(), sent_at(&query), WINDOW)
+                            .expect("opens");
                         std::hint::black_box(opened.message.dedup_key());
                     })
                 },
@@ -80,7 +93,12 @@ fn open(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(body.len()), &body, |b, body| {
-            b.iter(|| std::hint::black_box(app.open(&query, body.as_bytes()).is_err()))
+            b.iter(|| {
+                std::hint::black_box(
+                    app.open(&query, body.as_bytes(), sent_at(&query), WINDOW)
+                        .is_err(),
+                )
+            })
         });
     }
     group.finish();
@@ -89,7 +107,9 @@ fn open(c: &mut Criterion) {
     let mut group = c.benchmark_group("dedup_key");
     for format in [Format::Xml, Format::Json] {
         let (query, body) = push(&app, format, 300);
-        let opened = app.open(&query, body.as_bytes()).expect("opens");
+        let opened = app
+            .open(&query, body.as_bytes(), sent_at(&query), WINDOW)
+            .expect("opens");
         group.bench_function(format.to_string(), |b| {
             b.iter(|| std::hint::black_box(opened.message.dedup_key()))
         });

@@ -18,7 +18,10 @@ async fn receive(
     Query(q): Query<PushQuery>,
     body: Bytes,
 ) -> &'static str {
-    match app.open(&q, &body) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match app.open(&q, &body, now, std::time::Duration::from_secs(300)) {
         Ok(opened) => {
             std::hint::black_box(opened.message.dedup_key());
             "success"

@@ -33,12 +33,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..PushQuery::default()
         };
         let body = s("body");
-        let opened = app.open(&query, body.as_bytes())?;
+        // Each case is opened as of the moment it says it was sent.
+        let now: i64 = s("timestamp").parse()?;
+        let window = std::time::Duration::from_secs(300);
+        let opened = app.open(&query, body.as_bytes(), now, window)?;
         assert_eq!(opened.message.kind(), "text");
         let (mut n, start) = (0u64, Instant::now());
         while start.elapsed().as_secs_f64() < seconds {
             for _ in 0..200 {
-                let opened = app.open(&query, body.as_bytes())?;
+                let opened = app.open(&query, body.as_bytes(), now, window)?;
                 std::hint::black_box(opened.message.dedup_key());
             }
             n += 200;

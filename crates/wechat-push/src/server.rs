@@ -39,7 +39,7 @@ use crate::outbox::Outbox;
 use crate::protocol::answer::DocumentedAnswers;
 use crate::protocol::crypto::KeySlot;
 use crate::protocol::envelope::{
-    check_timestamp, is_container_path_check, render, AppCrypto, OpenError, Opened, PushQuery,
+    is_container_path_check, render, AppCrypto, OpenError, Opened, PushQuery,
 };
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
@@ -467,14 +467,8 @@ async fn receive_push(
         // No signature and no timestamp: the gateway vouches for it.
         app.crypto.open_unsigned(&bytes)?
     } else {
-        let opened = app.crypto.open(&query, &bytes)?;
-        let window = shared.server.timestamp_window.as_secs();
-        check_timestamp(
-            query.timestamp.as_deref().unwrap_or_default(),
-            now_secs(),
-            window,
-        )?;
-        opened
+        let window = shared.server.timestamp_window;
+        app.crypto.open(&query, &bytes, now_secs(), window)?
     };
     // Rendered only for the few kinds that have one (virtual payment).
     let documented = message

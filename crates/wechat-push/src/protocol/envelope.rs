@@ -10,6 +10,8 @@
 //! [`AppCrypto::seal_push`] builds a push exactly as WeChat does (for the
 //! simulator and for tests).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -306,18 +308,26 @@ impl AppCrypto {
         Ok(())
     }
 
-    /// Verify, decrypt and parse one push.
+    /// Verify, check for replay, decrypt and parse one push, in that order:
+    /// a stale push costs no decryption.
+    ///
+    /// `now` is the current Unix time in seconds, and `window` the accepted
+    /// distance between it and the push's `timestamp` (either side;
+    /// `server.timestamp_window`, 300 s by default). WeChat's documentation
+    /// gives no window: the check only bounds replays of captured pushes.
     ///
     /// The format is read from the body itself (`<` or `{`), so a change of
     /// format in WeChat's console takes effect without a restart.
     ///
     /// # Errors
-    /// An [`OpenError`] naming the first check that failed.
+    /// An [`OpenError`] naming the first check that failed;
+    /// [`OpenError::Stale`] or [`OpenError::BadTimestamp`] for the replay check.
     ///
     /// # Example
     /// ```
     /// use wechat_push::protocol::envelope::{AppCrypto, PushQuery};
     /// use wechat_push::protocol::Token;
+    /// use std::time::Duration;
     ///
     /// let app = AppCrypto::new("wxba5fad812f8e6fb9", Token::new("AAAAA"), None);
     /// let query = PushQuery {
@@ -328,19 +338,29 @@ impl AppCrypto {
     /// };
     /// let body = r#"{"ToUserName":"gh_97417a04a28d","FromUserName":"o9AgO5Kd5ggOC-bXrbNODIiE3bGY",
     ///   "CreateTime":1714037059,"MsgType":"event","Event":"debug_demo","debug_str":"hello world"}"#;
-    /// let opened = app.open(&query, body.as_bytes()).unwrap();
+    /// let window = Duration::from_secs(300);
+    /// let opened = app.open(&query, body.as_bytes(), 1714037060, window).unwrap();
     /// assert_eq!(opened.message.kind(), "event:debug_demo");
+    /// // A day later, the same push is a replay.
+    /// assert!(app.open(&query, body.as_bytes(), 1714037060 + 86400, window).is_err());
     /// ```
-    pub fn open(&self, query: &PushQuery, body: &[u8]) -> Result<Opened, OpenError> {
+    pub fn open(
+        &self,
+        query: &PushQuery,
+        body: &[u8],
+        now: i64,
+        window: Duration,
+    ) -> Result<Opened, OpenError> {
         let format = wire::sniff(body).ok_or(OpenError::UnknownFormat)?;
         // An encrypted push is read for `Encrypt` alone: its other fields
         // (compatible mode) are not authenticated and are ignored.
         let encrypt = wire::encrypt_of(format, body, &self.limits).map_err(OpenError::Envelope)?;
         match encrypt {
-            Some(encrypt) => self.open_encrypted(query, &encrypt),
+            Some(encrypt) => self.open_encrypted(query, &encrypt, now, window),
             None if self.require_encryption => Err(OpenError::PlaintextRefused),
             None => {
                 self.verify_url_signature(query)?;
+                check_timestamp(param(&query.timestamp, "timestamp")?, now, window.as_secs())?;
                 let fields =
                     wire::parse(format, body, &self.limits).map_err(OpenError::Envelope)?;
                 let message = Message::from_fields(fields).map_err(OpenError::Message)?;
@@ -377,11 +397,18 @@ impl AppCrypto {
         })
     }
 
-    fn open_encrypted(&self, query: &PushQuery, encrypt: &str) -> Result<Opened, OpenError> {
+    fn open_encrypted(
+        &self,
+        query: &PushQuery,
+        encrypt: &str,
+        now: i64,
+        window: Duration,
+    ) -> Result<Opened, OpenError> {
         let given = param(&query.msg_signature, "msg_signature")?;
         let timestamp = param(&query.timestamp, "timestamp")?;
         let nonce = param(&query.nonce, "nonce")?;
         signature::verify_msg(&self.token, timestamp, nonce, encrypt, given)?;
+        check_timestamp(timestamp, now, window.as_secs())?;
         let keys = self.keys.as_ref().ok_or(OpenError::NoKey)?;
         let (plaintext, slot) = keys
             .decrypt(&self.appid, encrypt)
@@ -556,6 +583,16 @@ mod tests {
     use crate::protocol::crypto::AesKey;
 
     const APPID: &str = "wxba5fad812f8e6fb9";
+    const WINDOW: Duration = Duration::from_secs(300);
+
+    /// The time a push says it was sent, so that it is opened as of then.
+    fn sent_at(query: &PushQuery) -> i64 {
+        query
+            .timestamp
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    }
 
     fn app() -> AppCrypto {
         let key = AesKey::from_encoding_aes_key(&format!("{}B", "x".repeat(42))).unwrap();
@@ -585,7 +622,14 @@ mod tests {
                         Some("oU1"),
                     )
                     .unwrap();
-                let opened = app.open(&push.query, push.body.as_bytes()).unwrap();
+                let opened = app
+                    .open(
+                        &push.query,
+                        push.body.as_bytes(),
+                        sent_at(&push.query),
+                        WINDOW,
+                    )
+                    .unwrap();
                 assert_eq!(opened.format, format);
                 assert_eq!(opened.key.is_some(), mode.is_encrypted(), "{mode} {format}");
                 assert_eq!(opened.message.kind(), "text");
@@ -614,7 +658,9 @@ mod tests {
             .unwrap();
         let forged = push.body.replace("你好 👋", "forged");
         assert_ne!(forged, push.body);
-        let opened = app.open(&push.query, forged.as_bytes()).unwrap();
+        let opened = app
+            .open(&push.query, forged.as_bytes(), sent_at(&push.query), WINDOW)
+            .unwrap();
         assert_eq!(opened.message.fields()["Content"], "你好 👋");
     }
 
@@ -626,12 +672,14 @@ mod tests {
             .unwrap();
         // Garbage Encrypt with a wrong signature: the signature is what fails.
         let body = r#"{"ToUserName":"gh_1","Encrypt":"garbage"}"#;
-        let err = app.open(&push.query, body.as_bytes()).unwrap_err();
+        let err = app
+            .open(&push.query, body.as_bytes(), sent_at(&push.query), WINDOW)
+            .unwrap_err();
         assert_eq!(err.to_string(), "msg_signature mismatch");
         let mut q = push.query.clone();
         q.msg_signature = None;
         assert!(matches!(
-            app.open(&q, push.body.as_bytes()),
+            app.open(&q, push.body.as_bytes(), sent_at(&q), WINDOW),
             Err(OpenError::MissingParameter("msg_signature"))
         ));
     }
@@ -651,7 +699,12 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            app.open(&push.query, push.body.as_bytes()),
+            app.open(
+                &push.query,
+                push.body.as_bytes(),
+                sent_at(&push.query),
+                WINDOW
+            ),
             Err(OpenError::PlaintextRefused)
         ));
     }
@@ -671,7 +724,14 @@ mod tests {
             )
             .unwrap();
         push.query.nonce = Some("other".into());
-        let err = app.open(&push.query, push.body.as_bytes()).unwrap_err();
+        let err = app
+            .open(
+                &push.query,
+                push.body.as_bytes(),
+                sent_at(&push.query),
+                WINDOW,
+            )
+            .unwrap_err();
         assert_eq!(err.to_string(), "signature mismatch");
         assert!(err.is_unauthorized());
     }
@@ -709,6 +769,38 @@ mod tests {
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["TimeStamp"], Value::from(1_700_000_000i64));
         assert_eq!(v["Nonce"], "n");
+    }
+
+    #[test]
+    fn a_stale_push_is_refused_before_decrypting() {
+        let app = app();
+        // Signed right, but its Encrypt is no ciphertext: decrypting it
+        // would fail, so a Stale error shows that the replay check ran first.
+        let encrypt = "bm90IGEgY2lwaGVydGV4dA==";
+        let query = PushQuery {
+            timestamp: Some("1700000000".into()),
+            nonce: Some("n".into()),
+            msg_signature: Some(signature::msg_signature(
+                &Token::new("tok3n"),
+                "1700000000",
+                "n",
+                encrypt,
+            )),
+            ..PushQuery::default()
+        };
+        let body = format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
+        let late = app.open(&query, body.as_bytes(), 1_700_000_000 + 301, WINDOW);
+        assert!(
+            matches!(late, Err(OpenError::Stale { skew: -301, .. })),
+            "{late:?}"
+        );
+        let early = app.open(&query, body.as_bytes(), 1_700_000_000 - 301, WINDOW);
+        assert!(
+            matches!(early, Err(OpenError::Stale { skew: 301, .. })),
+            "{early:?}"
+        );
+        let on_time = app.open(&query, body.as_bytes(), 1_700_000_000 + 300, WINDOW);
+        assert!(matches!(on_time, Err(OpenError::Decrypt(_))), "{on_time:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Push identity, as properties: WeChat's re-encrypted retries of one push
 //! always share a key, and two pushes that differ in any field never do.
 
+use crate::{sent_at, WINDOW};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use wechat_push::protocol::crypto::{AesKey, KeyRing};
@@ -95,10 +96,15 @@ fn delivered(fields: &Fields, mode: Mode, format: Format, delivery: u8) -> Dedup
             None,
         )
         .unwrap();
-    app.open(&push.query, push.body.as_bytes())
-        .unwrap()
-        .message
-        .dedup_key()
+    app.open(
+        &push.query,
+        push.body.as_bytes(),
+        sent_at(&push.query),
+        WINDOW,
+    )
+    .unwrap()
+    .message
+    .dedup_key()
 }
 
 /// One change that makes another push: a value changed, a field added or

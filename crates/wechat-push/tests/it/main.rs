@@ -18,6 +18,19 @@ mod vectors;
 
 use std::path::PathBuf;
 
+/// The replay window the tests open pushes with.
+pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The time a push says it was sent, so that a recorded push is opened as
+/// of then (0 when it says none).
+pub fn sent_at(query: &wechat_push::PushQuery) -> i64 {
+    query
+        .timestamp
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A file under `tests/fixtures/`.
 pub fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,6 +1,7 @@
 //! Property tests: round trips for any input, and no input accepted wrongly or
 //! able to panic.
 
+use crate::{sent_at, WINDOW};
 use base64::Engine;
 use proptest::prelude::*;
 use wechat_push::protocol::crypto::{self, AesKey, KeyRing};
@@ -72,7 +73,7 @@ proptest! {
         inner.insert("Content".into(), content.clone().into());
         inner.insert("MsgId".into(), 1.into());
         let push = app.seal_push(&inner, Mode::Safe, format, "1", "n", &[1; 16], None).unwrap();
-        let opened = app.open(&push.query, push.body.as_bytes()).unwrap();
+        let opened = app.open(&push.query, push.body.as_bytes(), sent_at(&push.query), WINDOW).unwrap();
         prop_assert_eq!(&opened.message.fields()["Content"], &serde_json::Value::from(content));
 
         let outer = wire::parse(format, push.body.as_bytes(), &Limits::default()).unwrap();
@@ -81,7 +82,7 @@ proptest! {
         let i = flip_at.index(raw.len());
         raw[i] ^= 1 << bit;
         let tampered = push.body.replace(encrypt, &B64.encode(&raw));
-        prop_assert!(app.open(&push.query, tampered.as_bytes()).is_err());
+        prop_assert!(app.open(&push.query, tampered.as_bytes(), sent_at(&push.query), WINDOW).is_err());
     }
 
     #[test]
@@ -92,10 +93,10 @@ proptest! {
     ) {
         let app = AppCrypto::new("wx", Token::new("t"), Some(KeyRing::new(AesKey::from_bytes([1; 32]), None)));
         let q = PushQuery { signature: sig.clone(), msg_signature: sig, timestamp: Some("1".into()), nonce: Some("n".into()), ..PushQuery::default() };
-        let _ = app.open(&q, &body);
-        let _ = app.open(&q, text.as_bytes());
-        let _ = app.open(&q, format!("<xml>{text}</xml>").as_bytes());
-        let _ = app.open(&q, format!("{{\"Encrypt\":\"{text}\"}}").as_bytes());
+        let _ = app.open(&q, &body, sent_at(&q), WINDOW);
+        let _ = app.open(&q, text.as_bytes(), sent_at(&q), WINDOW);
+        let _ = app.open(&q, format!("<xml>{text}</xml>").as_bytes(), sent_at(&q), WINDOW);
+        let _ = app.open(&q, format!("{{\"Encrypt\":\"{text}\"}}").as_bytes(), sent_at(&q), WINDOW);
     }
 
     #[test]

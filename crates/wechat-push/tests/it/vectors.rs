@@ -1,5 +1,6 @@
 //! WeChat's own test vectors (`tests/fixtures/official.json`), reproduced exactly.
 
+use crate::{sent_at, WINDOW};
 use serde_json::Value;
 use wechat_push::protocol::crypto::{self, AesKey, KeyRing, KeySlot};
 use wechat_push::protocol::signature;
@@ -147,7 +148,7 @@ fn push_envelopes_open_in_their_format() {
             },
         };
         let opened = app
-            .open(&q, body.as_bytes())
+            .open(&q, body.as_bytes(), sent_at(&q), WINDOW)
             .unwrap_or_else(|e| panic!("{id}: {e:#?}"));
         assert_eq!(opened.key, Some(KeySlot::Current));
         let expected_format = if s(envelope, "format") == "json" {
