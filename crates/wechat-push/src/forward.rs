@@ -492,7 +492,7 @@ impl Forwarder {
                 push.appid
             )),
             Some(route) => parsed
-                .map_or_else(|| push.message(), Ok)
+                .map_or_else(|| Message::from_stored(push.format, &push.body), Ok)
                 .map(|message| (route, message))
                 .map_err(|e| e.to_string()),
         };

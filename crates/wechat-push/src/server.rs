@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::api::WechatApi;
@@ -43,8 +43,8 @@ use crate::protocol::envelope::{
 };
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
-use crate::store::{Inserted, NewPush, PushId, SqliteStore, Status, Store, StoreError, StoredPush};
-use crate::worker::{self, Pool, Processor};
+use crate::store::{NewPush, PushId, SqliteStore, Store, StoreError};
+use crate::worker::{self, Accepted, Pool, Processor};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,6 @@ struct Shared {
     apps: HashMap<String, App>,
     store: Arc<dyn Store>,
     pool: Pool,
-    notify: Arc<Notify>,
     metrics: Arc<Metrics>,
     server: ServerConfig,
     /// Whether any app forwards (then `/metrics` shows the targets' backlog).
@@ -184,7 +183,6 @@ impl Application {
                 apps,
                 store,
                 pool: Pool::new(processor),
-                notify: Arc::new(Notify::new()),
                 metrics,
                 server: config.server.clone(),
                 forwards: forwarder.is_some(),
@@ -221,12 +219,7 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         let addr = self.local_addr();
         let shared = self.shared.clone();
-        let workers = tokio::spawn(
-            shared
-                .pool
-                .clone()
-                .run(shared.notify.clone(), stopped.clone()),
-        );
+        let workers = tokio::spawn(shared.pool.clone().run(stopped.clone()));
         let forwarder = self.forwarder.map(|f| tokio::spawn(f.run(stopped.clone())));
         let pruner = tokio::spawn(worker::prune(shared.store.clone(), self.retention, stopped));
         let (finish, finishing) = watch::channel(false);
@@ -482,116 +475,38 @@ async fn receive_push(
 
     let dedup_key = message.dedup_key();
     tracing::Span::current().record("dedup_key", dedup_key.as_str());
-    let kind = message.kind();
-    let processor = shared.pool.processor();
-    let workers = processor.config.workers > 0;
-    let wait_for_reply = workers && processor.handler.may_reply_passively(appid, &message);
-    // With a free slot, the push is handled straight from here, stored already claimed.
-    let hand_off = if wait_for_reply {
-        None
-    } else {
-        shared.pool.try_slot()
-    };
-    let now = now_ms();
-    let lease_ms = crate::clock::ms(processor.config.lease);
-    let claim_until = (wait_for_reply || hand_off.is_some()).then_some(now + lease_ms);
-    let new = Arc::new(NewPush {
+    let new = NewPush {
         appid: appid.to_owned(),
         dedup_key,
-        kind,
+        kind: message.kind(),
         from_user: message.from_user.clone(),
         create_time: message.create_time,
         format,
         body: plaintext,
-        received_at_ms: now,
-    });
-    let inserted = shared.store.insert(new.clone(), claim_until).await?;
-    let kind_label = new.kind.as_str();
-    match inserted {
-        Inserted::New(id) => {
-            shared.metrics.inc(
-                metrics::PUSHES,
-                &[
-                    ("appid", appid),
-                    ("kind", kind_label),
-                    ("outcome", "stored"),
-                ],
-            );
-            if claim_until.is_none() {
-                shared.notify.notify_one();
-                return Ok((acknowledge(), "stored"));
-            }
-            // The store has let go of it by now: taken back, not copied.
-            let new = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
-            let stored = StoredPush {
-                id,
-                appid: new.appid,
-                dedup_key: new.dedup_key,
-                kind: new.kind,
-                from: new.from_user,
-                create_time: new.create_time,
-                status: Status::Working,
-                attempts: 1,
-                received_at: now,
-                finished_at: None,
-                last_error: None,
-                format: new.format,
-                body: new.body,
-                reply: None,
-            };
-            if let Some(slot) = hand_off {
-                shared.pool.start(slot, stored, Some(message));
-                return Ok((acknowledge(), "stored"));
-            }
-            // The handler may answer with a passive reply: handle the push
-            // now, and answer with the reply if it comes within the budget.
-            let (tx, rx) = oneshot::channel();
-            let processor = processor.clone();
-            tokio::spawn(
-                async move {
-                    processor.process(stored, Some(message), Some(tx)).await;
-                }
-                .in_current_span(),
-            );
-            // A reply sent is a reply received: the worker learns from the
-            // send whether it rode on this answer (see `Processor::process`),
-            // so the channel is closed before giving up on it, and a reply
-            // sent in between is still taken.
-            let mut rx = rx;
-            let reply = match tokio::time::timeout(shared.server.reply_budget, &mut rx).await {
-                Ok(reply) => reply.ok(),
-                Err(_) => {
-                    rx.close();
-                    let late = rx.try_recv().ok();
-                    if late.is_none() {
-                        tracing::warn!(
-                            "handler exceeded the reply budget; answered without a reply"
-                        );
-                    }
-                    late
-                }
-            };
-            match reply {
-                Some(reply) => Ok((passive_reply(app, format, key, &query, &reply), "replied")),
-                None => Ok((acknowledge(), "stored")),
-            }
-        }
-        Inserted::Duplicate { reply, status, .. } => {
+        received_at_ms: now_ms(),
+    };
+    let kind = new.kind.clone();
+    let accepted = shared.pool.accept(new, message).await?;
+    let outcome = match &accepted {
+        Accepted::Duplicate { status, .. } => {
             shared.metrics.inc(metrics::DUPLICATES, &[("appid", appid)]);
-            shared.metrics.inc(
-                metrics::PUSHES,
-                &[
-                    ("appid", appid),
-                    ("kind", kind_label),
-                    ("outcome", "duplicate"),
-                ],
-            );
             tracing::debug!(%status, "duplicate delivery");
-            match reply {
-                Some(reply) => Ok((passive_reply(app, format, key, &query, &reply), "duplicate")),
-                None => Ok((acknowledge(), "duplicate")),
-            }
+            "duplicate"
         }
+        Accepted::Stored | Accepted::Replied(_) => "stored",
+    };
+    shared.metrics.inc(
+        metrics::PUSHES,
+        &[("appid", appid), ("kind", &kind), ("outcome", outcome)],
+    );
+    match accepted {
+        Accepted::Stored | Accepted::Duplicate { reply: None, .. } => Ok((acknowledge(), outcome)),
+        Accepted::Replied(reply) => {
+            Ok((passive_reply(app, format, key, &query, &reply), "replied"))
+        }
+        Accepted::Duplicate {
+            reply: Some(reply), ..
+        } => Ok((passive_reply(app, format, key, &query, &reply), outcome)),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::outbox::PASSIVE_SOURCE;
 use crate::protocol::message::Message;
 use crate::reply::PassiveReply;
 use crate::store::AnswerStatus;
-use crate::store::{PushId, Store, StoredPush};
+use crate::store::{Inserted, NewPush, PushId, Status, Store, StoreError, StoredPush};
 
 /// How long in-flight handlers may run on after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -98,7 +98,7 @@ impl Processor {
         let appid = stored.appid.clone();
         let parsed = match message {
             Some(m) => Ok(m),
-            None => stored.message(),
+            None => Message::from_stored(stored.format, &stored.body),
         };
         let message = match parsed {
             Ok(m) => m,
@@ -300,6 +300,25 @@ pub(crate) fn jitter() -> f64 {
     0.8 + 0.4 * f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
 }
 
+/// What became of a push the server received ([`Pool::accept`]).
+#[derive(Debug)]
+pub enum Accepted {
+    /// New, and stored durably: handled after the answer (or being
+    /// handled, its passive reply too late or none).
+    Stored,
+    /// New, stored, and handled in time: its passive reply, rendered and
+    /// not yet sealed.
+    Replied(Vec<u8>),
+    /// A retry of a push stored before: where it is, and the passive reply
+    /// it got, if any (a retry gets the same answer).
+    Duplicate {
+        /// Where the stored push is.
+        status: Status,
+        /// Its passive reply, rendered and not sealed.
+        reply: Option<Vec<u8>>,
+    },
+}
+
 /// A worker slot: while it is held, its push counts as in flight.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
@@ -323,6 +342,8 @@ impl Drop for Slot {
 #[derive(Clone)]
 pub struct Pool {
     processor: Processor,
+    /// Told when a push is stored for the pool to claim.
+    notify: Arc<Notify>,
     slots: Arc<Semaphore>,
     size: usize,
     in_flight: Arc<Mutex<HashSet<PushId>>>,
@@ -334,6 +355,7 @@ impl Pool {
         let size = processor.config.workers;
         Pool {
             processor,
+            notify: Arc::new(Notify::new()),
             slots: Arc::new(Semaphore::new(size)),
             size,
             in_flight: Arc::default(),
@@ -345,8 +367,95 @@ impl Pool {
         &self.processor
     }
 
+    /// Store a push the server received and decide its answer; `message`
+    /// is `new`'s body, typed.
+    ///
+    /// With a free slot the push is stored already claimed and handled
+    /// straight from here (no claim statement, no second parse). When the
+    /// handler may give a passive reply ([`crate::Handler::may_reply_passively`]),
+    /// the push is handled now and the answer waits for the reply within
+    /// `server.reply_budget`. Otherwise the pool claims it later.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the push could not be stored: it must not be
+    /// acknowledged (WeChat retries it).
+    pub async fn accept(&self, new: NewPush, message: Message) -> Result<Accepted, StoreError> {
+        let processor = &self.processor;
+        let workers = processor.config.workers > 0;
+        let appid = new.appid.as_str();
+        let wait_for_reply = workers && processor.handler.may_reply_passively(appid, &message);
+        let hand_off = if wait_for_reply {
+            None
+        } else {
+            self.try_slot()
+        };
+        let now = new.received_at_ms;
+        let lease_ms = crate::clock::ms(processor.config.lease);
+        let claim_until = (wait_for_reply || hand_off.is_some()).then_some(now + lease_ms);
+        let new = Arc::new(new);
+        let id = match processor.store.insert(new.clone(), claim_until).await? {
+            Inserted::New(id) => id,
+            Inserted::Duplicate { reply, status, .. } => {
+                return Ok(Accepted::Duplicate { status, reply })
+            }
+        };
+        if claim_until.is_none() {
+            self.notify.notify_one();
+            return Ok(Accepted::Stored);
+        }
+        // The store has let go of it by now: taken back, not copied.
+        let new = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
+        let stored = StoredPush {
+            id,
+            appid: new.appid,
+            dedup_key: new.dedup_key,
+            kind: new.kind,
+            from: new.from_user,
+            create_time: new.create_time,
+            status: Status::Working,
+            attempts: 1,
+            received_at: now,
+            finished_at: None,
+            last_error: None,
+            format: new.format,
+            body: new.body,
+            reply: None,
+        };
+        if let Some(slot) = hand_off {
+            self.start(slot, stored, Some(message));
+            return Ok(Accepted::Stored);
+        }
+        // The handler may answer with a passive reply: handle the push
+        // now, and answer with the reply if it comes within the budget.
+        let (tx, mut rx) = oneshot::channel();
+        let processor = processor.clone();
+        let budget = processor.reply_budget;
+        tokio::spawn(
+            async move {
+                processor.process(stored, Some(message), Some(tx)).await;
+            }
+            .in_current_span(),
+        );
+        // A reply sent is a reply received: the worker learns from the
+        // send whether it rode on this answer (see `Processor::process`),
+        // so the channel is closed before giving up on it, and a reply
+        // sent in between is still taken.
+        let reply = match tokio::time::timeout(budget, &mut rx).await {
+            Ok(reply) => reply.ok(),
+            Err(_) => {
+                rx.close();
+                let late = rx.try_recv().ok();
+                if late.is_none() {
+                    tracing::warn!("handler exceeded the reply budget; answered without a reply");
+                }
+                late
+            }
+        };
+        Ok(reply.map_or(Accepted::Stored, Accepted::Replied))
+    }
+
     /// A free slot, if any.
-    pub fn try_slot(&self) -> Option<Slot> {
+    fn try_slot(&self) -> Option<Slot> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         Some(self.slot(permit))
     }
@@ -375,7 +484,8 @@ impl Pool {
 
     /// Claim work from the store until `shutdown` turns true, then wait for
     /// in-flight handlers (within a grace period) and give back the rest.
-    pub async fn run(self, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let notify = self.notify.clone();
         let cfg = self.processor.config.clone();
         if cfg.workers == 0 {
             tracing::info!("inbox.workers = 0: pushes are stored, handled elsewhere");

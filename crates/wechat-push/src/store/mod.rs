@@ -151,36 +151,6 @@ pub struct StoredPush {
     pub reply: Option<Vec<u8>>,
 }
 
-/// A stored body that no longer opens. Bodies were opened once before they
-/// were stored, so only an edited database gets here; retrying cannot help.
-#[derive(Debug, thiserror::Error)]
-pub enum UnreadableBody {
-    /// Not XML or JSON of a push any more.
-    #[error("stored body unreadable: {0}")]
-    Wire(#[from] crate::protocol::wire::WireError),
-    /// Fields, but not a push's.
-    #[error("stored body unreadable: {0}")]
-    Message(#[from] crate::protocol::message::MessageError),
-}
-
-impl StoredPush {
-    /// The typed message of the stored body.
-    ///
-    /// # Errors
-    /// [`UnreadableBody`] when the body no longer parses.
-    pub fn message(&self) -> Result<crate::protocol::message::Message, UnreadableBody> {
-        use crate::protocol::wire::{self, Limits};
-        // Its size was bounded by `server.max_body` when it arrived, which
-        // may exceed the default limit.
-        let limits = Limits {
-            max_body: usize::MAX,
-            ..Limits::default()
-        };
-        let fields = wire::parse(self.format, &self.body, &limits)?;
-        Ok(crate::protocol::message::Message::from_fields(fields)?)
-    }
-}
-
 /// Which pushes to list.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {

@@ -16,7 +16,8 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::wire::Fields;
+use crate::protocol::wire::{self, Fields, Limits};
+use crate::protocol::Format;
 
 mod identity;
 
@@ -301,7 +302,35 @@ impl Body {
     }
 }
 
+/// A stored body that no longer opens. Bodies were opened once before they
+/// were stored, so only an edited database gets here; retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableBody {
+    /// Not XML or JSON of a push any more.
+    #[error("stored body unreadable: {0}")]
+    Wire(#[from] crate::protocol::wire::WireError),
+    /// Fields, but not a push's.
+    #[error("stored body unreadable: {0}")]
+    Message(#[from] MessageError),
+}
+
 impl Message {
+    /// The message of a push's decrypted body as the store keeps it: its
+    /// format and bytes.
+    ///
+    /// # Errors
+    /// [`UnreadableBody`] when the body no longer parses.
+    pub fn from_stored(format: Format, body: &[u8]) -> Result<Message, UnreadableBody> {
+        // Its size was bounded by `server.max_body` when it arrived, which
+        // may exceed the default limit.
+        let limits = Limits {
+            max_body: usize::MAX,
+            ..Limits::default()
+        };
+        let fields = wire::parse(format, body, &limits)?;
+        Ok(Message::from_fields(fields)?)
+    }
+
     /// Type the fields of an opened push.
     ///
     /// # Errors
