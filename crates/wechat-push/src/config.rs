@@ -128,7 +128,8 @@ pub struct ServerConfig {
     /// Most connections open at once; 0: the process's descriptor limit
     /// less a reserve for the store, logs and WeChat's API.
     pub max_connections: usize,
-    /// On SIGTERM, how long open connections may finish before they are dropped.
+    /// On SIGTERM, how long open connections, running handlers and forward
+    /// deliveries may finish before they are dropped.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
 }

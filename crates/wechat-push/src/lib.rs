@@ -22,6 +22,7 @@
 //! assert_eq!(crypto::decrypt(&key, "wxba5fad812f8e6fb9", &sealed).unwrap(), b"hello");
 //! ```
 
+pub use forward::webhook;
 pub use protocol::message;
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod forward;
 pub mod handler;
+pub mod lease;
 pub mod listener;
 pub mod metrics;
 pub mod mock_wechat;
@@ -40,7 +42,6 @@ pub mod rules;
 pub mod server;
 pub mod simulate;
 pub mod store;
-pub mod webhook;
 pub mod worker;
 
 /// An error and its causes on one line, `outer: cause: root cause`, as

@@ -219,8 +219,11 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         let addr = self.local_addr();
         let shared = self.shared.clone();
-        let workers = tokio::spawn(shared.pool.clone().run(stopped.clone()));
-        let forwarder = self.forwarder.map(|f| tokio::spawn(f.run(stopped.clone())));
+        let grace = shared.server.shutdown_grace;
+        let workers = tokio::spawn(shared.pool.clone().run(stopped.clone(), grace));
+        let forwarder = self
+            .forwarder
+            .map(|f| tokio::spawn(f.run(stopped.clone(), grace)));
         let pruner = tokio::spawn(worker::prune(shared.store.clone(), self.retention, stopped));
         let (finish, finishing) = watch::channel(false);
         let completer = tokio::spawn(worker::complete_batches(

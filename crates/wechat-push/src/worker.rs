@@ -13,21 +13,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::clock::{now_ms, now_secs};
 use crate::config::{AppKind, InboxConfig};
 use crate::handler::{HandlerError, Push, SharedHandler};
+use crate::lease::{Filled, Slots};
 use crate::metrics::{self, Metrics};
 use crate::outbox::PASSIVE_SOURCE;
 use crate::protocol::message::Message;
 use crate::reply::PassiveReply;
 use crate::store::AnswerStatus;
 use crate::store::{Inserted, NewPush, PushId, Status, Store, StoreError, StoredPush};
-
-/// How long in-flight handlers may run on after shutdown is asked for.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What the pool needs, shared with the server's fast path.
 #[derive(Clone)]
@@ -344,8 +342,7 @@ pub struct Pool {
     processor: Processor,
     /// Told when a push is stored for the pool to claim.
     notify: Arc<Notify>,
-    slots: Arc<Semaphore>,
-    size: usize,
+    slots: Slots,
     in_flight: Arc<Mutex<HashSet<PushId>>>,
 }
 
@@ -356,8 +353,7 @@ impl Pool {
         Pool {
             processor,
             notify: Arc::new(Notify::new()),
-            slots: Arc::new(Semaphore::new(size)),
-            size,
+            slots: Slots::new(size),
             in_flight: Arc::default(),
         }
     }
@@ -456,7 +452,7 @@ impl Pool {
 
     /// A free slot, if any.
     fn try_slot(&self) -> Option<Slot> {
-        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let permit = self.slots.try_acquire()?;
         Some(self.slot(permit))
     }
 
@@ -483,8 +479,9 @@ impl Pool {
     }
 
     /// Claim work from the store until `shutdown` turns true, then wait for
-    /// in-flight handlers (within a grace period) and give back the rest.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// in-flight handlers (within `grace`, `server.shutdown_grace`) and give
+    /// back the rest.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let notify = self.notify.clone();
         let cfg = self.processor.config.clone();
         if cfg.workers == 0 {
@@ -510,45 +507,35 @@ impl Pool {
             }
             // Wait for a free slot before claiming, so claims never sit idle.
             let first = tokio::select! {
-                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                p = self.slots.acquire() => match p { Some(p) => p, None => break },
                 _ = shutdown.changed() => continue,
             };
-            let limit = 1 + self.slots.available_permits();
             let now = now_ms();
             let lease_until = now + crate::clock::ms(cfg.lease);
-            let claimed = match self.processor.store.claim(now, lease_until, limit).await {
-                Ok(c) => c,
+            let store = &self.processor.store;
+            let filled = self
+                .slots
+                .fill(
+                    Some(first),
+                    |limit| store.claim(now, lease_until, limit),
+                    |push, permit| self.start(self.slot(permit), push, None),
+                )
+                .await;
+            // A full batch: more may be due, so claim again as soon as slots free up.
+            claim_now = match filled {
+                Ok(filled) => filled == Filled::Full,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim pushes");
-                    claim_now = false;
-                    continue;
+                    false
                 }
             };
-            // A full batch: more may be due, so claim again as soon as slots free up.
-            claim_now = claimed.len() == limit;
-            let mut first = Some(first);
-            for push in claimed {
-                let permit = match first.take() {
-                    Some(p) => p,
-                    // Claimed no more than the free slots: this does not wait long.
-                    None => match self.slots.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
-                self.start(self.slot(permit), push, None);
-            }
         }
-        self.drain().await;
+        self.drain(grace).await;
     }
 
     /// Wait for in-flight handlers within the grace period; give back the rest.
-    async fn drain(&self) {
-        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.slots.acquire_many(all))
-            .await
-            .is_ok()
-        {
+    async fn drain(&self, grace: Duration) {
+        if self.slots.drain(grace).await {
             return;
         }
         let unfinished: Vec<PushId> = self

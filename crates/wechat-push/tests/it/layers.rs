@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may import any module of a lower layer.
 const LAYERS: &[&[&str]] = &[
     &["crate"],
-    &["clock", "protocol"],
-    &["reply", "webhook"],
+    &["clock", "lease", "protocol"],
+    &["reply"],
     &["config"],
     &["store"],
     &["metrics"],

@@ -26,31 +26,31 @@
 //! answer is held (within `server.reply_budget`), so its transfer rides on
 //! it; otherwise the transfer comes too late and is recorded as ignored.
 
+mod delivery;
+mod handler;
+pub mod webhook;
+
+pub use delivery::{DeliveryError, InvalidReply};
+pub(crate) use handler::ForwardingHandler;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::Deserialize;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 
-use crate::clock::{ms, now_ms, now_secs};
+use crate::clock::{ms, now_ms};
 pub use crate::config::{display_url, ForwardConfig};
 use crate::config::{AppKind, Config, ConfigError};
-use crate::handler::{Handler, HandlerError, Push, SharedHandler};
-use crate::metrics::{self, Metrics};
+use crate::handler::{HandlerError, Push};
+use crate::lease::{Filled, Slots};
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::message::Message;
 use crate::reply::PassiveReply;
-use crate::reply::ReplySpec;
-use crate::store::{Delivery, DeliveryOutcome, Store, StoredPush};
-use crate::webhook::{self, SigningKey};
-
-/// Most bytes of a target's answer that are read (for its reply or error).
-const MAX_ANSWER: usize = 64 * 1024;
-
-/// How long in-flight deliveries may run on after shutdown is asked for.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+use crate::store::Store;
+use webhook::SigningKey;
 
 impl ForwardConfig {
     /// Check target `j` of app `i`.
@@ -128,9 +128,7 @@ struct Target {
     url: String,
     label: String,
     routes: HashMap<String, Route>,
-    slots: Arc<Semaphore>,
-    /// How many slots there are.
-    size: u32,
+    slots: Slots,
     /// The last claim was full: claim again as soon as a slot frees up.
     backlog: AtomicBool,
     /// New deliveries were recorded for it since its last claim.
@@ -200,8 +198,7 @@ impl Forwarder {
                         label: display_url(&f.url),
                         routes: HashMap::from([(app.appid.clone(), route)]),
                         // The first app's limit holds for the URL.
-                        slots: Arc::new(Semaphore::new(f.max_in_flight)),
-                        size: u32::try_from(f.max_in_flight).unwrap_or(u32::MAX),
+                        slots: Slots::new(f.max_in_flight),
                         backlog: AtomicBool::new(false),
                         due: AtomicBool::new(false),
                         lease,
@@ -298,7 +295,7 @@ impl Forwarder {
         }
         let mut passive = None;
         for (target, _) in routes.iter().filter(|(_, held)| *held) {
-            let Ok(_slot) = target.slots.clone().acquire_owned().await else {
+            let Some(_slot) = target.slots.acquire().await else {
                 continue;
             };
             // Claimed at the time it is held until: no one else takes it
@@ -387,9 +384,9 @@ impl Forwarder {
     }
 
     /// Deliver due deliveries until `shutdown` turns true, then give
-    /// in-flight ones a grace period (the rest come back when their lease
-    /// runs out).
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// in-flight ones `grace` (`server.shutdown_grace`; the rest come back
+    /// when their lease runs out).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let known = self.targets.iter().map(|t| t.url.clone()).collect();
         match self.store.bury_unknown_targets(known, now_ms()).await {
             Ok(0) => {}
@@ -421,10 +418,7 @@ impl Forwarder {
             };
         }
         for target in &self.targets {
-            if tokio::time::timeout(SHUTDOWN_GRACE, target.slots.acquire_many(target.size))
-                .await
-                .is_err()
-            {
+            if !target.slots.drain(grace).await {
                 tracing::warn!(target = %target.label, "deliveries still running at shutdown; they are retried when their lease runs out");
             }
         }
@@ -433,326 +427,37 @@ impl Forwarder {
     /// Claim as many due deliveries to `target` as it has free slots, and
     /// start them.
     async fn claim(self: &Arc<Self>, target: &Arc<Target>) {
-        let free = target.slots.available_permits();
-        if free == 0 {
-            target.backlog.store(true, Ordering::Relaxed);
-            return;
-        }
         let now = now_ms();
         let lease_until = now + ms(target.lease);
-        let claimed = match self
-            .store
-            .claim_deliveries(target.url.clone(), None, now, lease_until, free)
-            .await
-        {
-            Ok(c) => c,
+        let filled = target
+            .slots
+            .fill(
+                None,
+                |limit| {
+                    self.store
+                        .claim_deliveries(target.url.clone(), None, now, lease_until, limit)
+                },
+                |(delivery, push), permit| {
+                    let this = self.clone();
+                    let target = target.clone();
+                    tokio::spawn(async move {
+                        this.attempt(&target, delivery, push, None).await;
+                        drop(permit);
+                        if target.backlog.load(Ordering::Relaxed) {
+                            this.notify.notify_one();
+                        }
+                    });
+                },
+            )
+            .await;
+        match filled {
+            // No slot free, or all filled: claim again as soon as one frees up.
+            Ok(filled) => target
+                .backlog
+                .store(filled != Filled::Partly, Ordering::Relaxed),
             Err(e) => {
                 tracing::error!(target = %target.label, error = %e, "cannot claim deliveries");
-                return;
             }
-        };
-        target
-            .backlog
-            .store(claimed.len() == free, Ordering::Relaxed);
-        for (delivery, push) in claimed {
-            // Claimed no more than the free slots, and only this task takes them.
-            let Ok(permit) = target.slots.clone().try_acquire_owned() else {
-                break;
-            };
-            let this = self.clone();
-            let target = target.clone();
-            tokio::spawn(async move {
-                this.attempt(&target, delivery, push, None).await;
-                drop(permit);
-                if target.backlog.load(Ordering::Relaxed) {
-                    this.notify.notify_one();
-                }
-            });
-        }
-    }
-
-    /// One attempt of one delivery, its outcome recorded. With `passive`
-    /// (the push's message and its app's kind, while its answer is still
-    /// open), a `transfer_customer_service` reply is returned to ride on it.
-    async fn attempt(
-        &self,
-        target: &Target,
-        delivery: Delivery,
-        push: StoredPush,
-        passive: Option<(Message, AppKind)>,
-    ) -> Option<PassiveReply> {
-        let (parsed, app_kind) = match passive {
-            Some((message, kind)) => (Some(message), Some(kind)),
-            None => (None, None),
-        };
-        // Neither can be fixed by trying again.
-        let ready = match target.routes.get(&push.appid) {
-            None => Err(format!(
-                "app {} no longer forwards to this target",
-                push.appid
-            )),
-            Some(route) => parsed
-                .map_or_else(|| Message::from_stored(push.format, &push.body), Ok)
-                .map(|message| (route, message))
-                .map_err(|e| e.to_string()),
-        };
-        let (route, message) = match ready {
-            Ok(ready) => ready,
-            Err(error) => {
-                let outcome = DeliveryOutcome::Dead { error };
-                self.finish(target, &push.appid, &delivery, outcome).await;
-                return None;
-            }
-        };
-        let reply = if delivery.responded {
-            // The target has answered already: only its reply is left to send.
-            Ok(None)
-        } else {
-            self.post(target, route, &push, &message).await
-        };
-        // A passive reply rides on the push's answer while it is still open.
-        if let (Some(kind), Ok(Some(Ok(spec)))) = (app_kind, &reply) {
-            if let Some(passive) = passive_reply(spec, kind, &message) {
-                let outcome = DeliveryOutcome::Delivered { note: None };
-                self.finish(target, &push.appid, &delivery, outcome).await;
-                return Some(passive);
-            }
-        }
-        let outcome = match reply {
-            Err(error) => self.failed(route, &delivery, error, false),
-            Ok(reply) => match self.answer(target, &push, &message, reply).await {
-                Ok(note) => DeliveryOutcome::Delivered { note },
-                Err(error) => self.failed(route, &delivery, error, true),
-            },
-        };
-        self.finish(target, &push.appid, &delivery, outcome).await;
-        None
-    }
-
-    /// Post the push; the target's reply, if its 2xx answer has one.
-    async fn post(
-        &self,
-        target: &Target,
-        route: &Route,
-        push: &StoredPush,
-        message: &Message,
-    ) -> Result<Option<Result<ReplySpec, String>>, String> {
-        let id = webhook::webhook_id(&push.appid, &push.dedup_key);
-        let body = webhook::payload(&id, &push.appid, &push.dedup_key, push.received_at, message);
-        let timestamp = now_secs();
-        let signature = route.key.sign(&id, timestamp, &body);
-        let started = Instant::now();
-        let sent = self
-            .http
-            .post(&target.url)
-            .timeout(route.config.timeout)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await;
-        let result = match sent {
-            Err(e) if e.is_timeout() => Err(format!("no answer within {:?}", route.config.timeout)),
-            Err(e) => Err(crate::display_chain(&e)),
-            Ok(mut response) => {
-                let status = response.status();
-                let answer = read_bounded(&mut response).await;
-                if status.is_success() {
-                    Ok(answer.ok().and_then(|a| parse_reply(&a)))
-                } else {
-                    let text = answer.unwrap_or_default();
-                    let text = String::from_utf8_lossy(&text);
-                    let text: String = text.trim().chars().take(200).collect();
-                    Err(if text.is_empty() {
-                        format!("HTTP {status}")
-                    } else {
-                        format!("HTTP {status}: {text}")
-                    })
-                }
-            }
-        };
-        self.metrics.observe(
-            metrics::FORWARD_SECONDS,
-            &[("target", &target.label)],
-            started.elapsed(),
-        );
-        result
-    }
-
-    /// Send the target's reply, if any. `Ok(note)` when done (the note says
-    /// why a reply was ignored); `Err` when sending it should be retried.
-    async fn answer(
-        &self,
-        target: &Target,
-        push: &StoredPush,
-        message: &Message,
-        reply: Option<Result<ReplySpec, String>>,
-    ) -> Result<Option<String>, String> {
-        let source = format!("forward:{}", target.label);
-        let messages = match reply {
-            None => Vec::new(),
-            Some(Err(e)) => return Ok(Some(format!("reply ignored: {e}"))),
-            Some(Ok(ReplySpec::TransferCustomerService(_))) => {
-                return Ok(Some(
-                    "reply ignored: transfer_customer_service is a passive reply, and the push was answered already (set passive_reply = true on the target to hold the answer for it)".into(),
-                ))
-            }
-            Some(Ok(spec)) if spec.check().is_err() => {
-                let why = spec.check().err().unwrap_or_default();
-                return Ok(Some(format!("reply ignored: {why}")));
-            }
-            Some(Ok(spec)) => match spec.to_cs_message(None) {
-                Some(m) => vec![m],
-                None => {
-                    return Ok(Some(format!(
-                        "reply ignored: a backend names its {} by media_id, not by file",
-                        spec.msg_type()
-                    )))
-                }
-            },
-        };
-        let Some(outbox) = &self.outbox else {
-            return Ok((!messages.is_empty()).then(|| "reply ignored: no API client".into()));
-        };
-        // With no new messages this sends what an earlier attempt recorded.
-        match outbox
-            .deliver(&push.appid, push.id, &source, &message.from_user, &messages)
-            .await
-        {
-            Ok(()) => Ok(None),
-            Err(e) if e.is_retryable() => {
-                Err(format!("reply not sent yet: {}", crate::display_chain(&e)))
-            }
-            Err(e) => Ok(Some(format!(
-                "reply not sent: {}",
-                crate::display_chain(&e)
-            ))),
-        }
-    }
-
-    /// The outcome of a failed attempt: a retry on the schedule, or dead.
-    fn failed(
-        &self,
-        route: &Route,
-        delivery: &Delivery,
-        error: String,
-        responded: bool,
-    ) -> DeliveryOutcome {
-        let schedule = &route.config.retry_schedule;
-        match schedule.get(delivery.attempts.saturating_sub(1) as usize) {
-            Some(delay) => {
-                let delay = delay.mul_f64(crate::worker::jitter());
-                DeliveryOutcome::Retry {
-                    at: now_ms() + ms(delay),
-                    error,
-                    responded,
-                }
-            }
-            None => DeliveryOutcome::Dead { error },
-        }
-    }
-
-    async fn finish(
-        &self,
-        target: &Target,
-        appid: &str,
-        delivery: &Delivery,
-        outcome: DeliveryOutcome,
-    ) {
-        let (name, attempts) = (&target.label, delivery.attempts);
-        let kind = match &outcome {
-            DeliveryOutcome::Delivered { note } => {
-                match note {
-                    Some(note) => tracing::warn!(%appid, target = %name, %note, "delivered"),
-                    None => tracing::debug!(%appid, target = %name, attempts, "delivered"),
-                }
-                "delivered"
-            }
-            DeliveryOutcome::Retry { at, error, .. } => {
-                tracing::warn!(%appid, target = %name, attempts, %error, retry_in_ms = at - now_ms(), "delivery failed; will retry");
-                "retry"
-            }
-            DeliveryOutcome::Dead { error } => {
-                tracing::error!(%appid, target = %name, attempts, %error, "delivery failed for good; `inbox retry` resends it");
-                "dead"
-            }
-        };
-        self.metrics.inc(
-            metrics::FORWARDS,
-            &[("appid", appid), ("target", name), ("outcome", kind)],
-        );
-        if let Err(e) = self
-            .store
-            .finish_delivery(delivery.id, outcome, now_ms())
-            .await
-        {
-            tracing::error!(error = %e, "cannot record the delivery's outcome; its lease brings it back");
-        }
-    }
-}
-
-/// Read at most [`MAX_ANSWER`] bytes of a response.
-async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER - out.len();
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= MAX_ANSWER {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-/// The reply in a target's 2xx answer: `None` for an empty answer or one
-/// without `"reply"`; an error for a `"reply"` that is not one.
-fn parse_reply(answer: &[u8]) -> Option<Result<ReplySpec, String>> {
-    if answer.iter().all(u8::is_ascii_whitespace) {
-        return None;
-    }
-    let value: serde_json::Value = match serde_json::from_slice(answer) {
-        Ok(v) => v,
-        // A plain `ok` or `success` is an answer without a reply.
-        Err(_) => return None,
-    };
-    let reply = value.get("reply")?;
-    if reply.is_null() {
-        return None;
-    }
-    Some(
-        ReplySpec::deserialize(reply)
-            .map_err(|_| format!("{reply} is not a reply (expected {{\"text\": \"…\"}}, image, voice, video, music, news, link, miniprogrampage, mpnews or transfer_customer_service)")),
-    )
-}
-
-/// `spec` as a passive reply of an app of `kind` answering `message`, when
-/// it can be one: `transfer_customer_service` for any app, the passive
-/// types for an Official Account (news to a user's message holds one
-/// article).
-fn passive_reply(spec: &ReplySpec, kind: AppKind, message: &Message) -> Option<PassiveReply> {
-    // One WeChat would refuse goes the API's way, which says why.
-    spec.check().ok()?;
-    match (spec, kind) {
-        (ReplySpec::TransferCustomerService(true), kind) => Some(PassiveReply::transfer(kind)),
-        (ReplySpec::TransferCustomerService(false), _) | (_, AppKind::MiniProgram) => None,
-        (spec, AppKind::OfficialAccount) => {
-            let articles = if message.msg_type() == "event" {
-                crate::reply::MAX_NEWS_ARTICLES
-            } else {
-                1
-            };
-            if let ReplySpec::News(news) = spec {
-                if news.articles().len() > articles {
-                    tracing::warn!(
-                        articles = news.articles().len(),
-                        "a backend's news answering a user's message holds one article: the rest are left out"
-                    );
-                }
-            }
-            spec.to_passive(None, articles)
-                .map(PassiveReply::OfficialAccount)
         }
     }
 }
@@ -770,79 +475,10 @@ fn can_transfer(message: &Message) -> bool {
     }
 }
 
-/// Runs the app's handler and records each push's deliveries first, so that
-/// forwarding does not depend on what the handler does.
-pub(crate) struct ForwardingHandler {
-    forwarder: Arc<Forwarder>,
-    inner: SharedHandler,
-}
-
-impl ForwardingHandler {
-    /// `inner`, with `forwarder`'s deliveries recorded before it runs.
-    pub(crate) fn new(forwarder: Arc<Forwarder>, inner: SharedHandler) -> Self {
-        ForwardingHandler { forwarder, inner }
-    }
-}
-
-impl Handler for ForwardingHandler {
-    async fn handle(&self, push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
-        let forwarded = self.forwarder.enqueue(push).await?;
-        let handled = self.inner.handle(push).await?;
-        // One passive reply per push: the app's handler has the last
-        // word, and a target's reply goes through the API instead.
-        match (handled, forwarded) {
-            (Some(handled), Some(forwarded)) => {
-                let instead = self.forwarder.reply_missed(push, &forwarded).await?;
-                tracing::info!(appid = %push.appid, %instead, "a target's passive reply gave way to the app's handler's");
-                Ok(Some(handled))
-            }
-            (handled, forwarded) => Ok(handled.or(forwarded)),
-        }
-    }
-
-    fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
-        self.inner.may_reply_passively(appid, message) || self.forwarder.waits_for(appid, message)
-    }
-
-    async fn reply_missed(
-        &self,
-        push: &Push,
-        reply: &PassiveReply,
-    ) -> Result<String, HandlerError> {
-        // The app's handler has the last word on the reply, so a reply
-        // it may give is its own.
-        if self.inner.may_reply_passively(&push.appid, &push.message) {
-            return self.inner.reply_missed(push, reply).await;
-        }
-        self.forwarder.reply_missed(push, reply).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::wire::{self, Limits};
-
-    #[test]
-    fn replies_are_read_from_2xx_answers() {
-        assert_eq!(parse_reply(b""), None);
-        assert_eq!(parse_reply(b"  \n"), None);
-        assert_eq!(parse_reply(b"success"), None);
-        assert_eq!(parse_reply(br#"{"ok":true}"#), None);
-        assert_eq!(parse_reply(br#"{"reply":null}"#), None);
-        assert_eq!(
-            parse_reply(br#"{"reply":{"text":"hi"}}"#),
-            Some(Ok(ReplySpec::Text("hi".into())))
-        );
-        assert_eq!(
-            parse_reply(br#"{"reply":{"transfer_customer_service":true}}"#),
-            Some(Ok(ReplySpec::TransferCustomerService(true)))
-        );
-        assert!(matches!(
-            parse_reply(br#"{"reply":{"txet":"hi"}}"#),
-            Some(Err(_))
-        ));
-    }
 
     fn message(json: &str) -> Message {
         let fields = wire::parse_json(json.as_bytes(), &Limits::default()).unwrap();
