@@ -15,7 +15,7 @@ use wechat_push::protocol::answer::DocumentedAnswers;
 use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::wire::{self, Fields, Limits};
 use wechat_push::simulate::{
-    message_fields, Answer, Attempt, Content, Pacing, Parties, Sent, Simulator,
+    message_fields, Acknowledgement, Attempt, Content, Pacing, Parties, Sent, Simulator,
 };
 use wechat_push::{AppCrypto, Config, Format, Mode, Token};
 
@@ -307,11 +307,11 @@ fn push_fields(c: &ContentArgs, fields: &[String], parties: &Parties) -> Result<
     Ok(message_fields(&content, parties, now_secs(), msg_id))
 }
 
-fn describe(answer: &Answer) -> String {
+fn describe(answer: &Acknowledgement) -> String {
     match answer {
-        Answer::Success => "success".to_owned(),
-        Answer::Empty => "an empty body".to_owned(),
-        Answer::Documented {
+        Acknowledgement::Success => "success".to_owned(),
+        Acknowledgement::Empty => "an empty body".to_owned(),
+        Acknowledgement::Documented {
             encrypted,
             plaintext,
         } => format!(
@@ -319,7 +319,7 @@ fn describe(answer: &Answer) -> String {
             if *encrypted { ", encrypted:" } else { "" },
             String::from_utf8_lossy(plaintext)
         ),
-        Answer::Reply {
+        Acknowledgement::Reply {
             msg_type,
             encrypted,
             plaintext,

@@ -673,6 +673,25 @@ impl PassiveReply {
     }
 }
 
+/// What a handler registered with a [`crate::router::Router`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Nothing.
+    Nothing,
+    /// These messages, through the customer-service API (recorded in the outbox first).
+    Send(Vec<CsMessage>),
+    /// Hand the conversation to human customer service (a passive reply;
+    /// only from a route registered with [`Router::on_passive`]).
+    TransferCustomerService,
+}
+
+impl Reply {
+    /// One text message.
+    pub fn text(content: impl Into<String>) -> Self {
+        Reply::Send(vec![CsMessage::Text(content.into())])
+    }
+}
+
 /// A customer-service message (`/cgi-bin/message/custom/send`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

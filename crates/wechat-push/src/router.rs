@@ -20,32 +20,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{ApiError, CsMessage, WechatApi};
-use crate::config::AppKind;
+use crate::api::{ApiError, WechatApi};
 use crate::handler::{Handler, HandlerError, Push};
 use crate::outbox::{Outbox, HANDLER_SOURCE};
-use crate::protocol::message::{Body, Message};
-use crate::reply::{MiniProgramReply, OfficialAccountReply, PassiveReply};
+use crate::protocol::message::{Body, KindPattern, Message};
+use crate::reply::PassiveReply;
+pub use crate::reply::Reply;
 use crate::store::{BoxFuture, Store};
-
-/// What a handler answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// Nothing.
-    Nothing,
-    /// These messages, through the customer-service API (recorded in the outbox first).
-    Send(Vec<CsMessage>),
-    /// Hand the conversation to human customer service (a passive reply;
-    /// only from a route registered with [`Router::on_passive`]).
-    TransferCustomerService,
-}
-
-impl Reply {
-    /// One text message.
-    pub fn text(content: impl Into<String>) -> Self {
-        Reply::Send(vec![CsMessage::Text(content.into())])
-    }
-}
 
 /// What a handler gets: the push, and the API for the typing indicator.
 #[derive(Debug, Clone)]
@@ -86,30 +67,15 @@ impl Context {
 
 type Route = Arc<dyn Fn(Context) -> BoxFuture<'static, Result<Reply, HandlerError>> + Send + Sync>;
 
-/// Which pushes a route takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Matcher {
-    MsgType(String),
-    Event(String),
-    Any,
-}
-
-impl Matcher {
-    fn matches(&self, message: &Message) -> bool {
-        let fields = message.fields();
-        let get = |k: &str| fields.get(k).and_then(|v| v.as_str());
-        match self {
-            Matcher::MsgType(t) => get("MsgType") == Some(t),
-            Matcher::Event(e) => get("MsgType") == Some("event") && get("Event") == Some(e),
-            Matcher::Any => true,
-        }
-    }
+/// Which pushes a route takes: those its pattern matches, or all.
+fn route_matches(pattern: &Option<KindPattern>, message: &Message) -> bool {
+    pattern.as_ref().is_none_or(|p| p.matches(message))
 }
 
 /// Handlers by message type and event; the first registered match runs.
 #[derive(Clone)]
 pub struct Router {
-    routes: Vec<(Matcher, bool, Route)>,
+    routes: Vec<(Option<KindPattern>, bool, Route)>,
     api: Option<WechatApi>,
     outbox: Option<Outbox>,
     typing_after: Duration,
@@ -161,7 +127,7 @@ impl Router {
         self
     }
 
-    fn route<F, Fut>(mut self, matcher: Matcher, passive: bool, f: F) -> Self
+    fn route<F, Fut>(mut self, matcher: Option<KindPattern>, passive: bool, f: F) -> Self
     where
         F: Fn(Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, HandlerError>> + Send + 'static,
@@ -177,7 +143,7 @@ impl Router {
         F: Fn(Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, HandlerError>> + Send + 'static,
     {
-        self.route(Matcher::MsgType(msg_type.to_owned()), false, f)
+        self.route(Some(KindPattern::MsgType(msg_type.to_owned())), false, f)
     }
 
     /// Handle this event (`user_enter_tempsession`, `subscribe`, …).
@@ -186,7 +152,7 @@ impl Router {
         F: Fn(Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, HandlerError>> + Send + 'static,
     {
-        self.route(Matcher::Event(event.to_owned()), false, f)
+        self.route(Some(KindPattern::Event(event.to_owned())), false, f)
     }
 
     /// Handle messages of this MsgType with a handler that may answer
@@ -197,7 +163,7 @@ impl Router {
         F: Fn(Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, HandlerError>> + Send + 'static,
     {
-        self.route(Matcher::MsgType(msg_type.to_owned()), true, f)
+        self.route(Some(KindPattern::MsgType(msg_type.to_owned())), true, f)
     }
 
     /// Handle everything no other route takes.
@@ -206,11 +172,13 @@ impl Router {
         F: Fn(Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, HandlerError>> + Send + 'static,
     {
-        self.route(Matcher::Any, false, f)
+        self.route(None, false, f)
     }
 
-    fn find(&self, message: &Message) -> Option<&(Matcher, bool, Route)> {
-        self.routes.iter().find(|(m, _, _)| m.matches(message))
+    fn find(&self, message: &Message) -> Option<&(Option<KindPattern>, bool, Route)> {
+        self.routes
+            .iter()
+            .find(|(pattern, _, _)| route_matches(pattern, message))
     }
 }
 
@@ -236,12 +204,9 @@ impl Handler for Router {
         };
         match reply {
             Reply::Nothing => Ok(None),
-            Reply::TransferCustomerService if *passive => Ok(Some(match push.app_kind {
-                AppKind::MiniProgram => PassiveReply::MiniProgram(MiniProgramReply::TransferCustomerService),
-                AppKind::OfficialAccount => PassiveReply::OfficialAccount(
-                    OfficialAccountReply::TransferCustomerService { kf_account: None },
-                ),
-            })),
+            Reply::TransferCustomerService if *passive => {
+                Ok(Some(PassiveReply::transfer(push.app_kind)))
+            }
             Reply::TransferCustomerService => Err(HandlerError::new(
                 "a handler answered TransferCustomerService from a route not registered with on_passive",
             )
@@ -291,16 +256,16 @@ mod tests {
         );
         assert_eq!(
             router.find(&text).map(|r| r.0.clone()),
-            Some(Matcher::MsgType("text".into()))
+            Some(Some(KindPattern::MsgType("text".into())))
         );
         assert_eq!(
             router.find(&sub).map(|r| r.0.clone()),
-            Some(Matcher::Event("subscribe".into()))
+            Some(Some(KindPattern::Event("subscribe".into())))
         );
         assert!(router.find(&other).is_none());
         assert!(router.may_reply_passively("wx", &image));
         assert!(!router.may_reply_passively("wx", &text));
         let router = router.fallback(|_| async { Ok(Reply::Nothing) });
-        assert_eq!(router.find(&other).map(|r| r.0.clone()), Some(Matcher::Any));
+        assert_eq!(router.find(&other).map(|r| r.0.clone()), Some(None));
     }
 }

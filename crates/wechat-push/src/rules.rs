@@ -35,13 +35,13 @@ pub use crate::config::RuleConfig;
 use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{Handler, HandlerError, Push};
 use crate::outbox::{Outbox, HANDLER_SOURCE};
-use crate::protocol::message::{Body, Message};
+use crate::protocol::message::{Body, KindPattern, Message};
 use crate::reply::{PassiveReply, ReplySpec, Via, MAX_NEWS_ARTICLES};
 
 /// What a matching rule says to do: its reply (captures filled in) and how
 /// it travels, `via` decided for the app's kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub struct Matched {
     /// The reply.
     pub reply: ReplySpec,
     /// How it travels.
@@ -55,8 +55,8 @@ pub struct Answer {
 struct Rule {
     keyword: Option<String>,
     regex: Option<Regex>,
-    event: Option<String>,
-    msg_type: Option<String>,
+    event: Option<KindPattern>,
+    msg_type: Option<KindPattern>,
     reply: ReplySpec,
     via: Via,
 }
@@ -202,8 +202,8 @@ impl Rules {
             rules.push(Rule {
                 keyword: c.keyword.as_ref().map(|k| k.to_lowercase()),
                 regex,
-                event: c.event.clone(),
-                msg_type: c.msg_type.clone(),
+                event: c.event.clone().map(KindPattern::Event),
+                msg_type: c.msg_type.clone().map(KindPattern::MsgType),
                 reply: c.reply.clone(),
                 via,
             });
@@ -226,18 +226,15 @@ impl Rules {
     }
 
     /// The answer of the first rule that matches `message`, if any.
-    pub fn answer(&self, message: &Message) -> Option<Answer> {
+    pub fn answer(&self, message: &Message) -> Option<Matched> {
         let text = match &message.body {
             Body::Text(t) => Some(t.content.as_str()),
             _ => None,
         };
         let msg_type = message.msg_type();
-        let event = message.event();
         self.rules.iter().find_map(|rule| {
-            if rule.msg_type.as_deref().is_some_and(|t| t != msg_type) {
-                return None;
-            }
-            if rule.event.as_deref().is_some_and(|e| Some(e) != event) {
+            let kinds = [&rule.msg_type, &rule.event];
+            if !kinds.into_iter().flatten().all(|k| k.matches(message)) {
                 return None;
             }
             if let Some(k) = &rule.keyword {
@@ -265,7 +262,7 @@ impl Rules {
             } else {
                 MAX_NEWS_ARTICLES
             };
-            Some(Answer {
+            Some(Matched {
                 reply: rule.reply.filled(&fill),
                 via: rule.via,
                 max_articles,
@@ -311,7 +308,7 @@ impl RulesHandler {
         Ok(RulesHandler { rules: all, outbox })
     }
 
-    fn answer(&self, appid: &str, message: &Message) -> Option<Answer> {
+    fn answer(&self, appid: &str, message: &Message) -> Option<Matched> {
         self.rules.get(appid)?.answer(message)
     }
 
@@ -324,7 +321,7 @@ impl RulesHandler {
         })
     }
 
-    /// Answer `push` with `message` through the outbox.
+    /// Matched `push` with `message` through the outbox.
     async fn send(&self, push: &Push, message: &CsMessage) -> Result<(), HandlerError> {
         self.outbox()?
             .deliver(
@@ -338,7 +335,11 @@ impl RulesHandler {
     }
 
     /// The media id of the answer's file, uploaded (once) if it names one.
-    async fn media_id(&self, appid: &str, answer: &Answer) -> Result<Option<String>, HandlerError> {
+    async fn media_id(
+        &self,
+        appid: &str,
+        answer: &Matched,
+    ) -> Result<Option<String>, HandlerError> {
         let Some((kind, file)) = answer.reply.file() else {
             return Ok(None);
         };
@@ -463,8 +464,8 @@ mod tests {
         ))
     }
 
-    fn api(reply: ReplySpec) -> Option<Answer> {
-        Some(Answer {
+    fn api(reply: ReplySpec) -> Option<Matched> {
+        Some(Matched {
             reply,
             via: Via::Api,
             max_articles: 1,

@@ -23,7 +23,7 @@ pub const RETRIES: u32 = 3;
 
 /// What an endpoint that answered rightly said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum Acknowledgement {
     /// `success`.
     Success,
     /// An empty body.
@@ -121,7 +121,7 @@ pub fn judge_answer(
     sent: Sent<'_>,
     status: u16,
     body: &[u8],
-) -> Result<Answer, String> {
+) -> Result<Acknowledgement, String> {
     let expected = sent.documented;
     if status != 200 {
         return Err(format!("answered HTTP {status}{}", snippet(body)));
@@ -134,10 +134,10 @@ pub fn judge_answer(
         ));
     }
     if body.is_empty() {
-        return Ok(Answer::Empty);
+        return Ok(Acknowledgement::Empty);
     }
     if body == b"success" {
-        return Ok(Answer::Success);
+        return Ok(Acknowledgement::Success);
     }
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim();
@@ -193,7 +193,7 @@ pub fn judge_answer(
                 Value::Object(expected.clone())
             ));
         }
-        return Ok(Answer::Documented {
+        return Ok(Acknowledgement::Documented {
             encrypted,
             plaintext,
         });
@@ -215,7 +215,7 @@ pub fn judge_answer(
         ));
     }
     check_reply_fields(&inner, &msg_type, sent.push)?;
-    Ok(Answer::Reply {
+    Ok(Acknowledgement::Reply {
         msg_type,
         encrypted,
         plaintext,
@@ -413,7 +413,7 @@ pub struct Attempt {
     /// Time to the answer (or to giving up).
     pub elapsed: Duration,
     /// The answer as judged, or why there was none.
-    pub outcome: Result<Answer, String>,
+    pub outcome: Result<Acknowledgement, String>,
     /// Whether WeChat would deliver the push again after this attempt.
     pub retried: bool,
 }
@@ -563,7 +563,7 @@ impl Simulator {
         &self,
         push: &SealedPush,
         sent: Sent<'_>,
-    ) -> (Duration, Result<Answer, String>, bool) {
+    ) -> (Duration, Result<Acknowledgement, String>, bool) {
         let started = Instant::now();
         let request = if self.cloud_run {
             let mut request = self
@@ -947,7 +947,7 @@ mod tests {
             .contains("unencrypted"));
         assert!(matches!(
             judge_answer(&a, mp, Mode::Plaintext, doc_sent, 200, doc),
-            Ok(Answer::Documented {
+            Ok(Acknowledgement::Documented {
                 encrypted: false,
                 ..
             })
@@ -964,7 +964,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             judge_answer(&a, mp, Mode::Safe, doc_sent, 200, sealed.as_bytes()),
-            Ok(Answer::Documented {
+            Ok(Acknowledgement::Documented {
                 encrypted: true,
                 ..
             })
@@ -981,11 +981,11 @@ mod tests {
         let mp = AppKind::MiniProgram;
         assert_eq!(
             judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, b"success"),
-            Ok(Answer::Success)
+            Ok(Acknowledgement::Success)
         );
         assert_eq!(
             judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, b""),
-            Ok(Answer::Empty)
+            Ok(Acknowledgement::Empty)
         );
         assert!(
             judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, b"success\n")
@@ -1011,7 +1011,7 @@ mod tests {
         // Plaintext mode accepts it as is.
         assert!(matches!(
             judge_answer(&a, mp, Mode::Plaintext, Sent::default(), 200, reply),
-            Ok(Answer::Reply {
+            Ok(Acknowledgement::Reply {
                 encrypted: false,
                 ..
             })
@@ -1028,7 +1028,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             judge_answer(&a, mp, Mode::Safe, Sent::default(), 200, sealed.as_bytes()),
-            Ok(Answer::Reply {
+            Ok(Acknowledgement::Reply {
                 encrypted: true,
                 ..
             })

@@ -47,7 +47,7 @@ use crate::handler::{HandlerError, Push};
 use crate::lease::{Filled, Slots};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::protocol::message::Message;
+use crate::protocol::message::{KindPattern, Message};
 use crate::reply::PassiveReply;
 use crate::store::Store;
 use webhook::SigningKey;
@@ -91,25 +91,12 @@ impl ForwardConfig {
         SigningKey::from_secret(self.secret.expose()).map_err(|e| invalid("secret", e.to_string()))
     }
 
-    /// Whether `message` goes to this target.
+    /// Whether `message` goes to this target: every push without `only`,
+    /// else those that one of its [`KindPattern`]s matches.
     pub fn wants(&self, message: &Message) -> bool {
-        let Some(kinds) = &self.only else {
-            return true;
-        };
-        let kind = message.kind();
-        // Events this crate does not type yet have the kind `unknown`; their
-        // wire name still matches `event:<Event>`.
-        let event = message
-            .fields()
-            .get("Event")
-            .and_then(|e| e.as_str())
-            .filter(|_| message.fields().get("MsgType").and_then(|t| t.as_str()) == Some("event"));
-        kinds.iter().any(|k| {
-            *k == kind
-                || (k == "event" && event.is_some())
-                || k.strip_prefix("event:")
-                    .is_some_and(|name| Some(name) == event)
-        })
+        self.only
+            .as_ref()
+            .is_none_or(|kinds| kinds.iter().any(|k| KindPattern::parse(k).matches(message)))
     }
 }
 
@@ -465,13 +452,10 @@ impl Forwarder {
 /// Whether `message` may be answered with `transfer_customer_service`: a
 /// user's message, or a Mini Program user entering the chat.
 fn can_transfer(message: &Message) -> bool {
-    let fields = message.fields();
-    match fields.get("MsgType").and_then(|t| t.as_str()) {
-        Some("event") => {
-            fields.get("Event").and_then(|e| e.as_str()) == Some("user_enter_tempsession")
-        }
-        Some(_) => true,
-        None => false,
+    match message.msg_type() {
+        "event" => message.event() == Some("user_enter_tempsession"),
+        "" => false,
+        _ => true,
     }
 }
 

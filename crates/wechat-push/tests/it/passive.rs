@@ -14,7 +14,7 @@ use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::{self, Fields};
 use wechat_push::rules::RulesHandler;
-use wechat_push::simulate::{judge_answer, query_pairs, Answer, Sent};
+use wechat_push::simulate::{judge_answer, query_pairs, Acknowledgement, Sent};
 use wechat_push::store::{AnswerRecord, AnswerStatus, ListFilter, SqliteStore, Store};
 use wechat_push::{AppCrypto, Application, Config, Format, Mode, Token};
 
@@ -137,7 +137,7 @@ impl Server {
     }
 
     /// Deliver `fields` and judge the answer as WeChat would.
-    async fn deliver(&self, fields: &Fields, mode: Mode, format: Format, n: u8) -> Answer {
+    async fn deliver(&self, fields: &Fields, mode: Mode, format: Format, n: u8) -> Acknowledgement {
         let (status, body) = self.post(&seal(fields, mode, format, n)).await;
         let sent = Sent {
             push: Some(fields),
@@ -191,8 +191,8 @@ impl Server {
     }
 }
 
-fn reply_fields(answer: &Answer) -> Fields {
-    let Answer::Reply { plaintext, .. } = answer else {
+fn reply_fields(answer: &Acknowledgement) -> Fields {
+    let Acknowledgement::Reply { plaintext, .. } = answer else {
         panic!("not a passive reply: {answer:?}");
     };
     let format = wire::sniff(plaintext).unwrap();
@@ -243,7 +243,7 @@ async fn every_passive_type_answers_an_official_account_in_the_push_format_and_m
                 n += 1;
                 let push = text("oFollower", 9000 + n, word);
                 let answer = s.deliver(&push, mode, format, 1).await;
-                let Answer::Reply {
+                let Acknowledgement::Reply {
                     msg_type: got,
                     encrypted,
                     plaintext,
@@ -322,7 +322,7 @@ via = "passive"
     let push = text("oSlow", 7001, "auto please");
     assert_eq!(
         s.deliver(&push, Mode::Safe, Format::Xml, 1).await,
-        Answer::Success
+        Acknowledgement::Success
     );
     let answers = s.answers(7001, 2).await;
     let passive_record = answers.iter().find(|a| a.source == "passive").unwrap();
@@ -349,7 +349,7 @@ via = "passive"
     // the image a second time.
     assert_eq!(
         s.deliver(&push, Mode::Safe, Format::Xml, 2).await,
-        Answer::Success
+        Acknowledgement::Success
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.mock_get("/_mock/sent").await.as_array().unwrap().len(), 1);
@@ -357,7 +357,7 @@ via = "passive"
     let push = text("oSlow", 7002, "passive please");
     assert_eq!(
         s.deliver(&push, Mode::Safe, Format::Xml, 1).await,
-        Answer::Success
+        Acknowledgement::Success
     );
     let answers = s.answers(7002, 1).await;
     assert_eq!(answers.len(), 1, "{answers:?}");
@@ -418,7 +418,7 @@ async fn a_48001_is_recorded_with_what_to_do_and_counted() {
     let push = text("oUnverified", 4801, "hi");
     assert_eq!(
         s.deliver(&push, Mode::Safe, Format::Xml, 1).await,
-        Answer::Success
+        Acknowledgement::Success
     );
     let answers = s.answers(4801, 1).await;
     assert_eq!(answers[0].status, AnswerStatus::Failed);
@@ -483,7 +483,7 @@ async fn a_backend_answers_passively_in_time_and_through_the_api_when_late() {
     let push = text("oBackend", 6002, "hello again");
     assert_eq!(
         s.deliver(&push, Mode::Safe, Format::Xml, 1).await,
-        Answer::Success
+        Acknowledgement::Success
     );
     let answers = s.answers(6002, 2).await;
     let missed = answers.iter().find(|a| a.source == "passive").unwrap();
@@ -539,7 +539,7 @@ async fn a_backends_reply_wechat_would_refuse_is_not_sent_passively() {
     let push = text("oEmpty", 6201, "anything");
     assert_eq!(
         s.deliver(&push, Mode::Safe, Format::Xml, 1).await,
-        Answer::Success
+        Acknowledgement::Success
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let deliveries = {

@@ -12,7 +12,7 @@ use wechat_push::message::Message;
 use wechat_push::protocol::answer::DocumentedAnswers;
 use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::{self, Fields};
-use wechat_push::simulate::{judge_answer, query_pairs, Answer, Sent};
+use wechat_push::simulate::{judge_answer, query_pairs, Acknowledgement, Sent};
 use wechat_push::store::{ListFilter, SqliteStore, Status, Store, StoredPush};
 use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
@@ -261,7 +261,7 @@ async fn virtual_payment_pushes_get_their_documented_answer_in_every_mode_and_fo
                     status,
                     &body,
                 );
-                let Ok(Answer::Documented {
+                let Ok(Acknowledgement::Documented {
                     encrypted,
                     plaintext,
                 }) = verdict

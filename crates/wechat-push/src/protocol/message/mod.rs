@@ -302,6 +302,45 @@ impl Body {
     }
 }
 
+/// Which pushes a rule, a route or a forward filter takes, by kind: the
+/// one matcher of the crate.
+///
+/// Written as the kinds of [`Message::kind`] are:
+///
+/// - `event:<Event>`: that event (`event:user_enter_tempsession`), typed by
+///   this crate or not (`event:brand_new_event` matches by its wire name);
+/// - any other text: that `MsgType` (`text`, `image`, …; `event` takes
+///   every event), or that kind (`unknown` takes pushes of kinds this
+///   crate does not type yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindPattern {
+    /// A `MsgType` (or a kind of [`Message::kind`]).
+    MsgType(String),
+    /// An event, by its `Event`.
+    Event(String),
+}
+
+impl KindPattern {
+    /// Read a pattern as written in the config (`text`, `event`,
+    /// `event:subscribe`, `unknown`).
+    pub fn parse(text: &str) -> KindPattern {
+        match text.strip_prefix("event:") {
+            Some(event) => KindPattern::Event(event.to_owned()),
+            None => KindPattern::MsgType(text.to_owned()),
+        }
+    }
+
+    /// Whether `message` is of this kind.
+    pub fn matches(&self, message: &Message) -> bool {
+        match self {
+            KindPattern::MsgType(t) => message.msg_type() == t || message.kind() == *t,
+            KindPattern::Event(e) => {
+                message.msg_type() == "event" && message.event() == Some(e.as_str())
+            }
+        }
+    }
+}
+
 /// A stored body that no longer opens. Bodies were opened once before they
 /// were stored, so only an edited database gets here; retrying cannot help.
 #[derive(Debug, thiserror::Error)]
@@ -1336,6 +1375,36 @@ mod tests {
 
     fn json(s: &str) -> Message {
         Message::from_fields(parse_json(s.as_bytes(), &Limits::default()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn kind_patterns_match_msg_types_events_and_kinds() {
+        let text = json(
+            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"text","Content":"hi","MsgId":1}"#,
+        );
+        let enter = json(
+            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"event","Event":"user_enter_tempsession","SessionFrom":"x"}"#,
+        );
+        let novel = json(
+            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"event","Event":"brand_new_event"}"#,
+        );
+        let strange =
+            json(r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"hologram"}"#);
+        let p = KindPattern::parse;
+        assert!(p("text").matches(&text) && !p("text").matches(&enter));
+        assert!(
+            p("event").matches(&enter) && p("event").matches(&novel) && !p("event").matches(&text)
+        );
+        assert!(p("event:user_enter_tempsession").matches(&enter));
+        assert!(!p("event:user_enter_tempsession").matches(&novel));
+        assert!(p("event:brand_new_event").matches(&novel));
+        assert!(p("unknown").matches(&strange) && p("hologram").matches(&strange));
+        assert!(!p("unknown").matches(&text));
+        // An `Event` field on a non-event is no event.
+        let odd = json(
+            r#"{"ToUserName":"t","FromUserName":"u","CreateTime":1,"MsgType":"text","Event":"subscribe"}"#,
+        );
+        assert!(!p("event:subscribe").matches(&odd));
     }
 
     #[test]
