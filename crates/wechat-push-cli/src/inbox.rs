@@ -62,11 +62,7 @@ pub struct KeyArgs {
 
 /// Run one `inbox` subcommand.
 pub fn run(cmd: InboxCommand) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(crate::Threads::One, async move {
         match cmd {
             InboxCommand::List(a) => list(a).await,
             InboxCommand::Show(a) => show(a).await,

@@ -7,6 +7,7 @@ mod serve;
 mod simulate;
 mod token;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,6 +64,28 @@ impl ConfigArgs {
         Config::load(Some(&self.config), std::env::vars())
             .with_context(|| format!("invalid configuration in {}", self.config.display()))
     }
+}
+
+/// Where a command runs its async work.
+#[derive(Debug, Clone, Copy)]
+enum Threads {
+    /// On the calling thread: one-shot commands (`inbox`, `token`).
+    One,
+    /// On every core: servers and load generators.
+    All,
+}
+
+/// Run `work` to completion on a new Tokio runtime.
+fn block_on<T>(threads: Threads, work: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::All => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(work)
 }
 
 fn main() -> ExitCode {

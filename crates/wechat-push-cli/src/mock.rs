@@ -46,11 +46,7 @@ pub fn run(a: MockArgs) -> Result<()> {
     if apps.is_empty() {
         bail!("no apps: pass --app APPID=SECRET or --config FILE with apps that have a secret");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(crate::Threads::All, async move {
         let count = apps.len();
         let mut mock = MockWechat::bind(a.listen, apps)
             .await

@@ -32,11 +32,7 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(crate::Threads::All, async move {
         let path = config
             .sqlite_path()
             .context("store.url is not sqlite://PATH")?;

@@ -148,11 +148,7 @@ pub struct LoadArgs {
 
 /// Run one `simulate` subcommand.
 pub fn run(cmd: SimulateCommand) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(crate::Threads::All, async move {
         match cmd {
             SimulateCommand::VerifyUrl(t) => verify_url(t).await,
             SimulateCommand::Send(a) => send(a).await,

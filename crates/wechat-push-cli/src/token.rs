@@ -32,11 +32,7 @@ pub fn run(cmd: TokenCommand) -> Result<()> {
     let path = config
         .sqlite_path()
         .context("store.url is not sqlite://PATH")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(crate::Threads::One, async move {
         let store =
             SqliteStore::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let Some(t) = store.token(a.appid.clone()).await? else {

@@ -1,8 +1,6 @@
 //! `wechat-push serve` as a process: killed with SIGKILL right after it
 //! answered, restarted, and the push is still there and gets handled.
 
-#![allow(clippy::unwrap_used)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,19 +13,7 @@ use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::wire::Fields;
 use wechat_push::{AppCrypto, Format, Mode, Token};
 
-const APPID: &str = "wxba5fad812f8e6fb9";
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_wechat-push")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wp-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use super::{bin, temp_dir, APPID, KEY};
 
 fn write_config(dir: &Path, workers: usize) -> PathBuf {
     let path = dir.join("wechat-push.toml");

@@ -1,8 +1,6 @@
 //! `wechat-push simulate` against the project's own server, a slow endpoint,
 //! and endpoints that answer wrongly, each diagnosed.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,24 +15,15 @@ use wechat_push::protocol::crypto::{AesKey, KeyRing, KeySlot};
 use wechat_push::store::{ListFilter, SqliteStore, Store};
 use wechat_push::{AppCrypto, Application, Config, Format, Token};
 
-const APPID: &str = "wxba5fad812f8e6fb9";
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
+use super::{bin, temp_dir, text, APPID, KEY};
 
 async fn simulate(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_wechat-push"))
+    tokio::process::Command::new(bin())
         .arg("simulate")
         .args(args)
         .output()
         .await
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Our own server, in-process, for one mode and format. Returns its URL and database.
@@ -52,12 +41,7 @@ async fn own_server_with(
     extra: &str,
 ) -> (String, PathBuf, tokio::sync::oneshot::Sender<()>) {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "wp-sim-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir(&format!("sim-{}", N.fetch_add(1, Ordering::SeqCst)));
     let db = dir.join("inbox.db");
     let config = Config::from_toml(&format!(
         r#"
@@ -184,8 +168,7 @@ async fn app_and_config_flags_and_load() {
         .next()
         .unwrap()
         .to_owned();
-    let dir = std::env::temp_dir().join(format!("wp-sim-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("sim-cfg");
     let config = dir.join("c.toml");
     std::fs::write(
         &config,

@@ -1,9 +1,9 @@
 //! The `crypto` command-line contract, checked against WeChat's vectors.
 
-#![allow(clippy::unwrap_used)]
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+
+use super::bin;
 
 const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const APPID: &str = "wxba5fad812f8e6fb9";
@@ -11,7 +11,7 @@ const PUSH: &str = "+qdx1OKCy+5JPCBFWw70tm0fJGb2Jmeia4FCB7kao+/Q5c/ohsOzQHi8khUO
 const PUSH_PLAIN: &str = r#"{"ToUserName":"gh_97417a04a28d","FromUserName":"o9AgO5Kd5ggOC-bXrbNODIiE3bGY","CreateTime":1714112445,"MsgType":"event","Event":"debug_demo","debug_str":"hello world"}"#;
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wechat-push"))
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
