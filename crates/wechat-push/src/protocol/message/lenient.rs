@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use super::int_of;
 
-
 /// An integer as a number or a decimal string.
 pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let v = Value::deserialize(d)?;
