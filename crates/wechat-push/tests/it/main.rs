@@ -64,7 +64,8 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
 
 /// The app of the answering and forwarding tests (safe mode).
 pub const APPID: &str = "wxba5fad812f8e6fb9";
-/// Its EncodingAESKey.
+/// Its EncodingAESKey: non-canonical (the last character has spare bits),
+/// as most real keys are.
 pub const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
 
 /// What WeChat seals pushes to [`APPID`] with (token `AAAAA`).
@@ -78,6 +79,32 @@ pub fn crypto() -> wechat_push::AppCrypto {
             None,
         )),
     )
+}
+
+/// `inner` sealed as WeChat sends it to [`APPID`] in `mode` and `format`,
+/// now, from the user it names; `n` varies the nonce and random bytes.
+pub fn seal_fields(
+    inner: &wechat_push::protocol::wire::Fields,
+    mode: wechat_push::Mode,
+    format: wechat_push::Format,
+    n: u8,
+) -> wechat_push::protocol::envelope::SealedPush {
+    let now = wechat_push::clock::now_secs().to_string();
+    let user = inner
+        .get("FromUserName")
+        .and_then(|u| u.as_str())
+        .map(str::to_owned);
+    crypto()
+        .seal_push(
+            inner,
+            mode,
+            format,
+            &now,
+            &format!("nonce{n}"),
+            &[n; 16],
+            user.as_deref(),
+        )
+        .unwrap()
 }
 
 /// `fields` sealed as WeChat sends them in safe mode, from user `oUser`.

@@ -10,15 +10,14 @@ use wechat_push::api::WechatApi;
 use wechat_push::config::AppKind;
 use wechat_push::metrics::Metrics;
 use wechat_push::outbox::Outbox;
-use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::{self, Fields};
 use wechat_push::rules::RulesHandler;
 use wechat_push::simulate::{judge_answer, query_pairs, Acknowledgement, Sent};
 use wechat_push::store::{AnswerRecord, AnswerStatus, ListFilter, SqliteStore, Store};
-use wechat_push::{AppCrypto, Application, Config, Format, Mode, Token};
+use wechat_push::{Application, Config, Format, Mode};
 
-use super::{APPID, KEY};
+use super::{crypto, APPID, KEY};
 
 /// The Official Account's original id.
 const GH: &str = "gh_0a1b2c3d4e5f";
@@ -87,17 +86,6 @@ format = "xml"
     }
 }
 
-fn crypto() -> AppCrypto {
-    AppCrypto::new(
-        APPID,
-        Token::new("AAAAA"),
-        Some(KeyRing::new(
-            AesKey::from_encoding_aes_key(KEY).unwrap(),
-            None,
-        )),
-    )
-}
-
 /// A text message from `user`, as fields.
 fn text(user: &str, msg_id: u64, content: &str) -> Fields {
     serde_json::from_value(json!({
@@ -108,19 +96,7 @@ fn text(user: &str, msg_id: u64, content: &str) -> Fields {
 }
 
 fn seal(fields: &Fields, mode: Mode, format: Format, n: u8) -> SealedPush {
-    let now = wechat_push::clock::now_secs().to_string();
-    let user = fields["FromUserName"].as_str().unwrap().to_owned();
-    crypto()
-        .seal_push(
-            fields,
-            mode,
-            format,
-            &now,
-            &format!("nonce{n}"),
-            &[n; 16],
-            Some(&user),
-        )
-        .unwrap()
+    super::seal_fields(fields, mode, format, n)
 }
 
 impl Server {

@@ -9,7 +9,6 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use wechat_push::clock::now_secs;
 use wechat_push::message::Message;
-use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
@@ -17,14 +16,11 @@ use wechat_push::store::{
     AnswerRecord, Backlog, BoxFuture, CachedToken, Counts, Delivery, DeliveryOutcome, Inserted,
     ListFilter, NewPush, PushId, Retried, SqliteStore, Status, Store, StoreError, StoredPush,
 };
-use wechat_push::{
-    AppCrypto, Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push, Token,
-};
+use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
-const APPID: &str = "wxba5fad812f8e6fb9";
+use super::{crypto, APPID, KEY};
+
 const TOKEN: &str = "AAAAA";
-/// Non-canonical (the last character has spare bits), as most real keys are.
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH";
 
 /// What the test handler saw and how it behaves.
 #[derive(Default)]
@@ -161,11 +157,6 @@ impl TestApp {
     }
 }
 
-fn crypto() -> AppCrypto {
-    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
-    AppCrypto::new(APPID, Token::new(TOKEN), Some(KeyRing::new(key, None)))
-}
-
 fn text(msg_id: u64, content: &str) -> Fields {
     serde_json::from_value(serde_json::json!({
         "ToUserName": "gh_97417a04a28d",
@@ -179,18 +170,7 @@ fn text(msg_id: u64, content: &str) -> Fields {
 }
 
 fn seal(inner: &Fields, mode: Mode, format: Format) -> SealedPush {
-    let ts = now_secs().to_string();
-    crypto()
-        .seal_push(
-            inner,
-            mode,
-            format,
-            &ts,
-            "nonce42",
-            &[3; 16],
-            Some("o9AgO5Kd5ggOC-bXrbNODIiE3bGY"),
-        )
-        .unwrap()
+    super::seal_fields(inner, mode, format, 42)
 }
 
 #[tokio::test]
