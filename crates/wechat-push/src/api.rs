@@ -75,9 +75,9 @@ pub enum ApiError {
     /// errcode is a common one ([`advice`]).
     #[error("WeChat answered errcode {errcode}: {errmsg}{}", advice(*errcode).map(|a| format!(" ({a})")).unwrap_or_default())]
     Wechat {
-        /// The errcode.
+        /// WeChat's `errcode`; -2 when its answer carried none.
         errcode: i64,
-        /// The errmsg.
+        /// WeChat's `errmsg`, as sent (`no errmsg` when absent).
         errmsg: String,
     },
     /// WeChat could not be reached, or answered something that is not its JSON.
@@ -94,9 +94,9 @@ pub enum ApiError {
     /// A media file to upload cannot be read.
     #[error("cannot read media file {path}")]
     File {
-        /// The file.
+        /// The media file's path, as configured.
         path: String,
-        /// Why.
+        /// The I/O error from reading the file.
         #[source]
         source: std::io::Error,
     },

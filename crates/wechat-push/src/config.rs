@@ -36,9 +36,9 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}")]
     Read {
-        /// The file.
+        /// The config file's path, as given.
         path: String,
-        /// Why.
+        /// The I/O error from reading it (not found, permission denied, …).
         #[source]
         source: std::io::Error,
     },
@@ -47,7 +47,8 @@ pub enum ConfigError {
     /// secret.
     #[error("{path}:{line}:{column} is not valid TOML: {reason}")]
     Toml {
-        /// The file.
+        /// The config file's path; `built-in defaults` or `config` for TOML not read
+        /// from a file.
         path: String,
         /// The line, from 1.
         line: usize,
@@ -59,7 +60,7 @@ pub enum ConfigError {
     /// An environment variable does not name a key or has the wrong type.
     #[error("environment variable {var}: {reason}")]
     Env {
-        /// The variable.
+        /// The variable's whole name, e.g. `WECHAT_PUSH_APPS_0_TOKEN`.
         var: String,
         /// What is wrong.
         reason: String,
@@ -82,7 +83,8 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration.
+/// The whole configuration, as [`Config::load`] builds it: defaults, then the file,
+/// then the environment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -113,7 +115,7 @@ pub struct ServerConfig {
     /// Time a handler has to produce a passive reply.
     #[serde(deserialize_with = "duration")]
     pub reply_budget: Duration,
-    /// Log format.
+    /// How log lines are written: `pretty` (the default) or `json`.
     pub log_format: LogFormat,
     /// A connection must send a request's whole header within this time
     /// (waiting for the next request on a kept-alive connection counts).
@@ -138,7 +140,7 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// For people.
+    /// Plain text lines, for people to read.
     Pretty,
     /// One JSON object per line, for machines.
     Json,
@@ -212,7 +214,7 @@ pub enum Ack {
     /// The body `success`.
     #[default]
     Success,
-    /// An empty body.
+    /// An empty body (zero bytes), which WeChat accepts as well.
     Empty,
 }
 
@@ -279,7 +281,7 @@ pub struct RuleConfig {
     /// The MsgType is this one (`text`, `image`, …).
     #[serde(default)]
     pub msg_type: Option<String>,
-    /// The answer.
+    /// The answer sent when the rule matches ([`ReplySpec`]).
     pub reply: ReplySpec,
     /// How it travels; the default is `passive` for an Official Account's
     /// passive types, `api` otherwise ([`Via`]).

@@ -24,7 +24,8 @@ pub struct Push {
     pub app_kind: AppKind,
     /// Its row in the store.
     pub id: PushId,
-    /// The typed message.
+    /// The push, typed: as parsed on arrival, or rebuilt from the stored body with
+    /// [`Message::from_stored`].
     pub message: Message,
     /// Which attempt this is, from 1.
     pub attempt: u32,
@@ -157,7 +158,7 @@ impl<H: Handler> Handler for Arc<H> {
 
 /// [`Handler`] with its futures boxed, so that the worker pool can hold any
 /// handler behind one pointer ([`SharedHandler`]). Implemented for every
-/// `Handler`; the crate boxes here and nowhere else.
+/// `Handler`; handlers' futures are boxed here and nowhere else.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,

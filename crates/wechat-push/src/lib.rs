@@ -3,8 +3,9 @@
 //! A push travels one path, and each step has its own module:
 //!
 //! 1. **verify** the signature: [`protocol::signature`], constant time;
-//! 2. **open** it: [`protocol::envelope`] decrypts ([`protocol::crypto`]) and
-//!    reads the body ([`protocol::wire`]) into a typed [`Message`];
+//! 2. **open** it: [`protocol::envelope`] checks the timestamp against the
+//!    replay window, decrypts ([`protocol::crypto`]) and reads the body
+//!    ([`protocol::wire`]) into a typed [`Message`];
 //! 3. **de-duplicate and store** it, keyed by its [`DedupKey`], durably:
 //!    [`store`] (SQLite by default, group-committed);
 //! 4. **acknowledge** it: [`server`] answers only after the store commits;
@@ -30,7 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod forward;
 pub mod handler;
-pub mod lease;
+mod lease;
 pub mod listener;
 pub mod metrics;
 pub mod mock_wechat;

@@ -29,22 +29,22 @@ pub enum MiniProgramReply {
 /// A news article of an Official Account reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Article {
-    /// Title.
+    /// `Title`: the article's headline.
     pub title: String,
-    /// Description.
+    /// `Description`: the summary shown with it.
     pub description: String,
-    /// Picture URL.
+    /// `PicUrl`: the cover picture's URL (JPG or PNG).
     pub pic_url: String,
-    /// Link.
+    /// `Url`: where tapping the article leads.
     pub url: String,
 }
 
 /// The passive replies an Official Account accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OfficialAccountReply {
-    /// Text.
+    /// A text message.
     Text {
-        /// The text.
+        /// `Content`: the text the user gets.
         content: String,
     },
     /// An uploaded image.
@@ -61,31 +61,31 @@ pub enum OfficialAccountReply {
     Video {
         /// Its media id.
         media_id: String,
-        /// Title.
+        /// `Title`: the video's title.
         title: String,
-        /// Description.
+        /// `Description`: the video's description.
         description: String,
         /// The thumbnail's media id: not part of the passive reply, kept for
         /// the customer-service API, which needs it when the reply goes
         /// that way instead ([`PassiveReply::to_cs_message`]).
         thumb_media_id: String,
     },
-    /// Music.
+    /// A track the user can play.
     Music {
-        /// Title.
+        /// `Title`: the track's title.
         title: String,
-        /// Description.
+        /// `Description`: the track's description.
         description: String,
-        /// Music URL.
+        /// `MusicUrl`: URL of the track.
         music_url: String,
         /// High-quality music URL (preferred on Wi-Fi).
         hq_music_url: String,
-        /// Thumbnail media id.
+        /// `ThumbMediaId`: media id of the thumbnail.
         thumb_media_id: String,
     },
     /// News: one to eight articles.
     News {
-        /// The articles.
+        /// `Articles`: the articles, in order (at most [`MAX_NEWS_ARTICLES`]).
         articles: Vec<Article>,
     },
     /// Hand the conversation to customer service, optionally to one agent.
@@ -235,17 +235,17 @@ pub enum Via {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Media {
-    /// A media id.
+    /// `"MEDIA_ID"`: a media id, as a bare string.
     Id(String),
     /// `{ media_id = "…" }`.
     MediaId {
-        /// The media id.
+        /// The id of media already uploaded to WeChat.
         media_id: String,
     },
     /// `{ file = "…" }`: a file to upload (relative paths from the working
     /// directory).
     File {
-        /// The file.
+        /// The file to upload: an image (PNG, JPEG, GIF) or a voice clip (AMR, MP3).
         file: PathBuf,
     },
 }
@@ -264,9 +264,9 @@ impl Media {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArticleSpec {
-    /// Title.
+    /// The article's headline.
     pub title: String,
-    /// Description.
+    /// The summary shown with it; empty by default.
     #[serde(default)]
     pub description: String,
     /// Where it leads.
@@ -280,12 +280,12 @@ pub struct ArticleSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum NewsSpec {
-    /// Several articles.
+    /// `articles = [ … ]`: the articles, in order.
     Articles {
         /// The articles, in order.
         articles: Vec<ArticleSpec>,
     },
-    /// One article.
+    /// One article's fields, written inline.
     One(ArticleSpec),
 }
 
@@ -311,66 +311,66 @@ pub const MAX_NEWS_ARTICLES: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplySpec {
-    /// Text.
+    /// `{ text = "…" }`: a text message.
     Text(String),
-    /// An image.
+    /// `{ image = … }`: an image, by media id or file ([`Media`]).
     Image(Media),
-    /// A voice clip.
+    /// `{ voice = … }`: a voice clip, by media id or file ([`Media`]).
     Voice(Media),
-    /// A video.
+    /// `{ video = { … } }`: an uploaded video.
     Video {
         /// Its media id.
         media_id: String,
-        /// Title.
+        /// The video's title; empty by default.
         #[serde(default)]
         title: String,
-        /// Description.
+        /// The video's description; empty by default.
         #[serde(default)]
         description: String,
         /// Thumbnail media id (the customer-service API wants it).
         #[serde(default)]
         thumb_media_id: String,
     },
-    /// Music.
+    /// `{ music = { … } }`: a track the user can play.
     Music {
-        /// Title.
+        /// The track's title; empty by default.
         #[serde(default)]
         title: String,
-        /// Description.
+        /// The track's description; empty by default.
         #[serde(default)]
         description: String,
-        /// Music URL.
+        /// URL of the track.
         musicurl: String,
         /// High-quality music URL (played on Wi-Fi).
         #[serde(default)]
         hqmusicurl: String,
-        /// Thumbnail media id.
+        /// Media id of the thumbnail.
         thumb_media_id: String,
     },
-    /// News.
+    /// `{ news = { … } }`: news articles ([`NewsSpec`]).
     News(NewsSpec),
     /// Hand the conversation to human customer service (passive only).
     TransferCustomerService(bool),
     /// A link card (customer-service API only, Mini Programs).
     Link {
-        /// Title.
+        /// The card's title.
         title: String,
-        /// Description.
+        /// The card's description; empty by default.
         #[serde(default)]
         description: String,
         /// Where it leads.
         url: String,
-        /// Thumbnail URL.
+        /// URL of the card's picture; empty by default.
         #[serde(default)]
         thumb_url: String,
     },
     /// A mini-program card (customer-service API only).
     Miniprogrampage {
-        /// Title.
+        /// The card's title.
         title: String,
-        /// Page path.
+        /// The mini program page the card opens.
         pagepath: String,
-        /// Thumbnail media id.
+        /// Media id of the card's cover picture.
         thumb_media_id: String,
     },
     /// A published article by media id (customer-service API only).
@@ -676,12 +676,12 @@ impl PassiveReply {
 /// What a handler registered with a [`crate::router::Router`] answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// Nothing.
+    /// No answer: the push is marked done.
     Nothing,
     /// These messages, through the customer-service API (recorded in the outbox first).
     Send(Vec<CsMessage>),
     /// Hand the conversation to human customer service (a passive reply;
-    /// only from a route registered with [`Router::on_passive`]).
+    /// only from a route registered with [`Router::on_passive`](crate::router::Router::on_passive)).
     TransferCustomerService,
 }
 
@@ -696,71 +696,71 @@ impl Reply {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CsMessage {
-    /// Text.
+    /// A text message.
     Text(String),
     /// An uploaded image, by media id.
     Image(String),
     /// A link card.
     Link {
-        /// Title.
+        /// The card's title.
         title: String,
-        /// Description.
+        /// The card's description; empty by default.
         #[serde(default)]
         description: String,
         /// Where it leads.
         url: String,
-        /// Thumbnail URL.
+        /// URL of the card's picture; empty by default.
         #[serde(default)]
         thumb_url: String,
     },
     /// A mini-program card.
     Miniprogrampage {
-        /// Title.
+        /// The card's title.
         title: String,
-        /// Page path.
+        /// The mini program page the card opens.
         pagepath: String,
-        /// Thumbnail media id.
+        /// Media id of the card's cover picture.
         thumb_media_id: String,
     },
     /// A voice message, by media id (Official Accounts).
     Voice(String),
     /// A video (Official Accounts).
     Video {
-        /// Media id.
+        /// The uploaded video's media id.
         media_id: String,
-        /// Thumbnail media id.
+        /// Media id of the video's thumbnail.
         thumb_media_id: String,
-        /// Title.
+        /// The video's title; empty by default.
         #[serde(default)]
         title: String,
-        /// Description.
+        /// The video's description; empty by default.
         #[serde(default)]
         description: String,
     },
     /// Music (Official Accounts).
     Music {
-        /// Title.
+        /// The track's title.
         title: String,
-        /// Description.
+        /// The track's description; empty by default.
         #[serde(default)]
         description: String,
-        /// Music URL.
+        /// URL of the track.
         musicurl: String,
-        /// High-quality music URL.
+        /// URL of a high-quality version, preferred on Wi-Fi.
         hqmusicurl: String,
-        /// Thumbnail media id.
+        /// Media id of the thumbnail.
         thumb_media_id: String,
     },
     /// One news article with an external link (Official Accounts).
     News {
-        /// Title.
+        /// The article's headline.
         title: String,
-        /// Description.
+        /// The summary shown with it; empty by default.
         #[serde(default)]
         description: String,
         /// Where it leads.
         url: String,
-        /// Picture URL.
+        /// URL of the article's cover picture.
         picurl: String,
     },
     /// A published article, by media id (Official Accounts).

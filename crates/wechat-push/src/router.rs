@@ -31,13 +31,13 @@ use crate::store::{BoxFuture, Store};
 /// What a handler gets: the push, and the API for the typing indicator.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The push.
+    /// The push being handled: its app, row id, attempt and typed message.
     pub push: Push,
     api: Option<WechatApi>,
 }
 
 impl Context {
-    /// The typed message.
+    /// The push's typed message, as [`Push::message`].
     pub fn message(&self) -> &Message {
         &self.push.message
     }

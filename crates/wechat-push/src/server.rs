@@ -3,7 +3,8 @@
 //! operators.
 //!
 //! A push goes: look up the app → read the body (bounded) → **verify and
-//! open** it ([`AppCrypto::open`]) → check its timestamp → **store** it,
+//! open** it ([`AppCrypto::open`]: the signature, then the timestamp, and only
+//! then decryption) → **store** it,
 //! de-duplicated ([`Store::insert`], durable before it returns) →
 //! **acknowledge**. Handling happens after that, in [`crate::worker`]; only
 //! when the handler may give a passive reply does the answer wait for it,
@@ -58,9 +59,9 @@ pub enum StartError {
     /// The address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
-        /// The address.
+        /// `server.listen`, the address that could not be bound.
         addr: SocketAddr,
-        /// Why.
+        /// The I/O error from binding it (address in use, permission denied, …).
         #[source]
         source: std::io::Error,
     },
@@ -284,7 +285,8 @@ pub enum PushError {
     /// The client broke off before its body was whole.
     #[error("body cut off before its declared length")]
     BodyBroken,
-    /// Verification, decryption or parsing failed.
+    /// The push failed a check of [`AppCrypto::open`] (signature, timestamp,
+    /// decryption, parsing) or of [`AppCrypto::open_unsigned`].
     #[error(transparent)]
     Open(#[from] OpenError),
     /// The store is unavailable: WeChat should retry.

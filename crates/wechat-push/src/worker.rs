@@ -30,7 +30,7 @@ use crate::store::{Inserted, NewPush, PushId, Status, Store, StoreError, StoredP
 /// What the pool needs, shared with the server's fast path.
 #[derive(Clone)]
 pub struct Processor {
-    /// The inbox.
+    /// The store pushes are claimed from and their outcomes recorded in.
     pub store: Arc<dyn Store>,
     /// What handles pushes.
     pub(crate) handler: SharedHandler,
@@ -38,7 +38,7 @@ pub struct Processor {
     pub apps: Arc<HashMap<String, AppKind>>,
     /// Retry and timeout settings.
     pub config: InboxConfig,
-    /// Counters.
+    /// Where outcomes are counted (`wechat_push_handled_total`, …), for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Pushes handled without a reply, to be marked done in batches.
     pub completions: mpsc::Sender<PushId>,

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Handling a push records one delivery per matching target in the store
-//! ([`ForwardingHandler`]); the [`Forwarder`] claims due deliveries, target
+//! (`ForwardingHandler`); the [`Forwarder`] claims due deliveries, target
 //! by target with at most `max_in_flight` each, and posts them
 //! ([`crate::webhook`] builds and signs the request). A 2xx ends a delivery;
 //! anything else is retried on the target's schedule (with jitter), then the

@@ -2,7 +2,8 @@
 //!
 //! [`AppCrypto::open`] is the inbound path: **verify** the signature that
 //! covers what will be read (`msg_signature` over `Encrypt`, or the URL
-//! `signature`), only then **decrypt**, then **parse** the inner body into a
+//! `signature`), **check the timestamp** against the replay window, only then
+//! **decrypt**, then **parse** the inner body into a
 //! typed [`Message`]. In compatible mode the plaintext fields beside
 //! `Encrypt` are ignored: the encrypted copy is the authenticated one.
 //!
@@ -164,11 +165,11 @@ pub enum OpenError {
     /// The timestamp is outside the accepted window: a replay, or a bad clock.
     #[error("timestamp {timestamp} is {skew} s away from now, outside the {window} s window")]
     Stale {
-        /// The push's timestamp.
+        /// The query's `timestamp`, in seconds since the epoch.
         timestamp: i64,
-        /// How far from now, in seconds.
+        /// How far from now, in seconds: positive for a timestamp in the future.
         skew: i64,
-        /// The accepted window either side of now.
+        /// The window either side of now, in seconds (`server.timestamp_window`).
         window: u64,
     },
 }
@@ -211,7 +212,7 @@ pub enum SealError {
     /// Encryption needs an EncodingAESKey and the app has none.
     #[error("no EncodingAESKey is configured for this app")]
     NoKey,
-    /// Encryption failed.
+    /// Encryption failed: the [`CryptoError`], in practice a message over 4 GiB.
     #[error("encryption failed")]
     Crypto(#[from] CryptoError),
 }
@@ -219,7 +220,7 @@ pub enum SealError {
 /// A push that passed every check.
 #[derive(Debug, Clone)]
 pub struct Opened {
-    /// The typed message.
+    /// The push's typed message, read from the decrypted (or plaintext) body.
     pub message: Message,
     /// The inner (decrypted) body, byte for byte.
     pub plaintext: Vec<u8>,
@@ -234,7 +235,8 @@ pub struct Opened {
 pub struct SealedPush {
     /// The query string's parameters.
     pub query: PushQuery,
-    /// The body.
+    /// The body to POST: the message itself in plaintext mode, else an envelope
+    /// with `Encrypt` (beside the plaintext fields in compatible mode).
     pub body: String,
 }
 
@@ -275,12 +277,12 @@ impl AppCrypto {
         self
     }
 
-    /// The appid.
+    /// The appid, which every encrypted payload must end with.
     pub fn appid(&self) -> &str {
         &self.appid
     }
 
-    /// The token.
+    /// The Token from WeChat's console, which signatures are made with.
     pub fn token(&self) -> &Token {
         &self.token
     }

@@ -1,10 +1,12 @@
-//! The sans-IO protocol layer: signatures, AES, envelopes and wire bodies.
+//! The sans-IO protocol layer: signatures, AES, envelopes, wire bodies and
+//! the typed messages they hold.
 //!
 //! Nothing here does I/O, reads a clock or draws random bytes: time and
 //! randomness are arguments, so every function is deterministic and tested
 //! with WeChat's own vectors. The request path through it is
-//! [`envelope::AppCrypto::open`] (verify, then decrypt, then parse) for pushes and
-//! [`envelope::AppCrypto::seal`] for encrypted passive replies.
+//! [`envelope::AppCrypto::open`] (verify, then check for replay against the
+//! `now` it is given, then decrypt, then parse into a [`message::Message`])
+//! for pushes and [`envelope::AppCrypto::seal`] for encrypted passive replies.
 
 pub mod answer;
 pub mod canonical;

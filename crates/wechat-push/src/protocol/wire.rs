@@ -58,9 +58,9 @@ pub enum WireError {
     /// The body is larger than [`Limits::max_body`].
     #[error("body is {len} bytes, over the limit of {max}")]
     BodyTooLarge {
-        /// Size of the body.
+        /// Size of the body, in bytes.
         len: usize,
-        /// The limit.
+        /// [`Limits::max_body`], in bytes.
         max: usize,
     },
     /// The body is empty or only white space.
@@ -72,7 +72,7 @@ pub enum WireError {
     /// Elements or objects nest deeper than [`Limits::max_depth`].
     #[error("nesting deeper than {max} levels")]
     TooDeep {
-        /// The limit.
+        /// [`Limits::max_depth`], in levels (the root counts as 1).
         max: usize,
     },
     /// One field's text is larger than [`Limits::max_field`].
@@ -80,15 +80,15 @@ pub enum WireError {
     FieldTooLarge {
         /// The field's name.
         name: String,
-        /// Size of its text.
+        /// Size of its text, in bytes.
         len: usize,
-        /// The limit.
+        /// [`Limits::max_field`], in bytes.
         max: usize,
     },
     /// More fields than [`Limits::max_fields`].
     #[error("more than {max} fields")]
     TooManyFields {
-        /// The limit.
+        /// [`Limits::max_fields`], counted at any depth.
         max: usize,
     },
     /// The XML is not well formed.

@@ -43,7 +43,8 @@ pub enum Status {
     Pending,
     /// Claimed by a worker, under a lease.
     Working,
-    /// Handled.
+    /// Handled successfully; pruned after `inbox.retention`, unless a delivery of
+    /// it is unfinished or dead.
     Done,
     /// Failed `max_attempts` times; waits for `inbox retry`.
     Dead,
@@ -87,9 +88,10 @@ pub struct NewPush {
     pub dedup_key: DedupKey,
     /// Its kind (`text`, `event:…`, `unknown`).
     pub kind: String,
-    /// The user.
+    /// `FromUserName`: the sender's openid (WeChat's own fixed one for
+    /// virtual-payment events).
     pub from_user: OpenId,
-    /// `CreateTime`, seconds.
+    /// `CreateTime`: when WeChat created the push, in seconds since the epoch.
     pub create_time: i64,
     /// The format of `body`.
     pub format: Format,
@@ -106,9 +108,9 @@ pub enum Inserted {
     New(PushId),
     /// The push was already stored: a retry from WeChat.
     Duplicate {
-        /// The stored push.
+        /// The row id of the push stored first.
         id: PushId,
-        /// Where it is.
+        /// The stored push's status (`working` while a worker has it).
         status: Status,
         /// The passive reply it was answered with, if any (unencrypted).
         reply: Option<Vec<u8>>,
@@ -118,17 +120,20 @@ pub enum Inserted {
 /// A stored push, as read back.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredPush {
-    /// Row id.
+    /// The push's row id, given by the store.
     pub id: PushId,
-    /// The app.
+    /// The appid it was pushed to (the `{appid}` of `/wechat/{appid}`).
     pub appid: String,
-    /// The dedup key.
+    /// The key its retries share, `m:<FromUserName>:<MsgId>:<digest>` or
+    /// `e:<FromUserName>:<CreateTime>:<Event or MsgType>:<digest>` (see [`DedupKey`]).
     pub dedup_key: DedupKey,
-    /// The kind.
+    /// Its kind: the `MsgType` of a message (`text`, `image`, …), `event:<Event>` for
+    /// an event this crate types (`event:subscribe`), `unknown` for anything else.
     pub kind: String,
-    /// The user.
+    /// `FromUserName`: the sender's openid (WeChat's own fixed one for
+    /// virtual-payment events).
     pub from: OpenId,
-    /// `CreateTime`, seconds.
+    /// `CreateTime`: when WeChat created the push, in seconds since the epoch.
     pub create_time: i64,
     /// Where it is.
     pub status: Status,
@@ -143,7 +148,8 @@ pub struct StoredPush {
     /// The format of `body`.
     #[serde(skip)]
     pub format: Format,
-    /// The decrypted body.
+    /// The decrypted body, byte for byte, in `format`; turned back into a message by
+    /// [`Message::from_stored`](crate::protocol::message::Message::from_stored).
     #[serde(skip)]
     pub body: Vec<u8>,
     /// The passive reply, if one was given (unencrypted).
@@ -174,22 +180,24 @@ pub struct Retried {
 /// How many pushes are in each status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Waiting.
+    /// Waiting for a worker: new, or due for a retry later.
     pub pending: u64,
-    /// Being handled.
+    /// Claimed by a worker (or by one that died, until its lease runs out).
     pub working: u64,
     /// Handled (until pruned).
     pub done: u64,
-    /// Given up on.
+    /// Given up on (out of attempts, or a permanent error); kept until `inbox retry`.
     pub dead: u64,
 }
 
-/// An access token shared by every process using the store.
+/// An access token (or an uploaded file's media id) shared by every process using
+/// the store.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CachedToken {
-    /// The app.
+    /// The key it is cached under: the appid for an access token,
+    /// `media:<appid>:<kind>:<digest>` for a media id.
     pub appid: String,
-    /// The token. Never shown by `Debug`.
+    /// The access token or media id. Never shown by `Debug`.
     pub token: String,
     /// When it expires, milliseconds since the epoch.
     pub expires_at: i64,
@@ -227,17 +235,19 @@ pub enum AnswerStatus {
 /// An answer to a push, recorded before it is sent.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnswerRecord {
-    /// Row id.
+    /// The answer's row id (what [`Store::mark_answer`] takes).
     pub id: i64,
     /// The push it answers.
     pub push_id: PushId,
-    /// Who gave it: `handler`, or `forward:<url>`.
+    /// Who gave it: `handler`, `passive` (a passive reply), or `forward:<url>` (the
+    /// target's URL without its query).
     pub source: String,
     /// Its place among the push's answers.
     pub seq: u32,
-    /// The customer-service msgtype.
+    /// The customer-service `msgtype` (`text`, `image`, `news`, …); a passive reply's
+    /// `MsgType`.
     pub msgtype: String,
-    /// The request body, JSON.
+    /// The request body, JSON (for a passive reply, its fields).
     pub body: String,
     /// Where it is.
     pub status: AnswerStatus,
@@ -291,9 +301,9 @@ impl fmt::Display for DeliveryStatus {
 /// One push's delivery to one forward target, as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
-    /// Row id.
+    /// The delivery's row id (what [`Store::finish_delivery`] takes).
     pub id: i64,
-    /// The push delivered.
+    /// The row id of the push being delivered.
     pub push_id: PushId,
     /// The target, by its URL.
     pub target: String,
@@ -317,7 +327,7 @@ pub struct Backlog {
     pub target: String,
     /// Pending, working or dead.
     pub status: DeliveryStatus,
-    /// How many.
+    /// How many of `target`'s deliveries are in `status`.
     pub count: u64,
 }
 
@@ -331,7 +341,7 @@ pub enum DeliveryOutcome {
     },
     /// Try again at `at` (milliseconds).
     Retry {
-        /// When.
+        /// When to try again, in milliseconds since the epoch.
         at: i64,
         /// Why this attempt failed.
         error: String,
@@ -349,15 +359,16 @@ pub enum DeliveryOutcome {
 /// retries later.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
+    /// A SQLite statement failed; the source is rusqlite's error.
     #[error("database error")]
     Database(#[source] Arc<rusqlite::Error>),
     /// The database file or its directory could not be prepared.
     #[error("cannot prepare {path}")]
     Io {
-        /// The path.
+        /// The directory or database file being prepared.
         path: String,
-        /// Why.
+        /// The I/O error: creating the directory or file, watching the file, or starting
+        /// the writer thread.
         #[source]
         source: Arc<std::io::Error>,
     },
@@ -370,7 +381,7 @@ pub enum StoreError {
         "the database file {path} was deleted or replaced while in use; restart to open it again"
     )]
     Lost {
-        /// The file.
+        /// The database file's path, as opened.
         path: String,
     },
     /// The last commit failed (a full disk, an I/O error): not healthy

@@ -7,122 +7,122 @@ use serde::{Deserialize, Serialize};
 
 use super::{lenient, MsgId};
 
-/// A text message.
+/// A text message (`MsgType` `text`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Text {
-    /// The text.
+    /// `Content`: the text the user sent.
     #[serde(rename = "Content", deserialize_with = "lenient::string")]
     pub content: String,
-    /// The message id.
+    /// `MsgId`: the message's id, a 64-bit integer (see [`MsgId`]).
     #[serde(rename = "MsgId")]
     pub msg_id: MsgId,
 }
 
-/// An image message.
+/// An image message (`MsgType` `image`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
-    /// Where the image can be downloaded.
+    /// `PicUrl`: where the image can be downloaded (a URL WeChat generates).
     #[serde(rename = "PicUrl")]
     pub pic_url: String,
-    /// The media id, for the media API.
+    /// `MediaId`: the image's media id, to fetch it with the temporary-media API.
     #[serde(rename = "MediaId")]
     pub media_id: String,
-    /// The message id.
+    /// `MsgId`: the message's id, a 64-bit integer (see [`MsgId`]).
     #[serde(rename = "MsgId")]
     pub msg_id: MsgId,
 }
 
-/// A voice message.
+/// A voice message (`MsgType` `voice`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Voice {
-    /// The media id.
+    /// `MediaId`: the audio's media id, to fetch it with the temporary-media API.
     #[serde(rename = "MediaId")]
     pub media_id: String,
-    /// The audio format (amr, speex…).
+    /// `Format`: the audio format (`amr`, `speex`, …).
     #[serde(rename = "Format")]
     pub format: String,
-    /// Speech recognition result, when enabled.
+    /// `Recognition`: the speech recognised in it, when the account has recognition on.
     #[serde(
         rename = "Recognition",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub recognition: Option<String>,
-    /// The message id.
+    /// `MsgId`: the message's id, a 64-bit integer (see [`MsgId`]).
     #[serde(rename = "MsgId")]
     pub msg_id: MsgId,
 }
 
-/// A video or short-video message.
+/// A video or short-video message (`MsgType` `video` or `shortvideo`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Video {
-    /// The media id.
+    /// `MediaId`: the video's media id, to fetch it with the temporary-media API.
     #[serde(rename = "MediaId")]
     pub media_id: String,
-    /// The thumbnail's media id.
+    /// `ThumbMediaId`: the media id of the video's thumbnail.
     #[serde(rename = "ThumbMediaId")]
     pub thumb_media_id: String,
-    /// The message id.
+    /// `MsgId`: the message's id, a 64-bit integer (see [`MsgId`]).
     #[serde(rename = "MsgId")]
     pub msg_id: MsgId,
 }
 
-/// A location message.
+/// A location the user sent (`MsgType` `location`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Location {
-    /// Latitude.
+    /// `Location_X`: the latitude, in decimal degrees.
     #[serde(rename = "Location_X", deserialize_with = "lenient::float")]
     pub latitude: f64,
-    /// Longitude.
+    /// `Location_Y`: the longitude, in decimal degrees.
     #[serde(rename = "Location_Y", deserialize_with = "lenient::float")]
     pub longitude: f64,
-    /// Map zoom level.
+    /// `Scale`: the map's zoom level.
     #[serde(rename = "Scale", deserialize_with = "lenient::int")]
     pub scale: i64,
-    /// Place name.
+    /// `Label`: the place as text (an address or a name); empty when absent.
     #[serde(rename = "Label", default)]
     pub label: String,
-    /// The message id.
+    /// `MsgId`: the message's id, a 64-bit integer (see [`MsgId`]).
     #[serde(rename = "MsgId")]
     pub msg_id: MsgId,
 }
 
-/// A link message.
+/// A link the user shared (`MsgType` `link`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
-    /// Title.
+    /// `Title`: the link's title.
     #[serde(rename = "Title")]
     pub title: String,
-    /// Description.
+    /// `Description`: the link's description; empty when absent.
     #[serde(rename = "Description", default)]
     pub description: String,
-    /// The link.
+    /// `Url`: the address it leads to.
     #[serde(rename = "Url")]
     pub url: String,
-    /// The message id.
+    /// `MsgId`: the message's id, a 64-bit integer (see [`MsgId`]).
     #[serde(rename = "MsgId")]
     pub msg_id: MsgId,
 }
 
-/// A mini-program card.
+/// A mini-program card (`MsgType` `miniprogrampage`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MiniProgramPage {
-    /// Title.
+    /// `Title`: the card's title.
     #[serde(rename = "Title")]
     pub title: String,
-    /// The mini program's appid.
+    /// `AppId`: the appid of the mini program the card opens.
     #[serde(rename = "AppId")]
     pub app_id: String,
-    /// The page path.
+    /// `PagePath`: the page of that mini program the card opens.
     #[serde(rename = "PagePath")]
     pub page_path: String,
-    /// Thumbnail URL (WeChat may leave it empty).
+    /// `ThumbUrl`: a temporary URL of the cover picture (WeChat may leave it empty).
     #[serde(rename = "ThumbUrl", default)]
     pub thumb_url: String,
-    /// Thumbnail media id (WeChat may leave it empty).
+    /// `ThumbMediaId`: temporary media id of the cover picture (WeChat may leave it empty).
     #[serde(rename = "ThumbMediaId", default)]
     pub thumb_media_id: String,
-    /// The message id.
+    /// `MsgId`: the message's id, a 64-bit integer (see [`MsgId`]).
     #[serde(rename = "MsgId")]
     pub msg_id: MsgId,
 }

@@ -49,7 +49,7 @@ impl From<SubscribeStatus> for String {
 /// One template in a `subscribe_msg_popup_event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PopupItem {
-    /// The template id.
+    /// `TemplateId`: the template the pop-up offered.
     #[serde(rename = "TemplateId")]
     pub template_id: String,
     /// Accepted or rejected.
@@ -63,10 +63,10 @@ pub struct PopupItem {
 /// One template in a `subscribe_msg_change_event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeItem {
-    /// The template id.
+    /// `TemplateId`: the template whose subscription changed.
     #[serde(rename = "TemplateId")]
     pub template_id: String,
-    /// The new status.
+    /// `SubscribeStatusString`: the subscription as it is now.
     #[serde(rename = "SubscribeStatusString")]
     pub status: SubscribeStatus,
 }
@@ -74,7 +74,7 @@ pub struct ChangeItem {
 /// One message in a `subscribe_msg_sent_event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentItem {
-    /// The template id.
+    /// `TemplateId`: the template the message was sent with.
     #[serde(rename = "TemplateId")]
     pub template_id: String,
     /// The sent message's id.
@@ -162,7 +162,7 @@ pub struct MediaCheckResult {
 /// One strategy's verdict in a media check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaCheckDetail {
-    /// The strategy.
+    /// Which check gave it, as WeChat names it (`content_model`, …).
     #[serde(default)]
     pub strategy: String,
     /// 0 when the strategy ran.
@@ -171,7 +171,7 @@ pub struct MediaCheckDetail {
     /// `pass`, `review` or `risky`.
     #[serde(default)]
     pub suggest: String,
-    /// The label.
+    /// The label of its verdict (100 is normal).
     #[serde(default, deserialize_with = "lenient::opt_int")]
     pub label: Option<i64>,
     /// Confidence, 0–100.
@@ -203,7 +203,7 @@ pub struct WxaMediaCheck {
 /// `trade_manage_remind_access_api`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TradeManageRemindAccessApi {
-    /// The reminder text.
+    /// `msg`: the reminder, as WeChat words it for people.
     #[serde(default)]
     pub msg: String,
 }
@@ -214,7 +214,7 @@ pub struct TradeManageRemindShipping {
     /// WeChat Pay transaction id.
     #[serde(deserialize_with = "lenient::string")]
     pub transaction_id: String,
-    /// Merchant id.
+    /// The WeChat Pay merchant id (mchid) that took the payment.
     #[serde(deserialize_with = "lenient::string")]
     pub merchant_id: String,
     /// Sub-merchant id, for service providers.
@@ -226,7 +226,7 @@ pub struct TradeManageRemindShipping {
     /// When it was paid, in seconds.
     #[serde(deserialize_with = "lenient::int")]
     pub pay_time: i64,
-    /// The reminder text.
+    /// `msg`: the reminder, as WeChat words it for people.
     #[serde(default)]
     pub msg: String,
 }
@@ -237,7 +237,7 @@ pub struct TradeManageOrderSettlement {
     /// WeChat Pay transaction id.
     #[serde(deserialize_with = "lenient::string")]
     pub transaction_id: String,
-    /// Merchant id.
+    /// The WeChat Pay merchant id (mchid) that took the payment.
     #[serde(deserialize_with = "lenient::string")]
     pub merchant_id: String,
     /// Sub-merchant id, for service providers.
@@ -275,7 +275,7 @@ pub struct ExpressAction {
     /// The kind of step (100001 picked up, …).
     #[serde(rename = "ActionType", deserialize_with = "lenient::int")]
     pub action_type: i64,
-    /// Description.
+    /// `ActionMsg`: what happened at this step, as text for people.
     #[serde(rename = "ActionMsg", default)]
     pub action_msg: String,
 }
@@ -286,10 +286,10 @@ pub struct AddExpressPath {
     /// The carrier's id.
     #[serde(rename = "DeliveryID")]
     pub delivery_id: String,
-    /// The waybill id.
+    /// `WayBillId`: the carrier's waybill (tracking) number.
     #[serde(rename = "WayBillId", deserialize_with = "lenient::string")]
     pub waybill_id: String,
-    /// The order id.
+    /// `OrderId`: the order the waybill was created for.
     #[serde(rename = "OrderId", deserialize_with = "lenient::string")]
     pub order_id: String,
     /// Version of the path.
@@ -298,7 +298,7 @@ pub struct AddExpressPath {
     /// Number of steps.
     #[serde(rename = "Count", deserialize_with = "lenient::int")]
     pub count: i64,
-    /// The steps.
+    /// `Actions`: the path's steps (`Count` of them).
     #[serde(
         rename = "Actions",
         default,
@@ -332,7 +332,7 @@ pub struct GoodsInfo {
     /// The item's id.
     #[serde(rename = "ProductId", deserialize_with = "lenient::string")]
     pub product_id: String,
-    /// How many.
+    /// `Quantity`: how many of the item were bought.
     #[serde(rename = "Quantity", deserialize_with = "lenient::int")]
     pub quantity: i64,
     /// List price, in fen.
@@ -341,7 +341,7 @@ pub struct GoodsInfo {
     /// Price paid, in fen.
     #[serde(rename = "ActualPrice", deserialize_with = "lenient::int")]
     pub actual_price: i64,
-    /// Pass-through data.
+    /// `Attach`: the data the payment was requested with, returned as given.
     #[serde(rename = "Attach", default)]
     pub attach: String,
 }
@@ -349,7 +349,7 @@ pub struct GoodsInfo {
 /// Coins of a virtual payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoinInfo {
-    /// How many.
+    /// `Quantity`: how many coins were bought.
     #[serde(rename = "Quantity", deserialize_with = "lenient::int")]
     pub quantity: i64,
     /// List price, in fen.
@@ -358,7 +358,7 @@ pub struct CoinInfo {
     /// Price paid, in fen.
     #[serde(rename = "ActualPrice", deserialize_with = "lenient::int")]
     pub actual_price: i64,
-    /// Pass-through data.
+    /// `Attach`: the data the payment was requested with, returned as given.
     #[serde(rename = "Attach", default)]
     pub attach: String,
 }
@@ -366,7 +366,7 @@ pub struct CoinInfo {
 /// `xpay_goods_deliver_notify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XpayGoodsDeliverNotify {
-    /// The paying user.
+    /// `OpenId`: the paying user's openid (`FromUserName` is WeChat's own).
     #[serde(rename = "OpenId")]
     pub open_id: String,
     /// The business order number.
@@ -378,7 +378,7 @@ pub struct XpayGoodsDeliverNotify {
     /// WeChat Pay details.
     #[serde(rename = "WeChatPayInfo", default, skip_serializing)]
     pub wechat_pay_info: Option<WeChatPayInfo>,
-    /// The goods.
+    /// `GoodsInfo`: the item bought, how many, and its prices.
     #[serde(rename = "GoodsInfo", skip_serializing)]
     pub goods_info: GoodsInfo,
 }
@@ -386,7 +386,7 @@ pub struct XpayGoodsDeliverNotify {
 /// `xpay_coin_pay_notify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XpayCoinPayNotify {
-    /// The paying user.
+    /// `OpenId`: the paying user's openid (`FromUserName` is WeChat's own).
     #[serde(rename = "OpenId")]
     pub open_id: String,
     /// The business order number.
@@ -398,7 +398,7 @@ pub struct XpayCoinPayNotify {
     /// WeChat Pay details.
     #[serde(rename = "WeChatPayInfo", default, skip_serializing)]
     pub wechat_pay_info: Option<WeChatPayInfo>,
-    /// The coins.
+    /// `CoinInfo`: how many coins were bought, and their prices.
     #[serde(rename = "CoinInfo", skip_serializing)]
     pub coin_info: CoinInfo,
 }
@@ -406,7 +406,7 @@ pub struct XpayCoinPayNotify {
 /// `user_info_modified` and `user_authorization_revoke`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserAuthorization {
-    /// The user.
+    /// `OpenID`: the openid of the user whose authorisation changed.
     #[serde(rename = "OpenID")]
     pub open_id: String,
     /// The mini program's appid.
@@ -429,7 +429,7 @@ pub struct WxaNicknameAudit {
     /// 2 rejected, 3 approved.
     #[serde(deserialize_with = "lenient::int")]
     pub ret: i64,
-    /// The nickname reviewed.
+    /// The nickname that was submitted for review.
     pub nickname: String,
     /// Why it was rejected.
     #[serde(default)]
@@ -461,7 +461,8 @@ pub struct PrivacyApplyResult {
 /// `wxa_privacy_apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WxaPrivacyApply {
-    /// The outcome.
+    /// `result_info`: the interface, when it was applied for and reviewed, and the
+    /// verdict.
     #[serde(skip_serializing)]
     pub result_info: PrivacyApplyResult,
 }
@@ -502,7 +503,7 @@ pub struct WeappAuditDelay {
 /// `debug_demo`: the console's test push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebugDemo {
-    /// The test text.
+    /// `debug_str`: the text of the console's test push.
     #[serde(default)]
     pub debug_str: String,
 }
@@ -525,7 +526,8 @@ pub struct Unsubscribe {}
 /// `SCAN`: a follower scanned a parametric QR code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scan {
-    /// The scene value.
+    /// `EventKey`: the scene the QR code was created with (no `qrscene_` prefix, unlike
+    /// [`Subscribe::event_key`]).
     #[serde(rename = "EventKey", deserialize_with = "lenient::string")]
     pub event_key: String,
     /// The QR code's ticket.
@@ -536,13 +538,14 @@ pub struct Scan {
 /// `LOCATION`: a reported position.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocationReport {
-    /// Latitude.
+    /// `Latitude`: in decimal degrees.
     #[serde(rename = "Latitude", deserialize_with = "lenient::float")]
     pub latitude: f64,
-    /// Longitude.
+    /// `Longitude`: in decimal degrees.
     #[serde(rename = "Longitude", deserialize_with = "lenient::float")]
     pub longitude: f64,
-    /// Precision.
+    /// `Precision`: how precise the position is, as WeChat reports it (no unit is
+    /// documented).
     #[serde(rename = "Precision", deserialize_with = "lenient::float")]
     pub precision: f64,
 }
@@ -558,7 +561,7 @@ pub struct Click {
 /// `VIEW`: a menu link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
-    /// The URL followed.
+    /// `EventKey`: the URL the menu link opened.
     #[serde(rename = "EventKey")]
     pub url: String,
     /// The menu's id, for personalised menus.

@@ -138,9 +138,9 @@ macro_rules! serde_from_fields {
 wire_kinds! {
     /// What a push is: a message from a user, an event, or something new.
     pub enum Body {
-        /// A text message.
+        /// A text message (Mini Programs and Official Accounts).
         "text" => Text(Text),
-        /// An image message.
+        /// An image message (Mini Programs and Official Accounts).
         "image" => Image(Image),
         /// A voice message (Official Accounts).
         "voice" => Voice(Voice),
