@@ -333,6 +333,45 @@ fn render_labels(labels: &Labels) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
+/// The store writer's measurements in Prometheus text:
+/// `wechat_push_store_batch_seconds` (a histogram of the time each batch of
+/// writes took, begin to commit, which its acknowledgements waited for),
+/// `wechat_push_store_checkpoints_total` and `wechat_push_store_wal_backlog_pages`.
+pub fn render_writer(stats: &crate::store::WriterStats) -> String {
+    let mut out = String::new();
+    let name = "wechat_push_store_batch_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time each batch of store writes took, from its start to its commit.\n# TYPE {name} histogram"
+    );
+    for (n, bound) in stats
+        .batches
+        .iter()
+        .zip(crate::store::BATCH_SECONDS_BUCKETS)
+    {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let count = stats.batch_count;
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
+        stats.batch_seconds
+    );
+    let name = "wechat_push_store_checkpoints_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} WAL checkpoints run, off the writer's thread.\n# TYPE {name} counter\n{name} {}",
+        stats.checkpoints
+    );
+    let name = "wechat_push_store_wal_backlog_pages";
+    let _ = writeln!(
+        out,
+        "# HELP {name} WAL pages not yet copied back into the database file after the last checkpoint.\n# TYPE {name} gauge\n{name} {}",
+        stats.wal_backlog_pages
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

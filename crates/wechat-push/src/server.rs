@@ -610,9 +610,9 @@ async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {
     } else {
         Vec::new()
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(depth, &backlog),
-    )
-        .into_response()
+    let mut text = shared.metrics.render(depth, &backlog);
+    if let Some(stats) = shared.store.writer_stats() {
+        text.push_str(&metrics::render_writer(&stats));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

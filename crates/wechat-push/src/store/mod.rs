@@ -24,6 +24,30 @@ pub use sqlite::SqliteStore;
 /// A boxed future, so that [`Store`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Upper bounds, in seconds, of the buckets of [`WriterStats::batches`].
+pub const BATCH_SECONDS_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// What a store's writer measured since it started: the time of each batch
+/// of writes from its start to its commit, which every acknowledgement of
+/// the batch waited for, and the WAL's checkpoints (SQLite).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriterStats {
+    /// Batches that took at most each bound of [`BATCH_SECONDS_BUCKETS`]
+    /// (cumulative, as Prometheus histograms count).
+    pub batches: Vec<u64>,
+    /// Every batch.
+    pub batch_count: u64,
+    /// Their total time, in seconds.
+    pub batch_seconds: f64,
+    /// Checkpoints run (off the writer's thread).
+    pub checkpoints: u64,
+    /// WAL pages (4 KiB) not yet copied back into the database file after
+    /// the last checkpoint.
+    pub wal_backlog_pages: u64,
+}
+
 /// The row id of a stored push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -471,6 +495,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// What the writer measured, where the backend measures it (SQLite);
+    /// `None` by default.
+    fn writer_stats(&self) -> Option<WriterStats> {
+        None
+    }
 
     /// The cached access token of `appid`, if any (expired or not).
     fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>>;

@@ -1,0 +1,74 @@
+//! Distinct pushes, sealed as WeChat sends them, for load generators that
+//! cannot seal (wrk): the benchmark's HTTP runs send these, so that the
+//! generator costs least and the server is the limit (see bench/run.py).
+//!
+//! `cargo run --release --example sealed_pushes -- N CONFIG > pushes.tsv`
+//!
+//! One line per push: the path with its query, a tab, the body (one line).
+//! Each is a text message of its own user and `MsgId`, to the config's first
+//! app, in its mode and format, signed now: send them within
+//! `server.timestamp_window`.
+
+use std::io::Write;
+
+use wechat_push::protocol::wire::Fields;
+use wechat_push::simulate::query_pairs;
+use wechat_push::Config;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args
+        .next()
+        .ok_or("usage: sealed_pushes N CONFIG")?
+        .parse()?;
+    let config_path = args.next().ok_or("usage: sealed_pushes N CONFIG")?;
+    let config = Config::load(Some(std::path::Path::new(&config_path)), std::env::vars())?;
+    let app = config.apps.first().ok_or("no [[apps]] in the config")?;
+    let crypto = app.crypto(0)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let timestamp = now.to_string();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random)?;
+    let base = u64::from_le_bytes(random) >> 16;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    for i in 0..n {
+        let user = format!("oBench{:022}", base.wrapping_add(i));
+        let fields: Fields = serde_json::from_value(serde_json::json!({
+            "ToUserName": "gh_97417a04a28d",
+            "FromUserName": user,
+            "CreateTime": now,
+            "MsgType": "text",
+            "Content": "hello from the benchmark",
+            "MsgId": base.wrapping_add(i),
+        }))?;
+        let nonce = format!("{i}");
+        let mut iv = [0u8; 16];
+        iv[..8].copy_from_slice(&i.to_le_bytes());
+        let push = crypto.seal_push(
+            &fields,
+            app.mode,
+            app.format,
+            &timestamp,
+            &nonce,
+            &iv,
+            Some(&user),
+        )?;
+        // Hex, digits and letters only: nothing to escape.
+        let query: Vec<String> = query_pairs(&push.query)
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        writeln!(
+            out,
+            "/wechat/{}?{}\t{}",
+            app.appid,
+            query.join("&"),
+            push.body.replace('\n', "")
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
