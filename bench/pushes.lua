@@ -5,10 +5,12 @@
 --
 --   wrk -t1 -c64 -d10s -s bench/pushes.lua http://127.0.0.1:PORT -- pushes.tsv [empty]
 
-local requests = {}
-local count = 0
-local next_index = 0
-local wrong = 0
+-- Globals, not locals: done() reads `count` and `wrong` of each thread
+-- with thread:get, which sees only globals.
+requests = {}
+count = 0
+next_index = 0
+wrong = 0
 local threads = {}
 -- The right answer: `success`, or an empty body (`empty`, after the file).
 local expected = "success"

@@ -336,7 +336,8 @@ fn render_labels(labels: &Labels) -> String {
 /// The store writer's measurements in Prometheus text:
 /// `wechat_push_store_batch_seconds` (a histogram of the time each batch of
 /// writes took, begin to commit, which its acknowledgements waited for),
-/// `wechat_push_store_checkpoints_total` and `wechat_push_store_wal_backlog_pages`.
+/// `wechat_push_store_checkpoints_total`, `wechat_push_store_wal_restarts_total`
+/// and `wechat_push_store_wal_backlog_pages`.
 pub fn render_writer(stats: &crate::store::WriterStats) -> String {
     let mut out = String::new();
     let name = "wechat_push_store_batch_seconds";
@@ -362,6 +363,12 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
         out,
         "# HELP {name} WAL checkpoints run, off the writer's thread.\n# TYPE {name} counter\n{name} {}",
         stats.checkpoints
+    );
+    let name = "wechat_push_store_wal_restarts_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Times the store's writer restarted the WAL from its beginning, between two batches.\n# TYPE {name} counter\n{name} {}",
+        stats.wal_restarts
     );
     let name = "wechat_push_store_wal_backlog_pages";
     let _ = writeln!(

@@ -665,8 +665,9 @@ pub enum Pacing {
     Concurrency(usize),
     /// This many pushes started per second, whatever the answers (open
     /// loop, as WeChat sends): each push's latency counts from when it was
-    /// due to be sent, so that a stalled server is not hidden by the pushes
-    /// it kept from being sent (coordinated omission).
+    /// due to be sent (or when the generator's timer woke, if later), so
+    /// that a stalled server is not hidden by the pushes it kept from being
+    /// sent (coordinated omission) once 4,096 are unanswered.
     Rate(f64),
 }
 
@@ -809,10 +810,14 @@ impl Simulator {
                 let mut next = Instant::now();
                 while next < until {
                     tokio::time::sleep_until(next.into()).await;
+                    // Tokio's timer wakes up to a millisecond late: that is
+                    // the generator's delay, not the server's. Waiting for a
+                    // permit (4,096 pushes unanswered) is the server's.
+                    let woke = Instant::now();
                     let Ok(permit) = in_flight.clone().acquire_owned().await else {
                         break;
                     };
-                    let fut = one(Some(next));
+                    let fut = one(Some(next.max(woke)));
                     tasks.spawn(async move {
                         fut.await;
                         drop(permit);

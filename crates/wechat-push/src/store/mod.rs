@@ -43,6 +43,9 @@ pub struct WriterStats {
     pub batch_seconds: f64,
     /// Checkpoints run (off the writer's thread).
     pub checkpoints: u64,
+    /// Times the writer restarted the WAL from its beginning, between two
+    /// batches (a RESTART checkpoint of the last few batches' pages).
+    pub wal_restarts: u64,
     /// WAL pages (4 KiB) not yet copied back into the database file after
     /// the last checkpoint.
     pub wal_backlog_pages: u64,
