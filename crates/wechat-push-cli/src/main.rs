@@ -13,6 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use wechat_push::forward::Forwarder;
+use wechat_push::rules::RulesHandler;
 use wechat_push::Config;
 
 /// Receive WeChat message pushes (Mini Programs, Official Accounts): verify,
@@ -61,8 +63,13 @@ impl ConfigArgs {
                 self.config.display()
             );
         }
-        Config::load(Some(&self.config), std::env::vars())
-            .with_context(|| format!("invalid configuration in {}", self.config.display()))
+        let context = || format!("invalid configuration in {}", self.config.display());
+        let config = Config::load(Some(&self.config), std::env::vars()).with_context(context)?;
+        // Rules and forward targets are checked where they are built; here
+        // too, so that a mistake is named before any store is opened.
+        RulesHandler::check(&config).with_context(context)?;
+        Forwarder::check(&config).with_context(context)?;
+        Ok(config)
     }
 }
 

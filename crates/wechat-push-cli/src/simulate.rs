@@ -521,8 +521,8 @@ async fn load(a: LoadArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} pushes answered rightly in {:.1} s: {:.0}/s\nlatency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\nerrors: {}",
-            report.ok, report.seconds, report.throughput, report.p50_ms, report.p90_ms, report.p99_ms, report.p999_ms, report.max_ms, report.errors
+            "{} pushes answered rightly in {:.1} s: {:.0}/s\nlatency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, p99.9 {:.2} ms\nerrors: {}",
+            report.ok, report.seconds, report.throughput, report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms, report.p999_ms, report.errors
         );
     }
     for (problem, n) in &report.error_kinds {

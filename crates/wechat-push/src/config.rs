@@ -1,5 +1,8 @@
 //! Typed configuration: built-in defaults, then a TOML file, then
-//! `WECHAT_PUSH_*` environment variables; validated before anything starts.
+//! `WECHAT_PUSH_*` environment variables; validated before anything starts
+//! ([`Config::validate`]; rules and forward targets by
+//! `rules::RulesHandler::check` and `forward::Forwarder::check`, which the
+//! command line runs on load).
 //!
 //! Environment variables name a key by its section and name in upper case:
 //! `WECHAT_PUSH_SERVER_LISTEN`, `WECHAT_PUSH_STORE_URL`,

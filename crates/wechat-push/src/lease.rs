@@ -7,13 +7,17 @@
 //! of items at once. [`Slots::fill`] claims no more than there are free
 //! slots, so that a claimed row never waits for a slot while its lease runs
 //! out; [`Slots::drain`] waits for running items at shutdown, within
-//! [`SHUTDOWN_GRACE`].
+//! `server.shutdown_grace`.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+/// Whether to stop: `None` while running, then the moment by which running
+/// items must be done (`server.shutdown_grace` after the shutdown began,
+/// one deadline for connections, handlers and deliveries alike).
+pub(crate) type Stop = watch::Receiver<Option<Instant>>;
 
 /// At most `size` items at once.
 #[derive(Debug, Clone)]
@@ -88,11 +92,11 @@ impl Slots {
         Ok(if full { Filled::Full } else { Filled::Partly })
     }
 
-    /// Wait until every slot is free again, within `grace`; whether they all
-    /// came back in time.
-    pub(crate) async fn drain(&self, grace: Duration) -> bool {
+    /// Wait until every slot is free again, until `deadline`; whether they
+    /// all came back in time.
+    pub(crate) async fn drain(&self, deadline: Instant) -> bool {
         let all = u32::try_from(self.size).unwrap_or(u32::MAX);
-        tokio::time::timeout(grace, self.semaphore.acquire_many(all))
+        tokio::time::timeout_at(deadline, self.semaphore.acquire_many(all))
             .await
             .is_ok()
     }
@@ -101,6 +105,7 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_claim_never_takes_more_than_the_free_slots() {
@@ -136,8 +141,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((filled, more[0].0), (Filled::Full, 1));
-        assert!(!slots.drain(Duration::from_millis(10)).await);
+        let soon = || Instant::now() + Duration::from_millis(10);
+        assert!(!slots.drain(soon()).await);
         drop((started, more));
-        assert!(slots.drain(Duration::from_millis(10)).await);
+        assert!(slots.drain(soon()).await);
     }
 }

@@ -308,6 +308,16 @@ impl RulesHandler {
         Ok(RulesHandler { rules: all, outbox })
     }
 
+    /// Check every app's rules as [`RulesHandler::new`] does, building
+    /// nothing: the CLI runs it when it loads the config, before anything is
+    /// opened.
+    ///
+    /// # Errors
+    /// As [`RulesHandler::new`].
+    pub fn check(config: &Config) -> Result<(), ConfigError> {
+        RulesHandler::new(config, None).map(drop)
+    }
+
     fn answer(&self, appid: &str, message: &Message) -> Option<Matched> {
         self.rules.get(appid)?.answer(message)
     }

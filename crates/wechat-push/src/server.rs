@@ -218,13 +218,22 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        // One deadline for connections, handlers and deliveries: the grace
+        // counts from the moment the shutdown began.
+        let (deadline, until) = watch::channel(None);
         let addr = self.local_addr();
         let shared = self.shared.clone();
         let grace = shared.server.shutdown_grace;
-        let workers = tokio::spawn(shared.pool.clone().run(stopped.clone(), grace));
-        let forwarder = self
-            .forwarder
-            .map(|f| tokio::spawn(f.run(stopped.clone(), grace)));
+        let workers = tokio::spawn(shared.pool.clone().run(until.clone()));
+        let forwarder = self.forwarder.map(|f| tokio::spawn(f.run(until.clone())));
+        let began = Arc::new(std::sync::OnceLock::new());
+        let shutdown = {
+            let began = began.clone();
+            async move {
+                shutdown.await;
+                let _ = began.set(tokio::time::Instant::now());
+            }
+        };
         let pruner = tokio::spawn(worker::prune(shared.store.clone(), self.retention, stopped));
         let (finish, finishing) = watch::channel(false);
         let completer = tokio::spawn(worker::complete_batches(
@@ -242,6 +251,11 @@ impl Application {
         )
         .await;
         tracing::info!("stopped accepting; stopping workers");
+        let began = began
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        let _ = deadline.send(Some(began + grace));
         let _ = stop.send(true);
         let _ = workers.await;
         let _ = pruner.await;

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::clock::{now_ms, now_secs};
 use crate::config::{AppKind, InboxConfig};
 use crate::handler::{HandlerError, Push, SharedHandler};
-use crate::lease::{Filled, Slots};
+use crate::lease::{Filled, Slots, Stop};
 use crate::metrics::{self, Metrics};
 use crate::outbox::PASSIVE_SOURCE;
 use crate::protocol::message::Message;
@@ -478,10 +478,9 @@ impl Pool {
         });
     }
 
-    /// Claim work from the store until `shutdown` turns true, then wait for
-    /// in-flight handlers (within `grace`, `server.shutdown_grace`) and give
-    /// back the rest.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    /// Claim work from the store until `stop` gives a deadline, then wait
+    /// for in-flight handlers until it and give back the rest.
+    pub(crate) async fn run(self, mut shutdown: Stop) {
         let notify = self.notify.clone();
         let cfg = self.processor.config.clone();
         if cfg.workers == 0 {
@@ -493,7 +492,7 @@ impl Pool {
         // Claim at start-up: pushes left by a previous run may be waiting.
         let mut claim_now = true;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.borrow().is_some() {
                 break;
             }
             if !claim_now {
@@ -530,12 +529,13 @@ impl Pool {
                 }
             };
         }
-        self.drain(grace).await;
+        let deadline = shutdown.borrow().unwrap_or_else(tokio::time::Instant::now);
+        self.drain(deadline).await;
     }
 
     /// Wait for in-flight handlers within the grace period; give back the rest.
-    async fn drain(&self, grace: Duration) {
-        if self.slots.drain(grace).await {
+    async fn drain(&self, deadline: tokio::time::Instant) {
+        if self.slots.drain(deadline).await {
             return;
         }
         let unfinished: Vec<PushId> = self

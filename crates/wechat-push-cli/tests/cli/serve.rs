@@ -233,6 +233,41 @@ async fn sigterm_shuts_down_gracefully() {
     assert_eq!(inbox_json(&config).len(), 1);
 }
 
+/// Rules and forward targets are checked where they are built, and by the
+/// command line when it loads the config: a mistake is named, with the
+/// file, before any database is created.
+#[test]
+fn a_bad_rule_or_target_is_refused_before_the_store_is_opened() {
+    let dir = temp_dir("bad-rule");
+    let config = write_config(&dir, 0);
+    let base = std::fs::read_to_string(&config).unwrap();
+    for (extra, named) in [
+        (
+            "[[apps.rules]]\nregex = \"(unclosed\"\nreply = { text = \"x\" }\n",
+            "apps[0].rules[0].regex: ",
+        ),
+        (
+            "[[apps.forward]]\nurl = \"ftp://example.com/\"\nsecret = \"s\"\n",
+            "apps[0].forward[0].url: must be http:// or https://",
+        ),
+    ] {
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        for command in [&["serve"][..], &["inbox", "list"][..]] {
+            let out = Command::new(bin())
+                .args(command)
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command:?}: {stderr}");
+            assert!(stderr.contains("invalid configuration in "), "{stderr}");
+            assert!(stderr.contains(named), "{stderr}");
+            assert!(!dir.join("data").exists(), "{command:?} created the store");
+        }
+    }
+}
+
 #[test]
 fn inbox_show_and_retry_explain_themselves() {
     let dir = temp_dir("show");

@@ -38,13 +38,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::clock::{ms, now_ms};
 pub use crate::config::{display_url, ForwardConfig};
 use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{HandlerError, Push};
-use crate::lease::{Filled, Slots};
+use crate::lease::{Filled, Slots, Stop};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::message::{KindPattern, Message};
@@ -148,6 +148,21 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
+    /// Check every forward target of `config` as [`Forwarder::new`] does,
+    /// building nothing: the CLI runs it when it loads the config, before
+    /// anything is opened.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the target's key.
+    pub fn check(config: &Config) -> Result<(), ConfigError> {
+        for (i, app) in config.apps.iter().enumerate() {
+            for j in 0..app.forward.len() {
+                check_target(config, i, j)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The forwarder of `config`'s targets, or `None` when no app forwards.
     /// `outbox` sends the targets' replies.
     ///
@@ -162,13 +177,7 @@ impl Forwarder {
         let mut targets: Vec<Target> = Vec::new();
         for (i, app) in config.apps.iter().enumerate() {
             for (j, f) in app.forward.iter().enumerate() {
-                let key = f.check(i, j)?;
-                if f.passive_reply && config.inbox.workers == 0 {
-                    return Err(ConfigError::Invalid {
-                        key: "inbox.workers".into(),
-                        reason: format!("is 0, so no push is handled while its answer is held, and the passive replies of app {} (a target with passive_reply) would never reach a user; give this process workers, or turn passive_reply off", app.appid),
-                    });
-                }
+                let key = check_target(config, i, j)?;
                 let route = Route {
                     config: f.clone(),
                     key,
@@ -370,10 +379,10 @@ impl Forwarder {
         Ok("sent through the customer-service API instead".into())
     }
 
-    /// Deliver due deliveries until `shutdown` turns true, then give
-    /// in-flight ones `grace` (`server.shutdown_grace`; the rest come back
-    /// when their lease runs out).
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    /// Deliver due deliveries until `stop` gives a deadline, then let
+    /// in-flight ones run until it (the rest come back when their lease
+    /// runs out).
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: Stop) {
         let known = self.targets.iter().map(|t| t.url.clone()).collect();
         match self.store.bury_unknown_targets(known, now_ms()).await {
             Ok(0) => {}
@@ -389,7 +398,7 @@ impl Forwarder {
         // time); in between only those with new deliveries or a backlog.
         let mut all = true;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.borrow().is_some() {
                 break;
             }
             for target in &self.targets {
@@ -405,7 +414,8 @@ impl Forwarder {
             };
         }
         for target in &self.targets {
-            if !target.slots.drain(grace).await {
+            let deadline = shutdown.borrow().unwrap_or_else(tokio::time::Instant::now);
+            if !target.slots.drain(deadline).await {
                 tracing::warn!(target = %target.label, "deliveries still running at shutdown; they are retried when their lease runs out");
             }
         }
@@ -447,6 +457,21 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// Check target `j` of app `i` of `config`: its own keys, and that a target
+/// with `passive_reply` has workers to hold the answer for.
+fn check_target(config: &Config, i: usize, j: usize) -> Result<SigningKey, ConfigError> {
+    let app = &config.apps[i];
+    let target = &app.forward[j];
+    let key = target.check(i, j)?;
+    if target.passive_reply && config.inbox.workers == 0 {
+        return Err(ConfigError::Invalid {
+            key: "inbox.workers".into(),
+            reason: format!("is 0, so no push is handled while its answer is held, and the passive replies of app {} (a target with passive_reply) would never reach a user; give this process workers, or turn passive_reply off", app.appid),
+        });
+    }
+    Ok(key)
 }
 
 /// Whether `message` may be answered with `transfer_customer_service`: a

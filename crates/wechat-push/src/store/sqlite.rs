@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! All work goes through one thread that owns the connection. It takes every
-//! operation waiting in its queue, runs them in **one** transaction and
+//! Every write goes through one thread that owns the writing connection. It
+//! takes every operation waiting in its queue, runs them in **one** transaction and
 //! answers them only after that transaction has committed: concurrent pushes
 //! share one fsync (group commit) instead of paying one each, and no caller
 //! hears "stored" before the data is on disk.
@@ -181,6 +181,9 @@ pub struct SqliteStore {
     health: Arc<Health>,
     /// The read-only connection (see the module docs).
     reader: Arc<std::sync::Mutex<Connection>>,
+    /// The file's identity when opened: reads check it too (an idle
+    /// writer would not notice the file gone).
+    identity: (u64, u64),
     /// What the writer and checkpointer measured.
     stats: Arc<WriterCounters>,
     /// Dropped with the last handle: the checkpointer then stops.
@@ -245,6 +248,7 @@ impl SqliteStore {
         let health = Arc::new(Health::default());
         let stats = Arc::new(WriterCounters::default());
         let watch = FileWatch::new(path).map_err(io(path))?;
+        let file_identity = watch.identity;
         let spawn_error = |e| StoreError::Io {
             path: path.display().to_string(),
             source: Arc::new(e),
@@ -274,6 +278,7 @@ impl SqliteStore {
             path: path.to_owned(),
             health,
             reader: Arc::new(std::sync::Mutex::new(reader)),
+            identity: file_identity,
             stats,
             _checkpointer: Arc::new(stop),
         })
@@ -326,7 +331,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
-        if self.health.lost.load(Ordering::Relaxed) {
+        // One stat: the reader would go on reading a deleted file's inode.
+        if self.health.lost.load(Ordering::Relaxed)
+            || identity(&self.path).ok() != Some(self.identity)
+        {
             return Err(StoreError::Lost {
                 path: self.path.display().to_string(),
             });
@@ -1421,6 +1429,22 @@ mod tests {
         std::fs::remove_file(format!("{}-wal", path.display())).unwrap();
         tokio::time::sleep(FileWatch::EVERY + Duration::from_millis(50)).await;
         let e = store.insert(push("after", 3), None).await.unwrap_err();
+        assert!(matches!(e, StoreError::Lost { .. }), "{e}");
+    }
+
+    /// Reads moved to a connection of their own, which would have gone on
+    /// reading a deleted file's inode while no write noticed it gone.
+    #[tokio::test]
+    async fn reads_of_a_deleted_database_file_are_refused_at_once() {
+        let path = temp_db("lost-read");
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert(push("before", 1), None).await.unwrap();
+        assert_eq!(store.counts().await.unwrap().pending, 1);
+        std::fs::remove_file(&path).unwrap();
+        // No write since, and no wait for the writer's periodic check.
+        let e = store.counts().await.unwrap_err();
+        assert!(matches!(e, StoreError::Lost { .. }), "{e}");
+        let e = store.list(ListFilter::default()).await.unwrap_err();
         assert!(matches!(e, StoreError::Lost { .. }), "{e}");
     }
 

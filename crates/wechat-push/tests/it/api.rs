@@ -162,10 +162,12 @@ async fn failures_name_no_token_and_a_missing_secret_is_clear() {
     // A token cached, then WeChat unreachable: the error shows no token.
     let api = w.api(TokenKind::Stable);
     let token = api.access_token("wx1").await.unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port bound and never listened on, held to the end: connections to
+    // it are refused, and no other test's server can take it meanwhile
+    // (a port let go at once was, and answered).
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = held.local_addr().unwrap();
     let offline = WechatApi::new(
         format!("http://{closed}"),
         store,
@@ -182,4 +184,5 @@ async fn failures_name_no_token_and_a_missing_secret_is_clear() {
         !shown.contains(&token) && !shown.contains("access_token"),
         "{shown}"
     );
+    drop(held);
 }

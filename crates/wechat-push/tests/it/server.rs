@@ -859,8 +859,8 @@ async fn shutdown_gives_back_a_push_whose_handler_outlives_the_grace_period() {
     app.stop().await;
     let took = started.elapsed();
     assert!(
-        (Duration::from_millis(500)..Duration::from_secs(5)).contains(&took),
-        "stopped after {took:?}, not after server.shutdown_grace"
+        (Duration::from_millis(500)..Duration::from_millis(1500)).contains(&took),
+        "stopped after {took:?}, not after server.shutdown_grace (one deadline for connections and handlers)"
     );
     // Back in the inbox, due at once, its attempt not counted: the next
     // process takes it up without waiting for the lease.

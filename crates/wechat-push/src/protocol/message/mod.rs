@@ -236,19 +236,21 @@ impl Body {
 /// Which pushes a rule, a route or a forward filter takes, by kind: the
 /// one matcher of the crate.
 ///
-/// Written as the kinds of [`Message::kind`] are:
+/// Written as the kinds of [`Message::kind`] are ([`KindPattern::parse`]):
 ///
 /// - `event:<Event>`: that event (`event:user_enter_tempsession`), typed by
 ///   this crate or not (`event:brand_new_event` matches by its wire name);
+/// - `unknown`: pushes of kinds this crate does not type yet;
 /// - any other text: that `MsgType` (`text`, `image`, …; `event` takes
-///   every event), or that kind (`unknown` takes pushes of kinds this
-///   crate does not type yet).
+///   every event).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KindPattern {
-    /// A `MsgType` (or a kind of [`Message::kind`]).
+    /// A `MsgType`, as sent.
     MsgType(String),
     /// An event, by its `Event`.
     Event(String),
+    /// A kind this crate does not type yet ([`Message::kind`] `unknown`).
+    Unknown,
 }
 
 impl KindPattern {
@@ -257,6 +259,7 @@ impl KindPattern {
     pub fn parse(text: &str) -> KindPattern {
         match text.strip_prefix("event:") {
             Some(event) => KindPattern::Event(event.to_owned()),
+            None if text == "unknown" => KindPattern::Unknown,
             None => KindPattern::MsgType(text.to_owned()),
         }
     }
@@ -264,10 +267,11 @@ impl KindPattern {
     /// Whether `message` is of this kind.
     pub fn matches(&self, message: &Message) -> bool {
         match self {
-            KindPattern::MsgType(t) => message.msg_type() == t || message.kind() == *t,
+            KindPattern::MsgType(t) => message.msg_type() == t,
             KindPattern::Event(e) => {
                 message.msg_type() == "event" && message.event() == Some(e.as_str())
             }
+            KindPattern::Unknown => message.kind() == "unknown",
         }
     }
 }
@@ -581,6 +585,9 @@ mod tests {
         assert!(!p("event:user_enter_tempsession").matches(&novel));
         assert!(p("event:brand_new_event").matches(&novel));
         assert!(p("unknown").matches(&strange) && p("hologram").matches(&strange));
+        assert!(p("unknown").matches(&novel) && !p("unknown").matches(&enter));
+        // A MsgType is a MsgType: the kind `event:…` is no MsgType.
+        assert!(!KindPattern::MsgType("event:user_enter_tempsession".into()).matches(&enter));
         assert!(!p("unknown").matches(&text));
         // An `Event` field on a non-event is no event.
         let odd = json(
