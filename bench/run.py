@@ -300,13 +300,18 @@ def bench_pipeline_peers(seconds):
         return rows
 
 
-def bench_servers(duration, concurrencies, before=None):
-    """Each contender at each concurrency, RUNS times, each on a fresh server and store."""
-    results = []
+def serve_contenders(before):
+    """`serve` of this build, and of the revision `--before` names, if any."""
     contenders = [("wechat-push serve (SQLite inbox, fsync on)", "serve", BIN)]
     if before:
         contenders.append((f"wechat-push serve, before ({before[0]})", "before", before[1]))
-    contenders += [
+    return contenders
+
+
+def bench_servers(duration, concurrencies, before=None):
+    """Each contender at each concurrency, RUNS times, each on a fresh server and store."""
+    results = []
+    contenders = serve_contenders(before) + [
         ("bare axum: verify + decrypt, stores nothing (ceiling)", "bare", BARE),
         ("aiohttp + wechatpy (stores nothing)", "aiohttp", None),
         ("express + node wechat (stores nothing)", "express", None),
@@ -350,10 +355,7 @@ def bench_servers(duration, concurrencies, before=None):
 def bench_open_loop(rate, duration, before=None):
     """`simulate load --rate` from an empty store: latency from when each push was due."""
     results = []
-    contenders = [("wechat-push serve (SQLite inbox, fsync on)", "serve", BIN)]
-    if before:
-        contenders.append((f"wechat-push serve, before ({before[0]})", "before", before[1]))
-    for label, kind, binary in contenders:
+    for label, kind, binary in serve_contenders(before):
         with tempfile.TemporaryDirectory() as d:
             port = free_port()
             config = write_config(d, port)
