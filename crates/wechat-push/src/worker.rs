@@ -334,7 +334,7 @@ impl Drop for Slot {
 
 /// The workers: at most `inbox.workers` handlers at once, started by the
 /// server (a push it stored already claimed while a slot was free: no claim
-/// statement, no second parse) and by [`Pool::run`] (pushes claimed from the
+/// statement, no second parse) and by `Pool::run` (pushes claimed from the
 /// store: stored while all slots were busy, retries, pushes of other
 /// instances or of a process that died).
 #[derive(Clone)]

@@ -17,19 +17,19 @@
 //!
 //! - **Checkpoints** (copying the WAL back into the database file, with an
 //!   fsync of that file) run on a thread and connection of their own, every
-//!   [`CHECKPOINT_EVERY`] while pushes arrive. SQLite's automatic checkpoint
+//!   `CHECKPOINT_EVERY` (10 ms) while pushes arrive. SQLite's automatic checkpoint
 //!   is off on the writer: it ran *inside* the commit that crossed 1,000 WAL
 //!   pages, so the pushes of that batch waited for the copy of 4 MB and an
 //!   fsync of the main file. The WAL only starts over from its beginning
 //!   when a write begins with every frame copied, which a checkpointer
 //!   running beside a busy writer never sees: the writer restarts it
 //!   itself (a RESTART checkpoint, copying only what the last checkpoint
-//!   had not) once it holds [`WAL_RESTART_AT`] frames, right after the
+//!   had not) once it holds `WAL_RESTART_AT` (4,096) frames, right after the
 //!   checkpointer caught up.
 //! - **Reads** (`/metrics` counts and backlog, `inbox list` and `show`,
 //!   answers and deliveries) run on a read-only connection of their own: in
 //!   WAL mode they see every committed batch and wait for none.
-//! - **Pruning** deletes [`PRUNE_CHUNK`] pushes per operation, so that a
+//! - **Pruning** deletes `PRUNE_CHUNK` (200) pushes per operation, so that a
 //!   batch holding a chunk is not much slower than one without.
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -437,7 +437,7 @@ fn checkpoint(
     }
 }
 
-/// Restart the WAL from its beginning if it has grown to [`WAL_RESTART_AT`]
+/// Restart the WAL from its beginning if it has grown to `WAL_RESTART_AT` (4,096)
 /// frames and the checkpointer copied all of it but the last few batches:
 /// on the writer's thread, between two batches, so that nothing else
 /// writes; readers are not waited for (another chance comes soon).
