@@ -117,6 +117,16 @@ fn start_command(mut command: Command) -> Server {
     server
 }
 
+/// A child process killed when dropped, however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Server {
     /// A failed test must not leave a server running.
     fn drop(&mut self) {
@@ -1248,15 +1258,18 @@ async fn a_full_disk_under_the_log_too_is_survived_and_health_recovers_by_itself
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&config, text).unwrap();
     let log = dir.join("serve.log");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("trap '' XFSZ && ulimit -S -f 2048 && exec \"$0\" serve --config \"$1\" >\"$2\" 2>&1")
-        .arg(bin())
-        .arg(&config)
-        .arg(&log)
-        .env("RUST_LOG", "info")
-        .spawn()
-        .unwrap();
+    // Killed however the test ends: a failed run once left its server behind.
+    let child = KillOnDrop(
+        Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ && ulimit -S -f 2048 && exec \"$0\" serve --config \"$1\" >\"$2\" 2>&1")
+            .arg(bin())
+            .arg(&config)
+            .arg(&log)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap(),
+    );
     let addr = format!("127.0.0.1:{port}");
     let health = |addr: String| async move { reqwest::get(format!("http://{addr}/healthz")).await };
     for _ in 0..100 {
@@ -1287,13 +1300,11 @@ async fn a_full_disk_under_the_log_too_is_survived_and_health_recovers_by_itself
     assert!(!why.contains("closed"), "the store's thread died: {why}");
     // Room again: health turns green by itself, no push needed.
     assert!(Command::new("prlimit")
-        .args(["--pid", &child.id().to_string(), "--fsize=unlimited"])
+        .args(["--pid", &child.0.id().to_string(), "--fsize=unlimited"])
         .status()
         .unwrap()
         .success());
     let r = health(addr.clone()).await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(send_text(&addr, 9999, "room again").await.0, 200);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
