@@ -601,11 +601,11 @@ mod tests {
             CsMessage::Mpnews("M".into()).body(&to)["mpnews"]["media_id"],
             "M"
         );
-        let page = CsMessage::Miniprogrampage {
+        let page = CsMessage::Miniprogrampage(crate::reply::MiniProgramCard {
             title: "t".into(),
             pagepath: "pages/i".into(),
             thumb_media_id: "m".into(),
-        };
+        });
         assert_eq!(page.body(&to)["miniprogrampage"]["pagepath"], "pages/i");
     }
 }

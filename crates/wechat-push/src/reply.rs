@@ -352,27 +352,9 @@ pub enum ReplySpec {
     /// Hand the conversation to human customer service (passive only).
     TransferCustomerService(bool),
     /// A link card (customer-service API only, Mini Programs).
-    Link {
-        /// The card's title.
-        title: String,
-        /// The card's description; empty by default.
-        #[serde(default)]
-        description: String,
-        /// Where it leads.
-        url: String,
-        /// URL of the card's picture; empty by default.
-        #[serde(default)]
-        thumb_url: String,
-    },
+    Link(LinkCard),
     /// A mini-program card (customer-service API only).
-    Miniprogrampage {
-        /// The card's title.
-        title: String,
-        /// The mini program page the card opens.
-        pagepath: String,
-        /// Media id of the card's cover picture.
-        thumb_media_id: String,
-    },
+    Miniprogrampage(MiniProgramCard),
     /// A published article by media id (customer-service API only).
     Mpnews(String),
 }
@@ -388,8 +370,8 @@ impl ReplySpec {
             ReplySpec::Music { .. } => "music",
             ReplySpec::News(_) => "news",
             ReplySpec::TransferCustomerService(_) => "transfer_customer_service",
-            ReplySpec::Link { .. } => "link",
-            ReplySpec::Miniprogrampage { .. } => "miniprogrampage",
+            ReplySpec::Link(_) => "link",
+            ReplySpec::Miniprogrampage(_) => "miniprogrampage",
             ReplySpec::Mpnews(_) => "mpnews",
         }
     }
@@ -398,7 +380,7 @@ impl ReplySpec {
     pub fn is_passive_type(&self) -> bool {
         !matches!(
             self,
-            ReplySpec::Link { .. } | ReplySpec::Miniprogrampage { .. } | ReplySpec::Mpnews(_)
+            ReplySpec::Link(_) | ReplySpec::Miniprogrampage(_) | ReplySpec::Mpnews(_)
         )
     }
 
@@ -484,26 +466,17 @@ impl ReplySpec {
                     articles: articles.iter().map(article).collect(),
                 })
             }
-            ReplySpec::Link {
-                title,
-                description,
-                url,
-                thumb_url,
-            } => ReplySpec::Link {
-                title: fill(title),
-                description: fill(description),
-                url: fill(url),
-                thumb_url: fill(thumb_url),
-            },
-            ReplySpec::Miniprogrampage {
-                title,
-                pagepath,
-                thumb_media_id,
-            } => ReplySpec::Miniprogrampage {
-                title: fill(title),
-                pagepath: fill(pagepath),
-                thumb_media_id: thumb_media_id.clone(),
-            },
+            ReplySpec::Link(card) => ReplySpec::Link(LinkCard {
+                title: fill(&card.title),
+                description: fill(&card.description),
+                url: fill(&card.url),
+                thumb_url: fill(&card.thumb_url),
+            }),
+            ReplySpec::Miniprogrampage(card) => ReplySpec::Miniprogrampage(MiniProgramCard {
+                title: fill(&card.title),
+                pagepath: fill(&card.pagepath),
+                thumb_media_id: card.thumb_media_id.clone(),
+            }),
             other => other.clone(),
         }
     }
@@ -568,7 +541,7 @@ impl ReplySpec {
             ReplySpec::TransferCustomerService(_) => {
                 OfficialAccountReply::TransferCustomerService { kf_account: None }
             }
-            ReplySpec::Link { .. } | ReplySpec::Miniprogrampage { .. } | ReplySpec::Mpnews(_) => {
+            ReplySpec::Link(_) | ReplySpec::Miniprogrampage(_) | ReplySpec::Mpnews(_) => {
                 return None
             }
         })
@@ -579,26 +552,8 @@ impl ReplySpec {
     /// file not uploaded. News goes as its first article, all the API takes.
     pub fn to_cs_message(&self, media_id: Option<&str>) -> Option<CsMessage> {
         Some(match self {
-            ReplySpec::Link {
-                title,
-                description,
-                url,
-                thumb_url,
-            } => CsMessage::Link {
-                title: title.clone(),
-                description: description.clone(),
-                url: url.clone(),
-                thumb_url: thumb_url.clone(),
-            },
-            ReplySpec::Miniprogrampage {
-                title,
-                pagepath,
-                thumb_media_id,
-            } => CsMessage::Miniprogrampage {
-                title: title.clone(),
-                pagepath: pagepath.clone(),
-                thumb_media_id: thumb_media_id.clone(),
-            },
+            ReplySpec::Link(card) => CsMessage::Link(card.clone()),
+            ReplySpec::Miniprogrampage(card) => CsMessage::Miniprogrampage(card.clone()),
             ReplySpec::Mpnews(id) => CsMessage::Mpnews(id.clone()),
             // The rest are passive types: one conversion serves both ways.
             passive => {
@@ -692,6 +647,34 @@ impl Reply {
     }
 }
 
+/// A link card, as a rule or backend writes it (`{ link = { … } }`) and as
+/// the customer-service API sends it (`msgtype` `link`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct LinkCard {
+    /// The card's title.
+    pub title: String,
+    /// The card's description; empty by default.
+    #[serde(default)]
+    pub description: String,
+    /// Where it leads.
+    pub url: String,
+    /// URL of the card's picture; empty by default.
+    #[serde(default)]
+    pub thumb_url: String,
+}
+
+/// A mini-program card (`{ miniprogrampage = { … } }`; `msgtype`
+/// `miniprogrampage`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct MiniProgramCard {
+    /// The card's title.
+    pub title: String,
+    /// The mini program page the card opens.
+    pub pagepath: String,
+    /// Media id of the card's cover picture.
+    pub thumb_media_id: String,
+}
+
 /// A customer-service message (`/cgi-bin/message/custom/send`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -701,27 +684,9 @@ pub enum CsMessage {
     /// An uploaded image, by media id.
     Image(String),
     /// A link card.
-    Link {
-        /// The card's title.
-        title: String,
-        /// The card's description; empty by default.
-        #[serde(default)]
-        description: String,
-        /// Where it leads.
-        url: String,
-        /// URL of the card's picture; empty by default.
-        #[serde(default)]
-        thumb_url: String,
-    },
+    Link(LinkCard),
     /// A mini-program card.
-    Miniprogrampage {
-        /// The card's title.
-        title: String,
-        /// The mini program page the card opens.
-        pagepath: String,
-        /// Media id of the card's cover picture.
-        thumb_media_id: String,
-    },
+    Miniprogrampage(MiniProgramCard),
     /// A voice message, by media id (Official Accounts).
     Voice(String),
     /// A video (Official Accounts).
@@ -773,8 +738,8 @@ impl CsMessage {
         match self {
             CsMessage::Text(_) => "text",
             CsMessage::Image(_) => "image",
-            CsMessage::Link { .. } => "link",
-            CsMessage::Miniprogrampage { .. } => "miniprogrampage",
+            CsMessage::Link(_) => "link",
+            CsMessage::Miniprogrampage(_) => "miniprogrampage",
             CsMessage::Voice(_) => "voice",
             CsMessage::Video { .. } => "video",
             CsMessage::Music { .. } => "music",
@@ -788,21 +753,9 @@ impl CsMessage {
         let payload = match self {
             CsMessage::Text(content) => json!({ "content": content }),
             CsMessage::Image(media_id) => json!({ "media_id": media_id }),
-            CsMessage::Link {
-                title,
-                description,
-                url,
-                thumb_url,
-            } => {
-                json!({ "title": title, "description": description, "url": url, "thumb_url": thumb_url })
-            }
-            CsMessage::Miniprogrampage {
-                title,
-                pagepath,
-                thumb_media_id,
-            } => {
-                json!({ "title": title, "pagepath": pagepath, "thumb_media_id": thumb_media_id })
-            }
+            // The cards' fields are WeChat's names: serialised as they are.
+            CsMessage::Link(card) => json!(card),
+            CsMessage::Miniprogrampage(card) => json!(card),
             CsMessage::Voice(media_id) | CsMessage::Mpnews(media_id) => {
                 json!({ "media_id": media_id })
             }

@@ -91,19 +91,26 @@ impl ForwardConfig {
         SigningKey::from_secret(self.secret.expose()).map_err(|e| invalid("secret", e.to_string()))
     }
 
-    /// Whether `message` goes to this target: every push without `only`,
-    /// else those that one of its [`KindPattern`]s matches.
-    pub fn wants(&self, message: &Message) -> bool {
+    /// The kinds of push this target takes (`only`, read once when the
+    /// forwarder is built); `None`: every push.
+    pub fn kinds(&self) -> Option<Vec<KindPattern>> {
         self.only
             .as_ref()
-            .is_none_or(|kinds| kinds.iter().any(|k| KindPattern::parse(k).matches(message)))
+            .map(|kinds| kinds.iter().map(|k| KindPattern::parse(k)).collect())
     }
+}
+
+/// Whether `message` goes to a target taking `kinds` ([`ForwardConfig::kinds`]).
+fn wanted(kinds: Option<&[KindPattern]>, message: &Message) -> bool {
+    kinds.is_none_or(|kinds| kinds.iter().any(|k| k.matches(message)))
 }
 
 /// One app's settings for one target.
 #[derive(Debug)]
 struct Route {
     config: ForwardConfig,
+    /// `config.only`, parsed.
+    kinds: Option<Vec<KindPattern>>,
     key: SigningKey,
     /// The app's kind: an Official Account takes any passive reply.
     kind: AppKind,
@@ -180,6 +187,7 @@ impl Forwarder {
                 let key = check_target(config, i, j)?;
                 let route = Route {
                     config: f.clone(),
+                    kinds: f.kinds(),
                     key,
                     kind: app.kind,
                 };
@@ -236,7 +244,7 @@ impl Forwarder {
         let transferable = can_transfer(message);
         self.targets.iter().filter_map(move |target| {
             let route = target.routes.get(appid)?;
-            let wanted = route.config.wants(message);
+            let wanted = wanted(route.kinds.as_deref(), message);
             // An Official Account takes a passive reply to any push; a Mini
             // Program only a transfer, to a message or a session entry.
             let passive = transferable || route.kind == AppKind::OfficialAccount;
@@ -494,6 +502,10 @@ mod tests {
         Message::from_fields(fields).unwrap()
     }
 
+    fn wants(c: &ForwardConfig, m: &Message) -> bool {
+        wanted(c.kinds().as_deref(), m)
+    }
+
     #[test]
     fn filters_match_kinds_and_events() {
         let text = message(
@@ -510,14 +522,14 @@ mod tests {
         );
         assert_eq!(novel.kind(), "unknown");
         let mut c: ForwardConfig = toml::from_str("url = \"http://a/b\"\nsecret = \"s\"").unwrap();
-        assert!([&text, &image, &enter, &novel].iter().all(|m| c.wants(m)));
+        assert!([&text, &image, &enter, &novel].iter().all(|m| wants(&c, m)));
         assert_eq!(c.retry_schedule, crate::config::default_schedule());
         c.only = Some(vec!["text".into(), "event".into()]);
-        assert!(c.wants(&text) && c.wants(&enter) && c.wants(&novel) && !c.wants(&image));
+        assert!(wants(&c, &text) && wants(&c, &enter) && wants(&c, &novel) && !wants(&c, &image));
         c.only = Some(vec!["event:user_enter_tempsession".into()]);
-        assert!(c.wants(&enter) && !c.wants(&novel) && !c.wants(&text));
+        assert!(wants(&c, &enter) && !wants(&c, &novel) && !wants(&c, &text));
         c.only = Some(vec!["event:brand_new_event".into()]);
-        assert!(c.wants(&novel) && !c.wants(&enter));
+        assert!(wants(&c, &novel) && !wants(&c, &enter));
     }
 
     #[test]

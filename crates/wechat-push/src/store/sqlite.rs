@@ -566,6 +566,8 @@ fn run(
     health: &Health,
     stats: &WriterCounters,
 ) {
+    // Reused: the kinds of each batch, for the log of a slow one.
+    let mut kinds: Vec<&'static str> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let started = std::time::Instant::now();
         let mut batch = Vec::with_capacity(64);
@@ -599,7 +601,8 @@ fn run(
             continue;
         }
         let changes = conn.total_changes();
-        let kinds: Vec<&'static str> = batch.iter().map(|op| op.kind).collect();
+        kinds.clear();
+        kinds.extend(batch.iter().map(|op| op.kind));
         let deferred: Vec<Deferred> = batch.into_iter().map(|op| (op.run)(Ok(&conn))).collect();
         let committing = std::time::Instant::now();
         let commit_error = conn

@@ -135,12 +135,12 @@ async fn quota_errors_are_final_and_busy_is_retried() {
         .unwrap();
     assert_eq!(w.count("custom/send").await, 3);
     api.typing("wx1", &user(), true).await.unwrap();
-    let link = CsMessage::Link {
+    let link = CsMessage::Link(wechat_push::reply::LinkCard {
         title: "t".into(),
         description: "d".into(),
         url: "https://x".into(),
         thumb_url: "https://y".into(),
-    };
+    });
     api.send("wx1", &user(), &link).await.unwrap();
     let sent = w.get("/_mock/sent").await;
     assert_eq!(
