@@ -10,7 +10,7 @@ so the server has one core, as the targets assume. The HTTP table's load
 generator is wrk (installed from Debian's packages when missing) sending
 pushes sealed beforehand, so that the generator costs least and the server is
 the limit; each contender runs three times, each on a fresh server and store.
-The open-loop runs use `wechat-push simulate load --rate`. Every number in the
+The open-loop runs use `examples/open_loop.rs`, wrk2-style. Every number in the
 report comes from this run on this machine.
 """
 
@@ -36,6 +36,7 @@ BIN = TARGET / "wechat-push"
 BARE = TARGET / "examples" / "bare_axum"
 OPEN_CASES = TARGET / "examples" / "open_cases"
 SEALED = TARGET / "examples" / "sealed_pushes"
+OPEN_LOOP = TARGET / "examples" / "open_loop"
 WRK_SCRIPT = Path(__file__).resolve().parent / "pushes.lua"
 RUNS = 3
 BENCH = ROOT / "bench"
@@ -353,38 +354,75 @@ def bench_servers(duration, concurrencies, before=None):
 
 
 def bench_open_loop(rate, duration, before=None):
-    """`simulate load --rate` from an empty store: latency from when each push was due."""
+    """`examples/open_loop` from an empty store: latency from when each push was due."""
     results = []
-    # The bare handler answers in microseconds: its tail is the generator's.
+    # The bare handler answers in microseconds: its tail is the generator's
+    # and the machine's (the kernel, the other core's neighbours).
     floor = [("bare axum: verify + decrypt, stores nothing (the generator's floor)", "bare", BARE)]
     for label, kind, binary in serve_contenders(before) + floor:
         with tempfile.TemporaryDirectory() as d:
             port = free_port()
             config = write_config(d, port)
+            pushes = Path(d) / "pushes.tsv"
+            seal_pushes(config, rate * duration + rate, pushes)
             if kind == "bare":
                 server = Server([binary, f"127.0.0.1:{port}", config], port)
             else:
                 server = Server([binary, "serve", "--config", config], port)
             try:
                 cmd = [
-                    "taskset", "-c", "1", str(BIN), "simulate", "load",
-                    "--url", f"http://127.0.0.1:{port}/wechat/{APPID}", "--token", TOKEN, "--aes-key", KEY,
-                    "--appid", APPID, "--mode", "safe", "--format", "xml",
-                    "--rate", str(rate), "--duration", f"{duration}s", "--json",
+                    "taskset", "-c", "1", str(OPEN_LOOP), f"http://127.0.0.1:{port}", str(pushes),
+                    str(rate), str(duration), "64",
                 ]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if not out.stdout.strip():
-                    raise RuntimeError(f"load failed: {out.stderr}")
+                    raise RuntimeError(f"open-loop generator failed: {out.stderr}")
                 report = json.loads(out.stdout)
-                histogram = batch_histogram(scrape(port)) if kind == "serve" else None
+                metrics = scrape(port) if kind != "bare" else None
             finally:
                 rss = server.stop()
+            histogram = batch_histogram(metrics) if metrics else None
+            ack = ack_percentiles(metrics) if metrics else None
             stored = stored_pushes(Path(d) / "inbox.db") if kind != "bare" else 0
             log(f"{label} open loop {rate}/s: p99 {report['p99_ms']:.2f} ms p99.9 {report['p999_ms']:.2f} ms "
-                f"max {report['max_ms']:.1f} ms, {stored:,} stored")
+                f"max {report['max_ms']:.1f} ms, sent late {report['sent_late']}, {stored:,} stored")
             results.append({"server": label, "kind": kind, "rate": rate, "peak_rss_kb": rss, "stored": stored,
-                            "batch_histogram": histogram, **report})
+                            "batch_histogram": histogram, "ack": ack, **report})
     return results
+
+
+def ack_percentiles(metrics_text):
+    """Upper bounds of the p50/p99/p99.9 of `wechat_push_ack_seconds` (the server's own view), in ms."""
+    rows = []
+    for line in metrics_text.splitlines():
+        if line.startswith("wechat_push_ack_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            rows.append((float("inf") if bound == "+Inf" else float(bound) * 1000, float(line.rsplit(" ", 1)[1])))
+    if not rows or rows[-1][1] == 0:
+        return None
+    total = rows[-1][1]
+    return {f"p{name}": next(b for b, c in rows if c >= q * total) for name, q in (("50", .5), ("99", .99), ("999", .999))}
+
+
+def disk_fsync_floor(seconds=10):
+    """fdatasync latency of 16 KiB writes on the store's disk: what one commit costs at least, in ms."""
+    with tempfile.TemporaryDirectory() as d:
+        fd = os.open(Path(d) / "fsync.bin", os.O_WRONLY | os.O_CREAT)
+        lat, off, end = [], 0, time.time() + seconds
+        try:
+            while time.time() < end:
+                os.pwrite(fd, b"x" * 16384, off)
+                off = 0 if off > (64 << 20) else off + 16384
+                t = time.perf_counter()
+                os.fdatasync(fd)
+                lat.append((time.perf_counter() - t) * 1000)
+        finally:
+            os.close(fd)
+    lat.sort()
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    floor = {"n": len(lat), "p50_ms": pick(.5), "p99_ms": pick(.99), "p999_ms": pick(.999), "max_ms": lat[-1]}
+    log(f"fdatasync floor: p50 {floor['p50_ms']:.2f} ms p99 {floor['p99_ms']:.2f} ms max {floor['max_ms']:.1f} ms")
+    return floor
 
 
 def bench_apps(duration, counts):
@@ -591,21 +629,39 @@ def render(results):
             "",
             "## Open loop: pushes at a steady rate, as WeChat sends them",
             "",
-            f"`wechat-push simulate load --rate {rate:,}` (core 1) sends {rate:,} distinct safe-mode pushes a "
-            "second whatever the answers, as WeChat's pushes arrive independently of ours; each latency "
-            "counts from when its push was due, so a stall also counts against the pushes it held back. "
-            "One run per server, from an empty store that grows past a million pushes; the bare "
-            "handler, which answers in microseconds and stores nothing, shows the generator's own tail.",
+            f"`examples/open_loop.rs` (core 1, one thread, 64 keep-alive connections) sends {rate:,} distinct "
+            "safe-mode pushes a second, sealed beforehand, whatever the answers, as WeChat's pushes arrive "
+            "independently of ours. Each latency counts from when its push was due, so a stall also counts "
+            "against every push it held back (wrk2's correction of coordinated omission). The generator waits "
+            "for due times by yielding, not on Tokio's millisecond timer; `sent late` counts pushes it sent over "
+            "200 µs after they were due while their connection was idle, which is the generator's (or the "
+            "machine's) lateness, not the server's. One run per server, from an empty store that grows past a "
+            "million pushes; the bare handler, which answers in microseconds and stores nothing, shows the "
+            "floor that the generator, the kernel and this shared machine set. `server's p50/p99/p99.9` are "
+            "the upper bounds of the buckets of `wechat_push_ack_seconds`, the server's own view of each "
+            "acknowledgement from request to answer.",
             "",
-            "| server | rate | answered rightly | stored at the end | p50 | p99 | p99.9 | max | errors |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| server | rate | answered rightly | stored at the end | p50 | p99 | p99.9 | max | errors | sent late | server's p50/p99/p99.9 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in ol:
             stored = f"{r['stored']:,}" if r["kind"] != "bare" else "—"
+            ack = r.get("ack")
+            ack_text = f"≤{ack['p50']:g} / ≤{ack['p99']:g} / ≤{ack['p999']:g} ms" if ack else "—"
             out.append(
                 f"| {r['server']} | {r['rate']:,}/s | {r['ok']:,} | {stored} | {r['p50_ms']:.2f} ms | "
-                f"{r['p99_ms']:.2f} ms | {r['p999_ms']:.2f} ms | {r['max_ms']:.1f} ms | {r['errors']} |"
+                f"{r['p99_ms']:.2f} ms | {r['p999_ms']:.2f} ms | {r['max_ms']:.1f} ms | {r['errors']} | "
+                f"{r.get('sent_late', 0):,} | {ack_text} |"
             )
+        floor = results.get("fsync_floor")
+        if floor:
+            out += [
+                "",
+                f"The disk under the store: `fdatasync` after a 16 KiB write, {floor['n']:,} times in a row, took "
+                f"p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms, p99.9 {floor['p999_ms']:.2f} ms, "
+                f"max {floor['max_ms']:.1f} ms. Every acknowledgement waits for at least one such fsync "
+                "(its batch's commit), and usually for part of the batch before it.",
+            ]
         out += histogram_table(
             "Batches of `serve` in the open-loop run:",
             [r["batch_histogram"] for r in ol if r["kind"] == "serve"],
@@ -694,7 +750,7 @@ def main():
     duration = 2 if args.quick else args.duration
     started = time.time()
     run(["cargo", "build", "--release", "-p", "wechat-push-cli", "-p", "wechat-push", "--bin", "wechat-push",
-         "--example", "bare_axum", "--example", "open_cases", "--example", "sealed_pushes"], cwd=ROOT)
+         "--example", "bare_axum", "--example", "open_cases", "--example", "sealed_pushes", "--example", "open_loop"], cwd=ROOT)
     before = (args.before, build_before(args.before)) if args.before else None
     ensure_wrk()
     setup_peers()
@@ -704,6 +760,7 @@ def main():
         "pipeline": bench_pipeline(args.quick),
         "pipeline_peers": bench_pipeline_peers(0.5 if args.quick else 2.0),
         "servers": bench_servers(duration, [16, 64], before),
+        "fsync_floor": disk_fsync_floor(2 if args.quick else 10),
         "open_loop": bench_open_loop(args.rate, 10 if args.quick else args.open_loop_seconds, before),
         "apps": bench_apps(max(2, duration // 2), [1, 10, 100]),
     }
