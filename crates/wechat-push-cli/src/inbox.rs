@@ -4,7 +4,7 @@
 //! `dedup_key`, `kind`, `from`, `create_time`, `status`, `attempts` and
 //! `received_at` (milliseconds since the epoch): a contract for scripts.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::sync::Arc;
 use wechat_push::clock::format_utc;
@@ -14,9 +14,7 @@ use wechat_push::protocol::wire;
 
 use wechat_push::api::WechatApi;
 use wechat_push::outbox::Outbox;
-use wechat_push::store::{
-    AnswerStatus, DeliveryStatus, ListFilter, SqliteStore, Status, Store, StoredPush,
-};
+use wechat_push::store::{AnswerStatus, DeliveryStatus, ListFilter, Status, Store, StoredPush};
 
 use crate::ConfigArgs;
 
@@ -71,16 +69,12 @@ pub fn run(cmd: InboxCommand) -> Result<()> {
     })
 }
 
-fn open(config: &ConfigArgs) -> Result<SqliteStore> {
-    let config = config.load()?;
-    let path = config
-        .sqlite_path()
-        .context("store.url is not sqlite://PATH")?;
-    SqliteStore::open(path).with_context(|| format!("cannot open {}", path.display()))
+async fn open(config: &ConfigArgs) -> Result<Arc<dyn Store>> {
+    crate::open_store(&config.load()?).await
 }
 
 async fn list(a: ListArgs) -> Result<()> {
-    let store = open(&a.config)?;
+    let store = open(&a.config).await?;
     let filter = ListFilter {
         appid: a.app,
         status: a.status.as_deref().and_then(Status::parse),
@@ -126,7 +120,7 @@ async fn list(a: ListArgs) -> Result<()> {
 }
 
 async fn show(a: KeyArgs) -> Result<()> {
-    let store = open(&a.config)?;
+    let store = open(&a.config).await?;
     let pushes: Vec<StoredPush> = store
         .get(a.key.clone())
         .await?
@@ -210,7 +204,7 @@ fn pretty(body: &[u8]) -> String {
 }
 
 async fn retry(a: KeyArgs) -> Result<()> {
-    let store = open(&a.config)?;
+    let store = open(&a.config).await?;
     // A beginning of a key finds every push it begins; re-queueing is for
     // one push at a time (`e:` would re-queue every dead event).
     let mut keys: Vec<String> = store
@@ -254,7 +248,7 @@ async fn retry(a: KeyArgs) -> Result<()> {
     }
     if !uncertain.is_empty() {
         let config = a.config.load()?;
-        let store: Arc<dyn Store> = Arc::new(store.clone());
+        let store: Arc<dyn Store> = store.clone();
         let outbox = Outbox::new(store.clone(), WechatApi::for_config(&config, store));
         for (appid, answer) in &uncertain {
             let status = outbox.resend(appid, answer).await?;

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use wechat_push::forward::Forwarder;
 use wechat_push::rules::RulesHandler;
+use wechat_push::store::Store;
 use wechat_push::Config;
 
 /// Receive WeChat message pushes (Mini Programs, Official Accounts): verify,
@@ -80,6 +81,14 @@ enum Threads {
     One,
     /// On every core: servers and load generators.
     All,
+}
+
+/// Open the store `store.url` names, saying which when it cannot.
+async fn open_store(config: &wechat_push::Config) -> Result<std::sync::Arc<dyn Store>> {
+    let location = config.store.location()?;
+    wechat_push::store::open(&location)
+        .await
+        .with_context(|| format!("cannot open the store at {}", config.store.url))
 }
 
 /// Run `work` to completion on a new Tokio runtime.

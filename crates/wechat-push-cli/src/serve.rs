@@ -9,7 +9,6 @@ use wechat_push::config::LogFormat;
 use wechat_push::metrics::Metrics;
 use wechat_push::outbox::Outbox;
 use wechat_push::rules::RulesHandler;
-use wechat_push::store::{SqliteStore, Store};
 use wechat_push::Application;
 
 use crate::ConfigArgs;
@@ -33,13 +32,7 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             .init(),
     }
     crate::block_on(crate::Threads::All, async move {
-        let path = config
-            .sqlite_path()
-            .context("store.url is not sqlite://PATH")?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(path)
-                .with_context(|| format!("cannot open the store at {}", path.display()))?,
-        );
+        let store = crate::open_store(&config).await?;
         let metrics = Arc::new(Metrics::default());
         let api = WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
         let handler = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api)))?;

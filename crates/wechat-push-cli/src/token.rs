@@ -1,9 +1,8 @@
 //! `wechat-push token show APPID`: the shared access token's age and expiry.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use wechat_push::clock::{format_utc, now_ms};
-use wechat_push::store::{SqliteStore, Store};
 
 use crate::ConfigArgs;
 
@@ -29,12 +28,8 @@ pub struct ShowArgs {
 pub fn run(cmd: TokenCommand) -> Result<()> {
     let TokenCommand::Show(a) = cmd;
     let config = a.config.load()?;
-    let path = config
-        .sqlite_path()
-        .context("store.url is not sqlite://PATH")?;
     crate::block_on(crate::Threads::One, async move {
-        let store =
-            SqliteStore::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let store = crate::open_store(&config).await?;
         let Some(t) = store.token(a.appid.clone()).await? else {
             bail!("no access token is cached for {}", a.appid);
         };

@@ -86,7 +86,17 @@ fn main() -> Result<(), Failure> {
             let pushes = pushes.clone();
             let authority = authority.clone();
             tasks.spawn(async move {
-                connection(&authority, &pushes, j, connections, total, start, interval, expected).await
+                connection(
+                    &authority,
+                    &pushes,
+                    j,
+                    connections,
+                    total,
+                    start,
+                    interval,
+                    expected,
+                )
+                .await
             });
         }
         let mut tally = Tally::default();

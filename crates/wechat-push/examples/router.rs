@@ -1,19 +1,15 @@
 //! Answer users from Rust: handlers by message type and event.
 //! `cargo run --example router` with a `wechat-push.toml` (apps with a `secret`).
 
-use std::sync::Arc;
-
 use wechat_push::api::WechatApi;
 use wechat_push::router::{Reply, Router};
-use wechat_push::store::{SqliteStore, Store};
 use wechat_push::{Application, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(Some("wechat-push.toml".as_ref()), std::env::vars())?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
-        config.sqlite_path().ok_or("sqlite only")?,
-    )?);
+    // SQLite or PostgreSQL, as `store.url` says.
+    let store = wechat_push::store::open(&config.store.location()?).await?;
     let api = WechatApi::new(
         &config.wechat.api_base,
         store.clone(),

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -153,8 +153,47 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` (the embedded default).
+    /// `sqlite://PATH` (the embedded default) or `postgres://…`; see
+    /// [`StoreConfig::location`].
     pub url: String,
+}
+
+/// The store `store.url` names, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `sqlite://PATH`: the embedded SQLite file at `PATH` (relative to the
+    /// working directory, or absolute: `sqlite:///var/lib/wechat-push/inbox.db`).
+    Sqlite(PathBuf),
+    /// `postgres://user:password@host:5432/db` (or `postgresql://…`, with
+    /// libpq's parameters): a PostgreSQL database shared by every instance.
+    Postgres(String),
+}
+
+impl StoreConfig {
+    /// Where the store is.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for `store.url` when it names no store this
+    /// build has (`sqlite://` and `postgres://` or `postgresql://`) or an
+    /// empty path.
+    pub fn location(&self) -> Result<StoreLocation, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key: "store.url".into(),
+            reason: reason.to_owned(),
+        };
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(self.url.clone()));
+        }
+        match self.url.strip_prefix("sqlite://") {
+            Some("") => Err(invalid(
+                "sqlite:// needs a file path: sqlite://data/inbox.db",
+            )),
+            Some(path) => Ok(StoreLocation::Sqlite(PathBuf::from(path))),
+            None => Err(invalid(
+                "expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+            )),
+        }
+    }
 }
 
 /// `[wechat]`: WeChat's API.
@@ -543,12 +582,7 @@ impl Config {
             key,
             reason: reason.to_owned(),
         };
-        if !self.store.url.starts_with("sqlite://") {
-            return Err(invalid(
-                "store.url".into(),
-                "only sqlite://PATH is supported by this build",
-            ));
-        }
+        self.store.location()?;
         for (key, value) in [
             ("server.header_timeout", self.server.header_timeout),
             ("server.body_timeout", self.server.body_timeout),
@@ -607,11 +641,6 @@ impl Config {
             app.crypto(i)?;
         }
         Ok(())
-    }
-
-    /// The SQLite file named by `store.url`.
-    pub fn sqlite_path(&self) -> Option<&Path> {
-        self.store.url.strip_prefix("sqlite://").map(Path::new)
     }
 }
 

@@ -44,7 +44,7 @@ use crate::protocol::envelope::{
 };
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
-use crate::store::{NewPush, PushId, SqliteStore, Store, StoreError};
+use crate::store::{Claim, NewPush, Store, StoreError};
 use crate::worker::{self, Accepted, Pool, Processor};
 
 /// Why the server could not start.
@@ -90,7 +90,7 @@ struct Shared {
 pub struct Application {
     listener: TcpListener,
     shared: Arc<Shared>,
-    completions: mpsc::Receiver<PushId>,
+    completions: mpsc::Receiver<Claim>,
     retention: Duration,
     forwarder: Option<Arc<Forwarder>>,
 }
@@ -102,12 +102,8 @@ impl Application {
     /// # Errors
     /// [`StartError`] when the config, store or address is unusable.
     pub async fn build(config: Config, handler: impl Handler) -> Result<Self, StartError> {
-        let path = config.sqlite_path().ok_or_else(|| ConfigError::Invalid {
-            key: "store.url".into(),
-            reason: "only sqlite://PATH is supported by this build".into(),
-        })?;
-        let store = SqliteStore::open(path)?;
-        Self::build_with_store(config, Arc::new(store), handler).await
+        let store = crate::store::open(&config.store.location()?).await?;
+        Self::build_with_store(config, store, handler).await
     }
 
     /// As [`Application::build`], with a store of the caller's.

@@ -25,7 +25,7 @@ use crate::outbox::PASSIVE_SOURCE;
 use crate::protocol::message::Message;
 use crate::reply::PassiveReply;
 use crate::store::AnswerStatus;
-use crate::store::{Inserted, NewPush, PushId, Status, Store, StoreError, StoredPush};
+use crate::store::{Claim, Inserted, NewPush, Status, Store, StoreError, StoredPush};
 
 /// What the pool needs, shared with the server's fast path.
 #[derive(Clone)]
@@ -41,7 +41,7 @@ pub struct Processor {
     /// Where outcomes are counted (`wechat_push_handled_total`, …), for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Pushes handled without a reply, to be marked done in batches.
-    pub completions: mpsc::Sender<PushId>,
+    pub completions: mpsc::Sender<Claim>,
     /// How long the server holds a push's answer for a passive reply.
     pub reply_budget: Duration,
 }
@@ -93,6 +93,7 @@ impl Processor {
         reply_to: Option<oneshot::Sender<Vec<u8>>>,
     ) {
         let id = stored.id;
+        let claim = stored.claim();
         let appid = stored.appid.clone();
         let parsed = match message {
             Some(m) => Ok(m),
@@ -101,8 +102,14 @@ impl Processor {
         let message = match parsed {
             Ok(m) => m,
             Err(e) => {
-                self.finish_failed(id, &appid, stored.dedup_key.as_str(), e.to_string(), None)
-                    .await;
+                self.finish_failed(
+                    claim,
+                    &appid,
+                    stored.dedup_key.as_str(),
+                    e.to_string(),
+                    None,
+                )
+                .await;
                 return;
             }
         };
@@ -130,15 +137,17 @@ impl Processor {
                 // get the same reply. (A reply that then misses its answer
                 // stays stored: WeChat retries only a push whose answer it
                 // did not get, and then the reply is the answer it wanted.)
-                if let Err(e) = self
+                match self
                     .store
-                    .complete(vec![(id, Some(rendered.clone()))], now_ms())
+                    .complete(vec![(claim, Some(rendered.clone()))], now_ms())
                     .await
                 {
-                    tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
+                    Ok(0) => tracing::warn!("push handled, but its lease ran out and another worker has claimed it since: that worker's outcome stands"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again"),
                 }
                 let delivered = reply_to.is_some_and(|tx| tx.send(rendered).is_ok());
-                self.passive_reply_sent(&push, &reply, delivered, waiting)
+                self.passive_reply_sent(&push, claim, &reply, delivered, waiting)
                     .await
                     .map(|()| true)
             }
@@ -152,8 +161,8 @@ impl Processor {
         match outcome {
             Ok(completed) => {
                 // Pushes without a reply are marked done in batches.
-                if !completed && self.completions.send(id).await.is_err() {
-                    if let Err(e) = self.store.complete(vec![(id, None)], now_ms()).await {
+                if !completed && self.completions.send(claim).await.is_err() {
+                    if let Err(e) = self.store.complete(vec![(claim, None)], now_ms()).await {
                         tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
                     }
                 }
@@ -166,7 +175,7 @@ impl Processor {
                     .then(|| self.retry_at(stored.attempts))
                     .flatten();
                 self.finish_failed(
-                    id,
+                    claim,
                     &appid,
                     stored.dedup_key.as_str(),
                     crate::display_chain(&e),
@@ -185,6 +194,7 @@ impl Processor {
     async fn passive_reply_sent(
         &self,
         push: &Push,
+        claim: Claim,
         reply: &PassiveReply,
         delivered: bool,
         waiting: bool,
@@ -205,7 +215,7 @@ impl Processor {
             let instead = self.handler.reply_missed(push, reply).await?;
             // It went another way (or none): WeChat's retry must not carry it too.
             self.store
-                .forget_reply(push.id)
+                .forget_reply(claim)
                 .await
                 .map_err(|e| HandlerError::caused_by("cannot forget the missed reply", e))?;
             tracing::warn!(appid = %push.appid, msg_type = reply.msg_type(), %why, %instead, "passive reply missed its answer");
@@ -250,7 +260,7 @@ impl Processor {
 
     async fn finish_failed(
         &self,
-        id: PushId,
+        claim: Claim,
         appid: &str,
         dedup_key: &str,
         error: String,
@@ -267,8 +277,14 @@ impl Processor {
             }
             None => tracing::error!(%appid, %dedup_key, %error, "handler failed; push is dead"),
         }
-        if let Err(e) = self.store.fail(id, error, retry_at, now_ms()).await {
-            tracing::error!(error = %e, "cannot record the failure; the lease will bring the push back");
+        match self.store.fail(claim, error, retry_at, now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%appid, %dedup_key, "the push's lease ran out and another worker has claimed it since: its outcome stands, this failure is not recorded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the failure; the lease will bring the push back")
+            }
         }
     }
 
@@ -320,14 +336,14 @@ pub enum Accepted {
 /// A worker slot: while it is held, its push counts as in flight.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    id: Option<PushId>,
-    in_flight: Arc<Mutex<HashSet<PushId>>>,
+    claim: Option<Claim>,
+    in_flight: Arc<Mutex<HashSet<Claim>>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let (Some(id), Ok(mut set)) = (self.id, self.in_flight.lock()) {
-            set.remove(&id);
+        if let (Some(claim), Ok(mut set)) = (self.claim, self.in_flight.lock()) {
+            set.remove(&claim);
         }
     }
 }
@@ -343,7 +359,7 @@ pub struct Pool {
     /// Told when a push is stored for the pool to claim.
     notify: Arc<Notify>,
     slots: Slots,
-    in_flight: Arc<Mutex<HashSet<PushId>>>,
+    in_flight: Arc<Mutex<HashSet<Claim>>>,
 }
 
 impl Pool {
@@ -389,8 +405,8 @@ impl Pool {
         let lease_ms = crate::clock::ms(processor.config.lease);
         let claim_until = (wait_for_reply || hand_off.is_some()).then_some(now + lease_ms);
         let new = Arc::new(new);
-        let id = match processor.store.insert(new.clone(), claim_until).await? {
-            Inserted::New(id) => id,
+        let claim = match processor.store.insert(new.clone(), claim_until).await? {
+            Inserted::New(claim) => claim,
             Inserted::Duplicate { reply, status, .. } => {
                 return Ok(Accepted::Duplicate { status, reply })
             }
@@ -402,7 +418,8 @@ impl Pool {
         // The store has let go of it by now: taken back, not copied.
         let new = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
         let stored = StoredPush {
-            id,
+            id: claim.id,
+            fence: claim.fence,
             appid: new.appid,
             dedup_key: new.dedup_key,
             kind: new.kind,
@@ -459,7 +476,7 @@ impl Pool {
     fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
         Slot {
             _permit: permit,
-            id: None,
+            claim: None,
             in_flight: self.in_flight.clone(),
         }
     }
@@ -467,9 +484,9 @@ impl Pool {
     /// Handle a claimed push on `slot`, in a task of its own.
     pub fn start(&self, mut slot: Slot, push: StoredPush, message: Option<Message>) {
         if let Ok(mut set) = self.in_flight.lock() {
-            set.insert(push.id);
+            set.insert(push.claim());
         }
-        slot.id = Some(push.id);
+        slot.claim = Some(push.claim());
         let processor = self.processor.clone();
         tokio::spawn(async move {
             processor
@@ -538,7 +555,7 @@ impl Pool {
         if self.slots.drain(deadline).await {
             return;
         }
-        let unfinished: Vec<PushId> = self
+        let unfinished: Vec<Claim> = self
             .in_flight
             .lock()
             .map(|s| s.iter().copied().collect())
@@ -557,10 +574,10 @@ impl Pool {
 /// its commit the next gathers. Runs until `finish` fires, then flushes.
 pub async fn complete_batches(
     store: Arc<dyn Store>,
-    mut completions: mpsc::Receiver<PushId>,
+    mut completions: mpsc::Receiver<Claim>,
     mut finish: watch::Receiver<bool>,
 ) {
-    let mut batch: Vec<(PushId, Option<Vec<u8>>)> = Vec::new();
+    let mut batch: Vec<(Claim, Option<Vec<u8>>)> = Vec::new();
     loop {
         let finishing = tokio::select! {
             id = completions.recv() => match id {
@@ -579,8 +596,14 @@ pub async fn complete_batches(
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = store.complete(std::mem::take(&mut batch), now_ms()).await {
-                tracing::error!(error = %e, "cannot mark pushes done; their leases will bring them back");
+            let handled = batch.len();
+            match store.complete(std::mem::take(&mut batch), now_ms()).await {
+                Ok(done) if done < handled => tracing::warn!(
+                    stale = handled - done,
+                    "pushes handled after their leases ran out and claimed by another worker since: that worker's outcome stands"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot mark pushes done; their leases will bring them back"),
             }
         }
         if finishing {

@@ -714,7 +714,7 @@ async fn inbox_retry_of_a_key_beginning_that_matches_several_pushes_is_refused()
         .unwrap()
     {
         store
-            .fail(claimed.id, "boom".into(), None, 1)
+            .fail(claimed.claim(), "boom".into(), None, 1)
             .await
             .unwrap();
     }

@@ -263,12 +263,18 @@ impl Forwarder {
             metrics::FORWARDS,
             &[("appid", appid), ("target", name), ("outcome", kind)],
         );
-        if let Err(e) = self
+        match self
             .store
-            .finish_delivery(delivery.id, outcome, now_ms())
+            .finish_delivery(delivery.claim(), outcome, now_ms())
             .await
         {
-            tracing::error!(error = %e, "cannot record the delivery's outcome; its lease brings it back");
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%appid, target = %name, "the delivery's lease ran out and another forwarder has claimed it since: its outcome stands, this one is not recorded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the delivery's outcome; its lease brings it back")
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //! at once on several instances, store one push; and it must not report an
 //! insert before it is durable, because the server says `success` on it.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -19,7 +20,10 @@ use serde::Serialize;
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+use crate::config::StoreLocation;
 
 /// A boxed future, so that [`Store`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -60,6 +64,43 @@ impl fmt::Display for PushId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// A worker's hold on a push it claimed: the push's id and the fencing
+/// token its claim set. The token grows by one at every claim and never
+/// goes back (not even when a push is released), so a worker whose lease
+/// ran out, and whose push another worker or instance has claimed since,
+/// holds an older token: its finishing calls ([`Store::complete`],
+/// [`Store::fail`], [`Store::release`], [`Store::forget_reply`]) change
+/// nothing, and the newer holder's outcome stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Claim {
+    /// The claimed push.
+    pub id: PushId,
+    /// The fencing token: how many times the push had been claimed, this
+    /// claim included. A push stored unclaimed has token 0, which no
+    /// finishing call matches until it is claimed.
+    pub fence: i64,
+}
+
+/// The row id of a push's delivery to one forward target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub i64);
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A forwarder's hold on a delivery it claimed: as [`Claim`] is to a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct DeliveryClaim {
+    /// The claimed delivery.
+    pub id: DeliveryId,
+    /// The fencing token its claim set (see [`Claim::fence`]).
+    pub fence: i64,
 }
 
 /// Where a stored push is in its life.
@@ -131,8 +172,9 @@ pub struct NewPush {
 /// What an insert found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
-    /// The push is new and now stored.
-    New(PushId),
+    /// The push is new and now stored; with `claim_until`, claimed by the
+    /// caller (fencing token 1), else unclaimed (token 0).
+    New(Claim),
     /// The push was already stored: a retry from WeChat.
     Duplicate {
         /// The row id of the push stored first.
@@ -166,6 +208,10 @@ pub struct StoredPush {
     pub status: Status,
     /// Handling attempts so far.
     pub attempts: u32,
+    /// Times it has been claimed, the current claim included: the fencing
+    /// token of [`StoredPush::claim`].
+    #[serde(skip)]
+    pub fence: i64,
     /// When it arrived, milliseconds since the epoch.
     pub received_at: i64,
     /// When it was finished (done or dead), milliseconds since the epoch.
@@ -182,6 +228,17 @@ pub struct StoredPush {
     /// The passive reply, if one was given (unencrypted).
     #[serde(skip)]
     pub reply: Option<Vec<u8>>,
+}
+
+impl StoredPush {
+    /// The claim this read of the push carries (meaningful for a push just
+    /// claimed: what the finishing calls take).
+    pub fn claim(&self) -> Claim {
+        Claim {
+            id: self.id,
+            fence: self.fence,
+        }
+    }
 }
 
 /// Which pushes to list.
@@ -328,8 +385,8 @@ impl fmt::Display for DeliveryStatus {
 /// One push's delivery to one forward target, as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
-    /// The delivery's row id (what [`Store::finish_delivery`] takes).
-    pub id: i64,
+    /// The delivery's row id.
+    pub id: DeliveryId,
     /// The row id of the push being delivered.
     pub push_id: PushId,
     /// The target, by its URL.
@@ -338,6 +395,10 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts so far.
     pub attempts: u32,
+    /// Times it has been claimed, the current claim included: the fencing
+    /// token of [`Delivery::claim`].
+    #[serde(skip)]
+    pub fence: i64,
     /// Whether the target already answered 2xx: then only its reply is
     /// still to send, and a retry does not post the push again.
     pub responded: bool,
@@ -345,6 +406,17 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// Last change, milliseconds since the epoch.
     pub updated_at: i64,
+}
+
+impl Delivery {
+    /// The claim this read of the delivery carries (what
+    /// [`Store::finish_delivery`] takes).
+    pub fn claim(&self) -> DeliveryClaim {
+        DeliveryClaim {
+            id: self.id,
+            fence: self.fence,
+        }
+    }
 }
 
 /// How many deliveries to one target are in one unfinished status.
@@ -386,9 +458,10 @@ pub enum DeliveryOutcome {
 /// retries later.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// A SQLite statement failed; the source is rusqlite's error.
+    /// A statement failed; the source is the database driver's error
+    /// (rusqlite's, for the SQLite store).
     #[error("database error")]
-    Database(#[source] Arc<rusqlite::Error>),
+    Database(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The database file or its directory could not be prepared.
     #[error("cannot prepare {path}")]
     Io {
@@ -415,11 +488,35 @@ pub enum StoreError {
     /// until one succeeds.
     #[error("the last commit failed: {0}")]
     Failing(String),
+    /// `store.url` cannot be used as it is (the reason says why).
+    #[error("{0}")]
+    Config(String),
+    /// The database server may lose a commit it reported (a setting is
+    /// off): a push acknowledged could be lost, so the store is not used.
+    #[error(
+        "PostgreSQL has {setting} = off: a commit it reports can be lost in a crash, and with it \
+         a push already answered `success`; turn {setting} on (postgresql.conf) to use it"
+    )]
+    NotDurable {
+        /// `fsync` or `synchronous_commit`.
+        setting: String,
+    },
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(Arc::new(e))
+/// Open the store `location` names (from `store.url`, see
+/// [`StoreConfig::location`](crate::config::StoreConfig::location)): the
+/// one place that chooses a backend, so the server and every command open
+/// the same store the same way.
+///
+/// # Errors
+/// [`StoreError::Io`] when the database file or its directory cannot be
+/// made; [`StoreError::Database`] when the database cannot be opened or
+/// migrated; for PostgreSQL, [`StoreError::Config`] and
+/// [`StoreError::NotDurable`] (see [`PostgresStore::open`]).
+pub async fn open(location: &StoreLocation) -> Result<Arc<dyn Store>, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreLocation::Postgres(url) => Ok(Arc::new(PostgresStore::open(url).await?)),
     }
 }
 
@@ -447,29 +544,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
     /// Mark claimed pushes done, each with the passive reply it got, if any.
-    /// Many at once cost about as much as one: workers batch them.
+    /// Many at once cost about as much as one: workers batch them. A push
+    /// claimed again since (its lease ran out) is left as its newer holder
+    /// leaves it; returns how many were still held and are now done.
     fn complete(
         &self,
-        done: Vec<(PushId, Option<Vec<u8>>)>,
+        done: Vec<(Claim, Option<Vec<u8>>)>,
         now: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     /// Forget the passive reply stored with a push (it missed its answer and
     /// went some other way): WeChat's retry then gets `success`, not a
     /// second copy of the answer.
-    fn forget_reply(&self, id: PushId) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Nothing changes when the push has been claimed again since.
+    fn forget_reply(&self, claim: Claim) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Record a failed attempt: retry at `retry_at`, or with `None` mark it dead.
+    /// Record a failed attempt: retry at `retry_at`, or with `None` mark it
+    /// dead. Returns whether the claim still held; when it did not (another
+    /// worker claimed the push after this one's lease ran out), nothing
+    /// changes.
     fn fail(
         &self,
-        id: PushId,
+        claim: Claim,
         error: String,
         retry_at: Option<i64>,
         now: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Give claimed pushes back unhandled (shutdown): due at once, the attempt not counted.
-    fn release(&self, ids: Vec<PushId>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Give claimed pushes back unhandled (shutdown): due at once, the
+    /// attempt not counted. Claims that no longer hold are skipped.
+    fn release(&self, claims: Vec<Claim>) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// List pushes, newest first.
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
@@ -576,13 +680,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>>;
 
-    /// Record the outcome of an attempt of delivery `id`.
+    /// Record the outcome of an attempt of a claimed delivery. Returns
+    /// whether the claim still held; when it did not (another forwarder
+    /// claimed the delivery after this one's lease ran out), nothing
+    /// changes.
     fn finish_delivery(
         &self,
-        id: i64,
+        claim: DeliveryClaim,
         outcome: DeliveryOutcome,
         now: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// The deliveries of a push.
     fn deliveries(&self, push: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;

@@ -42,9 +42,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Counts, Delivery, DeliveryOutcome,
-    DeliveryStatus, Inserted, ListFilter, NewPush, PushId, Retried, Status, Store, StoreError,
-    StoredPush, WriterStats,
+    AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery,
+    DeliveryClaim, DeliveryId, DeliveryOutcome, DeliveryStatus, Inserted, ListFilter, NewPush,
+    PushId, Retried, Status, Store, StoreError, StoredPush, WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -115,7 +115,9 @@ CREATE TABLE IF NOT EXISTS pushes (
     due_at INTEGER NOT NULL,
     last_error TEXT,
     reply BLOB,
-    finished_at INTEGER
+    finished_at INTEGER,
+    -- the fencing token: +1 at every claim, never less (see store::Claim)
+    claims INTEGER NOT NULL DEFAULT 0
 );
 -- One row, written by each health check: writing is what health means.
 CREATE TABLE IF NOT EXISTS health (
@@ -153,6 +155,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     responded INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     updated_at INTEGER NOT NULL,
+    -- the fencing token: +1 at every claim, never less (see store::DeliveryClaim)
+    claims INTEGER NOT NULL DEFAULT 0,
     UNIQUE (push_id, target)
 );
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (target, due_at)
@@ -171,7 +175,13 @@ CREATE INDEX IF NOT EXISTS pushes_ready ON pushes (due_at) WHERE status IN ('pen
 const KEY_MATCHES: &str = "(dedup_key = ?1 OR (dedup_key >= ?1 || ':' AND dedup_key < ?1 || ';'))";
 
 const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
-                       received_at, status, attempts, last_error, reply, finished_at";
+                       received_at, status, attempts, last_error, reply, finished_at, claims";
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(Arc::new(e))
+    }
+}
 
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
@@ -315,7 +325,10 @@ impl SqliteStore {
         if let Err(e @ StoreError::Database(cause)) = &result {
             // A full disk fails statements, not only commits: unhealthy
             // until a batch writes again.
-            if cannot_write(cause) {
+            if cause
+                .downcast_ref::<rusqlite::Error>()
+                .is_some_and(cannot_write)
+            {
                 self.health.set_failing(Some(e));
             }
         }
@@ -483,6 +496,22 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         .exists([])?;
     if !has_room {
         conn.execute_batch("ALTER TABLE health ADD COLUMN room BLOB")?;
+    }
+    // 0.3: claims carry a fencing token. A push working when the database
+    // was upgraded keeps its attempts as its token, so that its (old)
+    // worker's finishing calls still match.
+    for table in ["pushes", "deliveries"] {
+        let has_claims = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'claims'"
+            ))?
+            .exists([])?;
+        if !has_claims {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN claims INTEGER NOT NULL DEFAULT 0; \
+                 UPDATE {table} SET claims = attempts;"
+            ))?;
+        }
     }
     Ok(())
 }
@@ -714,12 +743,12 @@ fn read_answers(
 }
 
 const DELIVERY_COLUMNS: &str =
-    "id, push_id, target, status, attempts, responded, last_error, updated_at";
+    "id, push_id, target, status, attempts, responded, last_error, updated_at, claims";
 
 fn read_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     let status: String = row.get(3)?;
     Ok(Delivery {
-        id: row.get(0)?,
+        id: DeliveryId(row.get(0)?),
         push_id: PushId(row.get(1)?),
         target: row.get(2)?,
         status: DeliveryStatus::parse(&status),
@@ -727,6 +756,7 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         responded: row.get(5)?,
         last_error: row.get(6)?,
         updated_at: row.get(7)?,
+        fence: row.get(8)?,
     })
 }
 
@@ -756,6 +786,7 @@ fn read_push(row: &Row<'_>) -> rusqlite::Result<StoredPush> {
         last_error: row.get(11)?,
         reply: row.get(12)?,
         finished_at: row.get(13)?,
+        fence: row.get(14)?,
     })
 }
 
@@ -770,11 +801,13 @@ impl Store for SqliteStore {
                 Some(until) => (Status::Working, until, 1),
                 None => (Status::Pending, push.received_at_ms, 0),
             };
+            // A claimed insert is the push's first claim.
+            let claims = attempts;
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
-                     body, received_at, status, attempts, due_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                     body, received_at, status, attempts, due_at, claims) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                      ON CONFLICT (appid, dedup_key) DO NOTHING",
                 )?
                 .execute(params![
@@ -789,9 +822,13 @@ impl Store for SqliteStore {
                     status.as_str(),
                     attempts,
                     due_at,
+                    claims,
                 ])?;
             if inserted == 1 {
-                return Ok(Inserted::New(PushId(conn.last_insert_rowid())));
+                return Ok(Inserted::New(Claim {
+                    id: PushId(conn.last_insert_rowid()),
+                    fence: claims,
+                }));
             }
             conn.prepare_cached(
                 "SELECT id, status, reply FROM pushes WHERE appid = ?1 AND dedup_key = ?2",
@@ -815,7 +852,8 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         Box::pin(self.call("claim", move |conn| {
             let sql = format!(
-                "UPDATE pushes SET status = 'working', attempts = attempts + 1, due_at = ?2 \
+                "UPDATE pushes SET status = 'working', attempts = attempts + 1, \
+                   claims = claims + 1, due_at = ?2 \
                  WHERE id IN (SELECT id FROM pushes \
                    WHERE status IN ('pending', 'working') AND due_at <= ?1 \
                    ORDER BY due_at LIMIT ?3) \
@@ -829,63 +867,82 @@ impl Store for SqliteStore {
 
     fn complete(
         &self,
-        done: Vec<(PushId, Option<Vec<u8>>)>,
+        done: Vec<(Claim, Option<Vec<u8>>)>,
         now: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(self.call("complete", move |conn| {
+            let mut finished = 0;
             // Pushes without a reply (nearly all) in one statement.
-            let plain: Vec<i64> = done.iter().filter(|(_, r)| r.is_none()).map(|(id, _)| id.0).collect();
+            let plain: Vec<[i64; 2]> = done
+                .iter()
+                .filter(|(_, r)| r.is_none())
+                .map(|(c, _)| [c.id.0, c.fence])
+                .collect();
             if !plain.is_empty() {
-                let ids = serde_json::to_string(&plain).unwrap_or_default();
-                conn.prepare_cached(
-                    "UPDATE pushes SET status = 'done', finished_at = ?2, last_error = NULL \
-                     WHERE id IN (SELECT value FROM json_each(?1))",
-                )?
-                .execute(params![ids, now])?;
+                let claims = serde_json::to_string(&plain).unwrap_or_default();
+                finished += conn
+                    .prepare_cached(
+                        "UPDATE pushes SET status = 'done', finished_at = ?2, last_error = NULL \
+                         FROM (SELECT value ->> 0 AS id, value ->> 1 AS fence FROM json_each(?1)) AS held \
+                         WHERE pushes.id = held.id AND pushes.claims = held.fence \
+                           AND pushes.status = 'working'",
+                    )?
+                    .execute(params![claims, now])?;
             }
-            for (id, reply) in done.into_iter().filter(|(_, r)| r.is_some()) {
-                conn.prepare_cached(
-                    "UPDATE pushes SET status = 'done', reply = ?2, finished_at = ?3, last_error = NULL \
-                     WHERE id = ?1",
-                )?
-                .execute(params![id.0, reply, now])?;
+            for (claim, reply) in done.into_iter().filter(|(_, r)| r.is_some()) {
+                finished += conn
+                    .prepare_cached(
+                        "UPDATE pushes SET status = 'done', reply = ?3, finished_at = ?4, last_error = NULL \
+                         WHERE id = ?1 AND claims = ?2 AND status = 'working'",
+                    )?
+                    .execute(params![claim.id.0, claim.fence, reply, now])?;
             }
+            Ok(finished)
+        }))
+    }
+
+    fn forget_reply(&self, claim: Claim) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call("forget_reply", move |conn| {
+            conn.prepare_cached("UPDATE pushes SET reply = NULL WHERE id = ?1 AND claims = ?2")?
+                .execute(params![claim.id.0, claim.fence])?;
             Ok(())
         }))
     }
 
     fn fail(
         &self,
-        id: PushId,
+        claim: Claim,
         error: String,
         retry_at: Option<i64>,
         now: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("fail", move |conn| {
-            match retry_at {
+            let changed = match retry_at {
                 Some(at) => conn
                     .prepare_cached(
-                        "UPDATE pushes SET status = 'pending', due_at = ?2, last_error = ?3 WHERE id = ?1",
+                        "UPDATE pushes SET status = 'pending', due_at = ?3, last_error = ?4 \
+                         WHERE id = ?1 AND claims = ?2 AND status = 'working'",
                     )?
-                    .execute(params![id.0, at, error])?,
+                    .execute(params![claim.id.0, claim.fence, at, error])?,
                 None => conn
                     .prepare_cached(
-                        "UPDATE pushes SET status = 'dead', finished_at = ?2, last_error = ?3 WHERE id = ?1",
+                        "UPDATE pushes SET status = 'dead', finished_at = ?3, last_error = ?4 \
+                         WHERE id = ?1 AND claims = ?2 AND status = 'working'",
                     )?
-                    .execute(params![id.0, now, error])?,
+                    .execute(params![claim.id.0, claim.fence, now, error])?,
             };
-            Ok(())
+            Ok(changed == 1)
         }))
     }
 
-    fn release(&self, ids: Vec<PushId>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn release(&self, claims: Vec<Claim>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.call("release", move |conn| {
             let mut stmt = conn.prepare_cached(
                 "UPDATE pushes SET status = 'pending', due_at = 0, attempts = MAX(attempts - 1, 0) \
-                 WHERE id = ?1 AND status = 'working'",
+                 WHERE id = ?1 AND claims = ?2 AND status = 'working'",
             )?;
-            for id in ids {
-                stmt.execute(params![id.0])?;
+            for claim in claims {
+                stmt.execute(params![claim.id.0, claim.fence])?;
             }
             Ok(())
         }))
@@ -1193,7 +1250,7 @@ impl Store for SqliteStore {
             let claimed: Vec<Delivery> = conn
                 .prepare_cached(&format!(
                     "UPDATE deliveries SET status = 'working', attempts = attempts + 1, \
-                       due_at = ?3, updated_at = ?2 \
+                       claims = claims + 1, due_at = ?3, updated_at = ?2 \
                      WHERE id IN (SELECT id FROM deliveries WHERE target = ?1 \
                        AND status IN ('pending', 'working') AND due_at <= ?2 \
                        AND (?5 IS NULL OR push_id = ?5) \
@@ -1223,10 +1280,10 @@ impl Store for SqliteStore {
 
     fn finish_delivery(
         &self,
-        id: i64,
+        claim: DeliveryClaim,
         outcome: DeliveryOutcome,
         now: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("finish_delivery", move |conn| {
             let (status, due_at, error, responded) = match outcome {
                 DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
@@ -1237,12 +1294,22 @@ impl Store for SqliteStore {
                 } => ("pending", at, Some(error), responded),
                 DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
             };
-            conn.prepare_cached(
-                "UPDATE deliveries SET status = ?2, due_at = ?3, last_error = ?4, \
-                   responded = MAX(responded, ?5), updated_at = ?6 WHERE id = ?1",
-            )?
-            .execute(params![id, status, due_at, error, responded, now])?;
-            Ok(())
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?3, due_at = ?4, last_error = ?5, \
+                       responded = MAX(responded, ?6), updated_at = ?7 \
+                     WHERE id = ?1 AND claims = ?2 AND status = 'working'",
+                )?
+                .execute(params![
+                    claim.id.0,
+                    claim.fence,
+                    status,
+                    due_at,
+                    error,
+                    responded,
+                    now
+                ])?;
+            Ok(changed == 1)
         }))
     }
 
@@ -1307,14 +1374,6 @@ impl Store for SqliteStore {
                 .prepare_cached("UPDATE tokens SET token = NULL, expires_at = 0 WHERE appid = ?1 AND token = ?2")?
                 .execute(params![appid, token])?;
             Ok(n == 1)
-        }))
-    }
-
-    fn forget_reply(&self, id: PushId) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.call("forget_reply", move |conn| {
-            conn.prepare_cached("UPDATE pushes SET reply = NULL WHERE id = ?1")?
-                .execute(params![id.0])
-                .map(drop)
         }))
     }
 
@@ -1451,22 +1510,6 @@ mod tests {
         assert!(matches!(e, StoreError::Lost { .. }), "{e}");
     }
 
-    #[tokio::test]
-    async fn concurrent_duplicates_store_one_push() {
-        let store = SqliteStore::open(&temp_db("dup")).unwrap();
-        let results = futures_join((0..4).map(|_| {
-            let s = store.clone();
-            tokio::spawn(async move { s.insert(push("msg:1", 10), None).await.unwrap() })
-        }))
-        .await;
-        let new = results
-            .iter()
-            .filter(|r| matches!(r, Inserted::New(_)))
-            .count();
-        assert_eq!(new, 1, "{results:?}");
-        assert_eq!(store.counts().await.unwrap().pending, 1);
-    }
-
     /// Found by the benchmark: with checkpoints beside a busy writer, the
     /// WAL never started over and grew by 50 MB a second.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1506,294 +1549,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn claim_complete_fail_retry_prune() {
-        let store = SqliteStore::open(&temp_db("life")).unwrap();
-        store.insert(push("a", 10), None).await.unwrap();
-        store.insert(push("b", 20), None).await.unwrap();
-        // Not yet due.
-        assert!(store.claim(5, 1000, 10).await.unwrap().is_empty());
-        let claimed = store.claim(100, 1000, 10).await.unwrap();
-        assert_eq!(claimed.len(), 2);
-        assert!(claimed
-            .iter()
-            .all(|p| p.attempts == 1 && p.status == Status::Working));
-        // Leased: nobody else gets them until the lease runs out.
-        assert!(store.claim(999, 2000, 10).await.unwrap().is_empty());
-        let (a, b) = (claimed[0].id, claimed[1].id);
-        store
-            .complete(vec![(a, Some(b"reply".to_vec()))], 1001)
-            .await
-            .unwrap();
-        store
-            .fail(b, "boom".into(), Some(5000), 1001)
-            .await
-            .unwrap();
-        let Inserted::Duplicate { status, reply, .. } =
-            store.insert(push("a", 30), None).await.unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (status, reply.as_deref()),
-            (Status::Done, Some(&b"reply"[..]))
-        );
-        // b comes back when due, then dies.
-        let again = store.claim(5000, 6000, 10).await.unwrap();
-        assert_eq!((again.len(), again[0].attempts), (1, 2));
-        store
-            .fail(b, "boom again".into(), None, 5001)
-            .await
-            .unwrap();
-        let dead = store.get("b".into()).await.unwrap();
-        assert_eq!(dead[0].status, Status::Dead);
-        assert_eq!(dead[0].last_error.as_deref(), Some("boom again"));
-        assert_eq!(store.retry("b".into(), None).await.unwrap().pushes, 1);
-        assert_eq!(store.claim(5002, 9000, 10).await.unwrap()[0].attempts, 1);
-        // Expired lease: taken up again.
-        assert_eq!(store.claim(9000, 9500, 10).await.unwrap().len(), 1);
-        // Prune removes done pushes finished before the cut-off only.
-        assert_eq!(store.prune(1000).await.unwrap(), 0);
-        assert_eq!(store.prune(1002).await.unwrap(), 1);
-        let counts = store.counts().await.unwrap();
-        assert_eq!((counts.done, counts.working), (0, 1));
-    }
-
-    #[tokio::test]
-    async fn prune_deletes_in_chunks_until_done() {
-        let store = SqliteStore::open(&temp_db("prune")).unwrap();
-        let inserts = (0..2500).map(|i| {
-            let s = store.clone();
-            tokio::spawn(
-                async move { s.insert(push(&format!("k{i}"), 1), Some(10)).await.unwrap() },
-            )
-        });
-        let mut ids = Vec::new();
-        for (i, h) in inserts.enumerate() {
-            if let Inserted::New(id) = h.await.unwrap() {
-                // The last few stay pending: pruning must keep them.
-                if i < 2400 {
-                    ids.push((id, None));
-                }
-            }
-        }
-        store.complete(ids, 100).await.unwrap();
-        assert_eq!(store.prune(101).await.unwrap(), 2400);
-        let counts = store.counts().await.unwrap();
-        assert_eq!((counts.done, counts.working), (0, 100));
-    }
-
-    #[tokio::test]
-    async fn release_gives_back_without_counting_the_attempt() {
-        let store = SqliteStore::open(&temp_db("release")).unwrap();
-        store.insert(push("a", 10), Some(100_000)).await.unwrap();
-        assert!(store.claim(50, 60, 10).await.unwrap().is_empty());
-        let id = store.get("a".into()).await.unwrap()[0].id;
-        store.release(vec![id]).await.unwrap();
-        let p = store.claim(50, 60, 10).await.unwrap();
-        assert_eq!((p.len(), p[0].attempts), (1, 1));
-    }
-
-    #[tokio::test]
-    async fn token_cache_lease_and_invalidation() {
-        let path = temp_db("tokens");
-        let a = SqliteStore::open(&path).unwrap();
-        let b = SqliteStore::open(&path).unwrap();
-        assert_eq!(a.token("wx1".into()).await.unwrap(), None);
-        // One refresher at a time, across processes.
-        assert!(a
-            .lease_token_refresh("wx1".into(), "A".into(), 1000, 0)
-            .await
-            .unwrap());
-        assert!(!b
-            .lease_token_refresh("wx1".into(), "B".into(), 1000, 10)
-            .await
-            .unwrap());
-        // ... until the lease runs out.
-        assert!(b
-            .lease_token_refresh("wx1".into(), "B".into(), 3000, 1000)
-            .await
-            .unwrap());
-        let t = CachedToken {
-            appid: "wx1".into(),
-            token: "T1".into(),
-            expires_at: 9000,
-            fetched_at: 1000,
-        };
-        b.put_token(t.clone(), "B".into()).await.unwrap();
-        assert_eq!(a.token("wx1".into()).await.unwrap(), Some(t));
-        // The lease ended with the put: A may refresh at once.
-        assert!(a
-            .lease_token_refresh("wx1".into(), "A".into(), 5000, 1100)
-            .await
-            .unwrap());
-        // Invalidation only of the token that failed.
-        assert!(!a
-            .invalidate_token("wx1".into(), "OLD".into())
-            .await
-            .unwrap());
-        assert!(a.invalidate_token("wx1".into(), "T1".into()).await.unwrap());
-        assert_eq!(b.token("wx1".into()).await.unwrap(), None);
-        assert!(!format!(
-            "{:?}",
-            CachedToken {
-                appid: "x".into(),
-                token: "secret-token".into(),
-                expires_at: 0,
-                fetched_at: 0
-            }
-        )
-        .contains("secret-token"));
-    }
-
-    #[tokio::test]
-    async fn deliveries_claim_retry_die_and_hold_back_pruning() {
-        let store = SqliteStore::open(&temp_db("deliveries")).unwrap();
-        let Inserted::New(id) = store.insert(push("a", 10), Some(10)).await.unwrap() else {
-            panic!()
-        };
-        let targets = vec![
-            ("http://t1/".to_owned(), 100),
-            ("http://t2/".to_owned(), 100),
-        ];
-        store
-            .add_deliveries(id, targets.clone(), 100)
-            .await
-            .unwrap();
-        // Recording again (the push handled again) changes nothing.
-        store.add_deliveries(id, targets, 100).await.unwrap();
-        assert_eq!(store.deliveries(id).await.unwrap().len(), 2);
-        let claimed = store
-            .claim_deliveries("http://t1/".into(), None, 100, 500, 10)
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 1);
-        let (d, p) = &claimed[0];
-        assert_eq!(
-            (d.attempts, d.status, p.id),
-            (1, DeliveryStatus::Working, id)
-        );
-        // Leased, then due again once the lease runs out.
-        assert!(store
-            .claim_deliveries("http://t1/".into(), None, 499, 900, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        let again = store
-            .claim_deliveries("http://t1/".into(), None, 500, 900, 10)
-            .await
-            .unwrap();
-        assert_eq!(again[0].0.attempts, 2);
-        let retry = DeliveryOutcome::Retry {
-            at: 2000,
-            error: "reply not sent yet".into(),
-            responded: true,
-        };
-        store.finish_delivery(d.id, retry, 600).await.unwrap();
-        let d1 = &store.deliveries(id).await.unwrap()[0];
-        assert_eq!((d1.status, d1.responded), (DeliveryStatus::Pending, true));
-        store
-            .finish_delivery(
-                d.id,
-                DeliveryOutcome::Dead {
-                    error: "gone".into(),
-                },
-                700,
-            )
-            .await
-            .unwrap();
-        // The push is done, but a dead delivery keeps it from being pruned.
-        store.complete(vec![(id, None)], 800).await.unwrap();
-        assert_eq!(store.prune(10_000).await.unwrap(), 0);
-        let retried = store.retry("a".into(), None).await.unwrap();
-        assert_eq!((retried.pushes, retried.deliveries), (0, 1));
-        for target in ["http://t1/", "http://t2/"] {
-            let (d, _) = store
-                .claim_deliveries(target.into(), None, 10_000, 11_000, 10)
-                .await
-                .unwrap()
-                .remove(0);
-            let done = DeliveryOutcome::Delivered { note: None };
-            store.finish_delivery(d.id, done, 10_001).await.unwrap();
-        }
-        store
-            .record_answers(id, "handler".into(), vec![("text".into(), "{}".into())], 1)
-            .await
-            .unwrap();
-        // Settled: pruned with its deliveries and answers.
-        assert_eq!(store.prune(10_000).await.unwrap(), 1);
-        assert!(store.deliveries(id).await.unwrap().is_empty());
-        assert!(store.answers(id).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn answers_of_each_source_are_recorded_once() {
-        let store = SqliteStore::open(&temp_db("sources")).unwrap();
-        let id = PushId(7);
-        let one = |body: &str| vec![("text".to_owned(), body.to_owned())];
-        let a = store
-            .record_answers(id, "handler".into(), one("A"), 1)
-            .await
-            .unwrap();
-        let b = store
-            .record_answers(id, "forward:x".into(), one("B"), 1)
-            .await
-            .unwrap();
-        let a2 = store
-            .record_answers(id, "handler".into(), one("A2"), 2)
-            .await
-            .unwrap();
-        assert_eq!((a[0].seq, b[0].seq), (0, 1));
-        assert_eq!(a2[0].body, "A", "a retry gets what was recorded first");
-        assert_eq!(store.answers(id).await.unwrap().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn deliveries_to_removed_targets_are_buried() {
-        let store = SqliteStore::open(&temp_db("bury")).unwrap();
-        let id = PushId(1);
-        store
-            .add_deliveries(
-                id,
-                vec![("http://old/".into(), 1), ("http://kept/".into(), 1)],
-                1,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .bury_unknown_targets(vec!["http://kept/".into()], 2)
-                .await
-                .unwrap(),
-            1
-        );
-        let d = store.deliveries(id).await.unwrap();
-        assert_eq!(
-            (d[0].status, d[1].status),
-            (DeliveryStatus::Dead, DeliveryStatus::Pending)
-        );
-        assert_eq!(
-            store.delivery_backlog().await.unwrap(),
-            vec![
-                Backlog {
-                    target: "http://kept/".to_owned(),
-                    status: DeliveryStatus::Pending,
-                    count: 1
-                },
-                Backlog {
-                    target: "http://old/".to_owned(),
-                    status: DeliveryStatus::Dead,
-                    count: 1
-                },
-            ]
-        );
-        assert!(d[0]
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("no longer configured"));
-    }
-
-    #[tokio::test]
     async fn a_database_of_the_previous_version_is_migrated() {
         let path = temp_db("migrate");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -1821,6 +1576,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(new[0].seq, 1);
+    }
+
+    /// A push that was working when the database was upgraded: its
+    /// worker's claim, from before, must still finish it.
+    #[tokio::test]
+    async fn a_database_without_fencing_tokens_is_migrated() {
+        let path = temp_db("migrate-fence");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE pushes (id INTEGER PRIMARY KEY, appid TEXT NOT NULL, \
+                 dedup_key TEXT NOT NULL, kind TEXT NOT NULL, from_user TEXT NOT NULL, \
+                 create_time INTEGER NOT NULL, format TEXT NOT NULL, body BLOB NOT NULL, \
+                 received_at INTEGER NOT NULL, status TEXT NOT NULL, \
+                 attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL, \
+                 last_error TEXT, reply BLOB, finished_at INTEGER); \
+                 CREATE TABLE deliveries (id INTEGER PRIMARY KEY, push_id INTEGER NOT NULL, \
+                 target TEXT NOT NULL, status TEXT NOT NULL, \
+                 attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL, \
+                 responded INTEGER NOT NULL DEFAULT 0, last_error TEXT, \
+                 updated_at INTEGER NOT NULL, UNIQUE (push_id, target)); \
+                 INSERT INTO pushes VALUES (4, 'wx1', 'k', 'text', 'oU', 1, 'json', x'7b7d', \
+                 1, 'working', 2, 99999, NULL, NULL, NULL); \
+                 INSERT INTO deliveries VALUES (9, 4, 'http://t/', 'working', 3, 99999, 0, NULL, 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let p = &store.get("k".into()).await.unwrap()[0];
+        assert_eq!((p.attempts, p.fence), (2, 2));
+        let d = &store.deliveries(PushId(4)).await.unwrap()[0];
+        assert_eq!((d.attempts, d.fence), (3, 3));
+        let done = DeliveryOutcome::Delivered { note: None };
+        assert!(store.finish_delivery(d.claim(), done, 5).await.unwrap());
+        assert_eq!(store.complete(vec![(p.claim(), None)], 5).await.unwrap(), 1);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ mod passive;
 mod properties;
 mod real_traffic;
 mod server;
+mod store_contract;
 mod vectors;
 
 use std::path::PathBuf;

@@ -13,8 +13,9 @@ use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
 use wechat_push::store::{
-    AnswerRecord, Backlog, BoxFuture, CachedToken, Counts, Delivery, DeliveryOutcome, Inserted,
-    ListFilter, NewPush, PushId, Retried, SqliteStore, Status, Store, StoreError, StoredPush,
+    AnswerRecord, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery, DeliveryClaim,
+    DeliveryOutcome, Inserted, ListFilter, NewPush, PushId, Retried, SqliteStore, Status, Store,
+    StoreError, StoredPush,
 };
 use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
@@ -102,7 +103,9 @@ format = "{format}"
 }
 
 async fn spawn_app(config: Config, handler: impl Handler) -> TestApp {
-    let db = PathBuf::from(config.sqlite_path().unwrap());
+    let wechat_push::config::StoreLocation::Sqlite(db) = config.store.location().unwrap() else {
+        panic!("the test's config names a SQLite store")
+    };
     let app = Application::build(config, handler).await.unwrap();
     spawn_built(app, db)
 }
@@ -613,21 +616,21 @@ impl Store for DownStore {
     }
     fn complete(
         &self,
-        _: Vec<(PushId, Option<Vec<u8>>)>,
+        _: Vec<(Claim, Option<Vec<u8>>)>,
         _: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
         down()
     }
     fn fail(
         &self,
-        _: PushId,
+        _: Claim,
         _: String,
         _: Option<i64>,
         _: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
-    fn release(&self, _: Vec<PushId>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn release(&self, _: Vec<Claim>) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
     fn list(&self, _: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
@@ -666,7 +669,7 @@ impl Store for DownStore {
     fn invalidate_token(&self, _: String, _: String) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
-    fn forget_reply(&self, _: PushId) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn forget_reply(&self, _: Claim) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
     fn invalidate_token_value(
@@ -717,10 +720,10 @@ impl Store for DownStore {
     }
     fn finish_delivery(
         &self,
-        _: i64,
+        _: DeliveryClaim,
         _: DeliveryOutcome,
         _: i64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
     fn deliveries(&self, _: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {

@@ -1,0 +1,1015 @@
+//! The PostgreSQL store: the inbox shared by every instance of the server
+//! behind a load balancer (`store.url = "postgres://…"`).
+//!
+//! - **Durable before `success`**: every statement commits before it
+//!   returns, and the store refuses to open a server that has `fsync` or
+//!   `synchronous_commit` off (a commit could then be lost by a crash after
+//!   the push was acknowledged). PostgreSQL group-commits concurrent
+//!   transactions across connections, so pushes arriving together share
+//!   WAL flushes without a writer thread of ours.
+//! - **De-duplication across instances**: the unique index on
+//!   `(appid, dedup_key)` with `INSERT … ON CONFLICT DO NOTHING`; WeChat's
+//!   retries landing on two hosts at once store one push.
+//! - **Claims**: `FOR UPDATE SKIP LOCKED` in a materialized CTE on the
+//!   `pushes_ready` partial index, so instances claiming at once take
+//!   different pushes without waiting for each other; every claim
+//!   increments the fencing token (`claims`), which every finishing
+//!   statement checks (see [`super::Claim`]).
+//! - **Migrations** run at start-up in one transaction under an advisory
+//!   lock (two instances starting at once is the normal case), recorded in
+//!   `wechat_push_schema`.
+//! - Bodies are `bytea`: the decrypted push, byte for byte.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery,
+    DeliveryClaim, DeliveryId, DeliveryOutcome, DeliveryStatus, Inserted, ListFilter, NewPush,
+    PushId, Retried, Status, Store, StoreError, StoredPush,
+};
+use crate::protocol::message::{DedupKey, OpenId};
+use crate::protocol::Format;
+
+/// Connections per instance: claims, inserts and reads of one process at
+/// once. PostgreSQL's default `max_connections` (100) takes six instances.
+const POOL_SIZE: usize = 16;
+
+/// The advisory lock migrations run under (any fixed number; row ids,
+/// which other advisory locks of this store use, are positive).
+const MIGRATION_LOCK: i64 = -0x7765_6368_6174;
+
+/// Done pushes deleted per prune statement (as the SQLite store's).
+const PRUNE_CHUNK: i64 = 200;
+
+/// The schema, one entry per version, applied in order.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE pushes (
+    id BIGSERIAL PRIMARY KEY,
+    appid TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    from_user TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    format TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    received_at BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    -- pending: when to try; working: when the lease runs out
+    due_at BIGINT NOT NULL,
+    last_error TEXT,
+    reply BYTEA,
+    finished_at BIGINT,
+    -- the fencing token: +1 at every claim, never less (see store::Claim)
+    claims BIGINT NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX pushes_dedup ON pushes (appid, dedup_key);
+CREATE INDEX pushes_ready ON pushes (due_at) WHERE status IN ('pending', 'working');
+CREATE INDEX pushes_key ON pushes (dedup_key text_pattern_ops);
+CREATE TABLE health (
+    instance TEXT PRIMARY KEY,
+    checked_at BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    appid TEXT PRIMARY KEY,
+    token TEXT,
+    expires_at BIGINT NOT NULL DEFAULT 0,
+    fetched_at BIGINT NOT NULL DEFAULT 0,
+    lease_holder TEXT,
+    lease_until BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE answers (
+    id BIGSERIAL PRIMARY KEY,
+    push_id BIGINT NOT NULL,
+    seq INTEGER NOT NULL,
+    msgtype TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    updated_at BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    UNIQUE (push_id, seq)
+);
+CREATE TABLE deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    push_id BIGINT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at BIGINT NOT NULL,
+    responded BOOLEAN NOT NULL DEFAULT FALSE,
+    last_error TEXT,
+    updated_at BIGINT NOT NULL,
+    claims BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (push_id, target)
+);
+CREATE INDEX deliveries_ready ON deliveries (target, due_at)
+    WHERE status IN ('pending', 'working');
+CREATE INDEX deliveries_dead ON deliveries (target) WHERE status = 'dead';
+"];
+
+const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
+                       received_at, status, attempts, last_error, reply, finished_at, claims";
+
+const DELIVERY_COLUMNS: &str =
+    "id, push_id, target, status, attempts, responded, last_error, updated_at, claims";
+
+/// A dedup key `$1`, or the beginning of one up to a `:` (as the SQLite
+/// store's `get`).
+const KEY_MATCHES: &str = "(dedup_key = $1 OR starts_with(dedup_key, $1 || ':'))";
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Database(Arc::new(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Database(Arc::new(e))
+    }
+}
+
+/// The PostgreSQL store. Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// This process, in the `health` table: each instance writes its own row.
+    instance: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL holds the password: never shown.
+        f.debug_struct("PostgresStore")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connect to the database `url` names (`postgres://user:password@host:5432/db`
+    /// or `postgresql://…`, with libpq's parameters), check that commits are
+    /// durable, and bring the schema up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for a URL that cannot be used;
+    /// [`StoreError::NotDurable`] when the server has `fsync` or
+    /// `synchronous_commit` off; [`StoreError::Database`] when the
+    /// database does not answer or a migration fails.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::Config(format!("store.url is not a PostgreSQL URL: {e}"))
+        })?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StoreError::Config(
+                "store.url asks for TLS (sslmode=require), which this build cannot do yet: \
+                 connect over a private network or a local socket"
+                    .into(),
+            ));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))?;
+        let mut random = [0u8; 6];
+        let _ = getrandom::fill(&mut random);
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let store = PostgresStore { pool, instance };
+        let mut client = store.pool.get().await?;
+        for setting in ["fsync", "synchronous_commit"] {
+            let value: String = client
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await?
+                .get(0);
+            if value == "off" {
+                return Err(StoreError::NotDurable {
+                    setting: setting.to_owned(),
+                });
+            }
+        }
+        migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.execute(&stmt, params).await?)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query(&stmt, params).await?)
+    }
+}
+
+/// Apply the migrations this database lacks, in one transaction under an
+/// advisory lock: an instance starting while another migrates waits, then
+/// finds the schema current.
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS wechat_push_schema (
+            version INTEGER PRIMARY KEY,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM wechat_push_schema",
+            &[],
+        )
+        .await?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        if version <= current {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO wechat_push_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        tracing::info!(version, "PostgreSQL store: schema migrated");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn format_of(s: &str) -> Format {
+    if s == "json" {
+        Format::Json
+    } else {
+        Format::Xml
+    }
+}
+
+fn read_push(row: &Row) -> StoredPush {
+    read_push_at(row, 0)
+}
+
+fn read_delivery(row: &Row) -> Delivery {
+    let status: String = row.get(3);
+    let attempts: i32 = row.get(4);
+    Delivery {
+        id: DeliveryId(row.get(0)),
+        push_id: PushId(row.get(1)),
+        target: row.get(2),
+        status: DeliveryStatus::parse(&status),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        responded: row.get(5),
+        last_error: row.get(6),
+        updated_at: row.get(7),
+        fence: row.get(8),
+    }
+}
+
+fn read_answer(row: &Row, push: PushId) -> AnswerRecord {
+    let status: String = row.get(4);
+    let seq: i32 = row.get(1);
+    AnswerRecord {
+        id: row.get(0),
+        push_id: push,
+        source: row.get(7),
+        seq: u32::try_from(seq).unwrap_or(0),
+        msgtype: row.get(2),
+        body: row.get(3),
+        status: match status.as_str() {
+            "sent" => AnswerStatus::Sent,
+            "failed" => AnswerStatus::Failed,
+            "uncertain" => AnswerStatus::Uncertain,
+            _ => AnswerStatus::Pending,
+        },
+        error: row.get(5),
+        updated_at: row.get(6),
+    }
+}
+
+const ANSWER_COLUMNS: &str = "id, seq, msgtype, body, status, error, updated_at, source";
+
+fn limit_of(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Store for PostgresStore {
+    fn insert(
+        &self,
+        push: Arc<NewPush>,
+        claim_until: Option<i64>,
+    ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
+        Box::pin(async move {
+            let (status, due_at, attempts) = match claim_until {
+                Some(until) => (Status::Working, until, 1i32),
+                None => (Status::Pending, push.received_at_ms, 0),
+            };
+            let claims = i64::from(attempts);
+            let format = push.format.to_string();
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
+                     body, received_at, status, attempts, due_at, claims) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (appid, dedup_key) DO NOTHING RETURNING id",
+                )
+                .await?;
+            let inserted = client
+                .query_opt(
+                    &stmt,
+                    &[
+                        &push.appid,
+                        &push.dedup_key.as_str(),
+                        &push.kind,
+                        &push.from_user.as_str(),
+                        &push.create_time,
+                        &format,
+                        &push.body,
+                        &push.received_at_ms,
+                        &status.as_str(),
+                        &attempts,
+                        &due_at,
+                        &claims,
+                    ],
+                )
+                .await?;
+            if let Some(row) = inserted {
+                return Ok(Inserted::New(Claim {
+                    id: PushId(row.get(0)),
+                    fence: claims,
+                }));
+            }
+            // The conflicting row is committed (an insert that conflicts
+            // with an uncommitted one waits for it), so this sees it.
+            let stmt = client
+                .prepare_cached(
+                    "SELECT id, status, reply FROM pushes WHERE appid = $1 AND dedup_key = $2",
+                )
+                .await?;
+            let row = client
+                .query_one(&stmt, &[&push.appid, &push.dedup_key.as_str()])
+                .await?;
+            let status: String = row.get(1);
+            Ok(Inserted::Duplicate {
+                id: PushId(row.get(0)),
+                status: Status::parse(&status).unwrap_or(Status::Pending),
+                reply: row.get(2),
+            })
+        })
+    }
+
+    fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "WITH due AS MATERIALIZED (SELECT id FROM pushes \
+                   WHERE status IN ('pending', 'working') AND due_at <= $1 \
+                   ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE pushes SET status = 'working', attempts = pushes.attempts + 1, \
+                   claims = pushes.claims + 1, due_at = $2 \
+                 FROM due WHERE pushes.id = due.id \
+                 RETURNING {}",
+                prefixed("pushes", COLUMNS)
+            );
+            let rows = self
+                .query(&sql, &[&now, &lease_until, &limit_of(limit)])
+                .await?;
+            let mut claimed: Vec<StoredPush> = rows.iter().map(read_push).collect();
+            claimed.sort_by_key(|p| p.id);
+            Ok(claimed)
+        })
+    }
+
+    fn complete(
+        &self,
+        done: Vec<(Claim, Option<Vec<u8>>)>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let mut finished = 0;
+            let (ids, fences): (Vec<i64>, Vec<i64>) = done
+                .iter()
+                .filter(|(_, r)| r.is_none())
+                .map(|(c, _)| (c.id.0, c.fence))
+                .unzip();
+            if !ids.is_empty() {
+                finished += self
+                    .execute(
+                        "UPDATE pushes SET status = 'done', finished_at = $3, last_error = NULL \
+                         FROM unnest($1::bigint[], $2::bigint[]) AS held(id, fence) \
+                         WHERE pushes.id = held.id AND pushes.claims = held.fence \
+                           AND pushes.status = 'working'",
+                        &[&ids, &fences, &now],
+                    )
+                    .await?;
+            }
+            for (claim, reply) in done.into_iter().filter(|(_, r)| r.is_some()) {
+                finished += self
+                    .execute(
+                        "UPDATE pushes SET status = 'done', reply = $3, finished_at = $4, \
+                           last_error = NULL \
+                         WHERE id = $1 AND claims = $2 AND status = 'working'",
+                        &[&claim.id.0, &claim.fence, &reply, &now],
+                    )
+                    .await?;
+            }
+            Ok(usize::try_from(finished).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn forget_reply(&self, claim: Claim) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.execute(
+                "UPDATE pushes SET reply = NULL WHERE id = $1 AND claims = $2",
+                &[&claim.id.0, &claim.fence],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn fail(
+        &self,
+        claim: Claim,
+        error: String,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let changed = match retry_at {
+                Some(at) => {
+                    self.execute(
+                        "UPDATE pushes SET status = 'pending', due_at = $3, last_error = $4 \
+                         WHERE id = $1 AND claims = $2 AND status = 'working'",
+                        &[&claim.id.0, &claim.fence, &at, &error],
+                    )
+                    .await?
+                }
+                None => {
+                    self.execute(
+                        "UPDATE pushes SET status = 'dead', finished_at = $3, last_error = $4 \
+                         WHERE id = $1 AND claims = $2 AND status = 'working'",
+                        &[&claim.id.0, &claim.fence, &now, &error],
+                    )
+                    .await?
+                }
+            };
+            Ok(changed == 1)
+        })
+    }
+
+    fn release(&self, claims: Vec<Claim>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (ids, fences): (Vec<i64>, Vec<i64>) =
+                claims.iter().map(|c| (c.id.0, c.fence)).unzip();
+            self.execute(
+                "UPDATE pushes SET status = 'pending', due_at = 0, \
+                   attempts = GREATEST(pushes.attempts - 1, 0) \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS held(id, fence) \
+                 WHERE pushes.id = held.id AND pushes.claims = held.fence \
+                   AND pushes.status = 'working'",
+                &[&ids, &fences],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM pushes \
+                 WHERE ($1::text IS NULL OR appid = $1) AND ($2::text IS NULL OR status = $2) \
+                 ORDER BY id DESC LIMIT $3"
+            );
+            let limit = if filter.limit == 0 {
+                i64::MAX
+            } else {
+                limit_of(filter.limit)
+            };
+            let status = filter.status.map(Status::as_str);
+            let rows = self.query(&sql, &[&filter.appid, &status, &limit]).await?;
+            Ok(rows.iter().map(read_push).collect())
+        })
+    }
+
+    fn get(&self, dedup_key: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {COLUMNS} FROM pushes WHERE {KEY_MATCHES} ORDER BY id");
+            let rows = self.query(&sql, &[&dedup_key]).await?;
+            Ok(rows.iter().map(read_push).collect())
+        })
+    }
+
+    fn retry(
+        &self,
+        dedup_key: String,
+        appid: Option<String>,
+    ) -> BoxFuture<'_, Result<Retried, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let pushes = tx
+                .execute(
+                    &format!(
+                        "UPDATE pushes SET status = 'pending', due_at = 0, attempts = 0, \
+                           finished_at = NULL \
+                         WHERE {KEY_MATCHES} AND ($2::text IS NULL OR appid = $2) \
+                           AND status = 'dead'"
+                    ),
+                    &[&dedup_key, &appid],
+                )
+                .await?;
+            let deliveries = tx
+                .execute(
+                    &format!(
+                        "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
+                         WHERE status = 'dead' AND push_id IN (SELECT id FROM pushes \
+                           WHERE {KEY_MATCHES} AND ($2::text IS NULL OR appid = $2))"
+                    ),
+                    &[&dedup_key, &appid],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(Retried {
+                pushes: usize::try_from(pushes).unwrap_or(usize::MAX),
+                deliveries: usize::try_from(deliveries).unwrap_or(usize::MAX),
+            })
+        })
+    }
+
+    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let mut total = 0;
+            loop {
+                // Data-modifying CTEs share one snapshot: the answers and
+                // deliveries deleted are those of the pushes deleted.
+                let rows = self
+                    .query(
+                        "WITH gone AS MATERIALIZED (SELECT id FROM pushes \
+                           WHERE status = 'done' AND finished_at < $1 \
+                           AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                             WHERE d.push_id = pushes.id AND d.status <> 'delivered') \
+                           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                         a AS (DELETE FROM answers WHERE push_id IN (SELECT id FROM gone)), \
+                         d AS (DELETE FROM deliveries WHERE push_id IN (SELECT id FROM gone)) \
+                         DELETE FROM pushes WHERE id IN (SELECT id FROM gone) RETURNING id",
+                        &[&before, &PRUNE_CHUNK],
+                    )
+                    .await?;
+                total += rows.len();
+                if (rows.len() as i64) < PRUNE_CHUNK {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .query("SELECT status, COUNT(*) FROM pushes GROUP BY status", &[])
+                .await?;
+            let mut counts = Counts::default();
+            for row in rows {
+                let status: String = row.get(0);
+                let n: i64 = row.get(1);
+                let n = u64::try_from(n).unwrap_or(0);
+                match Status::parse(&status) {
+                    Some(Status::Pending) => counts.pending = n,
+                    Some(Status::Working) => counts.working = n,
+                    Some(Status::Done) => counts.done = n,
+                    Some(Status::Dead) => counts.dead = n,
+                    None => {}
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // A write, not a read: a database that takes reads but no
+            // commits (a full disk, a read-only standby) is not healthy.
+            self.execute(
+                "INSERT INTO health (instance, checked_at) VALUES ($1, $2) \
+                 ON CONFLICT (instance) DO UPDATE SET checked_at = $2",
+                &[&self.instance, &crate::clock::now_ms()],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT token, expires_at, fetched_at FROM tokens \
+                     WHERE appid = $1 AND token IS NOT NULL",
+                    &[&appid],
+                )
+                .await?;
+            Ok(rows.first().map(|row| CachedToken {
+                appid: appid.clone(),
+                token: row.get(0),
+                expires_at: row.get(1),
+                fetched_at: row.get(2),
+            }))
+        })
+    }
+
+    fn lease_token_refresh(
+        &self,
+        appid: String,
+        holder: String,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let taken = self
+                .execute(
+                    "INSERT INTO tokens (appid, lease_holder, lease_until) VALUES ($1, $2, $3) \
+                     ON CONFLICT (appid) DO UPDATE SET lease_holder = $2, lease_until = $3 \
+                     WHERE tokens.lease_holder IS NULL OR tokens.lease_holder = $2 \
+                        OR tokens.lease_until <= $4",
+                    &[&appid, &holder, &until, &now],
+                )
+                .await?;
+            Ok(taken == 1)
+        })
+    }
+
+    fn put_token(
+        &self,
+        token: CachedToken,
+        holder: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.execute(
+                "INSERT INTO tokens (appid, token, expires_at, fetched_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (appid) DO UPDATE SET token = $2, expires_at = $3, fetched_at = $4, \
+                   lease_holder = CASE WHEN tokens.lease_holder = $5 THEN NULL \
+                     ELSE tokens.lease_holder END, \
+                   lease_until = CASE WHEN tokens.lease_holder = $5 THEN 0 \
+                     ELSE tokens.lease_until END",
+                &[
+                    &token.appid,
+                    &token.token,
+                    &token.expires_at,
+                    &token.fetched_at,
+                    &holder,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn record_answers(
+        &self,
+        push: PushId,
+        source: String,
+        answers: Vec<(String, String)>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
+        Box::pin(async move {
+            let select = format!(
+                "SELECT {ANSWER_COLUMNS} FROM answers WHERE push_id = $1 AND source = $2 \
+                 ORDER BY seq"
+            );
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // One recorder per push at a time, across instances: the first
+            // source's answers are numbered before the next looks.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&push.0])
+                .await?;
+            let existing = tx.query(&select, &[&push.0, &source]).await?;
+            if !existing.is_empty() {
+                tx.commit().await?;
+                return Ok(existing.iter().map(|r| read_answer(r, push)).collect());
+            }
+            let first: i32 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM answers WHERE push_id = $1",
+                    &[&push.0],
+                )
+                .await?
+                .get(0);
+            let insert = tx
+                .prepare(
+                    "INSERT INTO answers (push_id, seq, msgtype, body, status, updated_at, source) \
+                     VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
+                )
+                .await?;
+            for (i, (msgtype, body)) in answers.iter().enumerate() {
+                let seq = first + i32::try_from(i).unwrap_or(i32::MAX);
+                tx.execute(&insert, &[&push.0, &seq, msgtype, body, &now, &source])
+                    .await?;
+            }
+            let recorded = tx.query(&select, &[&push.0, &source]).await?;
+            tx.commit().await?;
+            Ok(recorded.iter().map(|r| read_answer(r, push)).collect())
+        })
+    }
+
+    fn mark_answer(
+        &self,
+        id: i64,
+        status: AnswerStatus,
+        error: Option<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let status = match status {
+                AnswerStatus::Pending => "pending",
+                AnswerStatus::Sent => "sent",
+                AnswerStatus::Failed => "failed",
+                AnswerStatus::Uncertain => "uncertain",
+            };
+            self.execute(
+                "UPDATE answers SET status = $2, error = $3, updated_at = $4 WHERE id = $1",
+                &[&id, &status, &error, &now],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT {ANSWER_COLUMNS} FROM answers WHERE push_id = $1 ORDER BY seq"
+                    ),
+                    &[&push.0],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| read_answer(r, push)).collect())
+        })
+    }
+
+    fn add_deliveries(
+        &self,
+        push: PushId,
+        targets: Vec<(String, i64)>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (urls, due): (Vec<String>, Vec<i64>) = targets.into_iter().unzip();
+            self.execute(
+                "INSERT INTO deliveries (push_id, target, status, due_at, updated_at) \
+                 SELECT $1, t.target, 'pending', t.due_at, $4 \
+                 FROM unnest($2::text[], $3::bigint[]) AS t(target, due_at) \
+                 ON CONFLICT (push_id, target) DO NOTHING",
+                &[&push.0, &urls, &due, &now],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn claim_deliveries(
+        &self,
+        target: String,
+        push: Option<PushId>,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "WITH due AS MATERIALIZED (SELECT id FROM deliveries WHERE target = $1 \
+                   AND status IN ('pending', 'working') AND due_at <= $2 \
+                   AND ($5::bigint IS NULL OR push_id = $5) \
+                   ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
+                 claimed AS (UPDATE deliveries SET status = 'working', \
+                   attempts = deliveries.attempts + 1, claims = deliveries.claims + 1, \
+                   due_at = $3, updated_at = $2 \
+                   FROM due WHERE deliveries.id = due.id \
+                   RETURNING {}) \
+                 SELECT claimed.*, {} FROM claimed JOIN pushes ON pushes.id = claimed.push_id \
+                 ORDER BY claimed.id",
+                prefixed("deliveries", DELIVERY_COLUMNS),
+                prefixed("pushes", COLUMNS),
+            );
+            let rows = self
+                .query(
+                    &sql,
+                    &[
+                        &target,
+                        &now,
+                        &lease_until,
+                        &limit_of(limit),
+                        &push.map(|p| p.0),
+                    ],
+                )
+                .await?;
+            let width = DELIVERY_COLUMNS.split(',').count();
+            Ok(rows
+                .iter()
+                .map(|row| (read_delivery(row), read_push_at(row, width)))
+                .collect())
+        })
+    }
+
+    fn finish_delivery(
+        &self,
+        claim: DeliveryClaim,
+        outcome: DeliveryOutcome,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (status, due_at, error, responded) = match outcome {
+                DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
+                DeliveryOutcome::Retry {
+                    at,
+                    error,
+                    responded,
+                } => ("pending", at, Some(error), responded),
+                DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
+            };
+            let changed = self
+                .execute(
+                    "UPDATE deliveries SET status = $3, due_at = $4, last_error = $5, \
+                       responded = responded OR $6, updated_at = $7 \
+                     WHERE id = $1 AND claims = $2 AND status = 'working'",
+                    &[
+                        &claim.id.0,
+                        &claim.fence,
+                        &status,
+                        &due_at,
+                        &error,
+                        &responded,
+                        &now,
+                    ],
+                )
+                .await?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn deliveries(&self, push: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE push_id = $1 ORDER BY id"
+                    ),
+                    &[&push.0],
+                )
+                .await?;
+            Ok(rows.iter().map(read_delivery).collect())
+        })
+    }
+
+    fn delivery_backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT target, status, COUNT(*) FROM deliveries \
+                       WHERE status IN ('pending', 'working') GROUP BY target, status \
+                     UNION ALL \
+                     SELECT target, status, COUNT(*) FROM deliveries \
+                       WHERE status = 'dead' GROUP BY target, status \
+                     ORDER BY 1, 2",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    let status: String = row.get(1);
+                    let n: i64 = row.get(2);
+                    Backlog {
+                        target: row.get(0),
+                        status: DeliveryStatus::parse(&status),
+                        count: u64::try_from(n).unwrap_or(0),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn bury_unknown_targets(
+        &self,
+        targets: Vec<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE deliveries SET status = 'dead', updated_at = $2, \
+                       last_error = 'the forward target is no longer configured' \
+                     WHERE status IN ('pending', 'working') AND target <> ALL($1::text[])",
+                    &[&targets, &now],
+                )
+                .await?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn invalidate_token(
+        &self,
+        appid: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE tokens SET token = NULL, expires_at = 0 WHERE appid = $1 AND token = $2",
+                    &[&appid, &token],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn invalidate_token_value(
+        &self,
+        prefix: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE tokens SET token = NULL, expires_at = 0 \
+                     WHERE starts_with(appid, $1) AND token = $2",
+                    &[&prefix, &token],
+                )
+                .await?;
+            Ok(n > 0)
+        })
+    }
+}
+
+/// `columns` with each name qualified by `table` (`pushes.id, pushes.appid, …`).
+fn prefixed(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A push read from `row`'s columns starting at `at` (after a delivery's).
+fn read_push_at(row: &Row, at: usize) -> StoredPush {
+    let status: String = row.get(at + 9);
+    let format: String = row.get(at + 6);
+    let attempts: i32 = row.get(at + 10);
+    StoredPush {
+        id: PushId(row.get(at)),
+        appid: row.get(at + 1),
+        dedup_key: DedupKey::from_stored(row.get::<_, String>(at + 2)),
+        kind: row.get(at + 3),
+        from: OpenId::new(row.get::<_, String>(at + 4)),
+        create_time: row.get(at + 5),
+        format: format_of(&format),
+        body: row.get(at + 7),
+        received_at: row.get(at + 8),
+        status: Status::parse(&status).unwrap_or(Status::Pending),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        last_error: row.get(at + 11),
+        reply: row.get(at + 12),
+        finished_at: row.get(at + 13),
+        fence: row.get(at + 14),
+    }
+}

@@ -1,0 +1,619 @@
+//! The store seam's contract: every promise [`Store`] makes, checked
+//! against every backend. Each promise is one function taking a fresh,
+//! empty store ([`Fixture`]); each backend's module runs all of them.
+//!
+//! SQLite runs always. (PostgreSQL joins here when its store lands, run
+//! when `WP_TEST_POSTGRES_URL` is set.)
+
+use std::sync::Arc;
+
+use wechat_push::message::{DedupKey, OpenId};
+use wechat_push::store::{
+    Backlog, CachedToken, Claim, DeliveryOutcome, DeliveryStatus, Inserted, ListFilter, NewPush,
+    PushId, Status, Store,
+};
+use wechat_push::Format;
+
+/// A fresh, empty store, and a second handle on the same data, as another
+/// process or host opens it.
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+}
+
+impl Fixture {
+    /// Another handle on the same store, as another instance opens it.
+    pub fn another(&self) -> Arc<dyn Store> {
+        self.other.clone()
+    }
+}
+
+fn push(key: &str, at: i64) -> Arc<NewPush> {
+    Arc::new(NewPush {
+        appid: "wx1".into(),
+        dedup_key: DedupKey::from_stored(key),
+        kind: "text".into(),
+        from_user: OpenId::new("oU"),
+        create_time: 1,
+        format: Format::Json,
+        body: b"{}".to_vec(),
+        received_at_ms: at,
+    })
+}
+
+async fn futures_join<T: Send + 'static>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// Run every promise against one backend: `$open` makes a [`Fixture`]
+/// from a test's name.
+macro_rules! contract {
+    ($open:path) => {
+        contract!($open;
+            concurrent_duplicates_store_one_push,
+            claim_complete_fail_retry_prune,
+            prune_deletes_in_chunks_until_done,
+            release_gives_back_without_counting_the_attempt,
+            token_cache_lease_and_invalidation,
+            deliveries_claim_retry_die_and_hold_back_pruning,
+            answers_of_each_source_are_recorded_once,
+            deliveries_to_removed_targets_are_buried,
+            a_stale_workers_failure_leaves_the_newer_outcome,
+            a_stale_workers_completion_and_release_change_nothing,
+            a_released_push_claimed_again_is_not_finished_by_its_old_claim,
+            a_stale_delivery_outcome_leaves_the_newer_one,
+            a_push_inserted_claimed_is_finished_by_its_first_claim,
+        );
+    };
+    ($open:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(fixture) = $open(stringify!($name)).await {
+                    super::$name(fixture).await;
+                }
+            }
+        )*
+    };
+}
+
+mod sqlite {
+    use std::sync::Arc;
+
+    use wechat_push::store::SqliteStore;
+
+    async fn open(name: &str) -> Option<super::Fixture> {
+        let dir = std::env::temp_dir().join(format!("wp-contract-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("inbox.db");
+        Some(super::Fixture {
+            store: Arc::new(SqliteStore::open(&path).unwrap()),
+            other: Arc::new(SqliteStore::open(&path).unwrap()),
+        })
+    }
+
+    contract!(open);
+}
+
+/// Against the PostgreSQL database `WP_TEST_POSTGRES_URL` names (`.ci/run`
+/// makes one per run): each test in a schema of its own. Without the
+/// variable these tests pass with a note; with it, a database that does not
+/// answer fails them.
+mod postgres {
+    use std::sync::Arc;
+
+    use wechat_push::store::PostgresStore;
+
+    async fn open(name: &str) -> Option<super::Fixture> {
+        let Ok(base) = std::env::var("WP_TEST_POSTGRES_URL") else {
+            eprintln!("{name}: WP_TEST_POSTGRES_URL is not set, not run against PostgreSQL");
+            return None;
+        };
+        let schema = format!("contract_{}_{name}", std::process::id());
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("WP_TEST_POSTGRES_URL={base} does not answer: {e}"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some(super::Fixture {
+            store: Arc::new(PostgresStore::open(&url).await.unwrap()),
+            other: Arc::new(PostgresStore::open(&url).await.unwrap()),
+        })
+    }
+
+    contract!(open);
+}
+
+pub async fn concurrent_duplicates_store_one_push(f: Fixture) {
+    let store = f.store.clone();
+    let results = futures_join((0..4).map(|_| {
+        let s = store.clone();
+        tokio::spawn(async move { s.insert(push("msg:1", 10), None).await.unwrap() })
+    }))
+    .await;
+    let new = results
+        .iter()
+        .filter(|r| matches!(r, Inserted::New(_)))
+        .count();
+    assert_eq!(new, 1, "{results:?}");
+    assert_eq!(store.counts().await.unwrap().pending, 1);
+}
+
+pub async fn claim_complete_fail_retry_prune(f: Fixture) {
+    let store = f.store.clone();
+    store.insert(push("a", 10), None).await.unwrap();
+    store.insert(push("b", 20), None).await.unwrap();
+    // Not yet due.
+    assert!(store.claim(5, 1000, 10).await.unwrap().is_empty());
+    let claimed = store.claim(100, 1000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed
+        .iter()
+        .all(|p| p.attempts == 1 && p.status == Status::Working));
+    // Leased: nobody else gets them until the lease runs out.
+    assert!(store.claim(999, 2000, 10).await.unwrap().is_empty());
+    let (a, b) = (claimed[0].claim(), claimed[1].claim());
+    store
+        .complete(vec![(a, Some(b"reply".to_vec()))], 1001)
+        .await
+        .unwrap();
+    store
+        .fail(b, "boom".into(), Some(5000), 1001)
+        .await
+        .unwrap();
+    let Inserted::Duplicate { status, reply, .. } =
+        store.insert(push("a", 30), None).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (status, reply.as_deref()),
+        (Status::Done, Some(&b"reply"[..]))
+    );
+    // b comes back when due, then dies.
+    let again = store.claim(5000, 6000, 10).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 2));
+    store
+        .fail(again[0].claim(), "boom again".into(), None, 5001)
+        .await
+        .unwrap();
+    let dead = store.get("b".into()).await.unwrap();
+    assert_eq!(dead[0].status, Status::Dead);
+    assert_eq!(dead[0].last_error.as_deref(), Some("boom again"));
+    assert_eq!(store.retry("b".into(), None).await.unwrap().pushes, 1);
+    assert_eq!(store.claim(5002, 9000, 10).await.unwrap()[0].attempts, 1);
+    // Expired lease: taken up again.
+    assert_eq!(store.claim(9000, 9500, 10).await.unwrap().len(), 1);
+    // Prune removes done pushes finished before the cut-off only.
+    assert_eq!(store.prune(1000).await.unwrap(), 0);
+    assert_eq!(store.prune(1002).await.unwrap(), 1);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.working), (0, 1));
+}
+
+pub async fn prune_deletes_in_chunks_until_done(f: Fixture) {
+    let store = f.store.clone();
+    let inserts = (0..2500).map(|i| {
+        let s = store.clone();
+        tokio::spawn(async move { s.insert(push(&format!("k{i}"), 1), Some(10)).await.unwrap() })
+    });
+    let mut ids = Vec::new();
+    for (i, h) in inserts.enumerate() {
+        if let Inserted::New(claim) = h.await.unwrap() {
+            // The last few stay pending: pruning must keep them.
+            if i < 2400 {
+                ids.push((claim, None));
+            }
+        }
+    }
+    store.complete(ids, 100).await.unwrap();
+    assert_eq!(store.prune(101).await.unwrap(), 2400);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.working), (0, 100));
+}
+
+pub async fn release_gives_back_without_counting_the_attempt(f: Fixture) {
+    let store = f.store.clone();
+    store.insert(push("a", 10), Some(100_000)).await.unwrap();
+    assert!(store.claim(50, 60, 10).await.unwrap().is_empty());
+    let claim = store.get("a".into()).await.unwrap()[0].claim();
+    store.release(vec![claim]).await.unwrap();
+    let p = store.claim(50, 60, 10).await.unwrap();
+    assert_eq!((p.len(), p[0].attempts), (1, 1));
+}
+
+pub async fn token_cache_lease_and_invalidation(f: Fixture) {
+    let a = f.store.clone();
+    let b = f.another();
+    assert_eq!(a.token("wx1".into()).await.unwrap(), None);
+    // One refresher at a time, across processes.
+    assert!(a
+        .lease_token_refresh("wx1".into(), "A".into(), 1000, 0)
+        .await
+        .unwrap());
+    assert!(!b
+        .lease_token_refresh("wx1".into(), "B".into(), 1000, 10)
+        .await
+        .unwrap());
+    // ... until the lease runs out.
+    assert!(b
+        .lease_token_refresh("wx1".into(), "B".into(), 3000, 1000)
+        .await
+        .unwrap());
+    let t = CachedToken {
+        appid: "wx1".into(),
+        token: "T1".into(),
+        expires_at: 9000,
+        fetched_at: 1000,
+    };
+    b.put_token(t.clone(), "B".into()).await.unwrap();
+    assert_eq!(a.token("wx1".into()).await.unwrap(), Some(t));
+    // The lease ended with the put: A may refresh at once.
+    assert!(a
+        .lease_token_refresh("wx1".into(), "A".into(), 5000, 1100)
+        .await
+        .unwrap());
+    // Invalidation only of the token that failed.
+    assert!(!a
+        .invalidate_token("wx1".into(), "OLD".into())
+        .await
+        .unwrap());
+    assert!(a.invalidate_token("wx1".into(), "T1".into()).await.unwrap());
+    assert_eq!(b.token("wx1".into()).await.unwrap(), None);
+    assert!(!format!(
+        "{:?}",
+        CachedToken {
+            appid: "x".into(),
+            token: "secret-token".into(),
+            expires_at: 0,
+            fetched_at: 0
+        }
+    )
+    .contains("secret-token"));
+}
+
+pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
+    let store = f.store.clone();
+    let Inserted::New(claim) = store.insert(push("a", 10), Some(10)).await.unwrap() else {
+        panic!()
+    };
+    let id = claim.id;
+    let targets = vec![
+        ("http://t1/".to_owned(), 100),
+        ("http://t2/".to_owned(), 100),
+    ];
+    store
+        .add_deliveries(id, targets.clone(), 100)
+        .await
+        .unwrap();
+    // Recording again (the push handled again) changes nothing.
+    store.add_deliveries(id, targets, 100).await.unwrap();
+    assert_eq!(store.deliveries(id).await.unwrap().len(), 2);
+    let claimed = store
+        .claim_deliveries("http://t1/".into(), None, 100, 500, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let (d, p) = &claimed[0];
+    assert_eq!(
+        (d.attempts, d.status, p.id),
+        (1, DeliveryStatus::Working, id)
+    );
+    // Leased, then due again once the lease runs out.
+    assert!(store
+        .claim_deliveries("http://t1/".into(), None, 499, 900, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store
+        .claim_deliveries("http://t1/".into(), None, 500, 900, 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].0.attempts, 2);
+    let retry = DeliveryOutcome::Retry {
+        at: 2000,
+        error: "reply not sent yet".into(),
+        responded: true,
+    };
+    // The first claim's lease ran out and `again` holds the delivery now.
+    assert!(!store
+        .finish_delivery(d.claim(), retry.clone(), 600)
+        .await
+        .unwrap());
+    let d = &again[0].0;
+    assert!(store.finish_delivery(d.claim(), retry, 600).await.unwrap());
+    let d1 = &store.deliveries(id).await.unwrap()[0];
+    assert_eq!((d1.status, d1.responded), (DeliveryStatus::Pending, true));
+    let (d, _) = store
+        .claim_deliveries("http://t1/".into(), None, 2000, 2500, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .finish_delivery(
+            d.claim(),
+            DeliveryOutcome::Dead {
+                error: "gone".into(),
+            },
+            700,
+        )
+        .await
+        .unwrap();
+    // The push is done, but a dead delivery keeps it from being pruned.
+    assert_eq!(store.complete(vec![(claim, None)], 800).await.unwrap(), 1);
+    assert_eq!(store.prune(10_000).await.unwrap(), 0);
+    let retried = store.retry("a".into(), None).await.unwrap();
+    assert_eq!((retried.pushes, retried.deliveries), (0, 1));
+    for target in ["http://t1/", "http://t2/"] {
+        let (d, _) = store
+            .claim_deliveries(target.into(), None, 10_000, 11_000, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        let done = DeliveryOutcome::Delivered { note: None };
+        assert!(store
+            .finish_delivery(d.claim(), done, 10_001)
+            .await
+            .unwrap());
+    }
+    store
+        .record_answers(id, "handler".into(), vec![("text".into(), "{}".into())], 1)
+        .await
+        .unwrap();
+    // Settled: pruned with its deliveries and answers.
+    assert_eq!(store.prune(10_000).await.unwrap(), 1);
+    assert!(store.deliveries(id).await.unwrap().is_empty());
+    assert!(store.answers(id).await.unwrap().is_empty());
+}
+
+pub async fn answers_of_each_source_are_recorded_once(f: Fixture) {
+    let store = f.store.clone();
+    let id = PushId(7);
+    let one = |body: &str| vec![("text".to_owned(), body.to_owned())];
+    let a = store
+        .record_answers(id, "handler".into(), one("A"), 1)
+        .await
+        .unwrap();
+    let b = store
+        .record_answers(id, "forward:x".into(), one("B"), 1)
+        .await
+        .unwrap();
+    let a2 = store
+        .record_answers(id, "handler".into(), one("A2"), 2)
+        .await
+        .unwrap();
+    assert_eq!((a[0].seq, b[0].seq), (0, 1));
+    assert_eq!(a2[0].body, "A", "a retry gets what was recorded first");
+    assert_eq!(store.answers(id).await.unwrap().len(), 2);
+}
+
+pub async fn deliveries_to_removed_targets_are_buried(f: Fixture) {
+    let store = f.store.clone();
+    let id = PushId(1);
+    store
+        .add_deliveries(
+            id,
+            vec![("http://old/".into(), 1), ("http://kept/".into(), 1)],
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .bury_unknown_targets(vec!["http://kept/".into()], 2)
+            .await
+            .unwrap(),
+        1
+    );
+    let d = store.deliveries(id).await.unwrap();
+    assert_eq!(
+        (d[0].status, d[1].status),
+        (DeliveryStatus::Dead, DeliveryStatus::Pending)
+    );
+    assert_eq!(
+        store.delivery_backlog().await.unwrap(),
+        vec![
+            Backlog {
+                target: "http://kept/".to_owned(),
+                status: DeliveryStatus::Pending,
+                count: 1
+            },
+            Backlog {
+                target: "http://old/".to_owned(),
+                status: DeliveryStatus::Dead,
+                count: 1
+            },
+        ]
+    );
+    assert!(d[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no longer configured"));
+}
+
+/// A worker whose lease ran out marked the push dead (`fail(…, None)`)
+/// after another instance had claimed it and finished it: the push was
+/// updated by id alone, so its `done` became `dead`.
+pub async fn a_stale_workers_failure_leaves_the_newer_outcome(f: Fixture) {
+    let (mine, theirs) = (f.store.clone(), f.another());
+    mine.insert(push("a", 10), None).await.unwrap();
+    let stale = mine.claim(10, 100, 10).await.unwrap().remove(0).claim();
+    // The lease ran out; the other instance claims it and finishes it.
+    let fresh = theirs.claim(100, 200, 10).await.unwrap().remove(0).claim();
+    assert!(fresh.fence > stale.fence, "{stale:?} {fresh:?}");
+    assert_eq!(theirs.complete(vec![(fresh, None)], 150).await.unwrap(), 1);
+    // The stale worker's failure, dead or retry, changes nothing.
+    assert!(!mine.fail(stale, "late".into(), None, 160).await.unwrap());
+    assert!(!mine
+        .fail(stale, "late".into(), Some(170), 160)
+        .await
+        .unwrap());
+    let p = &mine.get("a".into()).await.unwrap()[0];
+    assert_eq!((p.status, p.last_error.as_deref()), (Status::Done, None));
+
+    // Before the other instance finishes, too: its claim stands.
+    mine.insert(push("b", 10), None).await.unwrap();
+    let stale = mine.claim(10, 100, 10).await.unwrap().remove(0).claim();
+    let fresh = theirs.claim(100, 200, 10).await.unwrap().remove(0);
+    assert!(!mine.fail(stale, "late".into(), None, 120).await.unwrap());
+    let p = &mine.get("b".into()).await.unwrap()[0];
+    assert_eq!((p.status, p.attempts), (Status::Working, 2));
+    assert!(theirs
+        .fail(fresh.claim(), "boom".into(), None, 130)
+        .await
+        .unwrap());
+    assert_eq!(mine.get("b".into()).await.unwrap()[0].status, Status::Dead);
+}
+
+pub async fn a_stale_workers_completion_and_release_change_nothing(f: Fixture) {
+    let (mine, theirs) = (f.store.clone(), f.another());
+    mine.insert(push("a", 10), None).await.unwrap();
+    mine.insert(push("b", 10), None).await.unwrap();
+    let stale: Vec<Claim> = mine
+        .claim(10, 100, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.claim())
+        .collect();
+    let fresh = theirs.claim(100, 200, 10).await.unwrap();
+    assert_eq!(fresh.len(), 2);
+    // A stale completion (with or without a reply) and release: nothing.
+    let done = vec![(stale[0], None), (stale[1], Some(b"late reply".to_vec()))];
+    assert_eq!(mine.complete(done, 120).await.unwrap(), 0);
+    mine.release(stale.clone()).await.unwrap();
+    mine.forget_reply(stale[0]).await.unwrap();
+    let all = mine
+        .list(ListFilter {
+            limit: 10,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    for p in all {
+        assert_eq!(
+            (p.status, p.attempts, p.reply),
+            (Status::Working, 2, None),
+            "{}",
+            p.dedup_key
+        );
+    }
+    // Nobody else can claim them while the fresh lease holds.
+    assert!(mine.claim(150, 300, 10).await.unwrap().is_empty());
+    // The fresh claims finish them, one with a reply that a stale
+    // `forget_reply` then leaves in place.
+    let reply = Some(b"<xml>reply</xml>".to_vec());
+    let done = vec![(fresh[0].claim(), reply.clone()), (fresh[1].claim(), None)];
+    assert_eq!(theirs.complete(done, 160).await.unwrap(), 2);
+    mine.forget_reply(stale[0]).await.unwrap();
+    let key = fresh[0].dedup_key.as_str().to_owned();
+    assert_eq!(mine.get(key).await.unwrap()[0].reply, reply);
+}
+
+/// Releasing gives the attempt back, so attempts alone cannot fence a
+/// claim: the token must never go back.
+pub async fn a_released_push_claimed_again_is_not_finished_by_its_old_claim(f: Fixture) {
+    let (mine, theirs) = (f.store.clone(), f.another());
+    mine.insert(push("a", 10), None).await.unwrap();
+    let first = mine.claim(10, 100, 10).await.unwrap().remove(0).claim();
+    // The lease runs out; the second claimer releases it at shutdown …
+    let second = theirs.claim(100, 200, 10).await.unwrap().remove(0);
+    theirs.release(vec![second.claim()]).await.unwrap();
+    // … and a third claims it, at the attempt the first one had.
+    let third = theirs.claim(110, 300, 10).await.unwrap().remove(0);
+    assert_eq!(third.attempts, 2);
+    assert!(!mine.fail(first, "late".into(), None, 120).await.unwrap());
+    assert!(!theirs
+        .fail(second.claim(), "late".into(), None, 120)
+        .await
+        .unwrap());
+    assert_eq!(
+        mine.get("a".into()).await.unwrap()[0].status,
+        Status::Working
+    );
+    assert!(theirs
+        .fail(third.claim(), "boom".into(), Some(400), 130)
+        .await
+        .unwrap());
+    assert_eq!(
+        mine.get("a".into()).await.unwrap()[0].status,
+        Status::Pending
+    );
+}
+
+pub async fn a_stale_delivery_outcome_leaves_the_newer_one(f: Fixture) {
+    let (mine, theirs) = (f.store.clone(), f.another());
+    let Inserted::New(claim) = mine.insert(push("a", 10), Some(1000)).await.unwrap() else {
+        panic!()
+    };
+    mine.add_deliveries(claim.id, vec![("http://t/".into(), 10)], 10)
+        .await
+        .unwrap();
+    let (stale, _) = mine
+        .claim_deliveries("http://t/".into(), None, 10, 100, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let (fresh, _) = theirs
+        .claim_deliveries("http://t/".into(), None, 100, 200, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let delivered = DeliveryOutcome::Delivered { note: None };
+    assert!(theirs
+        .finish_delivery(fresh.claim(), delivered, 150)
+        .await
+        .unwrap());
+    let dead = DeliveryOutcome::Dead {
+        error: "late".into(),
+    };
+    assert!(!mine
+        .finish_delivery(stale.claim(), dead, 160)
+        .await
+        .unwrap());
+    let d = &mine.deliveries(claim.id).await.unwrap()[0];
+    assert_eq!(
+        (d.status, d.last_error.as_deref()),
+        (DeliveryStatus::Delivered, None)
+    );
+}
+
+/// The server stores a push already claimed when a worker is free: that
+/// claim finishes it, and no other.
+pub async fn a_push_inserted_claimed_is_finished_by_its_first_claim(f: Fixture) {
+    let store = f.store.clone();
+    let Inserted::New(claimed) = store.insert(push("a", 10), Some(100)).await.unwrap() else {
+        panic!()
+    };
+    let Inserted::New(unclaimed) = store.insert(push("b", 10), None).await.unwrap() else {
+        panic!()
+    };
+    // Not claimed: no finishing call matches it.
+    assert!(!store.fail(unclaimed, "x".into(), None, 20).await.unwrap());
+    assert_eq!(
+        store.complete(vec![(unclaimed, None)], 20).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.get("b".into()).await.unwrap()[0].status,
+        Status::Pending
+    );
+    assert_eq!(store.complete(vec![(claimed, None)], 20).await.unwrap(), 1);
+    let p = &store.get("a".into()).await.unwrap()[0];
+    assert_eq!((p.status, p.attempts, p.id), (Status::Done, 1, claimed.id));
+}
