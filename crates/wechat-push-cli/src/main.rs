@@ -43,8 +43,19 @@ enum Command {
     /// Look at the shared access tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Manage the store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Serve a local stand-in for WeChat's API (tokens, customer-service messages), faults included.
     MockWechat(mock::MockArgs),
+}
+
+/// `wechat-push store …`
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Bring the store's schema up to date and exit (`serve` also does at
+    /// start-up; this runs it alone, e.g. before a rolling deploy).
+    Migrate(ConfigArgs),
 }
 
 /// Where the configuration comes from.
@@ -86,9 +97,12 @@ enum Threads {
 /// Open the store `store.url` names, saying which when it cannot.
 async fn open_store(config: &wechat_push::Config) -> Result<std::sync::Arc<dyn Store>> {
     let location = config.store.location()?;
-    wechat_push::store::open(&location)
-        .await
-        .with_context(|| format!("cannot open the store at {}", config.store.url))
+    wechat_push::store::open(&location).await.with_context(|| {
+        format!(
+            "cannot open the store at {}",
+            wechat_push::config::display_url(&config.store.url)
+        )
+    })
 }
 
 /// Run `work` to completion on a new Tokio runtime.
@@ -104,6 +118,20 @@ fn block_on<T>(threads: Threads, work: impl Future<Output = Result<T>>) -> Resul
         .block_on(work)
 }
 
+/// `store migrate`: opening a store brings its schema up to date (under
+/// the store's lock, so instances starting meanwhile wait).
+fn migrate(config: &ConfigArgs) -> Result<()> {
+    let config = config.load()?;
+    block_on(Threads::One, async move {
+        open_store(&config).await?;
+        println!(
+            "the store at {} is up to date",
+            wechat_push::config::display_url(&config.store.url)
+        );
+        Ok(())
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -113,6 +141,7 @@ fn main() -> ExitCode {
         Command::Crypto(cmd) => crypto::run(cmd),
         Command::MockWechat(a) => mock::run(a),
         Command::Token(cmd) => token::run(cmd),
+        Command::Store(StoreCommand::Migrate(config)) => migrate(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -376,12 +376,28 @@ fn default_max_in_flight() -> usize {
     16
 }
 
-/// A target's URL without its query, for logs, metric labels and `inbox
-/// show` (queries may carry credentials).
+/// A URL fit to show in logs, metric labels, errors and `inbox show`:
+/// without its query and fragment, and with the password of its userinfo
+/// replaced by `***` (both may carry credentials:
+/// `http://user:pass@host/hook?key=k` shows as `http://user:***@host/hook`).
 pub fn display_url(url: &str) -> String {
-    match url.split_once(['?', '#']) {
-        Some((base, _)) => base.to_owned(),
-        None => url.to_owned(),
+    let base = match url.split_once(['?', '#']) {
+        Some((base, _)) => base,
+        None => url,
+    };
+    // The userinfo ends at the last `@` before the path.
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let masked = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{masked}@{host}{path}")
+        }
+        None => base.to_owned(),
     }
 }
 
@@ -801,6 +817,51 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `inbox show` and `/metrics` showed a forward URL's `user:pass@`.
+    #[test]
+    fn urls_are_shown_without_passwords_or_queries() {
+        for (url, shown) in [
+            (
+                "http://user:pass@host/hook?key=k",
+                "http://user:***@host/hook",
+            ),
+            (
+                "postgres://wp:s3cret@db:5432/inbox",
+                "postgres://wp:***@db:5432/inbox",
+            ),
+            ("http://token@host/hook", "http://token@host/hook"),
+            ("https://host:8443/hook#frag", "https://host:8443/hook"),
+            ("http://host/a@b", "http://host/a@b"),
+            ("sqlite://data/inbox.db", "sqlite://data/inbox.db"),
+        ] {
+            assert_eq!(display_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn store_urls_name_their_backend() {
+        let at = |url: &str| {
+            StoreConfig {
+                url: url.to_owned(),
+            }
+            .location()
+        };
+        assert_eq!(
+            at("sqlite://data/inbox.db").unwrap(),
+            StoreLocation::Sqlite("data/inbox.db".into())
+        );
+        for url in [
+            "postgres://u:p@h:5432/db",
+            "postgresql://h/db?sslmode=disable",
+        ] {
+            assert_eq!(at(url).unwrap(), StoreLocation::Postgres(url.to_owned()));
+        }
+        for url in ["sqlite://", "mysql://h/db", "inbox.db"] {
+            let e = at(url).unwrap_err().to_string();
+            assert!(e.contains("store.url"), "{url}: {e}");
+        }
+    }
 
     const APP: &str = r#"
 [[apps]]

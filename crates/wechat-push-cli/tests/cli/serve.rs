@@ -15,7 +15,7 @@ use wechat_push::{AppCrypto, Format, Mode, Token};
 
 use super::{bin, temp_dir, APPID, KEY};
 
-fn write_config(dir: &Path, workers: usize) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, workers: usize) -> PathBuf {
     let path = dir.join("wechat-push.toml");
     std::fs::write(
         &path,
@@ -45,15 +45,15 @@ format = "json"
 }
 
 /// A running server and its log lines.
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     logs: mpsc::Receiver<String>,
     /// The lines logged while starting, up to and with `listening`.
     start_logs: Vec<String>,
 }
 
-fn start(config: &Path, env: &[(&str, &str)]) -> Server {
+pub(crate) fn start(config: &Path, env: &[(&str, &str)]) -> Server {
     let mut command = Command::new(bin());
     command
         .args(["serve", "--config"])
@@ -137,7 +137,7 @@ impl Drop for Server {
 
 impl Server {
     /// Wait for a log line containing `needle`.
-    fn wait_log(&self, needle: &str) -> String {
+    pub(crate) fn wait_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(line) = self.logs.recv_timeout(Duration::from_millis(100)) {
@@ -389,7 +389,7 @@ async fn token_show_hides_the_token_unless_revealed() {
 
 /// [`write_config`] plus an answering app: a secret, the API at `api_base`,
 /// and a rule answering "hello".
-fn write_answering_config(dir: &Path, workers: usize, api_base: &str) -> PathBuf {
+pub(crate) fn write_answering_config(dir: &Path, workers: usize, api_base: &str) -> PathBuf {
     let path = write_config(dir, workers);
     // Appended after the [[apps]] table: `secret` and the rule belong to it.
     let extra = format!(
@@ -401,7 +401,7 @@ fn write_answering_config(dir: &Path, workers: usize, api_base: &str) -> PathBuf
     path
 }
 
-async fn spawn_mock() -> String {
+pub(crate) async fn spawn_mock() -> String {
     let apps = std::collections::HashMap::from([(APPID.to_owned(), "secret1".to_owned())]);
     let mock = wechat_push::mock_wechat::MockWechat::bind("127.0.0.1:0".parse().unwrap(), apps)
         .await
@@ -411,7 +411,7 @@ async fn spawn_mock() -> String {
     url
 }
 
-async fn mock_json(url: &str) -> Value {
+pub(crate) async fn mock_json(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
@@ -422,7 +422,7 @@ fn create_time() -> i64 {
     *AT.get_or_init(now_secs)
 }
 
-async fn send_text(addr: &str, msg_id: u64, content: &str) -> (u16, String) {
+pub(crate) async fn send_text(addr: &str, msg_id: u64, content: &str) -> (u16, String) {
     try_send_text(addr, msg_id, content).await.unwrap()
 }
 
@@ -460,7 +460,7 @@ async fn try_send_text(
     Ok((r.status().as_u16(), r.text().await?))
 }
 
-async fn wait_sent(mock: &str, n: usize) -> Value {
+pub(crate) async fn wait_sent(mock: &str, n: usize) -> Value {
     for _ in 0..200 {
         let sent = mock_json(&format!("{mock}/_mock/sent")).await;
         if sent.as_array().unwrap().len() >= n {
@@ -587,7 +587,7 @@ async fn mock_wechat_serves_tokens_from_the_command_line() {
 }
 
 /// A backend that records what it gets and answers 200.
-async fn spawn_receiver(
+pub(crate) async fn spawn_receiver(
     listener: tokio::net::TcpListener,
 ) -> std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>> {
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

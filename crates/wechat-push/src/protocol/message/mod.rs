@@ -41,6 +41,12 @@ pub enum MessageError {
         /// What it should be.
         expected: &'static str,
     },
+    /// A field that names the push (its users, kind or id) holds a NUL
+    /// character. No WeChat identifier has one, and PostgreSQL's `text`
+    /// cannot store it: refused here, with a 400, rather than failing the
+    /// store with a 503 that WeChat would retry forever.
+    #[error("field {0} holds a NUL character, which no WeChat identifier has")]
+    Nul(&'static str),
 }
 
 /// One push, typed: the fields every push carries, the typed body, and every
@@ -323,6 +329,21 @@ impl Message {
             })?,
         };
         let msg_type = required_str(&fields, "MsgType")?.to_owned();
+        for name in [
+            "ToUserName",
+            "FromUserName",
+            "MsgType",
+            "Event",
+            "MsgId",
+            "MsgID",
+        ] {
+            if field(&fields, name)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.contains('\0'))
+            {
+                return Err(MessageError::Nul(name));
+            }
+        }
         // The typed layer reads a `Value`; wrapping and unwrapping moves, not copies.
         let value = Value::Object(fields);
         let body = type_body(&msg_type, &value);
@@ -561,6 +582,42 @@ mod tests {
 
     fn json(s: &str) -> Message {
         Message::from_fields(parse_json(s.as_bytes(), &Limits::default()).unwrap()).unwrap()
+    }
+
+    /// A NUL in an openid reached the PostgreSQL store, whose `text` cannot
+    /// hold it: every delivery got 503, and WeChat retried it forever.
+    #[test]
+    fn a_nul_in_an_identifier_is_refused_when_the_push_is_typed() {
+        let typed =
+            |s: &str| Message::from_fields(parse_json(s.as_bytes(), &Limits::default()).unwrap());
+        for (body, field) in [
+            (
+                r#"{"ToUserName":"t","FromUserName":"o\u0000x","CreateTime":1,"MsgType":"text","MsgId":1}"#,
+                "FromUserName",
+            ),
+            (
+                r#"{"ToUserName":"t\u0000","FromUserName":"o","CreateTime":1,"MsgType":"text","MsgId":1}"#,
+                "ToUserName",
+            ),
+            (
+                r#"{"ToUserName":"t","FromUserName":"o","CreateTime":1,"MsgType":"event","Event":"a\u0000b"}"#,
+                "Event",
+            ),
+            (
+                r#"{"ToUserName":"t","FromUserName":"o","CreateTime":1,"MsgType":"text","MsgId":"1\u0000"}"#,
+                "MsgId",
+            ),
+        ] {
+            let e = typed(body).unwrap_err();
+            assert!(
+                matches!(e, MessageError::Nul(f) if f == field),
+                "{body}: {e}"
+            );
+            assert!(e.to_string().contains("NUL"), "{e}");
+        }
+        // Elsewhere (a message's text) a NUL is content, kept as sent.
+        let text = r#"{"ToUserName":"t","FromUserName":"o","CreateTime":1,"MsgType":"text","Content":"a\u0000b","MsgId":1}"#;
+        assert!(typed(text).is_ok());
     }
 
     #[test]
