@@ -1,7 +1,7 @@
 //! WeChat's API: access tokens shared through the store, customer-service
 //! messages and the typing indicator, with WeChat's errcodes as typed errors.
 //!
-//! Tokens live in the [`Store`], so every process and instance sharing it
+//! Tokens live in the store ([`TokenCache`]), so every process and instance sharing it
 //! uses one token: WeChat's classic `token` call invalidates the previous
 //! token (after five minutes), so servers that fetch their own break each
 //! other. A refresh is leased in the store: one process fetches, the others
@@ -25,7 +25,7 @@ use crate::config::{Config, Secret};
 use crate::metrics::{self, Metrics};
 use crate::protocol::message::OpenId;
 pub use crate::reply::CsMessage;
-use crate::store::{CachedToken, Store, StoreError};
+use crate::store::{CachedToken, StoreError, TokenCache};
 
 /// Refresh a token this long before it expires.
 const REFRESH_AHEAD_MS: i64 = 5 * 60 * 1000;
@@ -131,7 +131,7 @@ pub struct WechatApi {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     base: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn TokenCache>,
     secrets: Arc<HashMap<String, Secret>>,
     kind: TokenKind,
     holder: String,
@@ -155,7 +155,7 @@ impl WechatApi {
     /// each app's secret, sharing tokens through `store`.
     pub fn new(
         base: impl Into<String>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn TokenCache>,
         secrets: HashMap<String, Secret>,
         kind: TokenKind,
     ) -> Self {
@@ -175,7 +175,7 @@ impl WechatApi {
 
     /// The client `config` describes (`[wechat]`: API base, token kind,
     /// timeout; each app's secret), sharing tokens through `store`.
-    pub fn for_config(config: &Config, store: Arc<dyn Store>) -> Self {
+    pub fn for_config(config: &Config, store: Arc<dyn TokenCache>) -> Self {
         WechatApi::new(
             config.wechat.api_base.clone(),
             store,

@@ -381,23 +381,26 @@ fn default_max_in_flight() -> usize {
 /// replaced by `***` (both may carry credentials:
 /// `http://user:pass@host/hook?key=k` shows as `http://user:***@host/hook`).
 pub fn display_url(url: &str) -> String {
-    let base = match url.split_once(['?', '#']) {
-        Some((base, _)) => base,
-        None => url,
+    let without_query = |s: &str| s.split(['?', '#']).next().unwrap_or("").to_owned();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return without_query(url);
     };
-    // The userinfo ends at the last `@` before the path.
-    let Some((scheme, rest)) = base.split_once("://") else {
-        return base.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let masked = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{masked}@{host}{path}")
-        }
-        None => base.to_owned(),
+    // The userinfo runs to the first `@` (as the PostgreSQL driver reads a
+    // URL); a password may hold `/`, `?` or `#`. What precedes an `@` is
+    // taken for a userinfo unless it is plainly a host and path (no `:`
+    // with a `/`, `?` or `#` before the `@`): at worst a port is masked,
+    // never a password shown.
+    let userinfo = rest.find('@').and_then(|at| {
+        let before = &rest[..at];
+        let plain_path = before.contains(['/', '?', '#']) && !before.contains(':');
+        (!plain_path).then(|| (before, &rest[at + 1..]))
+    });
+    match userinfo {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{}", without_query(host)),
+            None => format!("{scheme}://{userinfo}@{}", without_query(host)),
+        },
+        None => format!("{scheme}://{}", without_query(rest)),
     }
 }
 
@@ -833,6 +836,8 @@ mod tests {
             ("http://token@host/hook", "http://token@host/hook"),
             ("https://host:8443/hook#frag", "https://host:8443/hook"),
             ("http://host/a@b", "http://host/a@b"),
+            ("postgres://u:pa/ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:pa?ss@h/db", "postgres://u:***@h/db"),
             ("sqlite://data/inbox.db", "sqlite://data/inbox.db"),
         ] {
             assert_eq!(display_url(url), shown, "{url}");

@@ -14,7 +14,7 @@ use crate::api::{ApiError, CsMessage, WechatApi};
 use crate::clock::now_ms;
 use crate::handler::HandlerError;
 use crate::protocol::message::OpenId;
-use crate::store::{AnswerRecord, AnswerStatus, PushId, Store};
+use crate::store::{AnswerLog, AnswerRecord, AnswerStatus, PushId};
 
 /// The source of answers given by the app's handler (rules or a router).
 pub const HANDLER_SOURCE: &str = "handler";
@@ -32,7 +32,7 @@ pub const PASSIVE_SOURCE: &str = "passive";
 /// Records and sends the answers of pushes.
 #[derive(Clone)]
 pub struct Outbox {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AnswerLog>,
     api: WechatApi,
 }
 
@@ -46,7 +46,7 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     /// An outbox recording in `store` and sending through `api`.
-    pub fn new(store: Arc<dyn Store>, api: WechatApi) -> Self {
+    pub fn new(store: Arc<dyn AnswerLog>, api: WechatApi) -> Self {
         Outbox { store, api }
     }
 

@@ -26,7 +26,7 @@ use crate::outbox::{Outbox, HANDLER_SOURCE};
 use crate::protocol::message::{Body, KindPattern, Message};
 use crate::reply::PassiveReply;
 pub use crate::reply::Reply;
-use crate::store::{BoxFuture, Store};
+use crate::store::{AnswerLog, BoxFuture};
 
 /// What a handler gets: the push, and the API for the typing indicator.
 #[derive(Debug, Clone)]
@@ -115,7 +115,7 @@ impl Router {
     }
 
     /// Send answers through `api`, recording them in `store`'s outbox first.
-    pub fn with_api(mut self, api: WechatApi, store: Arc<dyn Store>) -> Self {
+    pub fn with_api(mut self, api: WechatApi, store: Arc<dyn AnswerLog>) -> Self {
         self.outbox = Some(Outbox::new(store, api.clone()));
         self.api = Some(api);
         self

@@ -5,7 +5,7 @@
 //! A push goes: look up the app → read the body (bounded) → **verify and
 //! open** it ([`AppCrypto::open`]: the signature, then the timestamp, and only
 //! then decryption) → **store** it,
-//! de-duplicated ([`Store::insert`], durable before it returns) →
+//! de-duplicated ([`Inbox::insert`](crate::store::Inbox::insert), durable before it returns) →
 //! **acknowledge**. Handling happens after that, in [`crate::worker`]; only
 //! when the handler may give a passive reply does the answer wait for it,
 //! within the reply budget. Forwarding to the team's backend is part of

@@ -597,7 +597,7 @@ pub async fn complete_batches(
         }
         if !batch.is_empty() {
             let handled = batch.len();
-            match store.complete(std::mem::take(&mut batch), now_ms()).await {
+            match complete_retrying(store.as_ref(), std::mem::take(&mut batch)).await {
                 Ok(done) if done < handled => tracing::warn!(
                     stale = handled - done,
                     "pushes handled after their leases ran out and claimed by another worker since: that worker's outcome stands"
@@ -608,6 +608,29 @@ pub async fn complete_batches(
         }
         if finishing {
             return;
+        }
+    }
+}
+
+/// Mark `batch` done, trying again a few times over about three seconds
+/// when the store fails: a push whose mark is lost is handled a second
+/// time once its lease runs out (`inbox.lease`, a minute by default), so a
+/// moment's trouble with the database is worth waiting out.
+async fn complete_retrying(
+    store: &dyn Store,
+    batch: Vec<(Claim, Option<Vec<u8>>)>,
+) -> Result<usize, StoreError> {
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.complete(batch.clone(), now_ms()).await {
+            Err(e) if tries < 5 => {
+                tracing::warn!(error = %e, tries, "cannot mark pushes done yet; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            outcome => return outcome,
         }
     }
 }

@@ -345,7 +345,7 @@ async fn inbox_show_prints_the_decrypted_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_show_hides_the_token_unless_revealed() {
-    use wechat_push::store::{CachedToken, SqliteStore, Store};
+    use wechat_push::store::{CachedToken, SqliteStore, TokenCache};
     let dir = temp_dir("token");
     let config = write_config(&dir, 0);
     let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
@@ -698,7 +698,7 @@ fn stored_push(key: &str, from: &str, body: &[u8]) -> std::sync::Arc<wechat_push
 /// `inbox retry e` once re-queued every dead event of every app and sender.
 #[tokio::test(flavor = "multi_thread")]
 async fn inbox_retry_of_a_key_beginning_that_matches_several_pushes_is_refused() {
-    use wechat_push::store::{SqliteStore, Store};
+    use wechat_push::store::{Inbox, SqliteStore};
     let dir = temp_dir("retry-prefix");
     let config = write_config(&dir, 0);
     let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
@@ -1115,7 +1115,7 @@ async fn a_full_disk_turns_health_red() {
 /// and a new push never takes an old key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_with_keys_from_before_the_upgrade_keeps_working() {
-    use wechat_push::store::{SqliteStore, Store};
+    use wechat_push::store::{Inbox, SqliteStore};
     let dir = temp_dir("old-keys");
     let config = write_config(&dir, 0);
     let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();

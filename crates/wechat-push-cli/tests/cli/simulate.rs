@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use wechat_push::clock::now_secs;
 use wechat_push::handler::LogHandler;
 use wechat_push::protocol::crypto::{AesKey, KeyRing, KeySlot};
-use wechat_push::store::{ListFilter, SqliteStore, Store};
+use wechat_push::store::{Inbox, ListFilter, SqliteStore};
 use wechat_push::{AppCrypto, Application, Config, Format, Token};
 
 use super::{bin, temp_dir, text, APPID, KEY};

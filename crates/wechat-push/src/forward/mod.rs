@@ -49,7 +49,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::message::{KindPattern, Message};
 use crate::reply::PassiveReply;
-use crate::store::Store;
+use crate::store::DeliveryLog;
 use webhook::SigningKey;
 
 impl ForwardConfig {
@@ -134,7 +134,7 @@ struct Target {
 /// Delivers pushes to forward targets. Built from the config by
 /// [`Forwarder::new`]; run by the server.
 pub struct Forwarder {
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryLog>,
     http: reqwest::Client,
     targets: Vec<Arc<Target>>,
     outbox: Option<Outbox>,
@@ -177,7 +177,7 @@ impl Forwarder {
     /// [`ConfigError`] for an unusable target.
     pub fn new(
         config: &Config,
-        store: Arc<dyn Store>,
+        store: Arc<dyn DeliveryLog>,
         metrics: Arc<Metrics>,
         outbox: Option<Outbox>,
     ) -> Result<Option<Arc<Forwarder>>, ConfigError> {

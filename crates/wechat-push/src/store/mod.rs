@@ -2,7 +2,7 @@
 //! workers, retried, and pruned.
 //!
 //! [`Store`] is the seam between the server and a backend; [`sqlite`] is the
-//! embedded default. A backend must make [`Store::insert`] atomic on
+//! embedded default. A backend must make [`Inbox::insert`] atomic on
 //! `(appid, dedup_key)`, so that WeChat's retries of one push, even arriving
 //! at once on several instances, store one push; and it must not report an
 //! insert before it is durable, because the server says `success` on it.
@@ -70,8 +70,8 @@ impl fmt::Display for PushId {
 /// token its claim set. The token grows by one at every claim and never
 /// goes back (not even when a push is released), so a worker whose lease
 /// ran out, and whose push another worker or instance has claimed since,
-/// holds an older token: its finishing calls ([`Store::complete`],
-/// [`Store::fail`], [`Store::release`], [`Store::forget_reply`]) change
+/// holds an older token: its finishing calls ([`Inbox::complete`],
+/// [`Inbox::fail`], [`Inbox::release`], [`Inbox::forget_reply`]) change
 /// nothing, and the newer holder's outcome stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Claim {
@@ -319,7 +319,7 @@ pub enum AnswerStatus {
 /// An answer to a push, recorded before it is sent.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnswerRecord {
-    /// The answer's row id (what [`Store::mark_answer`] takes).
+    /// The answer's row id (what [`AnswerLog::mark_answer`] takes).
     pub id: i64,
     /// The push it answers.
     pub push_id: PushId,
@@ -410,7 +410,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// The claim this read of the delivery carries (what
-    /// [`Store::finish_delivery`] takes).
+    /// [`DeliveryLog::finish_delivery`] takes).
     pub fn claim(&self) -> DeliveryClaim {
         DeliveryClaim {
             id: self.id,
@@ -521,8 +521,17 @@ pub async fn open(location: &StoreLocation) -> Result<Arc<dyn Store>, StoreError
 }
 
 /// Durable, de-duplicating storage of pushes, shared by every instance of
-/// the server that uses the same database.
-pub trait Store: Send + Sync + 'static {
+/// the server that uses the same database: the four parts together, as a
+/// backend provides them ([`SqliteStore`], [`PostgresStore`]; any type with
+/// all four is a `Store`). Each part of the server takes only the part it
+/// uses (an `Arc<dyn Store>` coerces to any of them).
+pub trait Store: Inbox + TokenCache + AnswerLog + DeliveryLog {}
+
+impl<T: Inbox + TokenCache + AnswerLog + DeliveryLog> Store for T {}
+
+/// The inbox: pushes stored, de-duplicated, claimed, finished, looked at
+/// and pruned. What the request path and the workers use.
+pub trait Inbox: Send + Sync + 'static {
     /// Store a push unless `(appid, dedup_key)` is stored already. With
     /// `claim_until` the new push is stored already claimed by the caller
     /// until then (milliseconds), so that no worker takes it meanwhile.
@@ -584,7 +593,7 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, dedup_key: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
     /// Re-queue dead pushes with this dedup key (matched as by
-    /// [`Store::get`]), and the dead deliveries of pushes with it; returns
+    /// [`Inbox::get`]), and the dead deliveries of pushes with it; returns
     /// how many of each. (Uncertain answers are resent by the caller,
     /// see [`crate::outbox::Outbox::resend`].)
     fn retry(
@@ -608,7 +617,11 @@ pub trait Store: Send + Sync + 'static {
     fn writer_stats(&self) -> Option<WriterStats> {
         None
     }
+}
 
+/// Access tokens (and uploaded media ids) shared by every process using
+/// the store, with a refresh lease. What [`crate::api::WechatApi`] uses.
+pub trait TokenCache: Send + Sync + 'static {
     /// The cached access token of `appid`, if any (expired or not).
     fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>>;
 
@@ -631,6 +644,27 @@ pub trait Store: Send + Sync + 'static {
         holder: String,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Forget `appid`'s token if it is still `token` (WeChat refused it):
+    /// a token another process has already replaced is left alone.
+    fn invalidate_token(
+        &self,
+        appid: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Forget every cached value whose key starts with `prefix` and whose
+    /// value is `token` (a media id WeChat refused, cached per file under
+    /// `media:<appid>:…`). Returns whether any was.
+    fn invalidate_token_value(
+        &self,
+        prefix: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+/// The outbox's record of each push's answers, written before they are
+/// sent. What [`crate::outbox::Outbox`] uses.
+pub trait AnswerLog: Send + Sync + 'static {
     /// Record the answers `source` gives a push before they are sent, as
     /// `(msgtype, body)`; when the push already has answers from `source` (a
     /// retry), return those instead. Sources (the handler, each forward
@@ -655,7 +689,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The answers of a push, in order.
     fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
+}
 
+/// Deliveries of pushes to forward targets: recorded, claimed (fenced),
+/// finished. What [`crate::forward::Forwarder`] uses.
+pub trait DeliveryLog: Send + Sync + 'static {
     /// Create a pending delivery of `push` to each of `targets`, as `(URL,
     /// due at)`; deliveries that exist already are left as they are. A
     /// delivery due later than `now` is held for whoever claims it at that
@@ -707,21 +745,4 @@ pub trait Store: Send + Sync + 'static {
         targets: Vec<String>,
         now: i64,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
-
-    /// Forget `appid`'s token if it is still `token` (WeChat refused it):
-    /// a token another process has already replaced is left alone.
-    fn invalidate_token(
-        &self,
-        appid: String,
-        token: String,
-    ) -> BoxFuture<'_, Result<bool, StoreError>>;
-
-    /// Forget every cached value whose key starts with `prefix` and whose
-    /// value is `token` (a media id WeChat refused, cached per file under
-    /// `media:<appid>:…`). Returns whether any was.
-    fn invalidate_token_value(
-        &self,
-        prefix: String,
-        token: String,
-    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }

@@ -23,13 +23,14 @@
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery,
-    DeliveryClaim, DeliveryId, DeliveryOutcome, DeliveryStatus, Inserted, ListFilter, NewPush,
-    PushId, Retried, Status, Store, StoreError, StoredPush,
+    AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts,
+    Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus, Inbox,
+    Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -38,15 +39,28 @@ use crate::protocol::Format;
 /// once. PostgreSQL's default `max_connections` (100) takes six instances.
 const POOL_SIZE: usize = 16;
 
-/// The advisory lock migrations run under (any fixed number; row ids,
-/// which other advisory locks of this store use, are positive).
-const MIGRATION_LOCK: i64 = -0x7765_6368_6174;
+/// Advisory locks are the database's, not a schema's: each of this
+/// store's is keyed by the schema the store lives in as well, so that
+/// stores in two schemas of one database never wait for each other.
+/// `$1` names the lock.
+const SCHEMA_LOCK_KEY: &str = "hashtextextended(current_schema() || '/' || $1, 0)";
+
+/// How long a batch of inserts may take before its pushes get 503.
+const INSERT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most pushes inserted by one statement.
+const MAX_INSERT_BATCH: usize = 256;
+
+/// Insert statements in flight at once, each a batch: while some commit,
+/// the next batch gathers.
+const INSERT_BATCHES_IN_FLIGHT: usize = 4;
 
 /// Done pushes deleted per prune statement (as the SQLite store's).
 const PRUNE_CHUNK: i64 = 200;
 
 /// The schema, one entry per version, applied in order.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE pushes (
     id BIGSERIAL PRIMARY KEY,
     appid TEXT NOT NULL,
@@ -110,7 +124,12 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_ready ON deliveries (target, due_at)
     WHERE status IN ('pending', 'working');
 CREATE INDEX deliveries_dead ON deliveries (target) WHERE status = 'dead';
-"];
+",
+    "
+-- What pruning reads: done pushes, oldest first.
+CREATE INDEX pushes_done ON pushes (finished_at) WHERE status = 'done';
+",
+];
 
 const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
                        received_at, status, attempts, last_error, reply, finished_at, claims";
@@ -138,6 +157,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Pushes to insert, taken by the batcher ([`insert_batches`]).
+    inserts: mpsc::Sender<PendingInsert>,
     /// This process, in the `health` table: each instance writes its own row.
     instance: String,
 }
@@ -162,9 +183,22 @@ impl PostgresStore {
     /// `synchronous_commit` off; [`StoreError::Database`] when the
     /// database does not answer or a migration fails.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::Config(format!("store.url is not a PostgreSQL URL: {e}"))
-        })?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                StoreError::Config(format!("store.url is not a PostgreSQL URL: {e}"))
+            })?;
+        // A database that stops answering, rather than refusing, must not
+        // hold requests forever: bounded connects, keepalives on idle
+        // connections, and statements cut off server-side (the URL's own
+        // settings win).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.keepalives_idle(std::time::Duration::from_secs(15));
+        let options = config.get_options().unwrap_or_default().to_owned();
+        if !options.contains("statement_timeout") {
+            config.options(format!("{options} -c statement_timeout=10000").trim());
+        }
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(StoreError::Config(
                 "store.url asks for TLS (sslmode=require), which this build cannot do yet: \
@@ -182,6 +216,9 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .recycle_timeout(Some(std::time::Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))?;
         let mut random = [0u8; 6];
@@ -194,7 +231,12 @@ impl PostgresStore {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        let store = PostgresStore { pool, instance };
+        let (inserts, queue) = mpsc::channel(MAX_INSERT_BATCH * 4);
+        let store = PostgresStore {
+            pool,
+            inserts,
+            instance,
+        };
         let mut client = store.pool.get().await?;
         for setting in ["fsync", "synchronous_commit"] {
             let value: String = client
@@ -208,6 +250,7 @@ impl PostgresStore {
             }
         }
         migrate(&mut client).await?;
+        tokio::spawn(insert_batches(store.pool.clone(), queue));
         Ok(store)
     }
 
@@ -232,13 +275,261 @@ impl PostgresStore {
     }
 }
 
+/// A push waiting for its batch.
+struct PendingInsert {
+    push: Arc<NewPush>,
+    claim_until: Option<i64>,
+    done: oneshot::Sender<Result<Inserted, StoreError>>,
+}
+
+/// Insert pushes in batches, one multi-row statement each, until the store
+/// is dropped: pushes that arrive together share a statement, a round trip
+/// and a commit (PostgreSQL's own group commit shares WAL flushes across
+/// the batches in flight).
+async fn insert_batches(pool: Pool, mut queue: mpsc::Receiver<PendingInsert>) {
+    let in_flight = Arc::new(Semaphore::new(INSERT_BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Whatever queued while waiting for a permit joins this batch.
+        let mut batch = vec![first];
+        while batch.len() < MAX_INSERT_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let outcome = insert_batch(&pool, &batch).await;
+            for (pending, result) in batch.into_iter().zip(outcome) {
+                let _ = pending.done.send(result);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// One batch: its results in its order (every one the same error if the
+/// statement failed). Of pushes sharing `(appid, dedup_key)`, in the batch
+/// or with a stored one, only the first in the batch can be new.
+async fn insert_batch(pool: &Pool, batch: &[PendingInsert]) -> Vec<Result<Inserted, StoreError>> {
+    let mut tries = 0;
+    let outcome = loop {
+        tries += 1;
+        // WeChat stops waiting after 5 s: a batch that takes longer (a
+        // database that stopped answering) gets 503, and WeChat's retry
+        // finds the push if it was stored after all.
+        let attempt = tokio::time::timeout(INSERT_DEADLINE, try_insert_batch(pool, batch)).await;
+        match attempt {
+            Err(_) => {
+                break Err(StoreError::Database(Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the database did not take the pushes within {INSERT_DEADLINE:?}"),
+                ))))
+            }
+            // Inserts are ordered by key, so batches cannot deadlock each
+            // other; a deadlock with something else is tried again.
+            Ok(Err(e)) if tries < 3 && is_deadlock(&e) => continue,
+            Ok(other) => break other,
+        }
+    };
+    match outcome {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+fn is_deadlock(e: &StoreError) -> bool {
+    let StoreError::Database(cause) = e else {
+        return false;
+    };
+    cause
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|c| {
+            *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
+/// Text for a `text` column: PostgreSQL's `text` cannot hold a NUL, which
+/// an error's words (a target's answer, read lossily) may carry. A NUL in
+/// an identifier is refused when the push is typed; in words it becomes
+/// U+FFFD, so that recording the outcome never fails for it.
+fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+async fn try_insert_batch(
+    pool: &Pool,
+    batch: &[PendingInsert],
+) -> Result<Vec<Inserted>, StoreError> {
+    let n = batch.len();
+    let mut appid = Vec::with_capacity(n);
+    let mut dedup_key = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut from_user = Vec::with_capacity(n);
+    let mut create_time = Vec::with_capacity(n);
+    let mut format = Vec::with_capacity(n);
+    let mut body: Vec<&[u8]> = Vec::with_capacity(n);
+    let mut received_at = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut attempts: Vec<i32> = Vec::with_capacity(n);
+    let mut due_at = Vec::with_capacity(n);
+    // Copies of one push in one batch (WeChat's retries arriving together):
+    // only the first goes into the statement, so that the row stored is the
+    // one its request asked for (claimed or not); the others are its
+    // duplicates, found after.
+    let mut seen = std::collections::HashSet::new();
+    let mut first = Vec::with_capacity(n);
+    for p in batch {
+        let is_first = seen.insert((p.push.appid.as_str(), p.push.dedup_key.as_str()));
+        first.push(is_first);
+        if !is_first {
+            continue;
+        }
+        let push = &p.push;
+        let (s, due, a) = match p.claim_until {
+            Some(until) => (Status::Working, until, 1),
+            None => (Status::Pending, push.received_at_ms, 0),
+        };
+        appid.push(push.appid.as_str());
+        dedup_key.push(push.dedup_key.as_str());
+        kind.push(push.kind.as_str());
+        from_user.push(push.from_user.as_str());
+        create_time.push(push.create_time);
+        format.push(push.format.to_string());
+        body.push(push.body.as_slice());
+        received_at.push(push.received_at_ms);
+        status.push(s.as_str());
+        attempts.push(a);
+        due_at.push(due);
+    }
+    let client = pool.get().await?;
+    // A claimed insert is the push's first claim: its token is its attempts.
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, body, \
+               received_at, status, attempts, due_at, claims) \
+             SELECT appid, dedup_key, kind, from_user, create_time, format, body, received_at, \
+               status, attempts, due_at, attempts \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+               $6::text[], $7::bytea[], $8::bigint[], $9::text[], $10::int[], $11::bigint[]) \
+               AS t(appid, dedup_key, kind, from_user, create_time, format, body, received_at, \
+                 status, attempts, due_at) \
+             ORDER BY appid, dedup_key \
+             ON CONFLICT (appid, dedup_key) DO NOTHING \
+             RETURNING id, appid, dedup_key, claims",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &appid,
+                &dedup_key,
+                &kind,
+                &from_user,
+                &create_time,
+                &format,
+                &body,
+                &received_at,
+                &status,
+                &attempts,
+                &due_at,
+            ],
+        )
+        .await?;
+    let mut new: std::collections::HashMap<(String, String), Claim> = rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get::<_, String>(1), r.get::<_, String>(2)),
+                Claim {
+                    id: PushId(r.get(0)),
+                    fence: r.get(3),
+                },
+            )
+        })
+        .collect();
+    let mut results: Vec<Option<Inserted>> = batch
+        .iter()
+        .zip(&first)
+        .map(|(p, &is_first)| {
+            if !is_first {
+                return None;
+            }
+            new.remove(&(p.push.appid.clone(), p.push.dedup_key.as_str().to_owned()))
+                .map(Inserted::New)
+        })
+        .collect();
+    if results.iter().all(Option::is_some) {
+        return Ok(results.into_iter().flatten().collect());
+    }
+    // Retries: the stored push each one repeats. Conflicting rows are
+    // committed (an insert that conflicts with an uncommitted one waits
+    // for it), so this sees them.
+    let (dup_appid, dup_key): (Vec<&str>, Vec<&str>) = batch
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_none())
+        .map(|(p, _)| (p.push.appid.as_str(), p.push.dedup_key.as_str()))
+        .unzip();
+    let stmt = client
+        .prepare_cached(
+            "SELECT p.id, p.status, p.reply, p.appid, p.dedup_key FROM pushes p \
+             JOIN unnest($1::text[], $2::text[]) AS k(appid, dedup_key) \
+               ON p.appid = k.appid AND p.dedup_key = k.dedup_key",
+        )
+        .await?;
+    let stored: std::collections::HashMap<(String, String), Inserted> = client
+        .query(&stmt, &[&dup_appid, &dup_key])
+        .await?
+        .iter()
+        .map(|r| {
+            let status: String = r.get(1);
+            (
+                (r.get::<_, String>(3), r.get::<_, String>(4)),
+                Inserted::Duplicate {
+                    id: PushId(r.get(0)),
+                    status: Status::parse(&status).unwrap_or(Status::Pending),
+                    reply: r.get(2),
+                },
+            )
+        })
+        .collect();
+    for (p, r) in batch.iter().zip(results.iter_mut()) {
+        if r.is_none() {
+            let key = (p.push.appid.clone(), p.push.dedup_key.as_str().to_owned());
+            *r = Some(stored.get(&key).cloned().ok_or_else(|| {
+                StoreError::Database(Arc::new(std::io::Error::other(format!(
+                    "push {} of {} neither inserted nor found",
+                    p.push.dedup_key, p.push.appid
+                ))))
+            })?);
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
 /// Apply the migrations this database lacks, in one transaction under an
 /// advisory lock: an instance starting while another migrates waits, then
 /// finds the schema current.
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    tx.execute(
+        &format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})"),
+        &[&"migrate"],
+    )
+    .await?;
+    // A migration may rewrite a large table: no statement timeout for it.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS wechat_push_schema (
             version INTEGER PRIMARY KEY,
@@ -325,69 +616,23 @@ fn limit_of(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl Store for PostgresStore {
+impl Inbox for PostgresStore {
     fn insert(
         &self,
         push: Arc<NewPush>,
         claim_until: Option<i64>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         Box::pin(async move {
-            let (status, due_at, attempts) = match claim_until {
-                Some(until) => (Status::Working, until, 1i32),
-                None => (Status::Pending, push.received_at_ms, 0),
-            };
-            let claims = i64::from(attempts);
-            let format = push.format.to_string();
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(
-                    "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
-                     body, received_at, status, attempts, due_at, claims) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (appid, dedup_key) DO NOTHING RETURNING id",
-                )
-                .await?;
-            let inserted = client
-                .query_opt(
-                    &stmt,
-                    &[
-                        &push.appid,
-                        &push.dedup_key.as_str(),
-                        &push.kind,
-                        &push.from_user.as_str(),
-                        &push.create_time,
-                        &format,
-                        &push.body,
-                        &push.received_at_ms,
-                        &status.as_str(),
-                        &attempts,
-                        &due_at,
-                        &claims,
-                    ],
-                )
-                .await?;
-            if let Some(row) = inserted {
-                return Ok(Inserted::New(Claim {
-                    id: PushId(row.get(0)),
-                    fence: claims,
-                }));
-            }
-            // The conflicting row is committed (an insert that conflicts
-            // with an uncommitted one waits for it), so this sees it.
-            let stmt = client
-                .prepare_cached(
-                    "SELECT id, status, reply FROM pushes WHERE appid = $1 AND dedup_key = $2",
-                )
-                .await?;
-            let row = client
-                .query_one(&stmt, &[&push.appid, &push.dedup_key.as_str()])
-                .await?;
-            let status: String = row.get(1);
-            Ok(Inserted::Duplicate {
-                id: PushId(row.get(0)),
-                status: Status::parse(&status).unwrap_or(Status::Pending),
-                reply: row.get(2),
-            })
+            let (tx, rx) = oneshot::channel();
+            self.inserts
+                .send(PendingInsert {
+                    push,
+                    claim_until,
+                    done: tx,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
         })
     }
 
@@ -478,7 +723,7 @@ impl Store for PostgresStore {
                     self.execute(
                         "UPDATE pushes SET status = 'pending', due_at = $3, last_error = $4 \
                          WHERE id = $1 AND claims = $2 AND status = 'working'",
-                        &[&claim.id.0, &claim.fence, &at, &error],
+                        &[&claim.id.0, &claim.fence, &at, &pg_text(&error)],
                     )
                     .await?
                 }
@@ -486,7 +731,7 @@ impl Store for PostgresStore {
                     self.execute(
                         "UPDATE pushes SET status = 'dead', finished_at = $3, last_error = $4 \
                          WHERE id = $1 AND claims = $2 AND status = 'working'",
-                        &[&claim.id.0, &claim.fence, &now, &error],
+                        &[&claim.id.0, &claim.fence, &now, &pg_text(&error)],
                     )
                     .await?
                 }
@@ -578,22 +823,37 @@ impl Store for PostgresStore {
     fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
             let mut total = 0;
+            let mut client = self.client().await?;
             loop {
+                let tx = client.transaction().await?;
+                // One instance prunes at a time; the others find the lock
+                // taken and leave it to that one.
+                let mine: bool = tx
+                    .query_one(
+                        &format!("SELECT pg_try_advisory_xact_lock({SCHEMA_LOCK_KEY})"),
+                        &[&"prune"],
+                    )
+                    .await?
+                    .get(0);
+                if !mine {
+                    return Ok(total);
+                }
                 // Data-modifying CTEs share one snapshot: the answers and
                 // deliveries deleted are those of the pushes deleted.
-                let rows = self
+                let rows = tx
                     .query(
                         "WITH gone AS MATERIALIZED (SELECT id FROM pushes \
                            WHERE status = 'done' AND finished_at < $1 \
                            AND NOT EXISTS (SELECT 1 FROM deliveries d \
                              WHERE d.push_id = pushes.id AND d.status <> 'delivered') \
-                           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                           ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
                          a AS (DELETE FROM answers WHERE push_id IN (SELECT id FROM gone)), \
                          d AS (DELETE FROM deliveries WHERE push_id IN (SELECT id FROM gone)) \
                          DELETE FROM pushes WHERE id IN (SELECT id FROM gone) RETURNING id",
                         &[&before, &PRUNE_CHUNK],
                     )
                     .await?;
+                tx.commit().await?;
                 total += rows.len();
                 if (rows.len() as i64) < PRUNE_CHUNK {
                     return Ok(total);
@@ -637,7 +897,9 @@ impl Store for PostgresStore {
             Ok(())
         })
     }
+}
 
+impl TokenCache for PostgresStore {
     fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>> {
         Box::pin(async move {
             let rows = self
@@ -703,6 +965,41 @@ impl Store for PostgresStore {
         })
     }
 
+    fn invalidate_token(
+        &self,
+        appid: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE tokens SET token = NULL, expires_at = 0 WHERE appid = $1 AND token = $2",
+                    &[&appid, &token],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn invalidate_token_value(
+        &self,
+        prefix: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE tokens SET token = NULL, expires_at = 0 \
+                     WHERE starts_with(appid, $1) AND token = $2",
+                    &[&prefix, &token],
+                )
+                .await?;
+            Ok(n > 0)
+        })
+    }
+}
+
+impl AnswerLog for PostgresStore {
     fn record_answers(
         &self,
         push: PushId,
@@ -719,8 +1016,11 @@ impl Store for PostgresStore {
             let tx = client.transaction().await?;
             // One recorder per push at a time, across instances: the first
             // source's answers are numbered before the next looks.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&push.0])
-                .await?;
+            tx.execute(
+                &format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})"),
+                &[&format!("answers/{}", push.0)],
+            )
+            .await?;
             let existing = tx.query(&select, &[&push.0, &source]).await?;
             if !existing.is_empty() {
                 tx.commit().await?;
@@ -741,8 +1041,18 @@ impl Store for PostgresStore {
                 .await?;
             for (i, (msgtype, body)) in answers.iter().enumerate() {
                 let seq = first + i32::try_from(i).unwrap_or(i32::MAX);
-                tx.execute(&insert, &[&push.0, &seq, msgtype, body, &now, &source])
-                    .await?;
+                tx.execute(
+                    &insert,
+                    &[
+                        &push.0,
+                        &seq,
+                        &pg_text(msgtype),
+                        &pg_text(body),
+                        &now,
+                        &source,
+                    ],
+                )
+                .await?;
             }
             let recorded = tx.query(&select, &[&push.0, &source]).await?;
             tx.commit().await?;
@@ -766,7 +1076,7 @@ impl Store for PostgresStore {
             };
             self.execute(
                 "UPDATE answers SET status = $2, error = $3, updated_at = $4 WHERE id = $1",
-                &[&id, &status, &error, &now],
+                &[&id, &status, &error.as_deref().map(pg_text), &now],
             )
             .await?;
             Ok(())
@@ -786,7 +1096,9 @@ impl Store for PostgresStore {
             Ok(rows.iter().map(|r| read_answer(r, push)).collect())
         })
     }
+}
 
+impl DeliveryLog for PostgresStore {
     fn add_deliveries(
         &self,
         push: PushId,
@@ -877,7 +1189,7 @@ impl Store for PostgresStore {
                         &claim.fence,
                         &status,
                         &due_at,
-                        &error,
+                        &error.as_deref().map(pg_text),
                         &responded,
                         &now,
                     ],
@@ -944,39 +1256,6 @@ impl Store for PostgresStore {
                 )
                 .await?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
-        })
-    }
-
-    fn invalidate_token(
-        &self,
-        appid: String,
-        token: String,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let n = self
-                .execute(
-                    "UPDATE tokens SET token = NULL, expires_at = 0 WHERE appid = $1 AND token = $2",
-                    &[&appid, &token],
-                )
-                .await?;
-            Ok(n == 1)
-        })
-    }
-
-    fn invalidate_token_value(
-        &self,
-        prefix: String,
-        token: String,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let n = self
-                .execute(
-                    "UPDATE tokens SET token = NULL, expires_at = 0 \
-                     WHERE starts_with(appid, $1) AND token = $2",
-                    &[&prefix, &token],
-                )
-                .await?;
-            Ok(n > 0)
         })
     }
 }

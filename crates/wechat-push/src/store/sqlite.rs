@@ -42,9 +42,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery,
-    DeliveryClaim, DeliveryId, DeliveryOutcome, DeliveryStatus, Inserted, ListFilter, NewPush,
-    PushId, Retried, Status, Store, StoreError, StoredPush, WriterStats,
+    AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts,
+    Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus, Inbox,
+    Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache,
+    WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -249,8 +250,18 @@ impl SqliteStore {
         // Checkpoints run on the checkpointer's connection, not in commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-        conn.execute_batch(SCHEMA)?;
-        migrate(&conn)?;
+        // Schema and migrations in one write transaction: two processes
+        // opening an old database at once take turns, and the second finds
+        // it current (a column added twice would fail its open).
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let migrated = conn.execute_batch(SCHEMA).and_then(|()| migrate(&conn));
+        match migrated {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
         let reader = Connection::open(path)?;
         reader.busy_timeout(Duration::from_secs(5))?;
         reader.pragma_update(None, "query_only", true)?;
@@ -497,9 +508,10 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_room {
         conn.execute_batch("ALTER TABLE health ADD COLUMN room BLOB")?;
     }
-    // 0.3: claims carry a fencing token. A push working when the database
-    // was upgraded keeps its attempts as its token, so that its (old)
-    // worker's finishing calls still match.
+    // 0.3: claims carry a fencing token. Any start will do, since claims
+    // only ever increase it; the attempts so far keep it meaningful. (An
+    // older binary still sharing the file claims without increasing it: run
+    // one version at a time on a file.)
     for table in ["pushes", "deliveries"] {
         let has_claims = conn
             .prepare(&format!(
@@ -790,7 +802,7 @@ fn read_push(row: &Row<'_>) -> rusqlite::Result<StoredPush> {
     })
 }
 
-impl Store for SqliteStore {
+impl Inbox for SqliteStore {
     fn insert(
         &self,
         push: Arc<NewPush>,
@@ -1105,7 +1117,9 @@ impl Store for SqliteStore {
             wal_backlog_pages: s.wal_backlog.load(Ordering::Relaxed),
         })
     }
+}
 
+impl TokenCache for SqliteStore {
     fn token(&self, appid: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>> {
         Box::pin(self.call("token", move |conn| {
             conn.prepare_cached(
@@ -1160,6 +1174,37 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn invalidate_token(
+        &self,
+        appid: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call("invalidate_token", move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE tokens SET token = NULL, expires_at = 0 WHERE appid = ?1 AND token = ?2")?
+                .execute(params![appid, token])?;
+            Ok(n == 1)
+        }))
+    }
+
+    fn invalidate_token_value(
+        &self,
+        prefix: String,
+        token: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call("invalidate_token_value", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE tokens SET token = NULL, expires_at = 0 \
+                     WHERE substr(appid, 1, length(?1)) = ?1 AND token = ?2",
+                )?
+                .execute(params![prefix, token])?;
+            Ok(n > 0)
+        }))
+    }
+}
+
+impl AnswerLog for SqliteStore {
     fn record_answers(
         &self,
         push: PushId,
@@ -1219,7 +1264,9 @@ impl Store for SqliteStore {
     fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         Box::pin(self.read(move |conn| read_answers(conn, push, None)))
     }
+}
 
+impl DeliveryLog for SqliteStore {
     fn add_deliveries(
         &self,
         push: PushId,
@@ -1361,35 +1408,6 @@ impl Store for SqliteStore {
                    AND target NOT IN (SELECT value FROM json_each(?1))",
             )?
             .execute(params![known, now])
-        }))
-    }
-
-    fn invalidate_token(
-        &self,
-        appid: String,
-        token: String,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.call("invalidate_token", move |conn| {
-            let n = conn
-                .prepare_cached("UPDATE tokens SET token = NULL, expires_at = 0 WHERE appid = ?1 AND token = ?2")?
-                .execute(params![appid, token])?;
-            Ok(n == 1)
-        }))
-    }
-
-    fn invalidate_token_value(
-        &self,
-        prefix: String,
-        token: String,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.call("invalidate_token_value", move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE tokens SET token = NULL, expires_at = 0 \
-                     WHERE substr(appid, 1, length(?1)) = ?1 AND token = ?2",
-                )?
-                .execute(params![prefix, token])?;
-            Ok(n > 0)
         }))
     }
 }

@@ -18,7 +18,7 @@ use wechat_push::clock::now_secs;
 use wechat_push::handler::LogHandler;
 use wechat_push::metrics::FORWARDS;
 use wechat_push::protocol::envelope::SealedPush;
-use wechat_push::store::{DeliveryStatus, SqliteStore, Store};
+use wechat_push::store::{AnswerLog, DeliveryLog, DeliveryStatus, Inbox, SqliteStore};
 use wechat_push::{Application, Config, Format};
 
 use super::{crypto, APPID, KEY};

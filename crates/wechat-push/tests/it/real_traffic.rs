@@ -13,7 +13,7 @@ use wechat_push::protocol::answer::DocumentedAnswers;
 use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::{self, Fields};
 use wechat_push::simulate::{judge_answer, query_pairs, Acknowledgement, Sent};
-use wechat_push::store::{ListFilter, SqliteStore, Status, Store, StoredPush};
+use wechat_push::store::{Inbox, ListFilter, SqliteStore, Status, StoredPush};
 use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
 use super::{crypto, run_app, APPID, KEY};

@@ -13,9 +13,9 @@ use wechat_push::protocol::envelope::SealedPush;
 use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
 use wechat_push::store::{
-    AnswerRecord, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery, DeliveryClaim,
-    DeliveryOutcome, Inserted, ListFilter, NewPush, PushId, Retried, SqliteStore, Status, Store,
-    StoreError, StoredPush,
+    AnswerLog, AnswerRecord, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery,
+    DeliveryClaim, DeliveryLog, DeliveryOutcome, Inbox, Inserted, ListFilter, NewPush, PushId,
+    Retried, SqliteStore, Status, StoreError, StoredPush, TokenCache,
 };
 use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
@@ -598,7 +598,7 @@ fn down<T>() -> BoxFuture<'static, Result<T, StoreError>> {
     Box::pin(async { Err(StoreError::Closed) })
 }
 
-impl Store for DownStore {
+impl Inbox for DownStore {
     fn insert(
         &self,
         _: Arc<NewPush>,
@@ -606,6 +606,7 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         down()
     }
+
     fn claim(
         &self,
         _: i64,
@@ -614,6 +615,7 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         down()
     }
+
     fn complete(
         &self,
         _: Vec<(Claim, Option<Vec<u8>>)>,
@@ -621,6 +623,7 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         down()
     }
+
     fn fail(
         &self,
         _: Claim,
@@ -630,30 +633,45 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
+
     fn release(&self, _: Vec<Claim>) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
+
     fn list(&self, _: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         down()
     }
+
     fn get(&self, _: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         down()
     }
+
     fn retry(&self, _: String, _: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
         down()
     }
+
     fn prune(&self, _: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
         down()
     }
+
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
         down()
     }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
+
+    fn forget_reply(&self, _: Claim) -> BoxFuture<'_, Result<(), StoreError>> {
+        down()
+    }
+}
+
+impl TokenCache for DownStore {
     fn token(&self, _: String) -> BoxFuture<'_, Result<Option<CachedToken>, StoreError>> {
         down()
     }
+
     fn lease_token_refresh(
         &self,
         _: String,
@@ -663,15 +681,15 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
+
     fn put_token(&self, _: CachedToken, _: String) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
+
     fn invalidate_token(&self, _: String, _: String) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
-    fn forget_reply(&self, _: Claim) -> BoxFuture<'_, Result<(), StoreError>> {
-        down()
-    }
+
     fn invalidate_token_value(
         &self,
         _: String,
@@ -679,6 +697,9 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
+}
+
+impl AnswerLog for DownStore {
     fn record_answers(
         &self,
         _: PushId,
@@ -688,6 +709,7 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         down()
     }
+
     fn mark_answer(
         &self,
         _: i64,
@@ -697,9 +719,13 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
+
     fn answers(&self, _: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         down()
     }
+}
+
+impl DeliveryLog for DownStore {
     fn add_deliveries(
         &self,
         _: PushId,
@@ -708,6 +734,7 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
+
     fn claim_deliveries(
         &self,
         _: String,
@@ -718,6 +745,7 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
         down()
     }
+
     fn finish_delivery(
         &self,
         _: DeliveryClaim,
@@ -726,12 +754,15 @@ impl Store for DownStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
+
     fn deliveries(&self, _: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
         down()
     }
+
     fn delivery_backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, StoreError>> {
         down()
     }
+
     fn bury_unknown_targets(
         &self,
         _: Vec<String>,

@@ -2,8 +2,8 @@
 //! against every backend. Each promise is one function taking a fresh,
 //! empty store ([`Fixture`]); each backend's module runs all of them.
 //!
-//! SQLite runs always. (PostgreSQL joins here when its store lands, run
-//! when `WP_TEST_POSTGRES_URL` is set.)
+//! SQLite runs always; PostgreSQL when `WP_TEST_POSTGRES_URL` is set
+//! (`.ci/run` sets it), each test in a schema of its own.
 
 use std::sync::Arc;
 
@@ -57,6 +57,8 @@ macro_rules! contract {
     ($open:path) => {
         contract!($open;
             concurrent_duplicates_store_one_push,
+            retries_racing_through_two_handles_store_one_push_each,
+            the_copy_stored_is_the_one_told_it_is_new,
             claim_complete_fail_retry_prune,
             prune_deletes_in_chunks_until_done,
             release_gives_back_without_counting_the_attempt,
@@ -443,6 +445,81 @@ pub async fn deliveries_to_removed_targets_are_buried(f: Fixture) {
         .as_deref()
         .unwrap()
         .contains("no longer configured"));
+}
+
+/// WeChat's retries of several pushes arriving at two instances at once,
+/// in opposite orders: each push stored once, none refused (inserts that
+/// wait on each other's keys must not deadlock).
+pub async fn retries_racing_through_two_handles_store_one_push_each(f: Fixture) {
+    let handles = [f.store.clone(), f.another()];
+    let keys: Vec<String> = (0..50).map(|i| format!("m:oU:{i}")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        for (h, store) in handles.iter().enumerate() {
+            let mut order = keys.clone();
+            if (h + round) % 2 == 1 {
+                order.reverse();
+            }
+            for key in order {
+                let store = store.clone();
+                tasks.spawn(async move { store.insert(push(&key, 10), None).await });
+            }
+        }
+    }
+    let mut new = 0;
+    while let Some(r) = tasks.join_next().await {
+        if matches!(r.unwrap().unwrap(), Inserted::New(_)) {
+            new += 1;
+        }
+    }
+    assert_eq!(new, keys.len());
+    assert_eq!(f.store.counts().await.unwrap().pending, keys.len() as u64);
+}
+
+/// Copies of one push arriving together, some stored claimed (a worker
+/// was free) and some not: the PostgreSQL store's batch stored one copy
+/// and told another it was new, so the push sat claimed by nobody until
+/// its lease ran out (a minute) and was handled a second time.
+pub async fn the_copy_stored_is_the_one_told_it_is_new(f: Fixture) {
+    // Many pushes at once, so that copies share large batches.
+    let keys = 300;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..keys {
+        for copy in 0..3 {
+            let store = if copy == 2 {
+                f.another()
+            } else {
+                f.store.clone()
+            };
+            let claim_until = ((k + copy) % 2 == 0).then_some(1_000);
+            tasks.spawn(async move {
+                let key = format!("m:oU:copy{k}");
+                let inserted = store.insert(push(&key, 10), claim_until).await;
+                (key, claim_until, inserted)
+            });
+        }
+    }
+    let mut new = std::collections::HashMap::new();
+    while let Some(r) = tasks.join_next().await {
+        let (key, claim_until, inserted) = r.unwrap();
+        if let Inserted::New(claim) = inserted.unwrap() {
+            assert!(
+                new.insert(key.clone(), (claim_until, claim)).is_none(),
+                "{key} new twice"
+            );
+        }
+    }
+    assert_eq!(new.len(), keys);
+    for (key, (claim_until, claim)) in new {
+        let stored = &f.store.get(key.clone()).await.unwrap()[0];
+        let expected = if claim_until.is_some() {
+            (Status::Working, 1)
+        } else {
+            (Status::Pending, 0)
+        };
+        assert_eq!((stored.status, stored.fence), expected, "{key}");
+        assert_eq!(claim.fence, stored.fence, "{key}");
+    }
 }
 
 /// A worker whose lease ran out marked the push dead (`fail(…, None)`)
