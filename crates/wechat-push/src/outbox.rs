@@ -83,7 +83,7 @@ impl Outbox {
             .await
             .map_err(|e| HandlerError::caused_by("cannot record the answer", e))?;
         for record in records.iter().filter(|r| r.status == AnswerStatus::Pending) {
-            self.send(appid, record).await?;
+            self.send(appid, record, AnswerStatus::Pending).await?;
         }
         Ok(())
     }
@@ -100,17 +100,32 @@ impl Outbox {
         appid: &str,
         record: &AnswerRecord,
     ) -> Result<AnswerStatus, HandlerError> {
-        self.send(appid, record).await
+        self.send(appid, record, AnswerStatus::Uncertain).await
     }
 
-    /// Send one recorded answer and record what became of it.
-    async fn send(&self, appid: &str, record: &AnswerRecord) -> Result<AnswerStatus, HandlerError> {
+    /// Send one recorded answer, if it is still `from` (no other worker
+    /// has taken it), and record what became of it.
+    async fn send(
+        &self,
+        appid: &str,
+        record: &AnswerRecord,
+        from: AnswerStatus,
+    ) -> Result<AnswerStatus, HandlerError> {
         let body: serde_json::Value = serde_json::from_str(&record.body)
             .map_err(|e| HandlerError::caused_by("recorded answer is not JSON", e).permanent())?;
         // Uncertain while on its way: a process stopped or killed mid-send
         // leaves it so, not pending, and it is not sent again by itself.
-        self.mark(record.id, AnswerStatus::Uncertain, Some(SENDING.into()))
-            .await?;
+        let taken = self
+            .store
+            .take_answer(record.id, from, SENDING.into(), now_ms())
+            .await
+            .map_err(|e| HandlerError::caused_by("cannot record the answer's outcome", e))?;
+        if !taken {
+            // Another worker (this push's lease ran out and it was taken
+            // over) is sending it, or has: not a second time.
+            tracing::info!(%appid, answer = record.id, "answer taken by another worker; not sent again");
+            return Ok(AnswerStatus::Uncertain);
+        }
         match self.api.send_body(appid, &body).await {
             Ok(()) => {
                 self.mark(record.id, AnswerStatus::Sent, None).await?;

@@ -316,6 +316,18 @@ pub enum AnswerStatus {
     Uncertain,
 }
 
+impl AnswerStatus {
+    /// As stored: `pending`, `sent`, `failed` or `uncertain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerStatus::Pending => "pending",
+            AnswerStatus::Sent => "sent",
+            AnswerStatus::Failed => "failed",
+            AnswerStatus::Uncertain => "uncertain",
+        }
+    }
+}
+
 /// An answer to a push, recorded before it is sent.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnswerRecord {
@@ -686,6 +698,19 @@ pub trait AnswerLog: Send + Sync + 'static {
         error: Option<String>,
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Take answer `id` to send it: mark it `Uncertain` with `note` (it is
+    /// on its way) if it is still `from`, and say whether it was. Of
+    /// workers racing to send one answer (one whose lease ran out, and the
+    /// one that took its push over), only one takes it, so the user is not
+    /// answered twice.
+    fn take_answer(
+        &self,
+        id: i64,
+        from: AnswerStatus,
+        note: String,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// The answers of a push, in order.
     fn answers(&self, push: PushId) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;

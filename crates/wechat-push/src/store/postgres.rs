@@ -544,6 +544,16 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreErro
         )
         .await?
         .get(0);
+    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    if current > known {
+        // A newer build migrated it (a rolling deploy, or a rollback):
+        // its migrations only add, so this build goes on, and says so.
+        tracing::warn!(
+            schema = current,
+            known,
+            "PostgreSQL store: the schema is newer than this build knows"
+        );
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
         if version <= current {
@@ -1057,6 +1067,25 @@ impl AnswerLog for PostgresStore {
             let recorded = tx.query(&select, &[&push.0, &source]).await?;
             tx.commit().await?;
             Ok(recorded.iter().map(|r| read_answer(r, push)).collect())
+        })
+    }
+
+    fn take_answer(
+        &self,
+        id: i64,
+        from: AnswerStatus,
+        note: String,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE answers SET status = 'uncertain', error = $3, updated_at = $4 \
+                     WHERE id = $1 AND status = $2",
+                    &[&id, &from.as_str(), &pg_text(&note), &now],
+                )
+                .await?;
+            Ok(n == 1)
         })
     }
 

@@ -1239,6 +1239,24 @@ impl AnswerLog for SqliteStore {
         }))
     }
 
+    fn take_answer(
+        &self,
+        id: i64,
+        from: AnswerStatus,
+        note: String,
+        now: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call("take_answer", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE answers SET status = 'uncertain', error = ?3, updated_at = ?4 \
+                     WHERE id = ?1 AND status = ?2",
+                )?
+                .execute(params![id, from.as_str(), note, now])?;
+            Ok(n == 1)
+        }))
+    }
+
     fn mark_answer(
         &self,
         id: i64,

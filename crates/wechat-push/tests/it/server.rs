@@ -710,6 +710,15 @@ impl AnswerLog for DownStore {
         down()
     }
 
+    fn take_answer(
+        &self,
+        _: i64,
+        _: wechat_push::store::AnswerStatus,
+        _: String,
+        _: i64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        down()
+    }
     fn mark_answer(
         &self,
         _: i64,

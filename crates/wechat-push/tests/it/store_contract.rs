@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use wechat_push::message::{DedupKey, OpenId};
 use wechat_push::store::{
-    Backlog, CachedToken, Claim, DeliveryOutcome, DeliveryStatus, Inserted, ListFilter, NewPush,
-    PushId, Status, Store,
+    AnswerStatus, Backlog, CachedToken, Claim, DeliveryOutcome, DeliveryStatus, Inserted,
+    ListFilter, NewPush, PushId, Status, Store,
 };
 use wechat_push::Format;
 
@@ -59,6 +59,7 @@ macro_rules! contract {
             concurrent_duplicates_store_one_push,
             retries_racing_through_two_handles_store_one_push_each,
             the_copy_stored_is_the_one_told_it_is_new,
+            an_answer_is_taken_to_be_sent_by_one_worker_only,
             claim_complete_fail_retry_prune,
             prune_deletes_in_chunks_until_done,
             release_gives_back_without_counting_the_attempt,
@@ -520,6 +521,54 @@ pub async fn the_copy_stored_is_the_one_told_it_is_new(f: Fixture) {
         assert_eq!((stored.status, stored.fence), expected, "{key}");
         assert_eq!(claim.fence, stored.fence, "{key}");
     }
+}
+
+/// A worker whose lease ran out and the one that took its push over both
+/// found the push's answer pending and both sent it: the user got it twice.
+pub async fn an_answer_is_taken_to_be_sent_by_one_worker_only(f: Fixture) {
+    let store = f.store.clone();
+    let recorded = store
+        .record_answers(
+            PushId(9),
+            "handler".into(),
+            vec![("text".into(), "{}".into())],
+            1,
+        )
+        .await
+        .unwrap();
+    let id = recorded[0].id;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 {
+            f.store.clone()
+        } else {
+            f.another()
+        };
+        tasks.spawn(async move {
+            s.take_answer(id, AnswerStatus::Pending, "sending".into(), 2)
+                .await
+                .unwrap()
+        });
+    }
+    let mut taken = 0;
+    while let Some(t) = tasks.join_next().await {
+        taken += usize::from(t.unwrap());
+    }
+    assert_eq!(taken, 1);
+    let a = &store.answers(PushId(9)).await.unwrap()[0];
+    assert_eq!(
+        (a.status, a.error.as_deref()),
+        (AnswerStatus::Uncertain, Some("sending"))
+    );
+    // `inbox retry` takes an uncertain one, once.
+    assert!(store
+        .take_answer(id, AnswerStatus::Uncertain, "again".into(), 3)
+        .await
+        .unwrap());
+    assert!(!store
+        .take_answer(id, AnswerStatus::Pending, "late".into(), 4)
+        .await
+        .unwrap());
 }
 
 /// A worker whose lease ran out marked the push dead (`fail(…, None)`)
