@@ -253,8 +253,16 @@ async fn an_instance_killed_holding_claims_leaves_them_to_the_other() {
             .get(format!("m:oUser{}:{}", 60_000 + i, 60_000 + i))
             .await
             .unwrap();
-        let d = &store.deliveries(p[0].id).await.unwrap()[0];
-        assert_eq!(d.status, wechat_push::store::DeliveryStatus::Delivered);
+        // The backend has it; the outcome is recorded once its answer is read.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let d = loop {
+            let d = store.deliveries(p[0].id).await.unwrap().remove(0);
+            if d.status == wechat_push::store::DeliveryStatus::Delivered {
+                break d;
+            }
+            assert!(Instant::now() < deadline, "never recorded delivered: {d:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(
             d.attempts,
             at_kill[(i - 5) as usize] + 1,

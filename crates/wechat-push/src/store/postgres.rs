@@ -35,9 +35,19 @@ use super::{
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
 
-/// Connections per instance: claims, inserts and reads of one process at
-/// once. PostgreSQL's default `max_connections` (100) takes six instances.
+/// Connections per instance for inserts, answers, tokens and reads.
+/// With [`RELAXED_POOL_SIZE`], PostgreSQL's default `max_connections`
+/// (100) takes four instances.
 const POOL_SIZE: usize = 16;
+
+/// Connections per instance with `synchronous_commit = off`, for claims,
+/// marking pushes done without a reply, failures, releases and delivery
+/// outcomes: a crash may lose the last of these (a fraction of a second of
+/// them), which only means a push handled or delivered again after its
+/// lease, the at-least-once window the inbox already has. Inserts (what
+/// `success` promises), answers (what must not be sent twice), passive
+/// replies and tokens commit synchronously, always.
+const RELAXED_POOL_SIZE: usize = 8;
 
 /// Advisory locks are the database's, not a schema's: each of this
 /// store's is keyed by the schema the store lives in as well, so that
@@ -129,6 +139,11 @@ CREATE INDEX deliveries_dead ON deliveries (target) WHERE status = 'dead';
 -- What pruning reads: done pushes, oldest first.
 CREATE INDEX pushes_done ON pushes (finished_at) WHERE status = 'done';
 ",
+    "
+-- Every change of a push's status rewrote this index's entry too, for the
+-- one reader of it (`inbox show` by a key's beginning), which may scan.
+DROP INDEX IF EXISTS pushes_key;
+",
 ];
 
 const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
@@ -157,6 +172,9 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Connections with `synchronous_commit = off`, for the writes whose
+    /// loss in a crash only means work done again (see [`RELAXED_POOL_SIZE`]).
+    relaxed: Pool,
     /// Pushes to insert, taken by the batcher ([`insert_batches`]).
     inserts: mpsc::Sender<PendingInsert>,
     /// This process, in the `health` table: each instance writes its own row.
@@ -206,6 +224,28 @@ impl PostgresStore {
                     .into(),
             ));
         }
+        let mut relaxed_config = config.clone();
+        relaxed_config.options(
+            format!(
+                "{} -c synchronous_commit=off",
+                config.get_options().unwrap_or_default()
+            )
+            .trim(),
+        );
+        let relaxed = Pool::builder(Manager::from_config(
+            relaxed_config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        ))
+        .max_size(RELAXED_POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .recycle_timeout(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -234,6 +274,7 @@ impl PostgresStore {
         let (inserts, queue) = mpsc::channel(MAX_INSERT_BATCH * 4);
         let store = PostgresStore {
             pool,
+            relaxed,
             inserts,
             instance,
         };
@@ -270,6 +311,29 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query(&stmt, params).await?)
+    }
+
+    /// [`Self::execute`] for a write whose loss in a crash costs only
+    /// work done again (see [`RELAXED_POOL_SIZE`]).
+    async fn execute_relaxed(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let client = self.relaxed.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.execute(&stmt, params).await?)
+    }
+
+    /// [`Self::query`] for such a write.
+    async fn query_relaxed(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.relaxed.get().await?;
         let stmt = client.prepare_cached(sql).await?;
         Ok(client.query(&stmt, params).await?)
     }
@@ -664,7 +728,7 @@ impl Inbox for PostgresStore {
                 prefixed("pushes", COLUMNS)
             );
             let rows = self
-                .query(&sql, &[&now, &lease_until, &limit_of(limit)])
+                .query_relaxed(&sql, &[&now, &lease_until, &limit_of(limit)])
                 .await?;
             let mut claimed: Vec<StoredPush> = rows.iter().map(read_push).collect();
             claimed.sort_by_key(|p| p.id);
@@ -686,7 +750,7 @@ impl Inbox for PostgresStore {
                 .unzip();
             if !ids.is_empty() {
                 finished += self
-                    .execute(
+                    .execute_relaxed(
                         "UPDATE pushes SET status = 'done', finished_at = $3, last_error = NULL \
                          FROM unnest($1::bigint[], $2::bigint[]) AS held(id, fence) \
                          WHERE pushes.id = held.id AND pushes.claims = held.fence \
@@ -730,7 +794,7 @@ impl Inbox for PostgresStore {
         Box::pin(async move {
             let changed = match retry_at {
                 Some(at) => {
-                    self.execute(
+                    self.execute_relaxed(
                         "UPDATE pushes SET status = 'pending', due_at = $3, last_error = $4 \
                          WHERE id = $1 AND claims = $2 AND status = 'working'",
                         &[&claim.id.0, &claim.fence, &at, &pg_text(&error)],
@@ -738,7 +802,7 @@ impl Inbox for PostgresStore {
                     .await?
                 }
                 None => {
-                    self.execute(
+                    self.execute_relaxed(
                         "UPDATE pushes SET status = 'dead', finished_at = $3, last_error = $4 \
                          WHERE id = $1 AND claims = $2 AND status = 'working'",
                         &[&claim.id.0, &claim.fence, &now, &pg_text(&error)],
@@ -754,7 +818,7 @@ impl Inbox for PostgresStore {
         Box::pin(async move {
             let (ids, fences): (Vec<i64>, Vec<i64>) =
                 claims.iter().map(|c| (c.id.0, c.fence)).unzip();
-            self.execute(
+            self.execute_relaxed(
                 "UPDATE pushes SET status = 'pending', due_at = 0, \
                    attempts = GREATEST(pushes.attempts - 1, 0) \
                  FROM unnest($1::bigint[], $2::bigint[]) AS held(id, fence) \
@@ -1173,7 +1237,7 @@ impl DeliveryLog for PostgresStore {
                 prefixed("pushes", COLUMNS),
             );
             let rows = self
-                .query(
+                .query_relaxed(
                     &sql,
                     &[
                         &target,
@@ -1209,7 +1273,7 @@ impl DeliveryLog for PostgresStore {
                 DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
             };
             let changed = self
-                .execute(
+                .execute_relaxed(
                     "UPDATE deliveries SET status = $3, due_at = $4, last_error = $5, \
                        responded = responded OR $6, updated_at = $7 \
                      WHERE id = $1 AND claims = $2 AND status = 'working'",
