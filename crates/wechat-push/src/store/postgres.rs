@@ -232,35 +232,8 @@ impl PostgresStore {
             )
             .trim(),
         );
-        let relaxed = Pool::builder(Manager::from_config(
-            relaxed_config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        ))
-        .max_size(RELAXED_POOL_SIZE)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .wait_timeout(Some(std::time::Duration::from_secs(5)))
-        .create_timeout(Some(std::time::Duration::from_secs(5)))
-        .recycle_timeout(Some(std::time::Duration::from_secs(5)))
-        .build()
-        .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(5)))
-            .create_timeout(Some(std::time::Duration::from_secs(5)))
-            .recycle_timeout(Some(std::time::Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))?;
+        let relaxed = pool_of(relaxed_config, RELAXED_POOL_SIZE)?;
+        let pool = pool_of(config, POOL_SIZE)?;
         let mut random = [0u8; 6];
         let _ = getrandom::fill(&mut random);
         let instance = format!(
@@ -300,9 +273,7 @@ impl PostgresStore {
     }
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await?;
-        Ok(client.execute(&stmt, params).await?)
+        execute_on(&self.pool, sql, params).await
     }
 
     async fn query(
@@ -310,9 +281,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await?;
-        Ok(client.query(&stmt, params).await?)
+        query_on(&self.pool, sql, params).await
     }
 
     /// [`Self::execute`] for a write whose loss in a crash costs only
@@ -322,9 +291,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        let client = self.relaxed.get().await?;
-        let stmt = client.prepare_cached(sql).await?;
-        Ok(client.execute(&stmt, params).await?)
+        execute_on(&self.relaxed, sql, params).await
     }
 
     /// [`Self::query`] for such a write.
@@ -333,10 +300,51 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.relaxed.get().await?;
-        let stmt = client.prepare_cached(sql).await?;
-        Ok(client.query(&stmt, params).await?)
+        query_on(&self.relaxed, sql, params).await
     }
+}
+
+/// A pool of at most `size` connections made with `config`, whose waits,
+/// connects and recycles give up after 5 s.
+fn pool_of(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let limit = Some(std::time::Duration::from_secs(5));
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(limit)
+        .create_timeout(limit)
+        .recycle_timeout(limit)
+        .build()
+        .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))
+}
+
+/// One statement on a connection of `pool`, prepared once per connection.
+async fn execute_on(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(sql).await?;
+    Ok(client.execute(&stmt, params).await?)
+}
+
+/// As [`execute_on`], returning the rows.
+async fn query_on(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(sql).await?;
+    Ok(client.query(&stmt, params).await?)
 }
 
 /// A push waiting for its batch.
