@@ -195,12 +195,23 @@ impl PostgresStore {
     /// or `postgresql://…`, with libpq's parameters), check that commits are
     /// durable, and bring the schema up to date.
     ///
+    /// TLS: with `sslmode=require` (or libpq's `verify-ca` and
+    /// `verify-full`, which mean the same here) every connection is TLS
+    /// (rustls), and the server's certificate is verified, always: against
+    /// the CA certificates of the PEM file `sslrootcert=PATH` names, else
+    /// against the Web PKI's roots (Mozilla's, as `webpki-roots` carries
+    /// them). A managed database with a CA of its own (Amazon RDS, Cloud SQL,
+    /// …) needs its CA bundle as `sslrootcert`. Without `sslmode` (or with
+    /// `disable` or `prefer`) connections are plain.
+    ///
     /// # Errors
-    /// [`StoreError::Config`] for a URL that cannot be used;
+    /// [`StoreError::Config`] for a URL that cannot be used (or an
+    /// `sslrootcert` file that cannot be read);
     /// [`StoreError::NotDurable`] when the server has `fsync` or
     /// `synchronous_commit` off; [`StoreError::Database`] when the
     /// database does not answer or a migration fails.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let (url, root_cert) = tls_parameters(url)?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| {
                 StoreError::Config(format!("store.url is not a PostgreSQL URL: {e}"))
@@ -217,13 +228,17 @@ impl PostgresStore {
         if !options.contains("statement_timeout") {
             config.options(format!("{options} -c statement_timeout=10000").trim());
         }
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::Config(
-                "store.url asks for TLS (sslmode=require), which this build cannot do yet: \
-                 connect over a private network or a local socket"
-                    .into(),
-            ));
-        }
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => Some(tls_connector(root_cert.as_deref())?),
+            _ if root_cert.is_some() => {
+                return Err(StoreError::Config(
+                    "store.url has sslrootcert but not sslmode=require: add sslmode=require \
+                     (the certificate is checked only over TLS)"
+                        .into(),
+                ))
+            }
+            _ => None,
+        };
         let mut relaxed_config = config.clone();
         relaxed_config.options(
             format!(
@@ -232,8 +247,8 @@ impl PostgresStore {
             )
             .trim(),
         );
-        let relaxed = pool_of(relaxed_config, RELAXED_POOL_SIZE)?;
-        let pool = pool_of(config, POOL_SIZE)?;
+        let relaxed = pool_of(relaxed_config, RELAXED_POOL_SIZE, tls.clone())?;
+        let pool = pool_of(config, POOL_SIZE, tls)?;
         let mut random = [0u8; 6];
         let _ = getrandom::fill(&mut random);
         let instance = format!(
@@ -304,16 +319,90 @@ impl PostgresStore {
     }
 }
 
+/// `url` for the driver, and the `sslrootcert` file it named: the driver
+/// knows neither `sslrootcert` nor libpq's `verify-ca` and `verify-full`
+/// (which become `require`: the certificate is verified whatever the mode).
+fn tls_parameters(url: &str) -> Result<(String, Option<std::path::PathBuf>), StoreError> {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        // Not a URL the driver reads either: it says why.
+        return Ok((url.to_owned(), None));
+    };
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let ours = |(k, v): &(String, String)| {
+        k == "sslrootcert" || (k == "sslmode" && (v == "verify-ca" || v == "verify-full"))
+    };
+    if !pairs.iter().any(ours) {
+        // Left exactly as written.
+        return Ok((url.to_owned(), None));
+    }
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "sslrootcert" => root_cert = Some(std::path::PathBuf::from(value)),
+            "sslmode" if value == "verify-ca" || value == "verify-full" => {
+                kept.push((key, "require".to_owned()));
+            }
+            _ => kept.push((key, value)),
+        }
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok((parsed.to_string(), root_cert))
+}
+
+/// rustls for the database, trusting the CA certificates of `root_cert`
+/// (PEM), else the Web PKI's roots.
+fn tls_connector(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let unreadable = |e: &dyn std::fmt::Display| {
+                StoreError::Config(format!("sslrootcert {}: {e}", path.display()))
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| unreadable(&e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unreadable(&e))?;
+            if certs.is_empty() {
+                return Err(unreadable(&"no PEM certificate in it"));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| unreadable(&e))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// A pool of at most `size` connections made with `config`, whose waits,
 /// connects and recycles give up after 5 s.
-fn pool_of(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+fn pool_of(
+    config: tokio_postgres::Config,
+    size: usize,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+) -> Result<Pool, StoreError> {
+    let recycling = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(config, tls, recycling),
+        None => Manager::from_config(config, NoTls, recycling),
+    };
     let limit = Some(std::time::Duration::from_secs(5));
     Pool::builder(manager)
         .max_size(size)
@@ -1391,5 +1480,24 @@ fn read_push_at(row: &Row, at: usize) -> StoredPush {
         reply: row.get(at + 12),
         finished_at: row.get(at + 13),
         fence: row.get(at + 14),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_the_url_for_the_driver() {
+        let plain = "postgres://u:p@h:5432/db?options=-c%20statement_timeout%3D5s";
+        assert_eq!(tls_parameters(plain).unwrap(), (plain.to_owned(), None));
+        let (url, root) = tls_parameters(
+            "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem",
+        )
+        .unwrap();
+        assert_eq!(url, "postgres://u:p@h/db?sslmode=require");
+        assert_eq!(root, Some(std::path::PathBuf::from("/etc/ca x.pem")));
+        let (url, root) = tls_parameters("postgresql://h/db?sslrootcert=/ca.pem").unwrap();
+        assert_eq!((url.as_str(), root.is_some()), ("postgresql://h/db", true));
     }
 }

@@ -11,6 +11,7 @@ mod identity;
 mod layers;
 mod mock_wechat;
 mod passive;
+mod postgres_tls;
 mod properties;
 mod real_traffic;
 mod server;
