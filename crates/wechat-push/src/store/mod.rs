@@ -274,6 +274,20 @@ pub struct Counts {
     pub dead: u64,
 }
 
+impl Counts {
+    /// Record `n` pushes in the status stored as `status`; an unknown
+    /// status is not counted.
+    pub fn set(&mut self, status: &str, n: u64) {
+        match Status::parse(status) {
+            Some(Status::Pending) => self.pending = n,
+            Some(Status::Working) => self.working = n,
+            Some(Status::Done) => self.done = n,
+            Some(Status::Dead) => self.dead = n,
+            None => {}
+        }
+    }
+}
+
 /// An access token (or an uploaded file's media id) shared by every process using
 /// the store.
 #[derive(Clone, PartialEq, Eq)]

@@ -1042,14 +1042,7 @@ impl Inbox for PostgresStore {
             for row in rows {
                 let status: String = row.get(0);
                 let n: i64 = row.get(1);
-                let n = u64::try_from(n).unwrap_or(0);
-                match Status::parse(&status) {
-                    Some(Status::Pending) => counts.pending = n,
-                    Some(Status::Working) => counts.working = n,
-                    Some(Status::Done) => counts.done = n,
-                    Some(Status::Dead) => counts.dead = n,
-                    None => {}
-                }
+                counts.set(&status, u64::try_from(n).unwrap_or(0));
             }
             Ok(counts)
         })
@@ -1258,12 +1251,7 @@ impl AnswerLog for PostgresStore {
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let status = match status {
-                AnswerStatus::Pending => "pending",
-                AnswerStatus::Sent => "sent",
-                AnswerStatus::Failed => "failed",
-                AnswerStatus::Uncertain => "uncertain",
-            };
+            let status = status.as_str();
             self.execute(
                 "UPDATE answers SET status = $2, error = $3, updated_at = $4 WHERE id = $1",
                 &[&id, &status, &error.as_deref().map(pg_text), &now],

@@ -1065,14 +1065,7 @@ impl Inbox for SqliteStore {
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let n: i64 = row.get(1)?;
-                let n = n.max(0) as u64;
-                match Status::parse(&row.get::<_, String>(0)?) {
-                    Some(Status::Pending) => counts.pending = n,
-                    Some(Status::Working) => counts.working = n,
-                    Some(Status::Done) => counts.done = n,
-                    Some(Status::Dead) => counts.dead = n,
-                    None => {}
-                }
+                counts.set(&row.get::<_, String>(0)?, n.max(0) as u64);
             }
             Ok(counts)
         }))
@@ -1265,12 +1258,7 @@ impl AnswerLog for SqliteStore {
         now: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.call("mark_answer", move |conn| {
-            let status = match status {
-                AnswerStatus::Pending => "pending",
-                AnswerStatus::Sent => "sent",
-                AnswerStatus::Failed => "failed",
-                AnswerStatus::Uncertain => "uncertain",
-            };
+            let status = status.as_str();
             conn.prepare_cached(
                 "UPDATE answers SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
             )?
