@@ -76,7 +76,14 @@ impl ConfigArgs {
             );
         }
         let context = || format!("invalid configuration in {}", self.config.display());
-        let config = Config::load(Some(&self.config), std::env::vars()).with_context(context)?;
+        let config = match Config::load(Some(&self.config), std::env::vars()) {
+            Ok(config) => config,
+            // A variable's mistake is not the file's.
+            Err(e @ wechat_push::config::ConfigError::Env { .. }) => {
+                return Err(anyhow::Error::new(e).context("invalid configuration"))
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(context())),
+        };
         // Rules and forward targets are checked where they are built; here
         // too, so that a mistake is named before any store is opened.
         RulesHandler::check(&config).with_context(context)?;

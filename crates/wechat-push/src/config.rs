@@ -510,14 +510,17 @@ impl Config {
                 .map_err(|e| toml_error(&path.display().to_string(), &text, &e))?;
             merge(&mut table, overrides);
         }
-        for (var, value) in env {
-            if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
-                apply_env(&mut table, &var, rest, &value)?;
-            }
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(var, _)| var.starts_with(ENV_PREFIX))
+            .collect();
+        let file_only = table.clone();
+        for (var, value) in &vars {
+            apply_env(&mut table, var, &var[ENV_PREFIX.len()..], value)?;
         }
-        let config = Self::from_table(table)?;
-        config.validate()?;
-        Ok(config)
+        Self::from_table(table)
+            .and_then(|config| config.validate().map(|()| config))
+            .map_err(|e| blame_variable(e, file_only, &vars))
     }
 
     /// Parse a complete TOML document, without defaults or environment
@@ -663,6 +666,39 @@ impl Config {
     }
 }
 
+/// `error`, a key's, as the variable's that set the key when one did:
+/// `WECHAT_PUSH_SERVER_LISTEN=bad` is the variable's mistake, not the
+/// file's. The variables are applied one by one to the file's settings
+/// until the same error appears.
+fn blame_variable(error: ConfigError, file_only: Table, vars: &[(String, String)]) -> ConfigError {
+    if !matches!(error, ConfigError::Key { .. } | ConfigError::Invalid { .. }) || vars.is_empty() {
+        return error;
+    }
+    let message = error.to_string();
+    let fails_so = |table: &Table| {
+        Config::from_table(table.clone())
+            .and_then(|c| c.validate())
+            .err()
+            .is_some_and(|e| e.to_string() == message)
+    };
+    if fails_so(&file_only) {
+        return error;
+    }
+    let mut table = file_only;
+    for (var, value) in vars {
+        if apply_env(&mut table, var, &var[ENV_PREFIX.len()..], value).is_err() {
+            break;
+        }
+        if fails_so(&table) {
+            return ConfigError::Env {
+                var: var.clone(),
+                reason: message,
+            };
+        }
+    }
+    error
+}
+
 /// Deep-merge `overrides` into `base`: tables merge, anything else replaces.
 fn merge(base: &mut Table, overrides: Table) {
     for (key, value) in overrides {
@@ -760,8 +796,8 @@ fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<()
     Ok(())
 }
 
-/// A duration written `500ms`, `3s`, `5m`, `2h` or `7d`, or a number of seconds.
-/// A duration as written in the config: text (`"3s"`) or seconds.
+/// A duration as written in the config: text (`"3s"`, `"1h30m"`, see
+/// [`parse_duration`]) or a number of seconds.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawDuration {
@@ -791,30 +827,19 @@ pub(crate) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>
         .collect()
 }
 
-/// Parse `500ms`, `3s`, `5m`, `2h`, `7d`.
+/// Parse a duration: a number of seconds (`10`), or `humantime`'s spans
+/// (`500ms`, `1.5s`, `5m`, `2h`, `1h30m`, `7d`, `1h 30m`; units `ns`,
+/// `us`, `ms`, `s`, `m`, `h`, `d`, `w` and their long names).
 ///
 /// # Errors
 /// A message naming the text when it is not a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 3s, 5m, 2h or 7d"))?;
-    let ms = match unit.trim() {
-        "ms" => 1,
-        "s" | "" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?}; use ms, s, m, h or d"
-            ))
-        }
-    };
-    Ok(Duration::from_millis(n.saturating_mul(ms)))
+    if let Ok(seconds) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 1.5s, 5m, 1h30m or 7d: {e}"))
 }
 
 #[cfg(test)]
@@ -1028,12 +1053,48 @@ secret = "whsec_c2VjcmV0"
         assert!(shown.contains("[redacted]"));
     }
 
+    /// `WECHAT_PUSH_SERVER_LISTEN=bad` was reported as a mistake in the
+    /// config file, naming the section, not the variable.
+    #[test]
+    fn a_bad_variable_is_named_as_the_mistake() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let e = Config::load(None, env(&[("WECHAT_PUSH_SERVER_LISTEN", "bad")])).unwrap_err();
+        match &e {
+            ConfigError::Env { var, reason } => {
+                assert_eq!(var, "WECHAT_PUSH_SERVER_LISTEN");
+                assert!(reason.contains("server.listen"), "{reason}");
+            }
+            other => panic!("not the variable's: {other}"),
+        }
+        let e = Config::load(
+            None,
+            env(&[
+                ("WECHAT_PUSH_SERVER_LISTEN", "127.0.0.1:8080"),
+                ("WECHAT_PUSH_INBOX_LEASE", "forever"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Env { var, .. } if var == "WECHAT_PUSH_INBOX_LEASE"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604800)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        // Refused before the parser was humantime's (issue 17).
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h 37min"), Ok(Duration::from_secs(9420)));
     }
 }
