@@ -141,6 +141,13 @@ fn migrate(config: &ConfigArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command whose output goes to a pipe that closes (`inbox list | head`)
+    // stops quietly, as Unix tools do, instead of panicking on the write.
+    // Not the servers: a closed log pipe must not kill them (their log
+    // writer drops what it cannot write).
+    if !matches!(cli.command, Command::Serve(_) | Command::MockWechat(_)) {
+        sigpipe::reset();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Inbox(cmd) => inbox::run(cmd),

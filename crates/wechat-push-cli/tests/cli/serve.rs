@@ -1308,3 +1308,46 @@ async fn a_full_disk_under_the_log_too_is_survived_and_health_recovers_by_itself
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(send_text(&addr, 9999, "room again").await.0, 200);
 }
+
+/// `inbox list | head -1` panicked ("failed printing to stdout: Broken
+/// pipe") once `head` had what it wanted.
+#[tokio::test]
+async fn inbox_list_into_a_pipe_that_closes_stops_quietly() {
+    use std::io::Read;
+    use wechat_push::store::{Inbox, SqliteStore};
+    let dir = temp_dir("pipe");
+    let config = write_config(&dir, 0);
+    let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
+    // Far more than a pipe's buffer (64 KiB) of rows.
+    for i in 0..2_000 {
+        let key = format!("m:oUser{i}:{i}:{i:032x}");
+        store
+            .insert(stored_push(&key, &format!("oUser{i}"), b"{}"), None)
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let mut child = Command::new(bin())
+        .args(["inbox", "list", "--limit", "2000", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reading end closes, as `head` does once it has its line.
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(13) || status.success(),
+        "{status:?}: {stderr}"
+    );
+}
