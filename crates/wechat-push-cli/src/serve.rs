@@ -82,8 +82,28 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
+    // SIGHUP (a terminal closing, or an operator asking for a reload) used
+    // to kill the server at once, undrained and unlogged. The
+    // configuration is not reloaded yet: say so, and keep serving.
+    #[cfg(unix)]
+    let hangup = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut s) => {
+                while s.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP: this build does not reload its configuration; still serving \
+                         with the one it started with (restart to apply changes; SIGTERM drains)"
+                    );
+                }
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let hangup = std::future::pending::<()>();
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
         _ = term => tracing::info!("SIGTERM: shutting down"),
+        _ = hangup => {}
     }
 }

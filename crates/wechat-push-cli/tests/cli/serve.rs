@@ -243,6 +243,27 @@ async fn sigterm_shuts_down_gracefully() {
     assert_eq!(inbox_json(&config).len(), 1);
 }
 
+/// SIGHUP killed the server at once, with no drain and no log line.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_is_logged_and_the_server_keeps_serving() {
+    let dir = temp_dir("hup");
+    let config = write_config(&dir, 2);
+    let mut server = start(&config, &[]);
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let line = server.wait_log("SIGHUP");
+    assert!(line.contains("does not reload"), "{line}");
+    assert_eq!(send_push(&server.addr, 2).await.1, "success");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server died"
+    );
+}
+
 /// Rules and forward targets are checked where they are built, and by the
 /// command line when it loads the config: a mistake is named, with the
 /// file, before any database is created.
