@@ -1372,3 +1372,24 @@ async fn inbox_list_into_a_pipe_that_closes_stops_quietly() {
         "{status:?}: {stderr}"
     );
 }
+
+/// `store migrate` brings a store up to date and says which, without
+/// serving (the README's step before a rolling deploy).
+#[test]
+fn store_migrate_prepares_the_store_and_exits() {
+    let dir = temp_dir("migrate");
+    let config = write_config(&dir, 0);
+    let out = Command::new(bin())
+        .args(["store", "migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("is up to date"), "{text}");
+    assert!(dir.join("data/inbox.db").exists());
+}

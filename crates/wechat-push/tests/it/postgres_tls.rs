@@ -1,4 +1,5 @@
-//! The PostgreSQL store over TLS: `sslmode=require` with the server's
+//! The PostgreSQL store over TLS, and its refusal of a database that may
+//! lose commits. TLS: `sslmode=require` with the server's
 //! certificate verified against `sslrootcert` (or the Web PKI's roots).
 //!
 //! Run when `WP_TEST_POSTGRES_URL` and `WP_TEST_POSTGRES_TLS_ROOT` (the CA
@@ -96,4 +97,24 @@ async fn an_sslrootcert_without_tls_is_a_configuration_mistake() {
     .unwrap_err();
     assert!(matches!(e, StoreError::Config(_)), "{e}");
     assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+}
+
+/// The README promises that a database which may lose a commit is refused:
+/// a session with `synchronous_commit` off stands in for such a server.
+#[tokio::test]
+async fn a_database_that_may_lose_commits_is_refused() {
+    let Ok(base) = std::env::var("WP_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "a_database_that_may_lose_commits_is_refused: WP_TEST_POSTGRES_URL is not set, not run"
+        );
+        return;
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-csynchronous_commit%3Doff");
+    let e = PostgresStore::open(&url).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::NotDurable { setting } if setting == "synchronous_commit"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("synchronous_commit = off"), "{e}");
 }
