@@ -154,6 +154,12 @@ const DELIVERY_COLUMNS: &str =
 
 /// A dedup key `$1`, or the beginning of one up to a `:` (as the SQLite
 /// store's `get`).
+/// Mark handled pushes done, many per statement: `$1` their ids, `$2` their
+/// fences, `$3` the time.
+const COMPLETE: &str = "UPDATE pushes SET status = 'done', finished_at = $3, last_error = NULL \
+     FROM unnest($1::bigint[], $2::bigint[]) AS held(id, fence) \
+     WHERE pushes.id = held.id AND pushes.claims = held.fence AND pushes.status = 'working'";
+
 const KEY_MATCHES: &str = "(dedup_key = $1 OR starts_with(dedup_key, $1 || ':'))";
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -224,10 +230,22 @@ impl PostgresStore {
             config.connect_timeout(std::time::Duration::from_secs(5));
         }
         config.keepalives_idle(std::time::Duration::from_secs(15));
-        let options = config.get_options().unwrap_or_default().to_owned();
+        let mut options = config.get_options().unwrap_or_default().to_owned();
         if !options.contains("statement_timeout") {
-            config.options(format!("{options} -c statement_timeout=10000").trim());
+            options.push_str(" -c statement_timeout=10000");
         }
+        // Every statement is planned for the parameters it runs with. The
+        // default caches a generic plan after five runs, made for the table
+        // as it was then: prepared on a new, empty table, the batched
+        // `complete` kept a plan that read every entry of the ready index
+        // (a hash join) instead of one primary-key lookup per push, so each
+        // batch cost more as the table grew, until an ANALYZE (never, with
+        // autovacuum off). Planning these short statements costs tens of
+        // microseconds, once per batch.
+        if !options.contains("plan_cache_mode") {
+            options.push_str(" -c plan_cache_mode=force_custom_plan");
+        }
+        config.options(options.trim());
         let tls = match config.get_ssl_mode() {
             tokio_postgres::config::SslMode::Require => Some(tls_connector(root_cert.as_deref())?),
             _ if root_cert.is_some() => {
@@ -847,13 +865,7 @@ impl Inbox for PostgresStore {
                 .unzip();
             if !ids.is_empty() {
                 finished += self
-                    .execute_relaxed(
-                        "UPDATE pushes SET status = 'done', finished_at = $3, last_error = NULL \
-                         FROM unnest($1::bigint[], $2::bigint[]) AS held(id, fence) \
-                         WHERE pushes.id = held.id AND pushes.claims = held.fence \
-                           AND pushes.status = 'working'",
-                        &[&ids, &fences, &now],
-                    )
+                    .execute_relaxed(COMPLETE, &[&ids, &fences, &now])
                     .await?;
             }
             for (claim, reply) in done.into_iter().filter(|(_, r)| r.is_some()) {
@@ -1474,6 +1486,77 @@ fn read_push_at(row: &Row, at: usize) -> StoredPush {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bug: `complete`, prepared while the table was empty, kept a
+    /// generic plan that read the whole ready index (a hash join) for every
+    /// batch, whatever the table's size since; a run of 10 s spent most of
+    /// PostgreSQL's CPU there. Each statement must be planned for its
+    /// parameters and the table as it is.
+    #[tokio::test]
+    async fn complete_prepared_on_an_empty_table_still_looks_pushes_up_by_id() {
+        let Ok(base) = std::env::var("WP_TEST_POSTGRES_URL") else {
+            eprintln!("WP_TEST_POSTGRES_URL is not set, not run against PostgreSQL");
+            return;
+        };
+        let schema = format!("unit_{}_plan", std::process::id());
+        let (admin, conn) = tokio_postgres::connect(&base, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("WP_TEST_POSTGRES_URL={base} does not answer: {e}"));
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let store = PostgresStore::open(&format!(
+            "{base}{separator}options=-csearch_path%3D{schema}"
+        ))
+        .await
+        .unwrap();
+        let client = store.relaxed.get().await.unwrap();
+        let fill = |from: i64, to: i64| {
+            format!(
+                "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
+                   body, received_at, status, due_at) \
+                 SELECT 'wx1', g::text, 'text', 'o1', 0, 'xml', '\\x00', 0, 'working', g \
+                 FROM generate_series({from}, {to}) g"
+            )
+        };
+        client.batch_execute(&fill(1, 20)).await.unwrap();
+        client
+            .batch_execute(&format!("PREPARE complete_test AS {COMPLETE}"))
+            .await
+            .unwrap();
+        // Past the five runs after which PostgreSQL may settle on a generic plan.
+        for id in 1..=8 {
+            client
+                .batch_execute(&format!(
+                    "EXECUTE complete_test(ARRAY[{id}]::bigint[], ARRAY[0]::bigint[], 1)"
+                ))
+                .await
+                .unwrap();
+        }
+        client.batch_execute(&fill(21, 20_000)).await.unwrap();
+        let plan: Vec<String> = client
+            .query(
+                "EXPLAIN EXECUTE complete_test(ARRAY[9, 10]::bigint[], ARRAY[0, 0]::bigint[], 1)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("pushes_pkey"), "{plan}");
+        assert!(!plan.contains("pushes_ready"), "{plan}");
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn tls_parameters_are_taken_out_of_the_url_for_the_driver() {
