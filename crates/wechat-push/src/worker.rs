@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::clock::{now_ms, now_secs};
@@ -333,9 +333,23 @@ pub enum Accepted {
     },
 }
 
-/// A worker slot: while it is held, its push counts as in flight.
+/// Claimed pushes a process holds per worker: those handled and those
+/// waiting for a handler. A push is stored already claimed while the server
+/// waits for its commit (milliseconds on SQLite, more on a shared
+/// PostgreSQL), so a slot must not be as scarce as a handler: with one slot
+/// per handler, pushes arriving while handlers were waiting for commits
+/// (64 connections against 16 workers) were stored unclaimed and took a
+/// claim statement each, which on PostgreSQL cost more than the rest of
+/// their handling together. A push waits for a handler at most the time
+/// three others take to be handled, far inside its lease.
+const SLOTS_PER_WORKER: usize = 4;
+
+/// A worker slot: while it is held, its push counts as in flight (claimed
+/// by this process, handled or waiting for a handler).
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
+    /// One of `inbox.workers`, while the handler runs.
+    handler: Option<OwnedSemaphorePermit>,
     claim: Option<Claim>,
     in_flight: Arc<Mutex<HashSet<Claim>>>,
 }
@@ -358,18 +372,22 @@ pub struct Pool {
     processor: Processor,
     /// Told when a push is stored for the pool to claim.
     notify: Arc<Notify>,
+    /// Claimed pushes held: `inbox.workers` × [`SLOTS_PER_WORKER`].
     slots: Slots,
+    /// Handlers running: `inbox.workers`.
+    handlers: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<Claim>>>,
 }
 
 impl Pool {
-    /// A pool of `processor.config.workers` slots.
+    /// A pool of `processor.config.workers` handlers.
     pub fn new(processor: Processor) -> Self {
-        let size = processor.config.workers;
+        let workers = processor.config.workers;
         Pool {
             processor,
             notify: Arc::new(Notify::new()),
-            slots: Slots::new(size),
+            slots: Slots::new(workers.saturating_mul(SLOTS_PER_WORKER)),
+            handlers: Arc::new(Semaphore::new(workers)),
             in_flight: Arc::default(),
         }
     }
@@ -476,19 +494,28 @@ impl Pool {
     fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
         Slot {
             _permit: permit,
+            handler: None,
             claim: None,
             in_flight: self.in_flight.clone(),
         }
     }
 
-    /// Handle a claimed push on `slot`, in a task of its own.
+    /// Handle a claimed push on `slot`, in a task of its own, once one of
+    /// the `inbox.workers` handlers is free.
     pub fn start(&self, mut slot: Slot, push: StoredPush, message: Option<Message>) {
         if let Ok(mut set) = self.in_flight.lock() {
             set.insert(push.claim());
         }
         slot.claim = Some(push.claim());
         let processor = self.processor.clone();
+        let handlers = self.handlers.clone();
         tokio::spawn(async move {
+            // Closed when the shutdown's grace ran out: the push is given
+            // back to the inbox, not handled after its release.
+            let Ok(handler) = handlers.acquire_owned().await else {
+                return;
+            };
+            slot.handler = Some(handler);
             processor
                 .process_with_slot(push, message, Some(slot), None)
                 .await;
@@ -555,6 +582,7 @@ impl Pool {
         if self.slots.drain(deadline).await {
             return;
         }
+        self.handlers.close();
         let unfinished: Vec<Claim> = self
             .in_flight
             .lock()
