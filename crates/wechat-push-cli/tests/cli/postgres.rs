@@ -279,6 +279,86 @@ async fn an_instance_killed_holding_claims_leaves_them_to_the_other() {
     drop(b);
 }
 
+/// Test 2, the other half: `kill -9` right after an instance answered
+/// `success` for a push it had not handled yet (its one worker is stuck on
+/// an earlier push, whose customer-service call WeChat holds): the push is
+/// not lost, the other instance handles it and its answer reaches the user.
+/// The stuck push's answer, whose fate the dead instance never learned, is
+/// not sent a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_answered_then_its_instance_killed_is_handled_by_the_other() {
+    let Some(url) = database("kill_answered").await else {
+        return;
+    };
+    let mock = spawn_mock().await;
+    let fault = reqwest::Client::new()
+        .post(format!("{mock}/_mock/faults"))
+        .json(&serde_json::json!({
+            "path": "/cgi-bin/message/custom/send", "errcode": -1, "delay_ms": 120_000
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(fault.status().is_success(), "{:?}", fault.text().await);
+    let dir = temp_dir("pg-kill-answered");
+    let config = write_answering_config(&dir, 1, &mock);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "poll_interval = \"50ms\"",
+        "poll_interval = \"50ms\"\nlease = \"2s\"\nhandler_timeout = \"1s\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let config = on_postgres(&config, &url, "");
+    let mut a = start(&config, &[]);
+    // The first push takes A's only worker, which waits on WeChat.
+    assert_eq!(send_text(&a.addr, 80_001, "hello").await.1, "success");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = mock_json(&format!("{mock}/_mock/calls")).await;
+        let sends = calls.as_array().unwrap().iter();
+        if sends
+            .filter(|c| c["path"] == "/cgi-bin/message/custom/send")
+            .count()
+            == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never called WeChat: {calls}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The second is stored and answered, and waits for the worker.
+    assert_eq!(send_text(&a.addr, 80_002, "hello").await.1, "success");
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    let store = PostgresStore::open(&url).await.unwrap();
+    let second = store.get("m:oUser80002:80002".into()).await.unwrap();
+    assert_eq!(second.len(), 1, "the answered push is stored");
+    assert_ne!(
+        second[0].status,
+        wechat_push::store::Status::Done,
+        "not handled before the kill, as the test intends"
+    );
+    let b = start(&config, &[]);
+    // The lease (2 s), a poll, and a little.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let p = store.get("m:oUser80002:80002".into()).await.unwrap();
+        if p[0].status == wechat_push::store::Status::Done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never handled: {:?}", p[0]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = wait_sent(&mock, 1).await;
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent[0]["touser"], "oUser80002", "{sent:?}");
+    // Nothing more: the first push's answer stays uncertain, not sent twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = mock_json(&format!("{mock}/_mock/sent")).await;
+    assert_eq!(sent.as_array().unwrap().len(), 1, "{sent}");
+    drop(b);
+}
+
 /// Test 3: three instances against `mock-wechat`: one access-token fetch
 /// in all; after WeChat refuses it once (40001), one refresh in all.
 #[tokio::test(flavor = "multi_thread")]
