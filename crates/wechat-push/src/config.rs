@@ -110,6 +110,11 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where `/metrics` and `/readyz` are served (and `/healthz` as well),
+    /// e.g. `127.0.0.1:9090`, and not on `listen`, which then serves only
+    /// the push endpoints and `/healthz`. Unset (the default): all on `listen`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     /// Accepted distance between a push's timestamp and now.
     #[serde(deserialize_with = "duration")]
     pub timestamp_window: Duration,
@@ -623,6 +628,16 @@ impl Config {
                 "must be under 5s: WeChat gives up on the answer at 5 s (and retries the push)",
             ));
         }
+        if self
+            .server
+            .admin_listen
+            .is_some_and(|admin| admin == self.server.listen && admin.port() != 0)
+        {
+            return Err(invalid(
+                "server.admin_listen".into(),
+                "must differ from server.listen: the admin endpoints are kept off the push port",
+            ));
+        }
         if self.inbox.max_attempts == 0 {
             return Err(invalid("inbox.max_attempts".into(), "must be at least 1"));
         }
@@ -963,6 +978,22 @@ secret = "whsec_c2VjcmV0"
             "{e}"
         );
         assert!(Config::from_toml(oa).is_ok());
+    }
+
+    #[test]
+    fn the_admin_listener_must_not_be_the_push_port() {
+        let e = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("server.admin_listen: must differ"), "{e}");
+        let c = Config::from_toml("[server]\nadmin_listen = \"127.0.0.1:9090\"\n").unwrap();
+        assert_eq!(
+            c.server.admin_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert_eq!(Config::from_toml("").unwrap().server.admin_listen, None);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,11 +85,15 @@ struct Shared {
     server: ServerConfig,
     /// Whether any app forwards (then `/metrics` shows the targets' backlog).
     forwards: bool,
+    /// Set when a shutdown begins: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
 }
 
 /// The server, bound and ready to run.
 pub struct Application {
     listener: TcpListener,
+    /// `server.admin_listen`, bound.
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
     completions: mpsc::Receiver<Claim>,
     retention: Duration,
@@ -174,8 +179,17 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let admin = match config.server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Application {
             listener,
+            admin,
             shared: Arc::new(Shared {
                 apps,
                 store,
@@ -183,6 +197,7 @@ impl Application {
                 metrics,
                 server: config.server.clone(),
                 forwards: forwarder.is_some(),
+                draining: AtomicBool::new(false),
             }),
             completions,
             retention: config.inbox.retention,
@@ -196,6 +211,11 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The address `server.admin_listen` bound, if set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The server's metrics.
@@ -218,18 +238,40 @@ impl Application {
         // counts from the moment the shutdown began.
         let (deadline, until) = watch::channel(None);
         let addr = self.local_addr();
+        let admin_addr = self.admin_addr();
         let shared = self.shared.clone();
         let grace = shared.server.shutdown_grace;
         let workers = tokio::spawn(shared.pool.clone().run(until.clone()));
         let forwarder = self.forwarder.map(|f| tokio::spawn(f.run(until.clone())));
         let began = Arc::new(std::sync::OnceLock::new());
         let shutdown = {
-            let began = began.clone();
+            let (began, shared) = (began.clone(), shared.clone());
             async move {
                 shutdown.await;
+                shared.draining.store(true, Ordering::SeqCst);
                 let _ = began.set(tokio::time::Instant::now());
             }
         };
+        // The admin endpoints outlive the push port's drain, so that a load
+        // balancer's check sees `/readyz` turn 503 rather than a refused
+        // connection, and metrics are scraped until the end.
+        let (admin_stop, admin_stopped) = watch::channel(false);
+        let admin = self.admin.map(|listener| {
+            let (shared, config) = (shared.clone(), shared.server.clone());
+            let mut stopped = admin_stopped;
+            tokio::spawn(async move {
+                crate::listener::serve(
+                    listener,
+                    admin_router(shared.clone()),
+                    &config,
+                    shared.metrics.clone(),
+                    async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    },
+                )
+                .await;
+            })
+        });
         let pruner = tokio::spawn(worker::prune(shared.store.clone(), self.retention, stopped));
         let (finish, finishing) = watch::channel(false);
         let completer = tokio::spawn(worker::complete_batches(
@@ -237,10 +279,13 @@ impl Application {
             self.completions,
             finishing,
         ));
-        tracing::info!(%addr, apps = shared.apps.len(), "listening");
+        match admin_addr {
+            Some(admin) => tracing::info!(%addr, %admin, apps = shared.apps.len(), "listening"),
+            None => tracing::info!(%addr, apps = shared.apps.len(), "listening"),
+        }
         crate::listener::serve(
             self.listener,
-            router(shared.clone()),
+            router(shared.clone(), admin_addr.is_none()),
             &shared.server,
             shared.metrics.clone(),
             shutdown,
@@ -261,18 +306,37 @@ impl Application {
         // Workers are done: flush the last completions.
         let _ = finish.send(true);
         let _ = completer.await;
+        let _ = admin_stop.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         Ok(())
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+/// The push port: the push endpoints and `/healthz`, and the admin
+/// endpoints too when `with_admin` (no `server.admin_listen`).
+fn router(shared: Arc<Shared>, with_admin: bool) -> Router {
+    let router = Router::new()
         .route("/wechat/{appid}", get(handshake).post(receive))
         // Users paste the URL both ways into WeChat's console, which follows no redirect.
         .route("/wechat/{appid}/", get(handshake).post(receive))
+        .route("/healthz", get(healthz));
+    let router = if with_admin {
+        router
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(render_metrics))
+    } else {
+        router
+    };
+    router.with_state(shared)
+}
+
+/// `server.admin_listen`: what operators and their monitoring read.
+fn admin_router(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
-        // Ready: the store takes writes (for a load balancer's checks).
-        .route("/readyz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(shared)
 }
@@ -604,6 +668,16 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Ready for pushes: not draining, and the store takes writes. A load
+/// balancer's check: 503 from the moment a shutdown begins, so that it stops
+/// sending before the port closes.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down").into_response();
+    }
+    healthz(State(shared)).await
 }
 
 async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {

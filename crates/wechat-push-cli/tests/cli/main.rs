@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod crypto;
+mod operations;
 mod postgres;
 mod serve;
 mod simulate;

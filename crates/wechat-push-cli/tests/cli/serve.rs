@@ -48,6 +48,8 @@ format = "json"
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) addr: String,
+    /// `server.admin_listen`'s address, when set.
+    pub(crate) admin: Option<String>,
     logs: mpsc::Receiver<String>,
     /// The lines logged while starting, up to and with `listening`.
     start_logs: Vec<String>,
@@ -95,6 +97,7 @@ fn start_command(mut command: Command) -> Server {
     let mut server = Server {
         child,
         addr: String::new(),
+        admin: None,
         logs,
         start_logs: Vec::new(),
     };
@@ -114,6 +117,7 @@ fn start_command(mut command: Command) -> Server {
     };
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
     server.addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+    server.admin = v["fields"]["admin"].as_str().map(str::to_owned);
     server
 }
 
