@@ -14,7 +14,7 @@ use crate::api::{ApiError, CsMessage, WechatApi};
 use crate::clock::now_ms;
 use crate::handler::HandlerError;
 use crate::protocol::message::OpenId;
-use crate::store::{AnswerLog, AnswerRecord, AnswerStatus, PushId};
+use crate::store::{AnswerId, AnswerLog, AnswerRecord, AnswerStatus, PushId};
 
 /// The source of answers given by the app's handler (rules or a router).
 pub const HANDLER_SOURCE: &str = "handler";
@@ -123,7 +123,7 @@ impl Outbox {
         if !taken {
             // Another worker (this push's lease ran out and it was taken
             // over) is sending it, or has: not a second time.
-            tracing::info!(%appid, answer = record.id, "answer taken by another worker; not sent again");
+            tracing::info!(%appid, answer = %record.id, "answer taken by another worker; not sent again");
             return Ok(AnswerStatus::Uncertain);
         }
         match self.api.send_body(appid, &body).await {
@@ -165,7 +165,7 @@ impl Outbox {
 
     async fn mark(
         &self,
-        id: i64,
+        id: AnswerId,
         status: AnswerStatus,
         error: Option<String>,
     ) -> Result<(), HandlerError> {

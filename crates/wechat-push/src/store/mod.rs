@@ -94,6 +94,17 @@ impl fmt::Display for DeliveryId {
     }
 }
 
+/// The row id of an answer to a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AnswerId(pub i64);
+
+impl fmt::Display for AnswerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A forwarder's hold on a delivery it claimed: as [`Claim`] is to a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct DeliveryClaim {
@@ -346,7 +357,7 @@ impl AnswerStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct AnswerRecord {
     /// The answer's row id (what [`AnswerLog::mark_answer`] takes).
-    pub id: i64,
+    pub id: AnswerId,
     /// The push it answers.
     pub push_id: PushId,
     /// Who gave it: `handler`, `passive` (a passive reply), or `forward:<url>` (the
@@ -707,7 +718,7 @@ pub trait AnswerLog: Send + Sync + 'static {
     /// with the reason for the last two.
     fn mark_answer(
         &self,
-        id: i64,
+        id: AnswerId,
         status: AnswerStatus,
         error: Option<String>,
         now: i64,
@@ -720,7 +731,7 @@ pub trait AnswerLog: Send + Sync + 'static {
     /// answered twice.
     fn take_answer(
         &self,
-        id: i64,
+        id: AnswerId,
         from: AnswerStatus,
         note: String,
         now: i64,

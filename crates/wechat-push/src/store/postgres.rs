@@ -28,9 +28,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts,
-    Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus, Inbox,
-    Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache,
+    AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
+    Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
+    Inbox, Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush,
+    TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -782,7 +783,7 @@ fn read_answer(row: &Row, push: PushId) -> AnswerRecord {
     let status: String = row.get(4);
     let seq: i32 = row.get(1);
     AnswerRecord {
-        id: row.get(0),
+        id: AnswerId(row.get(0)),
         push_id: push,
         source: row.get(7),
         seq: u32::try_from(seq).unwrap_or(0),
@@ -1238,7 +1239,7 @@ impl AnswerLog for PostgresStore {
 
     fn take_answer(
         &self,
-        id: i64,
+        id: AnswerId,
         from: AnswerStatus,
         note: String,
         now: i64,
@@ -1248,7 +1249,7 @@ impl AnswerLog for PostgresStore {
                 .execute(
                     "UPDATE answers SET status = 'uncertain', error = $3, updated_at = $4 \
                      WHERE id = $1 AND status = $2",
-                    &[&id, &from.as_str(), &pg_text(&note), &now],
+                    &[&id.0, &from.as_str(), &pg_text(&note), &now],
                 )
                 .await?;
             Ok(n == 1)
@@ -1257,7 +1258,7 @@ impl AnswerLog for PostgresStore {
 
     fn mark_answer(
         &self,
-        id: i64,
+        id: AnswerId,
         status: AnswerStatus,
         error: Option<String>,
         now: i64,
@@ -1266,7 +1267,7 @@ impl AnswerLog for PostgresStore {
             let status = status.as_str();
             self.execute(
                 "UPDATE answers SET status = $2, error = $3, updated_at = $4 WHERE id = $1",
-                &[&id, &status, &error.as_deref().map(pg_text), &now],
+                &[&id.0, &status, &error.as_deref().map(pg_text), &now],
             )
             .await?;
             Ok(())

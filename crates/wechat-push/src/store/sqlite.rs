@@ -42,10 +42,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim, Counts,
-    Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus, Inbox,
-    Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache,
-    WriterStats,
+    AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
+    Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
+    Inbox, Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush,
+    TokenCache, WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -735,7 +735,7 @@ fn read_answers(
     let rows = stmt.query_map(params![push.0, source], |row| {
         let status: String = row.get(4)?;
         Ok(AnswerRecord {
-            id: row.get(0)?,
+            id: AnswerId(row.get(0)?),
             push_id: push,
             source: row.get(7)?,
             seq: row.get(1)?,
@@ -1234,7 +1234,7 @@ impl AnswerLog for SqliteStore {
 
     fn take_answer(
         &self,
-        id: i64,
+        id: AnswerId,
         from: AnswerStatus,
         note: String,
         now: i64,
@@ -1245,14 +1245,14 @@ impl AnswerLog for SqliteStore {
                     "UPDATE answers SET status = 'uncertain', error = ?3, updated_at = ?4 \
                      WHERE id = ?1 AND status = ?2",
                 )?
-                .execute(params![id, from.as_str(), note, now])?;
+                .execute(params![id.0, from.as_str(), note, now])?;
             Ok(n == 1)
         }))
     }
 
     fn mark_answer(
         &self,
-        id: i64,
+        id: AnswerId,
         status: AnswerStatus,
         error: Option<String>,
         now: i64,
@@ -1262,7 +1262,7 @@ impl AnswerLog for SqliteStore {
             conn.prepare_cached(
                 "UPDATE answers SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
             )?
-            .execute(params![id, status, error, now])?;
+            .execute(params![id.0, status, error, now])?;
             Ok(())
         }))
     }

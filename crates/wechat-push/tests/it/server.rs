@@ -712,7 +712,7 @@ impl AnswerLog for DownStore {
 
     fn take_answer(
         &self,
-        _: i64,
+        _: wechat_push::store::AnswerId,
         _: wechat_push::store::AnswerStatus,
         _: String,
         _: i64,
@@ -721,7 +721,7 @@ impl AnswerLog for DownStore {
     }
     fn mark_answer(
         &self,
-        _: i64,
+        _: wechat_push::store::AnswerId,
         _: wechat_push::store::AnswerStatus,
         _: Option<String>,
         _: i64,
