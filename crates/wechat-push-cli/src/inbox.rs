@@ -7,7 +7,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::sync::Arc;
-use wechat_push::clock::format_utc;
+use wechat_push::clock::Millis;
 use wechat_push::forward::display_url;
 use wechat_push::outbox::{HANDLER_SOURCE, PASSIVE_SOURCE};
 use wechat_push::protocol::wire;
@@ -107,7 +107,7 @@ async fn list(a: ListArgs) -> Result<()> {
     for p in &pushes {
         println!(
             "{:<20}  {:<18}  {:<key_width$}  {:<kind_width$}  {:<7}  {:>3}  {}",
-            format_utc(p.received_at),
+            p.received_at.to_rfc3339(),
             p.appid,
             p.dedup_key,
             p.kind,
@@ -135,11 +135,14 @@ async fn show(a: KeyArgs) -> Result<()> {
         println!("dedup key:   {}", p.dedup_key);
         println!("kind:        {}", p.kind);
         println!("from:        {}", p.from);
-        println!("create time: {}", format_utc(p.create_time * 1000));
-        println!("received:    {}", format_utc(p.received_at));
+        println!(
+            "create time: {}",
+            Millis(p.create_time.saturating_mul(1000)).to_rfc3339()
+        );
+        println!("received:    {}", p.received_at.to_rfc3339());
         println!("status:      {} after {} attempt(s)", p.status, p.attempts);
         if let Some(at) = p.finished_at {
-            println!("finished:    {}", format_utc(at));
+            println!("finished:    {}", at.to_rfc3339());
         }
         if let Some(e) = &p.last_error {
             println!("last error:  {e}");
@@ -164,7 +167,7 @@ async fn show(a: KeyArgs) -> Result<()> {
                 a.seq + 1,
                 a.msgtype,
                 outcome,
-                format_utc(a.updated_at)
+                a.updated_at.to_rfc3339()
             );
         }
         for d in store.deliveries(p.id).await? {
@@ -173,7 +176,7 @@ async fn show(a: KeyArgs) -> Result<()> {
                 display_url(&d.target),
                 d.status,
                 d.attempts,
-                format_utc(d.updated_at)
+                d.updated_at.to_rfc3339()
             );
             if let Some(e) = &d.last_error {
                 let what = match d.status {

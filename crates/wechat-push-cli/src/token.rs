@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use wechat_push::clock::{format_utc, now_ms};
+use wechat_push::clock::now_ms;
 
 use crate::ConfigArgs;
 
@@ -37,19 +37,19 @@ pub fn run(cmd: TokenCommand) -> Result<()> {
         println!("appid:    {}", t.appid);
         println!(
             "fetched:  {} ({} s ago)",
-            format_utc(t.fetched_at),
+            t.fetched_at.to_rfc3339(),
             (now - t.fetched_at) / 1000
         );
         if t.expires_at > now {
             println!(
                 "expires:  {} (in {} s)",
-                format_utc(t.expires_at),
+                t.expires_at.to_rfc3339(),
                 (t.expires_at - now) / 1000
             );
         } else {
             println!(
                 "expires:  {} (expired {} s ago)",
-                format_utc(t.expires_at),
+                t.expires_at.to_rfc3339(),
                 (now - t.expires_at) / 1000
             );
         }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Millis};
 pub use crate::config::TokenKind;
 use crate::config::{Config, Secret};
 use crate::metrics::{self, Metrics};
@@ -30,7 +30,7 @@ use crate::store::{CachedToken, StoreError, TokenCache};
 /// Refresh a token this long before it expires.
 const REFRESH_AHEAD_MS: i64 = 5 * 60 * 1000;
 /// Temporary media lives three days.
-const MEDIA_LIFETIME_MS: i64 = 3 * 24 * 3600 * 1000;
+const MEDIA_LIFETIME: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Upload a file again this long before its media id expires.
 const MEDIA_REFRESH_AHEAD_MS: i64 = 3600 * 1000;
 /// The customer-service message call: the one whose requests must not be
@@ -49,7 +49,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (never an appid).
 const MEDIA_KEY: &str = "media:";
 /// How long a refresh lease holds (the fetch should take well under a second).
-const LEASE_MS: i64 = 30 * 1000;
+const LEASE: Duration = Duration::from_secs(30);
 /// How long a caller waits for another process's refresh.
 const REFRESH_WAIT: Duration = Duration::from_secs(10);
 /// Backoff before each retry of a busy (`-1`) answer or a network failure.
@@ -240,7 +240,7 @@ impl WechatApi {
             }
             let leased = self
                 .store
-                .lease_token_refresh(key.to_owned(), self.holder.clone(), now + LEASE_MS, now)
+                .lease_token_refresh(key.to_owned(), self.holder.clone(), now + LEASE, now)
                 .await?;
             if leased {
                 // Another process may have refreshed between the read and the lease.
@@ -263,7 +263,12 @@ impl WechatApi {
                         // Let others try at once rather than wait out the lease.
                         let _ = self
                             .store
-                            .lease_token_refresh(key.to_owned(), self.holder.clone(), 0, now)
+                            .lease_token_refresh(
+                                key.to_owned(),
+                                self.holder.clone(),
+                                Millis(0),
+                                now,
+                            )
                             .await;
                         Err(e)
                     }
@@ -365,12 +370,12 @@ impl WechatApi {
         }
         let created_at = answer["created_at"]
             .as_i64()
-            .map_or(uploaded_at, |s| s * 1000);
+            .map_or(uploaded_at, |s| Millis(s.saturating_mul(1000)));
         tracing::info!(%appid, kind, file = name, "uploaded temporary media");
         Ok(CachedToken {
             appid: String::new(),
             token: media_id.to_owned(),
-            expires_at: created_at + MEDIA_LIFETIME_MS,
+            expires_at: created_at + MEDIA_LIFETIME,
             fetched_at: uploaded_at,
         })
     }
@@ -410,7 +415,7 @@ impl WechatApi {
         Ok(CachedToken {
             appid: appid.to_owned(),
             token: token.to_owned(),
-            expires_at: fetched_at + expires_in * 1000,
+            expires_at: fetched_at + Duration::from_secs(expires_in.unsigned_abs()),
             fetched_at,
         })
     }

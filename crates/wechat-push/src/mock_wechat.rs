@@ -141,7 +141,7 @@ struct Inner {
 
 impl Inner {
     fn now(&self) -> i64 {
-        now_ms() + self.offset_ms
+        now_ms().0 + self.offset_ms
     }
 
     fn issue(&mut self, appid: &str) -> (String, i64) {

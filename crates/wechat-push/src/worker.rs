@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use crate::clock::{now_ms, now_secs};
+use crate::clock::{now_ms, now_secs, Millis};
 use crate::config::{AppKind, InboxConfig};
 use crate::handler::{HandlerError, Push, SharedHandler};
 use crate::lease::{Filled, Slots, Stop};
@@ -264,7 +264,7 @@ impl Processor {
         appid: &str,
         dedup_key: &str,
         error: String,
-        retry_at: Option<i64>,
+        retry_at: Option<Millis>,
     ) {
         self.metrics
             .inc(metrics::HANDLER_FAILURES, &[("appid", appid)]);
@@ -289,12 +289,12 @@ impl Processor {
     }
 
     /// When to retry after `attempts` attempts, or `None` when out of attempts.
-    fn retry_at(&self, attempts: u32) -> Option<i64> {
+    fn retry_at(&self, attempts: u32) -> Option<Millis> {
         if attempts >= self.config.max_attempts {
             return None;
         }
         let delay = backoff(&self.config, attempts, jitter());
-        Some(now_ms() + crate::clock::ms(delay))
+        Some(now_ms() + delay)
     }
 }
 
@@ -420,8 +420,8 @@ impl Pool {
             self.try_slot()
         };
         let now = new.received_at_ms;
-        let lease_ms = crate::clock::ms(processor.config.lease);
-        let claim_until = (wait_for_reply || hand_off.is_some()).then_some(now + lease_ms);
+        let claim_until =
+            (wait_for_reply || hand_off.is_some()).then_some(now + processor.config.lease);
         let new = Arc::new(new);
         let claim = match processor.store.insert(new.clone(), claim_until).await? {
             Inserted::New(claim) => claim,
@@ -554,7 +554,7 @@ impl Pool {
                 _ = shutdown.changed() => continue,
             };
             let now = now_ms();
-            let lease_until = now + crate::clock::ms(cfg.lease);
+            let lease_until = now + cfg.lease;
             let store = &self.processor.store;
             let filled = self
                 .slots
@@ -671,7 +671,7 @@ pub async fn prune(
 ) {
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
-        let cutoff = now_ms() - crate::clock::ms(retention);
+        let cutoff = now_ms() - retention;
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned handled pushes past retention"),

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wechat_push::clock::now_secs;
+use wechat_push::clock::{now_secs, Millis};
 use wechat_push::protocol::crypto::{AesKey, KeyRing};
 use wechat_push::protocol::wire::Fields;
 use wechat_push::{AppCrypto, Format, Mode, Token};
@@ -378,8 +378,8 @@ async fn token_show_hides_the_token_unless_revealed() {
     let token = CachedToken {
         appid: APPID.into(),
         token: "SECRET_TOKEN_123".into(),
-        expires_at: now + 7_000_000,
-        fetched_at: now - 5_000,
+        expires_at: now + Duration::from_secs(7_000),
+        fetched_at: now - Duration::from_secs(5),
     };
     store.put_token(token, "test".into()).await.unwrap();
     let out = Command::new(bin())
@@ -716,7 +716,7 @@ fn stored_push(key: &str, from: &str, body: &[u8]) -> std::sync::Arc<wechat_push
         create_time: 1,
         format: Format::Json,
         body: body.to_vec(),
-        received_at_ms: 1,
+        received_at_ms: Millis(1),
     })
 }
 
@@ -734,12 +734,12 @@ async fn inbox_retry_of_a_key_beginning_that_matches_several_pushes_is_refused()
             .unwrap();
     }
     for claimed in store
-        .claim(i64::MAX / 2, i64::MAX / 2 + 1, 10)
+        .claim(Millis(i64::MAX / 2), Millis(i64::MAX / 2 + 1), 10)
         .await
         .unwrap()
     {
         store
-            .fail(claimed.claim(), "boom".into(), None, 1)
+            .fail(claimed.claim(), "boom".into(), None, Millis(1))
             .await
             .unwrap();
     }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::webhook;
 use super::{Forwarder, Route, Target};
-use crate::clock::{ms, now_ms, now_secs};
+use crate::clock::{now_ms, now_secs};
 use crate::config::AppKind;
 use crate::handler::HandlerError;
 use crate::metrics;
@@ -225,7 +225,7 @@ impl Forwarder {
             Some(delay) => {
                 let delay = delay.mul_f64(crate::worker::jitter());
                 DeliveryOutcome::Retry {
-                    at: now_ms() + ms(delay),
+                    at: now_ms() + delay,
                     error,
                     responded,
                 }
@@ -251,7 +251,7 @@ impl Forwarder {
                 "delivered"
             }
             DeliveryOutcome::Retry { at, error, .. } => {
-                tracing::warn!(%appid, target = %name, attempts, %error, retry_in_ms = at - now_ms(), "delivery failed; will retry");
+                tracing::warn!(%appid, target = %name, attempts, %error, retry_in_ms = *at - now_ms(), "delivery failed; will retry");
                 "retry"
             }
             DeliveryOutcome::Dead { error } => {

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::clock::{ms, now_ms};
+use crate::clock::now_ms;
 pub use crate::config::{display_url, ForwardConfig};
 use crate::config::{AppKind, Config, ConfigError};
 use crate::handler::{HandlerError, Push};
@@ -280,7 +280,7 @@ impl Forwarder {
         let now = now_ms();
         // A delivery whose first attempt is made here is held from the
         // dispatcher until then (or until the hold lapses, if this dies).
-        let held_until = |target: &Target| now + ms(target.lease);
+        let held_until = |target: &Target| now + target.lease;
         let deliveries = routes
             .iter()
             .map(|(target, held)| {
@@ -307,13 +307,7 @@ impl Forwarder {
             let at = held_until(target);
             let claimed = self
                 .store
-                .claim_deliveries(
-                    target.url.clone(),
-                    Some(push.id),
-                    at,
-                    at + ms(target.lease),
-                    1,
-                )
+                .claim_deliveries(target.url.clone(), Some(push.id), at, at + target.lease, 1)
                 .await
                 .map_err(|e| HandlerError::caused_by("cannot claim the push's delivery", e))?;
             for (delivery, stored) in claimed {
@@ -433,7 +427,7 @@ impl Forwarder {
     /// start them.
     async fn claim(self: &Arc<Self>, target: &Arc<Target>) {
         let now = now_ms();
-        let lease_until = now + ms(target.lease);
+        let lease_until = now + target.lease;
         let filled = target
             .slots
             .fill(

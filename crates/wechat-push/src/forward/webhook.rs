@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::clock::format_utc;
+use crate::clock::Millis;
 use crate::protocol::message::{DedupKey, Message};
 
 /// The prefix of secrets given in Standard Webhooks' base64 form.
@@ -123,7 +123,7 @@ pub fn payload(
     id: &str,
     appid: &str,
     dedup_key: &DedupKey,
-    received_at_ms: i64,
+    received_at: Millis,
     message: &Message,
 ) -> Vec<u8> {
     let body = json!({
@@ -131,7 +131,7 @@ pub fn payload(
         "appid": appid,
         "kind": message.kind(),
         "dedup_key": dedup_key.as_str(),
-        "received_at": format_utc(received_at_ms),
+        "received_at": received_at.to_rfc3339(),
         "message": Value::Object(message.to_json()),
     });
     // Serialising a Value cannot fail.

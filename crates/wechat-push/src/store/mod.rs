@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use crate::clock::Millis;
+
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
 
@@ -177,7 +179,7 @@ pub struct NewPush {
     /// The decrypted body, byte for byte.
     pub body: Vec<u8>,
     /// When it arrived, milliseconds since the epoch.
-    pub received_at_ms: i64,
+    pub received_at_ms: Millis,
 }
 
 /// What an insert found.
@@ -224,9 +226,9 @@ pub struct StoredPush {
     #[serde(skip)]
     pub fence: i64,
     /// When it arrived, milliseconds since the epoch.
-    pub received_at: i64,
+    pub received_at: Millis,
     /// When it was finished (done or dead), milliseconds since the epoch.
-    pub finished_at: Option<i64>,
+    pub finished_at: Option<Millis>,
     /// The last handler error.
     pub last_error: Option<String>,
     /// The format of `body`.
@@ -309,9 +311,9 @@ pub struct CachedToken {
     /// The access token or media id. Never shown by `Debug`.
     pub token: String,
     /// When it expires, milliseconds since the epoch.
-    pub expires_at: i64,
+    pub expires_at: Millis,
     /// When it was fetched, milliseconds since the epoch.
-    pub fetched_at: i64,
+    pub fetched_at: Millis,
 }
 
 impl fmt::Debug for CachedToken {
@@ -375,7 +377,7 @@ pub struct AnswerRecord {
     /// Why it failed, for failed ones.
     pub error: Option<String>,
     /// Last change, milliseconds since the epoch.
-    pub updated_at: i64,
+    pub updated_at: Millis,
 }
 
 /// Where a delivery of a push to a forward target is.
@@ -442,7 +444,7 @@ pub struct Delivery {
     /// The last failure, or a note on an ignored reply.
     pub last_error: Option<String>,
     /// Last change, milliseconds since the epoch.
-    pub updated_at: i64,
+    pub updated_at: Millis,
 }
 
 impl Delivery {
@@ -478,7 +480,7 @@ pub enum DeliveryOutcome {
     /// Try again at `at` (milliseconds).
     Retry {
         /// When to try again, in milliseconds since the epoch.
-        at: i64,
+        at: Millis,
         /// Why this attempt failed.
         error: String,
         /// The target answered 2xx; only its reply failed to go out.
@@ -576,7 +578,7 @@ pub trait Inbox: Send + Sync + 'static {
     fn insert(
         &self,
         push: Arc<NewPush>,
-        claim_until: Option<i64>,
+        claim_until: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>>;
 
     /// Claim up to `limit` pushes that are due at `now` (pending ones whose
@@ -584,8 +586,8 @@ pub trait Inbox: Send + Sync + 'static {
     /// until `lease_until`. Each claim counts as an attempt.
     fn claim(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
@@ -596,7 +598,7 @@ pub trait Inbox: Send + Sync + 'static {
     fn complete(
         &self,
         done: Vec<(Claim, Option<Vec<u8>>)>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     /// Forget the passive reply stored with a push (it missed its answer and
@@ -613,8 +615,8 @@ pub trait Inbox: Send + Sync + 'static {
         &self,
         claim: Claim,
         error: String,
-        retry_at: Option<i64>,
-        now: i64,
+        retry_at: Option<Millis>,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Give claimed pushes back unhandled (shutdown): due at once, the
@@ -641,7 +643,7 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Delete done pushes finished before `before`, with their answers and
     /// deliveries, unless a delivery is unfinished or dead; returns how many.
-    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
+    fn prune(&self, before: Millis) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     /// How many pushes are in each status.
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>>;
@@ -670,8 +672,8 @@ pub trait TokenCache: Send + Sync + 'static {
         &self,
         appid: String,
         holder: String,
-        until: i64,
-        now: i64,
+        until: Millis,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Store a freshly fetched token and end `holder`'s refresh lease.
@@ -711,7 +713,7 @@ pub trait AnswerLog: Send + Sync + 'static {
         push: PushId,
         source: String,
         answers: Vec<(String, String)>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>>;
 
     /// Record what became of an answer: `Sent`, `Failed` or `Uncertain`,
@@ -721,7 +723,7 @@ pub trait AnswerLog: Send + Sync + 'static {
         id: AnswerId,
         status: AnswerStatus,
         error: Option<String>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Take answer `id` to send it: mark it `Uncertain` with `note` (it is
@@ -734,7 +736,7 @@ pub trait AnswerLog: Send + Sync + 'static {
         id: AnswerId,
         from: AnswerStatus,
         note: String,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// The answers of a push, in order.
@@ -751,8 +753,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
     fn add_deliveries(
         &self,
         push: PushId,
-        targets: Vec<(String, i64)>,
-        now: i64,
+        targets: Vec<(String, Millis)>,
+        now: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Claim up to `limit` deliveries to `target` (of `push` only, when
@@ -763,8 +765,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
         &self,
         target: String,
         push: Option<PushId>,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>>;
 
@@ -776,7 +778,7 @@ pub trait DeliveryLog: Send + Sync + 'static {
         &self,
         claim: DeliveryClaim,
         outcome: DeliveryOutcome,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// The deliveries of a push.
@@ -793,6 +795,6 @@ pub trait DeliveryLog: Send + Sync + 'static {
     fn bury_unknown_targets(
         &self,
         targets: Vec<String>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
 }

@@ -30,7 +30,7 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
     Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
-    Inbox, Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush,
+    Inbox, Inserted, ListFilter, Millis, NewPush, PushId, Retried, Status, StoreError, StoredPush,
     TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
@@ -458,7 +458,7 @@ async fn query_on(
 /// A push waiting for its batch.
 struct PendingInsert {
     push: Arc<NewPush>,
-    claim_until: Option<i64>,
+    claim_until: Option<Millis>,
     done: oneshot::Sender<Result<Inserted, StoreError>>,
 }
 
@@ -810,7 +810,7 @@ impl Inbox for PostgresStore {
     fn insert(
         &self,
         push: Arc<NewPush>,
-        claim_until: Option<i64>,
+        claim_until: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
@@ -828,8 +828,8 @@ impl Inbox for PostgresStore {
 
     fn claim(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         Box::pin(async move {
@@ -855,7 +855,7 @@ impl Inbox for PostgresStore {
     fn complete(
         &self,
         done: Vec<(Claim, Option<Vec<u8>>)>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
             let mut finished = 0;
@@ -898,8 +898,8 @@ impl Inbox for PostgresStore {
         &self,
         claim: Claim,
         error: String,
-        retry_at: Option<i64>,
-        now: i64,
+        retry_at: Option<Millis>,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let changed = match retry_at {
@@ -1004,7 +1004,7 @@ impl Inbox for PostgresStore {
         })
     }
 
-    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+    fn prune(&self, before: Millis) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
             let mut total = 0;
             let mut client = self.client().await?;
@@ -1099,8 +1099,8 @@ impl TokenCache for PostgresStore {
         &self,
         appid: String,
         holder: String,
-        until: i64,
-        now: i64,
+        until: Millis,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let taken = self
@@ -1182,7 +1182,7 @@ impl AnswerLog for PostgresStore {
         push: PushId,
         source: String,
         answers: Vec<(String, String)>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         Box::pin(async move {
             let select = format!(
@@ -1242,7 +1242,7 @@ impl AnswerLog for PostgresStore {
         id: AnswerId,
         from: AnswerStatus,
         note: String,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let n = self
@@ -1261,7 +1261,7 @@ impl AnswerLog for PostgresStore {
         id: AnswerId,
         status: AnswerStatus,
         error: Option<String>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let status = status.as_str();
@@ -1293,11 +1293,11 @@ impl DeliveryLog for PostgresStore {
     fn add_deliveries(
         &self,
         push: PushId,
-        targets: Vec<(String, i64)>,
-        now: i64,
+        targets: Vec<(String, Millis)>,
+        now: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let (urls, due): (Vec<String>, Vec<i64>) = targets.into_iter().unzip();
+            let (urls, due): (Vec<String>, Vec<Millis>) = targets.into_iter().unzip();
             self.execute(
                 "INSERT INTO deliveries (push_id, target, status, due_at, updated_at) \
                  SELECT $1, t.target, 'pending', t.due_at, $4 \
@@ -1314,8 +1314,8 @@ impl DeliveryLog for PostgresStore {
         &self,
         target: String,
         push: Option<PushId>,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
         Box::pin(async move {
@@ -1358,7 +1358,7 @@ impl DeliveryLog for PostgresStore {
         &self,
         claim: DeliveryClaim,
         outcome: DeliveryOutcome,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let (status, due_at, error, responded) = match outcome {
@@ -1435,7 +1435,7 @@ impl DeliveryLog for PostgresStore {
     fn bury_unknown_targets(
         &self,
         targets: Vec<String>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
             let n = self
@@ -1481,6 +1481,35 @@ fn read_push_at(row: &Row, at: usize) -> StoredPush {
         reply: row.get(at + 12),
         finished_at: row.get(at + 13),
         fence: row.get(at + 14),
+    }
+}
+
+impl ToSql for Millis {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Millis {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        i64::from_sql(ty, raw).map(Millis)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <i64 as tokio_postgres::types::FromSql>::accepts(ty)
     }
 }
 

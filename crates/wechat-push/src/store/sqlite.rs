@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
     Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
-    Inbox, Inserted, ListFilter, NewPush, PushId, Retried, Status, StoreError, StoredPush,
+    Inbox, Inserted, ListFilter, Millis, NewPush, PushId, Retried, Status, StoreError, StoredPush,
     TokenCache, WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
@@ -806,7 +806,7 @@ impl Inbox for SqliteStore {
     fn insert(
         &self,
         push: Arc<NewPush>,
-        claim_until: Option<i64>,
+        claim_until: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         Box::pin(self.call("insert", move |conn| {
             let (status, due_at, attempts) = match claim_until {
@@ -858,8 +858,8 @@ impl Inbox for SqliteStore {
 
     fn claim(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         Box::pin(self.call("claim", move |conn| {
@@ -880,7 +880,7 @@ impl Inbox for SqliteStore {
     fn complete(
         &self,
         done: Vec<(Claim, Option<Vec<u8>>)>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(self.call("complete", move |conn| {
             let mut finished = 0;
@@ -925,8 +925,8 @@ impl Inbox for SqliteStore {
         &self,
         claim: Claim,
         error: String,
-        retry_at: Option<i64>,
-        now: i64,
+        retry_at: Option<Millis>,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("fail", move |conn| {
             let changed = match retry_at {
@@ -1017,7 +1017,7 @@ impl Inbox for SqliteStore {
         }))
     }
 
-    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+    fn prune(&self, before: Millis) -> BoxFuture<'_, Result<usize, StoreError>> {
         // In chunks, each an operation of its own, so that a week of pushes
         // pruned at once does not hold up the inserts queued behind it.
         Box::pin(async move {
@@ -1134,8 +1134,8 @@ impl TokenCache for SqliteStore {
         &self,
         appid: String,
         holder: String,
-        until: i64,
-        now: i64,
+        until: Millis,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("lease_token_refresh", move |conn| {
             let taken = conn
@@ -1203,7 +1203,7 @@ impl AnswerLog for SqliteStore {
         push: PushId,
         source: String,
         answers: Vec<(String, String)>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         Box::pin(self.call("record_answers", move |conn| {
             let existing = read_answers(conn, push, Some(&source))?;
@@ -1237,7 +1237,7 @@ impl AnswerLog for SqliteStore {
         id: AnswerId,
         from: AnswerStatus,
         note: String,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("take_answer", move |conn| {
             let n = conn
@@ -1255,7 +1255,7 @@ impl AnswerLog for SqliteStore {
         id: AnswerId,
         status: AnswerStatus,
         error: Option<String>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.call("mark_answer", move |conn| {
             let status = status.as_str();
@@ -1276,8 +1276,8 @@ impl DeliveryLog for SqliteStore {
     fn add_deliveries(
         &self,
         push: PushId,
-        targets: Vec<(String, i64)>,
-        now: i64,
+        targets: Vec<(String, Millis)>,
+        now: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.call("add_deliveries", move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -1295,8 +1295,8 @@ impl DeliveryLog for SqliteStore {
         &self,
         target: String,
         push: Option<PushId>,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
         Box::pin(self.call("claim_deliveries", move |conn| {
@@ -1335,7 +1335,7 @@ impl DeliveryLog for SqliteStore {
         &self,
         claim: DeliveryClaim,
         outcome: DeliveryOutcome,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("finish_delivery", move |conn| {
             let (status, due_at, error, responded) = match outcome {
@@ -1403,7 +1403,7 @@ impl DeliveryLog for SqliteStore {
     fn bury_unknown_targets(
         &self,
         targets: Vec<String>,
-        now: i64,
+        now: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(self.call("bury_unknown_targets", move |conn| {
             let known = serde_json::to_string(&targets).unwrap_or_default();
@@ -1415,6 +1415,18 @@ impl DeliveryLog for SqliteStore {
             )?
             .execute(params![known, now])
         }))
+    }
+}
+
+impl rusqlite::ToSql for Millis {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.0))
+    }
+}
+
+impl rusqlite::types::FromSql for Millis {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(Millis)
     }
 }
 
@@ -1431,7 +1443,7 @@ mod tests {
             create_time: 1,
             format: Format::Json,
             body: b"{}".to_vec(),
-            received_at_ms: at,
+            received_at_ms: Millis(at),
         })
     }
 
@@ -1595,7 +1607,7 @@ mod tests {
                 PushId(5),
                 "forward:x".into(),
                 vec![("text".into(), "{}".into())],
-                2,
+                Millis(2),
             )
             .await
             .unwrap();
@@ -1634,8 +1646,17 @@ mod tests {
         let d = &store.deliveries(PushId(4)).await.unwrap()[0];
         assert_eq!((d.attempts, d.fence), (3, 3));
         let done = DeliveryOutcome::Delivered { note: None };
-        assert!(store.finish_delivery(d.claim(), done, 5).await.unwrap());
-        assert_eq!(store.complete(vec![(p.claim(), None)], 5).await.unwrap(), 1);
+        assert!(store
+            .finish_delivery(d.claim(), done, Millis(5))
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .complete(vec![(p.claim(), None)], Millis(5))
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     #[tokio::test]

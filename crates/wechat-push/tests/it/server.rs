@@ -14,8 +14,8 @@ use wechat_push::protocol::wire::Fields;
 use wechat_push::reply::MiniProgramReply;
 use wechat_push::store::{
     AnswerLog, AnswerRecord, Backlog, BoxFuture, CachedToken, Claim, Counts, Delivery,
-    DeliveryClaim, DeliveryLog, DeliveryOutcome, Inbox, Inserted, ListFilter, NewPush, PushId,
-    Retried, SqliteStore, Status, StoreError, StoredPush, TokenCache,
+    DeliveryClaim, DeliveryLog, DeliveryOutcome, Inbox, Inserted, ListFilter, Millis, NewPush,
+    PushId, Retried, SqliteStore, Status, StoreError, StoredPush, TokenCache,
 };
 use wechat_push::{Application, Config, Format, Handler, HandlerError, Mode, PassiveReply, Push};
 
@@ -602,15 +602,15 @@ impl Inbox for DownStore {
     fn insert(
         &self,
         _: Arc<NewPush>,
-        _: Option<i64>,
+        _: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         down()
     }
 
     fn claim(
         &self,
-        _: i64,
-        _: i64,
+        _: Millis,
+        _: Millis,
         _: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         down()
@@ -619,7 +619,7 @@ impl Inbox for DownStore {
     fn complete(
         &self,
         _: Vec<(Claim, Option<Vec<u8>>)>,
-        _: i64,
+        _: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         down()
     }
@@ -628,8 +628,8 @@ impl Inbox for DownStore {
         &self,
         _: Claim,
         _: String,
-        _: Option<i64>,
-        _: i64,
+        _: Option<Millis>,
+        _: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
@@ -650,7 +650,7 @@ impl Inbox for DownStore {
         down()
     }
 
-    fn prune(&self, _: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+    fn prune(&self, _: Millis) -> BoxFuture<'_, Result<usize, StoreError>> {
         down()
     }
 
@@ -676,8 +676,8 @@ impl TokenCache for DownStore {
         &self,
         _: String,
         _: String,
-        _: i64,
-        _: i64,
+        _: Millis,
+        _: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
@@ -705,7 +705,7 @@ impl AnswerLog for DownStore {
         _: PushId,
         _: String,
         _: Vec<(String, String)>,
-        _: i64,
+        _: Millis,
     ) -> BoxFuture<'_, Result<Vec<AnswerRecord>, StoreError>> {
         down()
     }
@@ -715,7 +715,7 @@ impl AnswerLog for DownStore {
         _: wechat_push::store::AnswerId,
         _: wechat_push::store::AnswerStatus,
         _: String,
-        _: i64,
+        _: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
@@ -724,7 +724,7 @@ impl AnswerLog for DownStore {
         _: wechat_push::store::AnswerId,
         _: wechat_push::store::AnswerStatus,
         _: Option<String>,
-        _: i64,
+        _: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
@@ -738,8 +738,8 @@ impl DeliveryLog for DownStore {
     fn add_deliveries(
         &self,
         _: PushId,
-        _: Vec<(String, i64)>,
-        _: i64,
+        _: Vec<(String, Millis)>,
+        _: Millis,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         down()
     }
@@ -748,8 +748,8 @@ impl DeliveryLog for DownStore {
         &self,
         _: String,
         _: Option<PushId>,
-        _: i64,
-        _: i64,
+        _: Millis,
+        _: Millis,
         _: usize,
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
         down()
@@ -759,7 +759,7 @@ impl DeliveryLog for DownStore {
         &self,
         _: DeliveryClaim,
         _: DeliveryOutcome,
-        _: i64,
+        _: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }
@@ -775,7 +775,7 @@ impl DeliveryLog for DownStore {
     fn bury_unknown_targets(
         &self,
         _: Vec<String>,
-        _: i64,
+        _: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>> {
         down()
     }
@@ -912,5 +912,8 @@ async fn shutdown_gives_back_a_push_whose_handler_outlives_the_grace_period() {
         .await
         .unwrap()[0];
     assert_eq!((p.status, p.attempts), (Status::Pending, 0));
-    assert_eq!(store.claim(0, 1, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.claim(Millis(0), Millis(1), 10).await.unwrap().len(),
+        1
+    );
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use wechat_push::message::{DedupKey, OpenId};
 use wechat_push::store::{
     AnswerStatus, Backlog, CachedToken, Claim, DeliveryOutcome, DeliveryStatus, Inserted,
-    ListFilter, NewPush, PushId, Status, Store,
+    ListFilter, Millis, NewPush, PushId, Status, Store,
 };
 use wechat_push::Format;
 
@@ -37,7 +37,7 @@ fn push(key: &str, at: i64) -> Arc<NewPush> {
         create_time: 1,
         format: Format::Json,
         body: b"{}".to_vec(),
-        received_at_ms: at,
+        received_at_ms: Millis(at),
     })
 }
 
@@ -160,21 +160,29 @@ pub async fn claim_complete_fail_retry_prune(f: Fixture) {
     store.insert(push("a", 10), None).await.unwrap();
     store.insert(push("b", 20), None).await.unwrap();
     // Not yet due.
-    assert!(store.claim(5, 1000, 10).await.unwrap().is_empty());
-    let claimed = store.claim(100, 1000, 10).await.unwrap();
+    assert!(store
+        .claim(Millis(5), Millis(1000), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let claimed = store.claim(Millis(100), Millis(1000), 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert!(claimed
         .iter()
         .all(|p| p.attempts == 1 && p.status == Status::Working));
     // Leased: nobody else gets them until the lease runs out.
-    assert!(store.claim(999, 2000, 10).await.unwrap().is_empty());
+    assert!(store
+        .claim(Millis(999), Millis(2000), 10)
+        .await
+        .unwrap()
+        .is_empty());
     let (a, b) = (claimed[0].claim(), claimed[1].claim());
     store
-        .complete(vec![(a, Some(b"reply".to_vec()))], 1001)
+        .complete(vec![(a, Some(b"reply".to_vec()))], Millis(1001))
         .await
         .unwrap();
     store
-        .fail(b, "boom".into(), Some(5000), 1001)
+        .fail(b, "boom".into(), Some(Millis(5000)), Millis(1001))
         .await
         .unwrap();
     let Inserted::Duplicate { status, reply, .. } =
@@ -187,22 +195,32 @@ pub async fn claim_complete_fail_retry_prune(f: Fixture) {
         (Status::Done, Some(&b"reply"[..]))
     );
     // b comes back when due, then dies.
-    let again = store.claim(5000, 6000, 10).await.unwrap();
+    let again = store.claim(Millis(5000), Millis(6000), 10).await.unwrap();
     assert_eq!((again.len(), again[0].attempts), (1, 2));
     store
-        .fail(again[0].claim(), "boom again".into(), None, 5001)
+        .fail(again[0].claim(), "boom again".into(), None, Millis(5001))
         .await
         .unwrap();
     let dead = store.get("b".into()).await.unwrap();
     assert_eq!(dead[0].status, Status::Dead);
     assert_eq!(dead[0].last_error.as_deref(), Some("boom again"));
     assert_eq!(store.retry("b".into(), None).await.unwrap().pushes, 1);
-    assert_eq!(store.claim(5002, 9000, 10).await.unwrap()[0].attempts, 1);
+    assert_eq!(
+        store.claim(Millis(5002), Millis(9000), 10).await.unwrap()[0].attempts,
+        1
+    );
     // Expired lease: taken up again.
-    assert_eq!(store.claim(9000, 9500, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim(Millis(9000), Millis(9500), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // Prune removes done pushes finished before the cut-off only.
-    assert_eq!(store.prune(1000).await.unwrap(), 0);
-    assert_eq!(store.prune(1002).await.unwrap(), 1);
+    assert_eq!(store.prune(Millis(1000)).await.unwrap(), 0);
+    assert_eq!(store.prune(Millis(1002)).await.unwrap(), 1);
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.done, counts.working), (0, 1));
 }
@@ -211,7 +229,11 @@ pub async fn prune_deletes_in_chunks_until_done(f: Fixture) {
     let store = f.store.clone();
     let inserts = (0..2500).map(|i| {
         let s = store.clone();
-        tokio::spawn(async move { s.insert(push(&format!("k{i}"), 1), Some(10)).await.unwrap() })
+        tokio::spawn(async move {
+            s.insert(push(&format!("k{i}"), 1), Some(Millis(10)))
+                .await
+                .unwrap()
+        })
     });
     let mut ids = Vec::new();
     for (i, h) in inserts.enumerate() {
@@ -222,19 +244,26 @@ pub async fn prune_deletes_in_chunks_until_done(f: Fixture) {
             }
         }
     }
-    store.complete(ids, 100).await.unwrap();
-    assert_eq!(store.prune(101).await.unwrap(), 2400);
+    store.complete(ids, Millis(100)).await.unwrap();
+    assert_eq!(store.prune(Millis(101)).await.unwrap(), 2400);
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.done, counts.working), (0, 100));
 }
 
 pub async fn release_gives_back_without_counting_the_attempt(f: Fixture) {
     let store = f.store.clone();
-    store.insert(push("a", 10), Some(100_000)).await.unwrap();
-    assert!(store.claim(50, 60, 10).await.unwrap().is_empty());
+    store
+        .insert(push("a", 10), Some(Millis(100_000)))
+        .await
+        .unwrap();
+    assert!(store
+        .claim(Millis(50), Millis(60), 10)
+        .await
+        .unwrap()
+        .is_empty());
     let claim = store.get("a".into()).await.unwrap()[0].claim();
     store.release(vec![claim]).await.unwrap();
-    let p = store.claim(50, 60, 10).await.unwrap();
+    let p = store.claim(Millis(50), Millis(60), 10).await.unwrap();
     assert_eq!((p.len(), p[0].attempts), (1, 1));
 }
 
@@ -244,29 +273,29 @@ pub async fn token_cache_lease_and_invalidation(f: Fixture) {
     assert_eq!(a.token("wx1".into()).await.unwrap(), None);
     // One refresher at a time, across processes.
     assert!(a
-        .lease_token_refresh("wx1".into(), "A".into(), 1000, 0)
+        .lease_token_refresh("wx1".into(), "A".into(), Millis(1000), Millis(0))
         .await
         .unwrap());
     assert!(!b
-        .lease_token_refresh("wx1".into(), "B".into(), 1000, 10)
+        .lease_token_refresh("wx1".into(), "B".into(), Millis(1000), Millis(10))
         .await
         .unwrap());
     // ... until the lease runs out.
     assert!(b
-        .lease_token_refresh("wx1".into(), "B".into(), 3000, 1000)
+        .lease_token_refresh("wx1".into(), "B".into(), Millis(3000), Millis(1000))
         .await
         .unwrap());
     let t = CachedToken {
         appid: "wx1".into(),
         token: "T1".into(),
-        expires_at: 9000,
-        fetched_at: 1000,
+        expires_at: Millis(9000),
+        fetched_at: Millis(1000),
     };
     b.put_token(t.clone(), "B".into()).await.unwrap();
     assert_eq!(a.token("wx1".into()).await.unwrap(), Some(t));
     // The lease ended with the put: A may refresh at once.
     assert!(a
-        .lease_token_refresh("wx1".into(), "A".into(), 5000, 1100)
+        .lease_token_refresh("wx1".into(), "A".into(), Millis(5000), Millis(1100))
         .await
         .unwrap());
     // Invalidation only of the token that failed.
@@ -281,8 +310,8 @@ pub async fn token_cache_lease_and_invalidation(f: Fixture) {
         CachedToken {
             appid: "x".into(),
             token: "secret-token".into(),
-            expires_at: 0,
-            fetched_at: 0
+            expires_at: Millis(0),
+            fetched_at: Millis(0)
         }
     )
     .contains("secret-token"));
@@ -290,23 +319,26 @@ pub async fn token_cache_lease_and_invalidation(f: Fixture) {
 
 pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
     let store = f.store.clone();
-    let Inserted::New(claim) = store.insert(push("a", 10), Some(10)).await.unwrap() else {
+    let Inserted::New(claim) = store.insert(push("a", 10), Some(Millis(10))).await.unwrap() else {
         panic!()
     };
     let id = claim.id;
     let targets = vec![
-        ("http://t1/".to_owned(), 100),
-        ("http://t2/".to_owned(), 100),
+        ("http://t1/".to_owned(), Millis(100)),
+        ("http://t2/".to_owned(), Millis(100)),
     ];
     store
-        .add_deliveries(id, targets.clone(), 100)
+        .add_deliveries(id, targets.clone(), Millis(100))
         .await
         .unwrap();
     // Recording again (the push handled again) changes nothing.
-    store.add_deliveries(id, targets, 100).await.unwrap();
+    store
+        .add_deliveries(id, targets, Millis(100))
+        .await
+        .unwrap();
     assert_eq!(store.deliveries(id).await.unwrap().len(), 2);
     let claimed = store
-        .claim_deliveries("http://t1/".into(), None, 100, 500, 10)
+        .claim_deliveries("http://t1/".into(), None, Millis(100), Millis(500), 10)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -317,31 +349,34 @@ pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
     );
     // Leased, then due again once the lease runs out.
     assert!(store
-        .claim_deliveries("http://t1/".into(), None, 499, 900, 10)
+        .claim_deliveries("http://t1/".into(), None, Millis(499), Millis(900), 10)
         .await
         .unwrap()
         .is_empty());
     let again = store
-        .claim_deliveries("http://t1/".into(), None, 500, 900, 10)
+        .claim_deliveries("http://t1/".into(), None, Millis(500), Millis(900), 10)
         .await
         .unwrap();
     assert_eq!(again[0].0.attempts, 2);
     let retry = DeliveryOutcome::Retry {
-        at: 2000,
+        at: Millis(2000),
         error: "reply not sent yet".into(),
         responded: true,
     };
     // The first claim's lease ran out and `again` holds the delivery now.
     assert!(!store
-        .finish_delivery(d.claim(), retry.clone(), 600)
+        .finish_delivery(d.claim(), retry.clone(), Millis(600))
         .await
         .unwrap());
     let d = &again[0].0;
-    assert!(store.finish_delivery(d.claim(), retry, 600).await.unwrap());
+    assert!(store
+        .finish_delivery(d.claim(), retry, Millis(600))
+        .await
+        .unwrap());
     let d1 = &store.deliveries(id).await.unwrap()[0];
     assert_eq!((d1.status, d1.responded), (DeliveryStatus::Pending, true));
     let (d, _) = store
-        .claim_deliveries("http://t1/".into(), None, 2000, 2500, 10)
+        .claim_deliveries("http://t1/".into(), None, Millis(2000), Millis(2500), 10)
         .await
         .unwrap()
         .remove(0);
@@ -351,33 +386,44 @@ pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
             DeliveryOutcome::Dead {
                 error: "gone".into(),
             },
-            700,
+            Millis(700),
         )
         .await
         .unwrap();
     // The push is done, but a dead delivery keeps it from being pruned.
-    assert_eq!(store.complete(vec![(claim, None)], 800).await.unwrap(), 1);
-    assert_eq!(store.prune(10_000).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .complete(vec![(claim, None)], Millis(800))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.prune(Millis(10_000)).await.unwrap(), 0);
     let retried = store.retry("a".into(), None).await.unwrap();
     assert_eq!((retried.pushes, retried.deliveries), (0, 1));
     for target in ["http://t1/", "http://t2/"] {
         let (d, _) = store
-            .claim_deliveries(target.into(), None, 10_000, 11_000, 10)
+            .claim_deliveries(target.into(), None, Millis(10_000), Millis(11_000), 10)
             .await
             .unwrap()
             .remove(0);
         let done = DeliveryOutcome::Delivered { note: None };
         assert!(store
-            .finish_delivery(d.claim(), done, 10_001)
+            .finish_delivery(d.claim(), done, Millis(10_001))
             .await
             .unwrap());
     }
     store
-        .record_answers(id, "handler".into(), vec![("text".into(), "{}".into())], 1)
+        .record_answers(
+            id,
+            "handler".into(),
+            vec![("text".into(), "{}".into())],
+            Millis(1),
+        )
         .await
         .unwrap();
     // Settled: pruned with its deliveries and answers.
-    assert_eq!(store.prune(10_000).await.unwrap(), 1);
+    assert_eq!(store.prune(Millis(10_000)).await.unwrap(), 1);
     assert!(store.deliveries(id).await.unwrap().is_empty());
     assert!(store.answers(id).await.unwrap().is_empty());
 }
@@ -387,15 +433,15 @@ pub async fn answers_of_each_source_are_recorded_once(f: Fixture) {
     let id = PushId(7);
     let one = |body: &str| vec![("text".to_owned(), body.to_owned())];
     let a = store
-        .record_answers(id, "handler".into(), one("A"), 1)
+        .record_answers(id, "handler".into(), one("A"), Millis(1))
         .await
         .unwrap();
     let b = store
-        .record_answers(id, "forward:x".into(), one("B"), 1)
+        .record_answers(id, "forward:x".into(), one("B"), Millis(1))
         .await
         .unwrap();
     let a2 = store
-        .record_answers(id, "handler".into(), one("A2"), 2)
+        .record_answers(id, "handler".into(), one("A2"), Millis(2))
         .await
         .unwrap();
     assert_eq!((a[0].seq, b[0].seq), (0, 1));
@@ -409,14 +455,17 @@ pub async fn deliveries_to_removed_targets_are_buried(f: Fixture) {
     store
         .add_deliveries(
             id,
-            vec![("http://old/".into(), 1), ("http://kept/".into(), 1)],
-            1,
+            vec![
+                ("http://old/".into(), Millis(1)),
+                ("http://kept/".into(), Millis(1)),
+            ],
+            Millis(1),
         )
         .await
         .unwrap();
     assert_eq!(
         store
-            .bury_unknown_targets(vec!["http://kept/".into()], 2)
+            .bury_unknown_targets(vec!["http://kept/".into()], Millis(2))
             .await
             .unwrap(),
         1
@@ -492,7 +541,7 @@ pub async fn the_copy_stored_is_the_one_told_it_is_new(f: Fixture) {
             } else {
                 f.store.clone()
             };
-            let claim_until = ((k + copy) % 2 == 0).then_some(1_000);
+            let claim_until = ((k + copy) % 2 == 0).then_some(Millis(1_000));
             tasks.spawn(async move {
                 let key = format!("m:oU:copy{k}");
                 let inserted = store.insert(push(&key, 10), claim_until).await;
@@ -532,7 +581,7 @@ pub async fn an_answer_is_taken_to_be_sent_by_one_worker_only(f: Fixture) {
             PushId(9),
             "handler".into(),
             vec![("text".into(), "{}".into())],
-            1,
+            Millis(1),
         )
         .await
         .unwrap();
@@ -545,7 +594,7 @@ pub async fn an_answer_is_taken_to_be_sent_by_one_worker_only(f: Fixture) {
             f.another()
         };
         tasks.spawn(async move {
-            s.take_answer(id, AnswerStatus::Pending, "sending".into(), 2)
+            s.take_answer(id, AnswerStatus::Pending, "sending".into(), Millis(2))
                 .await
                 .unwrap()
         });
@@ -562,11 +611,11 @@ pub async fn an_answer_is_taken_to_be_sent_by_one_worker_only(f: Fixture) {
     );
     // `inbox retry` takes an uncertain one, once.
     assert!(store
-        .take_answer(id, AnswerStatus::Uncertain, "again".into(), 3)
+        .take_answer(id, AnswerStatus::Uncertain, "again".into(), Millis(3))
         .await
         .unwrap());
     assert!(!store
-        .take_answer(id, AnswerStatus::Pending, "late".into(), 4)
+        .take_answer(id, AnswerStatus::Pending, "late".into(), Millis(4))
         .await
         .unwrap());
 }
@@ -577,15 +626,34 @@ pub async fn an_answer_is_taken_to_be_sent_by_one_worker_only(f: Fixture) {
 pub async fn a_stale_workers_failure_leaves_the_newer_outcome(f: Fixture) {
     let (mine, theirs) = (f.store.clone(), f.another());
     mine.insert(push("a", 10), None).await.unwrap();
-    let stale = mine.claim(10, 100, 10).await.unwrap().remove(0).claim();
+    let stale = mine
+        .claim(Millis(10), Millis(100), 10)
+        .await
+        .unwrap()
+        .remove(0)
+        .claim();
     // The lease ran out; the other instance claims it and finishes it.
-    let fresh = theirs.claim(100, 200, 10).await.unwrap().remove(0).claim();
+    let fresh = theirs
+        .claim(Millis(100), Millis(200), 10)
+        .await
+        .unwrap()
+        .remove(0)
+        .claim();
     assert!(fresh.fence > stale.fence, "{stale:?} {fresh:?}");
-    assert_eq!(theirs.complete(vec![(fresh, None)], 150).await.unwrap(), 1);
+    assert_eq!(
+        theirs
+            .complete(vec![(fresh, None)], Millis(150))
+            .await
+            .unwrap(),
+        1
+    );
     // The stale worker's failure, dead or retry, changes nothing.
-    assert!(!mine.fail(stale, "late".into(), None, 160).await.unwrap());
     assert!(!mine
-        .fail(stale, "late".into(), Some(170), 160)
+        .fail(stale, "late".into(), None, Millis(160))
+        .await
+        .unwrap());
+    assert!(!mine
+        .fail(stale, "late".into(), Some(Millis(170)), Millis(160))
         .await
         .unwrap());
     let p = &mine.get("a".into()).await.unwrap()[0];
@@ -593,13 +661,25 @@ pub async fn a_stale_workers_failure_leaves_the_newer_outcome(f: Fixture) {
 
     // Before the other instance finishes, too: its claim stands.
     mine.insert(push("b", 10), None).await.unwrap();
-    let stale = mine.claim(10, 100, 10).await.unwrap().remove(0).claim();
-    let fresh = theirs.claim(100, 200, 10).await.unwrap().remove(0);
-    assert!(!mine.fail(stale, "late".into(), None, 120).await.unwrap());
+    let stale = mine
+        .claim(Millis(10), Millis(100), 10)
+        .await
+        .unwrap()
+        .remove(0)
+        .claim();
+    let fresh = theirs
+        .claim(Millis(100), Millis(200), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(!mine
+        .fail(stale, "late".into(), None, Millis(120))
+        .await
+        .unwrap());
     let p = &mine.get("b".into()).await.unwrap()[0];
     assert_eq!((p.status, p.attempts), (Status::Working, 2));
     assert!(theirs
-        .fail(fresh.claim(), "boom".into(), None, 130)
+        .fail(fresh.claim(), "boom".into(), None, Millis(130))
         .await
         .unwrap());
     assert_eq!(mine.get("b".into()).await.unwrap()[0].status, Status::Dead);
@@ -610,17 +690,17 @@ pub async fn a_stale_workers_completion_and_release_change_nothing(f: Fixture) {
     mine.insert(push("a", 10), None).await.unwrap();
     mine.insert(push("b", 10), None).await.unwrap();
     let stale: Vec<Claim> = mine
-        .claim(10, 100, 10)
+        .claim(Millis(10), Millis(100), 10)
         .await
         .unwrap()
         .iter()
         .map(|p| p.claim())
         .collect();
-    let fresh = theirs.claim(100, 200, 10).await.unwrap();
+    let fresh = theirs.claim(Millis(100), Millis(200), 10).await.unwrap();
     assert_eq!(fresh.len(), 2);
     // A stale completion (with or without a reply) and release: nothing.
     let done = vec![(stale[0], None), (stale[1], Some(b"late reply".to_vec()))];
-    assert_eq!(mine.complete(done, 120).await.unwrap(), 0);
+    assert_eq!(mine.complete(done, Millis(120)).await.unwrap(), 0);
     mine.release(stale.clone()).await.unwrap();
     mine.forget_reply(stale[0]).await.unwrap();
     let all = mine
@@ -640,12 +720,16 @@ pub async fn a_stale_workers_completion_and_release_change_nothing(f: Fixture) {
         );
     }
     // Nobody else can claim them while the fresh lease holds.
-    assert!(mine.claim(150, 300, 10).await.unwrap().is_empty());
+    assert!(mine
+        .claim(Millis(150), Millis(300), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // The fresh claims finish them, one with a reply that a stale
     // `forget_reply` then leaves in place.
     let reply = Some(b"<xml>reply</xml>".to_vec());
     let done = vec![(fresh[0].claim(), reply.clone()), (fresh[1].claim(), None)];
-    assert_eq!(theirs.complete(done, 160).await.unwrap(), 2);
+    assert_eq!(theirs.complete(done, Millis(160)).await.unwrap(), 2);
     mine.forget_reply(stale[0]).await.unwrap();
     let key = fresh[0].dedup_key.as_str().to_owned();
     assert_eq!(mine.get(key).await.unwrap()[0].reply, reply);
@@ -656,16 +740,32 @@ pub async fn a_stale_workers_completion_and_release_change_nothing(f: Fixture) {
 pub async fn a_released_push_claimed_again_is_not_finished_by_its_old_claim(f: Fixture) {
     let (mine, theirs) = (f.store.clone(), f.another());
     mine.insert(push("a", 10), None).await.unwrap();
-    let first = mine.claim(10, 100, 10).await.unwrap().remove(0).claim();
+    let first = mine
+        .claim(Millis(10), Millis(100), 10)
+        .await
+        .unwrap()
+        .remove(0)
+        .claim();
     // The lease runs out; the second claimer releases it at shutdown …
-    let second = theirs.claim(100, 200, 10).await.unwrap().remove(0);
+    let second = theirs
+        .claim(Millis(100), Millis(200), 10)
+        .await
+        .unwrap()
+        .remove(0);
     theirs.release(vec![second.claim()]).await.unwrap();
     // … and a third claims it, at the attempt the first one had.
-    let third = theirs.claim(110, 300, 10).await.unwrap().remove(0);
+    let third = theirs
+        .claim(Millis(110), Millis(300), 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(third.attempts, 2);
-    assert!(!mine.fail(first, "late".into(), None, 120).await.unwrap());
+    assert!(!mine
+        .fail(first, "late".into(), None, Millis(120))
+        .await
+        .unwrap());
     assert!(!theirs
-        .fail(second.claim(), "late".into(), None, 120)
+        .fail(second.claim(), "late".into(), None, Millis(120))
         .await
         .unwrap());
     assert_eq!(
@@ -673,7 +773,7 @@ pub async fn a_released_push_claimed_again_is_not_finished_by_its_old_claim(f: F
         Status::Working
     );
     assert!(theirs
-        .fail(third.claim(), "boom".into(), Some(400), 130)
+        .fail(third.claim(), "boom".into(), Some(Millis(400)), Millis(130))
         .await
         .unwrap());
     assert_eq!(
@@ -684,32 +784,36 @@ pub async fn a_released_push_claimed_again_is_not_finished_by_its_old_claim(f: F
 
 pub async fn a_stale_delivery_outcome_leaves_the_newer_one(f: Fixture) {
     let (mine, theirs) = (f.store.clone(), f.another());
-    let Inserted::New(claim) = mine.insert(push("a", 10), Some(1000)).await.unwrap() else {
+    let Inserted::New(claim) = mine
+        .insert(push("a", 10), Some(Millis(1000)))
+        .await
+        .unwrap()
+    else {
         panic!()
     };
-    mine.add_deliveries(claim.id, vec![("http://t/".into(), 10)], 10)
+    mine.add_deliveries(claim.id, vec![("http://t/".into(), Millis(10))], Millis(10))
         .await
         .unwrap();
     let (stale, _) = mine
-        .claim_deliveries("http://t/".into(), None, 10, 100, 10)
+        .claim_deliveries("http://t/".into(), None, Millis(10), Millis(100), 10)
         .await
         .unwrap()
         .remove(0);
     let (fresh, _) = theirs
-        .claim_deliveries("http://t/".into(), None, 100, 200, 10)
+        .claim_deliveries("http://t/".into(), None, Millis(100), Millis(200), 10)
         .await
         .unwrap()
         .remove(0);
     let delivered = DeliveryOutcome::Delivered { note: None };
     assert!(theirs
-        .finish_delivery(fresh.claim(), delivered, 150)
+        .finish_delivery(fresh.claim(), delivered, Millis(150))
         .await
         .unwrap());
     let dead = DeliveryOutcome::Dead {
         error: "late".into(),
     };
     assert!(!mine
-        .finish_delivery(stale.claim(), dead, 160)
+        .finish_delivery(stale.claim(), dead, Millis(160))
         .await
         .unwrap());
     let d = &mine.deliveries(claim.id).await.unwrap()[0];
@@ -723,23 +827,39 @@ pub async fn a_stale_delivery_outcome_leaves_the_newer_one(f: Fixture) {
 /// claim finishes it, and no other.
 pub async fn a_push_inserted_claimed_is_finished_by_its_first_claim(f: Fixture) {
     let store = f.store.clone();
-    let Inserted::New(claimed) = store.insert(push("a", 10), Some(100)).await.unwrap() else {
+    let Inserted::New(claimed) = store
+        .insert(push("a", 10), Some(Millis(100)))
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     let Inserted::New(unclaimed) = store.insert(push("b", 10), None).await.unwrap() else {
         panic!()
     };
     // Not claimed: no finishing call matches it.
-    assert!(!store.fail(unclaimed, "x".into(), None, 20).await.unwrap());
+    assert!(!store
+        .fail(unclaimed, "x".into(), None, Millis(20))
+        .await
+        .unwrap());
     assert_eq!(
-        store.complete(vec![(unclaimed, None)], 20).await.unwrap(),
+        store
+            .complete(vec![(unclaimed, None)], Millis(20))
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(
         store.get("b".into()).await.unwrap()[0].status,
         Status::Pending
     );
-    assert_eq!(store.complete(vec![(claimed, None)], 20).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .complete(vec![(claimed, None)], Millis(20))
+            .await
+            .unwrap(),
+        1
+    );
     let p = &store.get("a".into()).await.unwrap()[0];
     assert_eq!((p.status, p.attempts, p.id), (Status::Done, 1, claimed.id));
 }
