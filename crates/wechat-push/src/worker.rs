@@ -340,8 +340,8 @@ pub enum Accepted {
 /// per handler, pushes arriving while handlers were waiting for commits
 /// (64 connections against 16 workers) were stored unclaimed and took a
 /// claim statement each, which on PostgreSQL cost more than the rest of
-/// their handling together. A push waits for a handler at most the time
-/// three others take to be handled, far inside its lease.
+/// their handling together. A push whose wait for a handler left less of
+/// its lease than `inbox.handler_timeout` is given back rather than handled.
 const SLOTS_PER_WORKER: usize = 4;
 
 /// A worker slot: while it is held, its push counts as in flight (claimed
@@ -509,12 +509,29 @@ impl Pool {
         slot.claim = Some(push.claim());
         let processor = self.processor.clone();
         let handlers = self.handlers.clone();
+        // The lease was taken a moment ago (at the insert or the claim).
+        let claimed_at = tokio::time::Instant::now();
         tokio::spawn(async move {
             // Closed when the shutdown's grace ran out: the push is given
             // back to the inbox, not handled after its release.
             let Ok(handler) = handlers.acquire_owned().await else {
                 return;
             };
+            // A push that waited behind slow handlers may no longer have the
+            // lease a handler needs: its handling could outlive the lease and
+            // run a second time elsewhere. Given back, it is claimed afresh.
+            let cfg = &processor.config;
+            if claimed_at.elapsed() + cfg.handler_timeout >= cfg.lease {
+                drop(handler);
+                tracing::info!(
+                    dedup_key = %push.dedup_key,
+                    "push waited for a handler until its lease ran short; given back to the inbox"
+                );
+                if let Err(e) = processor.store.release(vec![push.claim()]).await {
+                    tracing::warn!(error = %e, "cannot give the push back; its lease will expire instead");
+                }
+                return;
+            }
             slot.handler = Some(handler);
             processor
                 .process_with_slot(push, message, Some(slot), None)
@@ -582,12 +599,14 @@ impl Pool {
         if self.slots.drain(deadline).await {
             return;
         }
-        self.handlers.close();
+        // Read before closing: pushes waiting for a handler leave the set
+        // as soon as the close wakes them, and must be given back too.
         let unfinished: Vec<Claim> = self
             .in_flight
             .lock()
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
+        self.handlers.close();
         tracing::warn!(
             count = unfinished.len(),
             "handlers still running at shutdown; giving their pushes back to the inbox"

@@ -917,3 +917,72 @@ async fn shutdown_gives_back_a_push_whose_handler_outlives_the_grace_period() {
         1
     );
 }
+
+/// Pushes held by the process and still waiting for a handler when the
+/// grace runs out are given back too, not only those being handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_gives_back_a_push_still_waiting_for_a_handler() {
+    let (mut config, _) = config(Mode::Safe, Format::Json, "");
+    config.inbox.workers = 1;
+    config.inbox.handler_timeout = Duration::from_secs(30);
+    config.inbox.lease = Duration::from_secs(60);
+    config.server.shutdown_grace = Duration::from_millis(500);
+    let recorder = Arc::new(Recorder {
+        delay: Duration::from_secs(60),
+        ..Recorder::default()
+    });
+    let app = spawn_app(config, recorder.clone()).await;
+    for (id, content) in [(16, "running"), (17, "waiting")] {
+        let r = app
+            .post(APPID, &seal(&text(id, content), Mode::Safe, Format::Json))
+            .await;
+        assert_eq!(r.text().await.unwrap(), "success");
+    }
+    let store = app.store().await;
+    // Both held by this process: one handled, one waiting for the handler.
+    let working = store
+        .list(ListFilter {
+            status: Some(Status::Working),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(working.len(), 2);
+    app.stop().await;
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    for id in [16, 17] {
+        let p = &store
+            .get(format!("m:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:{id}"))
+            .await
+            .unwrap()[0];
+        assert_eq!((p.status, p.attempts), (Status::Pending, 0), "push {id}");
+    }
+}
+
+/// A push that waited for a handler until less of its lease was left than
+/// a handler may take is given back and claimed afresh, not handled late:
+/// handled late, its lease ran out mid-handling and it was claimed and
+/// handled a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_whose_lease_ran_short_waiting_for_a_handler_is_handled_once() {
+    let (mut config, _) = config(Mode::Safe, Format::Json, "");
+    config.inbox.workers = 1;
+    config.inbox.handler_timeout = Duration::from_millis(1500);
+    config.inbox.lease = Duration::from_secs(2);
+    let recorder = Arc::new(Recorder {
+        delay: Duration::from_millis(1200),
+        ..Recorder::default()
+    });
+    let app = spawn_app(config, recorder.clone()).await;
+    for (id, content) in [(18, "first"), (19, "second")] {
+        let r = app
+            .post(APPID, &seal(&text(id, content), Mode::Safe, Format::Json))
+            .await;
+        assert_eq!(r.text().await.unwrap(), "success");
+    }
+    app.wait_for(Status::Done, 2).await;
+    // Past the second push's first lease, had it been handled late.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 2);
+    app.stop().await;
+}
