@@ -16,11 +16,18 @@ use serde::Serialize;
 pub struct Millis(pub i64);
 
 impl Millis {
-    /// RFC 3339 in UTC to the second, `YYYY-MM-DDTHH:MM:SSZ` (moments
-    /// before the epoch, which the store never holds, show as the epoch).
+    /// RFC 3339 in UTC to the second, `YYYY-MM-DDTHH:MM:SSZ`, for moments
+    /// from 1970 to 9999; others (a push's `CreateTime` is whatever its
+    /// sender wrote) as their number of milliseconds.
     pub fn to_rfc3339(self) -> String {
-        let since_epoch = Duration::from_millis(u64::try_from(self.0).unwrap_or(0));
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + since_epoch).to_string()
+        const YEAR_10000: i64 = 253_402_300_800_000;
+        match u64::try_from(self.0) {
+            Ok(ms) if self.0 < YEAR_10000 => {
+                let at = UNIX_EPOCH + Duration::from_millis(ms);
+                humantime::format_rfc3339_seconds(at).to_string()
+            }
+            _ => format!("{} ms since the epoch", self.0),
+        }
     }
 }
 
@@ -85,7 +92,16 @@ mod tests {
             "2024-04-26T06:20:45Z"
         );
         assert_eq!(Millis(951_782_400_000).to_rfc3339(), "2000-02-29T00:00:00Z");
-        assert_eq!(Millis(-5).to_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Millis(253_402_300_799_000).to_rfc3339(),
+            "9999-12-31T23:59:59Z"
+        );
+        // Outside what RFC 3339 can write (a push's CreateTime is the sender's).
+        assert_eq!(Millis(-5).to_rfc3339(), "-5 ms since the epoch");
+        assert_eq!(
+            Millis(i64::MAX).to_rfc3339(),
+            format!("{} ms since the epoch", i64::MAX)
+        );
     }
 
     #[test]
