@@ -304,7 +304,7 @@ async fn a_push_answered_then_its_instance_killed_is_handled_by_the_other() {
     let config = write_answering_config(&dir, 1, &mock);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "poll_interval = \"50ms\"",
-        "poll_interval = \"50ms\"\nlease = \"2s\"\nhandler_timeout = \"1s\"",
+        "poll_interval = \"50ms\"\nlease = \"4s\"\nhandler_timeout = \"3s\"",
     );
     std::fs::write(&config, text).unwrap();
     let config = on_postgres(&config, &url, "");
@@ -339,7 +339,7 @@ async fn a_push_answered_then_its_instance_killed_is_handled_by_the_other() {
         "not handled before the kill, as the test intends"
     );
     let b = start(&config, &[]);
-    // The lease (2 s), a poll, and a little.
+    // The lease (4 s), a poll, and a little.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let p = store.get("m:oUser80002:80002".into()).await.unwrap();
