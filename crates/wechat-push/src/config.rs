@@ -142,6 +142,12 @@ pub struct ServerConfig {
     /// deliveries may finish before they are dropped.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// On SIGTERM, how long pushes are still taken, with `/readyz` already
+    /// answering 503, before the port closes and the grace begins: time for
+    /// a load balancer checking `/readyz` to stop sending here. 0 (the
+    /// default): the port closes at once.
+    #[serde(deserialize_with = "duration")]
+    pub drain_delay: Duration,
 }
 
 /// How logs are written.

@@ -249,6 +249,11 @@ impl Application {
             async move {
                 shutdown.await;
                 shared.draining.store(true, Ordering::SeqCst);
+                let delay = shared.server.drain_delay;
+                if !delay.is_zero() {
+                    tracing::info!(?delay, "draining: /readyz answers 503, pushes still taken");
+                    tokio::time::sleep(delay).await;
+                }
                 let _ = began.set(tokio::time::Instant::now());
             }
         };

@@ -101,3 +101,46 @@ async fn readyz_turns_503_as_soon_as_a_shutdown_begins() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+/// `server.drain_delay`: after SIGTERM, `/readyz` on the push port answers
+/// 503 at once while pushes are still taken, until the delay is over; then
+/// the server drains and exits as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn during_the_drain_delay_readyz_is_503_and_pushes_are_still_taken() {
+    let dir = temp_dir("drain-delay");
+    let config = write_config(&dir, 2);
+    with_server_lines(&config, "drain_delay = \"2s\"");
+    let mut server = start(&config, &[]);
+    let ready = format!("http://{}/readyz", server.addr);
+    assert_eq!(status_of(&ready).await.0, 200);
+    let pid = server.child.id().to_string();
+    let signalled = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    loop {
+        let (status, body) = status_of(&ready).await;
+        if status == 503 {
+            assert!(body.contains("draining"), "{body}");
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "/readyz still {status} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        send_text(&server.addr, 2, "still taken").await,
+        (200, "success".into())
+    );
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "exited before the drain delay was over"
+    );
+}
