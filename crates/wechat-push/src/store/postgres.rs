@@ -153,14 +153,14 @@ const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, forma
 const DELIVERY_COLUMNS: &str =
     "id, push_id, target, status, attempts, responded, last_error, updated_at, claims";
 
-/// A dedup key `$1`, or the beginning of one up to a `:` (as the SQLite
-/// store's `get`).
 /// Mark handled pushes done, many per statement: `$1` their ids, `$2` their
 /// fences, `$3` the time.
 const COMPLETE: &str = "UPDATE pushes SET status = 'done', finished_at = $3, last_error = NULL \
      FROM unnest($1::bigint[], $2::bigint[]) AS held(id, fence) \
      WHERE pushes.id = held.id AND pushes.claims = held.fence AND pushes.status = 'working'";
 
+/// A dedup key `$1`, or the beginning of one up to a `:` (as the SQLite
+/// store's `get`).
 const KEY_MATCHES: &str = "(dedup_key = $1 OR starts_with(dedup_key, $1 || ':'))";
 
 impl From<tokio_postgres::Error> for StoreError {
