@@ -86,6 +86,10 @@ pub struct TargetArgs {
     /// How long to wait for an answer, as WeChat's 5 s.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     deadline: Duration,
+    /// Trust this PEM certificate (a private CA's or a self-signed
+    /// server's) for an https:// URL, beside the Web PKI's roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// What to push.
@@ -239,6 +243,13 @@ fn simulator(t: &TargetArgs) -> Result<Simulator> {
     // The gateway delivers plaintext, whatever the app's mode.
     let mode = if t.cloud_run { Mode::Plaintext } else { mode };
     let mut sim = Simulator::new(url, crypto, kind, mode, format);
+    if let Some(ca) = &t.ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+        sim = sim
+            .trusting(&pem)
+            .with_context(|| format!("--ca {}", ca.display()))?;
+    }
     sim.deadline = t.deadline;
     sim.answers = answers;
     sim.cloud_run = t.cloud_run;

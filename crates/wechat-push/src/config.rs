@@ -115,6 +115,13 @@ pub struct ServerConfig {
     /// the push endpoints and `/healthz`. Unset (the default): all on `listen`.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// HTTPS on `listen`: the certificate chain, PEM, leaf first (with
+    /// `tls_key`). Read again when it changes, without a restart.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Accepted distance between a push's timestamp and now.
     #[serde(deserialize_with = "duration")]
     pub timestamp_window: Duration,
@@ -633,6 +640,21 @@ impl Config {
                 "server.reply_budget".into(),
                 "must be under 5s: WeChat gives up on the answer at 5 s (and retries the push)",
             ));
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key".into(),
+                    "is needed with server.tls_cert (the certificate's private key, PEM)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert".into(),
+                    "is needed with server.tls_key (the certificate chain, PEM)",
+                ))
+            }
+            _ => {}
         }
         if self
             .server

@@ -43,6 +43,7 @@ pub mod rules;
 pub mod server;
 pub mod simulate;
 pub mod store;
+pub mod tls;
 pub mod worker;
 
 /// An error and its causes on one line, `outer: cause: root cause`, as

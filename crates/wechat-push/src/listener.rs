@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -108,6 +108,7 @@ struct Activity {
 /// `config.shutdown_grace` and drop the rest.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     config: &ServerConfig,
     metrics: Arc<Metrics>,
@@ -167,9 +168,20 @@ pub async fn serve(
         let router = router.clone();
         let (header, idle) = (config.header_timeout, config.idle_timeout);
         let (metrics, stopping) = (metrics.clone(), stopping.clone());
+        let tls = tls.clone();
         connections.spawn(async move {
             let _open = Open::new(metrics);
-            connection(stream, router, header, idle, stopping).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                // The handshake counts as reading the header: a client that
+                // stalls in it is cut off as one that stalls in its header.
+                Some(tls) => match tokio::time::timeout(header, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, router, header, idle, stopping).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake not done within the header timeout"),
+                },
+                None => connection(stream, router, header, idle, stopping).await,
+            }
             drop(slot);
         });
     }
@@ -193,14 +205,15 @@ pub async fn serve(
 
 /// One connection: HTTP/1 with a header timeout, closed when idle too long
 /// or when shutdown is asked for (after its request in flight, if any).
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     router: axum::Router,
     header_timeout: Duration,
     idle_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let opened = Instant::now();
     let activity = Arc::new(Activity::default());
     let service = {

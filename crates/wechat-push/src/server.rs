@@ -66,6 +66,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// `server.tls_cert` or `server.tls_key` cannot be used.
+    #[error("cannot serve HTTPS")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// One configured app.
@@ -92,6 +95,8 @@ struct Shared {
 /// The server, bound and ready to run.
 pub struct Application {
     listener: TcpListener,
+    /// HTTPS on `listener`, when `server.tls_cert` is set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     /// `server.admin_listen`, bound.
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
@@ -179,6 +184,13 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = crate::tls::CertificateFiles::open(cert, key)?;
+                Some(tokio_rustls::TlsAcceptor::from(files.server_config()?))
+            }
+            _ => None,
+        };
         let admin = match config.server.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -189,6 +201,7 @@ impl Application {
         };
         Ok(Application {
             listener,
+            tls,
             admin,
             shared: Arc::new(Shared {
                 apps,
@@ -267,6 +280,7 @@ impl Application {
             tokio::spawn(async move {
                 crate::listener::serve(
                     listener,
+                    None,
                     admin_router(shared.clone()),
                     &config,
                     shared.metrics.clone(),
@@ -284,12 +298,16 @@ impl Application {
             self.completions,
             finishing,
         ));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         match admin_addr {
-            Some(admin) => tracing::info!(%addr, %admin, apps = shared.apps.len(), "listening"),
-            None => tracing::info!(%addr, apps = shared.apps.len(), "listening"),
+            Some(admin) => {
+                tracing::info!(%addr, scheme, %admin, apps = shared.apps.len(), "listening")
+            }
+            None => tracing::info!(%addr, scheme, apps = shared.apps.len(), "listening"),
         }
         crate::listener::serve(
             self.listener,
+            self.tls,
             router(shared.clone(), admin_addr.is_none()),
             &shared.server,
             shared.metrics.clone(),

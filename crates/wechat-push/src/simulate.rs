@@ -418,6 +418,17 @@ pub struct Attempt {
     pub retried: bool,
 }
 
+/// A certificate to trust ([`Simulator::trusting`]) that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("no usable PEM certificate")]
+pub struct CertificateError(#[source] Option<reqwest::Error>);
+
+impl From<reqwest::Error> for CertificateError {
+    fn from(e: reqwest::Error) -> Self {
+        CertificateError(Some(e))
+    }
+}
+
 /// Sends pushes and handshakes to one endpoint as WeChat does.
 #[derive(Debug, Clone)]
 pub struct Simulator {
@@ -470,6 +481,24 @@ impl Simulator {
             answers: DocumentedAnswers::new([]),
             cloud_run: false,
         }
+    }
+
+    /// Trust `pem` (one or more PEM certificates: a private CA's, or a
+    /// self-signed server's) for `https://` URLs, beside the Web PKI's roots.
+    ///
+    /// # Errors
+    /// `pem` holds no certificate that can be read.
+    pub fn trusting(mut self, pem: &[u8]) -> Result<Self, CertificateError> {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem)?;
+        if certificates.is_empty() {
+            return Err(CertificateError(None));
+        }
+        let mut builder = reqwest::Client::builder().pool_max_idle_per_host(1024);
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+        self.client = builder.build()?;
+        Ok(self)
     }
 
     /// The answer WeChat expects to a push of `fields`, when its

@@ -144,3 +144,97 @@ async fn during_the_drain_delay_readyz_is_503_and_pushes_are_still_taken() {
         "exited before the drain delay was over"
     );
 }
+
+/// A self-signed certificate for `localhost` and its key, PEM.
+fn self_signed() -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    (made.cert.pem(), made.key_pair.serialize_pem())
+}
+
+/// `simulate send` to `url`, trusting `ca`; its exit status and output.
+fn simulate_https(url: &str, ca: &std::path::Path) -> (bool, String) {
+    let out = Command::new(super::bin())
+        .args([
+            "simulate",
+            "send",
+            "--url",
+            url,
+            "--token",
+            "AAAAA",
+            "--aes-key",
+            super::KEY,
+            "--appid",
+            super::APPID,
+            "--mode",
+            "safe",
+            "--format",
+            "json",
+            "--text",
+            "hi",
+        ])
+        .arg("--ca")
+        .arg(ca)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// HTTPS built in (`server.tls_cert`, `server.tls_key`): `simulate send
+/// --url https://… --ca FILE` is answered `success`; a renewed certificate
+/// written over the files is served without a restart, and a client that
+/// trusts only the old one is refused from then on.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_is_served_and_a_renewed_certificate_is_taken_up_without_a_restart() {
+    let dir = temp_dir("https");
+    let (cert, key) = self_signed();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let old_ca = dir.join("old-ca.pem");
+    std::fs::write(&old_ca, &cert).unwrap();
+    let config = write_config(&dir, 2);
+    with_server_lines(
+        &config,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert_path.display(),
+            key_path.display()
+        ),
+    );
+    let server = start(&config, &[]);
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/wechat/{}", super::APPID);
+    let (ok, out) = simulate_https(&url, &old_ca);
+    assert!(ok, "{out}");
+    assert!(out.contains("success"), "{out}");
+    // Plain HTTP on the HTTPS port is not answered as a push.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // Renewed: a new key and certificate over the same files.
+    let (new_cert, new_key) = self_signed();
+    std::fs::write(&key_path, &new_key).unwrap();
+    std::fs::write(&cert_path, &new_cert).unwrap();
+    let new_ca = dir.join("new-ca.pem");
+    std::fs::write(&new_ca, &new_cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = simulate_https(&url, &new_ca);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (ok, out) = simulate_https(&url, &old_ca);
+    assert!(!ok, "the old certificate is still served: {out}");
+    server.wait_log("TLS certificate reloaded");
+}
