@@ -281,7 +281,6 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("wechat-push-checkpoint".into())
             .spawn(move || {
-                yield_the_cpu_to_requests(CHECKPOINTER_NICE);
                 checkpoint(
                     &checkpoints,
                     &stopped,
@@ -408,31 +407,6 @@ impl WriterCounters {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.batch_micros.fetch_add(micros, Ordering::Relaxed);
     }
-}
-
-/// Niceness of the checkpointer thread: its work (copying the WAL into the
-/// database file) is background work, and on a busy core it should wait
-/// for the threads reading requests and committing pushes, not the other
-/// way round. (The writer keeps the default: niced too, it was starved on
-/// a loaded core and one closed-loop run's p99 went from 8 to 196 ms.)
-const CHECKPOINTER_NICE: i32 = 10;
-
-/// Lower the calling thread's scheduling priority by `nice` (Linux: a
-/// thread's own nice value, at most 19). Raising a thread's nice value
-/// needs no privilege; where it fails, the thread runs as it was.
-fn yield_the_cpu_to_requests(nice: i32) {
-    #[cfg(target_os = "linux")]
-    {
-        let thread = rustix::thread::gettid();
-        let lowered = rustix::process::getpriority_process(Some(thread)).and_then(|now| {
-            rustix::process::setpriority_process(Some(thread), now.saturating_add(nice).min(19))
-        });
-        if let Err(e) = lowered {
-            tracing::debug!(error = %e, nice, "cannot lower a store thread's priority");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 /// The checkpointer's loop: copy committed WAL pages back into the database
@@ -1477,60 +1451,6 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wp-sqlite-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("nested/inbox.db")
-    }
-
-    /// The nice values of this process's threads named `name` (Linux
-    /// truncates thread names to 15 bytes).
-    #[cfg(target_os = "linux")]
-    fn nice_of_threads(name: &str) -> Vec<i32> {
-        let mut nice = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() != &name[..name.len().min(15)] {
-                continue;
-            }
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
-            // Fields after the parenthesised name: state is field 3, nice 19.
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            nice.push(after.split(' ').nth(16).unwrap().parse().unwrap());
-        }
-        nice
-    }
-
-    /// The checkpointer copies the WAL into the database file, background
-    /// work that must not take the core from the threads reading requests.
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn the_checkpointer_runs_at_a_lower_priority_than_the_writer() {
-        let store = SqliteStore::open(&temp_db("nice")).unwrap();
-        store.ping().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while nice_of_threads("wechat-push-checkpoint").is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no checkpointer thread"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let own = rustix::process::getpriority_process(None).unwrap();
-        let lowered = (own + CHECKPOINTER_NICE).min(19);
-        assert!(
-            own < lowered,
-            "this test needs a process nice value under 19"
-        );
-        // Other tests' stores have checkpointers too, some just starting.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !nice_of_threads("wechat-push-checkpoint").contains(&lowered) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{:?}",
-                nice_of_threads("wechat-push-checkpoint")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let writers = nice_of_threads("wechat-push-sqlite");
-        assert!(writers.iter().all(|&n| n == own), "{writers:?}");
-        drop(store);
     }
 
     /// `/healthz` said ok on a full disk while every push got 503.
