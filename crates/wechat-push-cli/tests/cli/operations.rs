@@ -238,3 +238,116 @@ async fn https_is_served_and_a_renewed_certificate_is_taken_up_without_a_restart
     assert!(!ok, "the old certificate is still served: {out}");
     server.wait_log("TLS certificate reloaded");
 }
+
+/// nginx, stopped when the test ends however it ends: SIGTERM, so that its
+/// master stops its workers too (SIGKILL would leave them running).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's reverse-proxy recipe, `deploy/nginx.conf` as written (its
+/// port, certificate paths and upstream replaced), run by a real nginx in
+/// front of `serve`: `simulate send --ca` through it gets `success`, and
+/// `/metrics` is not reachable through it. Needs `WP_TEST_NGINX` (nginx's
+/// path, or `1` for the one on PATH), which `.ci/run` sets.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nginx_recipe_terminates_tls_in_front_of_serve() {
+    let Ok(nginx) = std::env::var("WP_TEST_NGINX") else {
+        eprintln!("WP_TEST_NGINX is not set: the nginx recipe is not run (.ci/run sets it)");
+        return;
+    };
+    let nginx = if nginx == "1" {
+        "nginx".to_owned()
+    } else {
+        nginx
+    };
+    let dir = temp_dir("nginx");
+    let config = write_config(&dir, 2);
+    let server = start(&config, &[]);
+    let (cert, key) = self_signed();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let recipe = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/nginx.conf"
+    ))
+    .unwrap();
+    let mut site = recipe.clone();
+    for (from, to) in [
+        ("server 127.0.0.1:8080;", format!("server {};", server.addr)),
+        ("listen 443 ssl;", format!("listen 127.0.0.1:{port} ssl;")),
+        (
+            "/etc/letsencrypt/live/push.example.com/fullchain.pem",
+            cert_path.display().to_string(),
+        ),
+        (
+            "/etc/letsencrypt/live/push.example.com/privkey.pem",
+            key_path.display().to_string(),
+        ),
+    ] {
+        assert!(
+            site.contains(from),
+            "deploy/nginx.conf no longer has {from:?}"
+        );
+        site = site.replace(from, &to);
+    }
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{}}\nhttp {{\n  access_log {d}/access.log;\n\
+             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+             scgi_temp_path {d}/scgi;\n  include {d}/site.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(&nginx)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("WP_TEST_NGINX={nginx} cannot be run: {e}"));
+    let _nginx = Nginx(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "nginx never listened: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("https://localhost:{port}/wechat/{}", super::APPID);
+    let (ok, out) = simulate_https(&url, &cert_path);
+    assert!(ok, "{out}");
+    assert!(out.contains("success"), "{out}");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let metrics = client
+        .get(format!("https://localhost:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 404, "/metrics reached through nginx");
+    let health = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
