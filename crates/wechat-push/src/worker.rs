@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::clock::{now_ms, now_secs, Millis};
@@ -333,23 +333,9 @@ pub enum Accepted {
     },
 }
 
-/// Claimed pushes a process holds per worker: those handled and those
-/// waiting for a handler. A push is stored already claimed while the server
-/// waits for its commit (milliseconds on SQLite, more on a shared
-/// PostgreSQL), so a slot must not be as scarce as a handler: with one slot
-/// per handler, pushes arriving while handlers were waiting for commits
-/// (64 connections against 16 workers) were stored unclaimed and took a
-/// claim statement each, which on PostgreSQL cost more than the rest of
-/// their handling together. A push whose wait for a handler left less of
-/// its lease than `inbox.handler_timeout` is given back rather than handled.
-const SLOTS_PER_WORKER: usize = 4;
-
-/// A worker slot: while it is held, its push counts as in flight (claimed
-/// by this process, handled or waiting for a handler).
+/// A worker slot: while it is held, its push counts as in flight.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    /// One of `inbox.workers`, while the handler runs.
-    handler: Option<OwnedSemaphorePermit>,
     claim: Option<Claim>,
     in_flight: Arc<Mutex<HashSet<Claim>>>,
 }
@@ -372,22 +358,18 @@ pub struct Pool {
     processor: Processor,
     /// Told when a push is stored for the pool to claim.
     notify: Arc<Notify>,
-    /// Claimed pushes held: `inbox.workers` × [`SLOTS_PER_WORKER`].
     slots: Slots,
-    /// Handlers running: `inbox.workers`.
-    handlers: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<Claim>>>,
 }
 
 impl Pool {
-    /// A pool of `processor.config.workers` handlers.
+    /// A pool of `processor.config.workers` slots.
     pub fn new(processor: Processor) -> Self {
-        let workers = processor.config.workers;
+        let size = processor.config.workers;
         Pool {
             processor,
             notify: Arc::new(Notify::new()),
-            slots: Slots::new(workers.saturating_mul(SLOTS_PER_WORKER)),
-            handlers: Arc::new(Semaphore::new(workers)),
+            slots: Slots::new(size),
             in_flight: Arc::default(),
         }
     }
@@ -494,45 +476,19 @@ impl Pool {
     fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
         Slot {
             _permit: permit,
-            handler: None,
             claim: None,
             in_flight: self.in_flight.clone(),
         }
     }
 
-    /// Handle a claimed push on `slot`, in a task of its own, once one of
-    /// the `inbox.workers` handlers is free.
+    /// Handle a claimed push on `slot`, in a task of its own.
     pub fn start(&self, mut slot: Slot, push: StoredPush, message: Option<Message>) {
         if let Ok(mut set) = self.in_flight.lock() {
             set.insert(push.claim());
         }
         slot.claim = Some(push.claim());
         let processor = self.processor.clone();
-        let handlers = self.handlers.clone();
-        // The lease was taken a moment ago (at the insert or the claim).
-        let claimed_at = tokio::time::Instant::now();
         tokio::spawn(async move {
-            // Closed when the shutdown's grace ran out: the push is given
-            // back to the inbox, not handled after its release.
-            let Ok(handler) = handlers.acquire_owned().await else {
-                return;
-            };
-            // A push that waited behind slow handlers may no longer have the
-            // lease a handler needs: its handling could outlive the lease and
-            // run a second time elsewhere. Given back, it is claimed afresh.
-            let cfg = &processor.config;
-            if claimed_at.elapsed() + cfg.handler_timeout >= cfg.lease {
-                drop(handler);
-                tracing::info!(
-                    dedup_key = %push.dedup_key,
-                    "push waited for a handler until its lease ran short; given back to the inbox"
-                );
-                if let Err(e) = processor.store.release(vec![push.claim()]).await {
-                    tracing::warn!(error = %e, "cannot give the push back; its lease will expire instead");
-                }
-                return;
-            }
-            slot.handler = Some(handler);
             processor
                 .process_with_slot(push, message, Some(slot), None)
                 .await;
@@ -599,14 +555,11 @@ impl Pool {
         if self.slots.drain(deadline).await {
             return;
         }
-        // Read before closing: pushes waiting for a handler leave the set
-        // as soon as the close wakes them, and must be given back too.
         let unfinished: Vec<Claim> = self
             .in_flight
             .lock()
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
-        self.handlers.close();
         tracing::warn!(
             count = unfinished.len(),
             "handlers still running at shutdown; giving their pushes back to the inbox"
