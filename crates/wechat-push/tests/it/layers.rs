@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["outbox"],
     &["rules", "router", "worker"],
     &["forward"],
-    &["listener"],
+    &["listener", "tls"],
     &["server"],
     &["simulate", "mock_wechat"],
 ];
