@@ -64,46 +64,59 @@ impl std::io::Write for LossyStdout {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrived
+/// between the "listening" line and that poll took its default action
+/// (SIGHUP and SIGTERM killed the server, undrained).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let (term, hangup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::hangup()).ok(),
+        )
+    };
+    async move {
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    // SIGHUP (a terminal closing, or an operator asking for a reload) used
-    // to kill the server at once, undrained and unlogged. The
-    // configuration is not reloaded yet: say so, and keep serving.
-    #[cfg(unix)]
-    let hangup = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut s) => {
-                while s.recv().await.is_some() {
-                    tracing::warn!(
-                        "SIGHUP: this build does not reload its configuration; still serving \
-                         with the one it started with (restart to apply changes; SIGTERM drains)"
-                    );
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        // SIGHUP (a terminal closing, or an operator asking for a reload)
+        // used to kill the server at once, undrained and unlogged. The
+        // configuration is not reloaded yet: say so, and keep serving.
+        #[cfg(unix)]
+        let hangup = async move {
+            match hangup {
+                Some(mut s) => {
+                    while s.recv().await.is_some() {
+                        tracing::warn!(
+                            "SIGHUP: this build does not reload its configuration; still serving \
+                             with the one it started with (restart to apply changes; SIGTERM drains)"
+                        );
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+            _ = term => tracing::info!("SIGTERM: shutting down"),
+            _ = hangup => {}
         }
-    };
-    #[cfg(not(unix))]
-    let hangup = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        _ = term => tracing::info!("SIGTERM: shutting down"),
-        _ = hangup => {}
     }
 }
