@@ -216,8 +216,17 @@ async fn https_is_served_and_a_renewed_certificate_is_taken_up_without_a_restart
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
     assert!(plain.is_err(), "{plain:?}");
 
-    // Renewed: a new key and certificate over the same files.
+    // A key that does not match the certificate (a renewal half written)
+    // is refused, and the certificate in force stays.
     let (new_cert, new_key) = self_signed();
+    std::fs::write(&key_path, &new_key).unwrap();
+    // Files are looked at again on a handshake, at most every 2 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (ok, out) = simulate_https(&url, &old_ca);
+    assert!(ok, "the certificate in force was dropped: {out}");
+    server.wait_log("cannot be used");
+
+    // Renewed: the new key and its certificate over the same files.
     std::fs::write(&key_path, &new_key).unwrap();
     std::fs::write(&cert_path, &new_cert).unwrap();
     let new_ca = dir.join("new-ca.pem");
