@@ -1,5 +1,6 @@
 //! `wechat-push`: receive WeChat message pushes; crypto tools for debugging them.
 
+mod config;
 mod crypto;
 mod inbox;
 mod mock;
@@ -43,6 +44,9 @@ enum Command {
     /// Look at the shared access tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Check a configuration and show what to enter in WeChat's console.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Manage the store itself.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -69,6 +73,11 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// Load the file (it must exist) and the environment.
     fn load(&self) -> Result<Config> {
+        self.load_showing().map(|(config, _)| config)
+    }
+
+    /// As `load`, with the effective settings as TOML, secrets redacted.
+    fn load_showing(&self) -> Result<(Config, String)> {
         if !self.config.exists() {
             bail!(
                 "config file {} not found: pass --config FILE (wechat-push.example.toml shows every option)",
@@ -76,8 +85,8 @@ impl ConfigArgs {
             );
         }
         let context = || format!("invalid configuration in {}", self.config.display());
-        let config = match Config::load(Some(&self.config), std::env::vars()) {
-            Ok(config) => config,
+        let (config, shown) = match Config::load_showing(Some(&self.config), std::env::vars()) {
+            Ok(loaded) => loaded,
             // A variable's mistake is not the file's.
             Err(e @ wechat_push::config::ConfigError::Env { .. }) => {
                 return Err(anyhow::Error::new(e).context("invalid configuration"))
@@ -88,7 +97,7 @@ impl ConfigArgs {
         // too, so that a mistake is named before any store is opened.
         RulesHandler::check(&config).with_context(context)?;
         Forwarder::check(&config).with_context(context)?;
-        Ok(config)
+        Ok((config, shown))
     }
 }
 
@@ -156,6 +165,7 @@ fn main() -> ExitCode {
         Command::MockWechat(a) => mock::run(a),
         Command::Token(cmd) => token::run(cmd),
         Command::Store(StoreCommand::Migrate(config)) => migrate(&config),
+        Command::Config(cmd) => config::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

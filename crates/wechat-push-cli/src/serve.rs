@@ -31,18 +31,74 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             .with_env_filter(filter)
             .init(),
     }
+    let args = args.clone();
     crate::block_on(crate::Threads::All, async move {
+        // Installed before the server listens: a SIGHUP in between must
+        // not take its default action (killing the server).
+        #[cfg(unix)]
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
         let store = crate::open_store(&config).await?;
         let metrics = Arc::new(Metrics::default());
-        let api = WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
-        let handler = RulesHandler::new(&config, Some(Outbox::new(store.clone(), api)))?;
-        let app = Application::build_with_metrics(config, store, handler, metrics)
+        let handler = rules(&config, &store, &metrics)?;
+        let app = Application::build_with_metrics(config, store.clone(), handler, metrics.clone())
             .await
             .context("cannot start the server")?;
+        #[cfg(unix)]
+        {
+            let reloader = app.reloader();
+            tokio::spawn(reload_on_hangup(hangups, args, reloader, store, metrics));
+        }
         app.run_until_stopped(shutdown_signal())
             .await
             .context("server failed")
     })
+}
+
+/// The rules of `config`, answering through the customer-service API.
+fn rules(
+    config: &wechat_push::Config,
+    store: &Arc<dyn wechat_push::store::Store>,
+    metrics: &Arc<Metrics>,
+) -> Result<RulesHandler> {
+    let api = WechatApi::for_config(config, store.clone()).with_metrics(metrics.clone());
+    Ok(RulesHandler::new(
+        config,
+        Some(Outbox::new(store.clone(), api)),
+    )?)
+}
+
+/// Reload the config file on each SIGHUP: read it again (with the
+/// environment), build its rules, and hand both to the server. A config
+/// that does not load is refused with its reason; the running one stays.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    args: ConfigArgs,
+    reloader: wechat_push::server::Reloader,
+    store: Arc<dyn wechat_push::store::Store>,
+    metrics: Arc<Metrics>,
+) {
+    // Signals arriving during a reload fold into the next one.
+    while hangups.recv().await.is_some() {
+        tracing::info!(config = %args.config.display(), "SIGHUP: reloading the configuration");
+        let loaded = args
+            .load()
+            .and_then(|config| Ok((rules(&config, &store, &metrics)?, config)));
+        match loaded {
+            Ok((handler, config)) => {
+                // Logged and counted by the server.
+                let _ = reloader.reload(config, handler).await;
+            }
+            Err(e) => {
+                metrics.inc(
+                    wechat_push::metrics::CONFIG_RELOADS,
+                    &[("outcome", "refused")],
+                );
+                tracing::error!(error = %format!("{e:#}"), "new configuration refused; the running one stays in force");
+            }
+        }
+    }
 }
 
 /// Standard output that drops what it cannot write. A log line that cannot
@@ -70,12 +126,9 @@ impl std::io::Write for LossyStdout {
 /// (SIGHUP and SIGTERM killed the server, undrained).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let (term, hangup) = {
+    let term = {
         use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::hangup()).ok(),
-        )
+        signal(SignalKind::terminate()).ok()
     };
     async move {
         let ctrl_c = async {
@@ -94,29 +147,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         };
         #[cfg(not(unix))]
         let term = std::future::pending::<()>();
-        // SIGHUP (a terminal closing, or an operator asking for a reload)
-        // used to kill the server at once, undrained and unlogged. The
-        // configuration is not reloaded yet: say so, and keep serving.
-        #[cfg(unix)]
-        let hangup = async move {
-            match hangup {
-                Some(mut s) => {
-                    while s.recv().await.is_some() {
-                        tracing::warn!(
-                            "SIGHUP: this build does not reload its configuration; still serving \
-                             with the one it started with (restart to apply changes; SIGTERM drains)"
-                        );
-                    }
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
         tokio::select! {
             _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
             _ = term => tracing::info!("SIGTERM: shutting down"),
-            _ = hangup => {}
         }
     }
 }

@@ -229,7 +229,7 @@ pub struct WechatConfig {
 }
 
 /// `[inbox]`: handling stored pushes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboxConfig {
     /// Pushes handled at once by this process; 0 stores without handling.
@@ -515,6 +515,19 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Self::load_showing(file, env).map(|(config, _)| config)
+    }
+
+    /// As [`Config::load`], with the effective settings (defaults, file
+    /// and environment merged) as TOML, secrets redacted and URLs shown
+    /// without credentials ([`display_url`]), for `wechat-push config check`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_showing(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, String), ConfigError> {
         let mut table: Table = DEFAULTS
             .parse()
             .map_err(|e| toml_error("built-in defaults", DEFAULTS, &e))?;
@@ -536,8 +549,11 @@ impl Config {
         for (var, value) in &vars {
             apply_env(&mut table, var, &var[ENV_PREFIX.len()..], value)?;
         }
+        let mut shown = table.clone();
+        redact(&mut shown);
         Self::from_table(table)
             .and_then(|config| config.validate().map(|()| config))
+            .map(|config| (config, shown.to_string()))
             .map_err(|e| blame_variable(e, file_only, &vars))
     }
 
@@ -742,6 +758,36 @@ fn blame_variable(error: ConfigError, file_only: Table, vars: &[(String, String)
     error
 }
 
+/// The keys whose values are secrets, wherever they appear.
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "encoding_aes_key",
+    "previous_encoding_aes_key",
+    "secret",
+    "password",
+];
+
+/// Replace secrets by `[redacted]` and show URLs without credentials.
+fn redact(table: &mut Table) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            Value::Table(t) => redact(t),
+            Value::Array(items) => items.iter_mut().for_each(|item| {
+                if let Value::Table(t) = item {
+                    redact(t);
+                }
+            }),
+            Value::String(s) if SECRET_KEYS.contains(&key.as_str()) => {
+                *s = "[redacted]".to_owned();
+            }
+            Value::String(s) if key == "url" || key.ends_with("_url") || key == "api_base" => {
+                *s = display_url(s);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Deep-merge `overrides` into `base`: tables merge, anything else replaces.
 fn merge(base: &mut Table, overrides: Table) {
     for (key, value) in overrides {
@@ -762,6 +808,34 @@ fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<()
         reason,
     };
     let lower = rest.to_ascii_lowercase();
+    // A secret mounted as a file (Docker and Kubernetes secrets, systemd
+    // credentials): the key's value is the file's text, less its final
+    // line break. No key of the config ends in `_file`.
+    if let Some(key) = lower.strip_suffix("_file") {
+        let text =
+            std::fs::read_to_string(value).map_err(|e| err(format!("cannot read {value}: {e}")))?;
+        let text = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        return apply_env(table, var, key, text);
+    }
+    // An app by its appid: reordering [[apps]] cannot hand one app's
+    // secrets to another, as an index would.
+    if let Some(app_rest) = lower.strip_prefix("app_") {
+        let (appid, key) = app_rest
+            .split_once('_')
+            .ok_or_else(|| err("expected WECHAT_PUSH_APP_<APPID>_<key>".into()))?;
+        let index = match table.get("apps") {
+            Some(Value::Array(apps)) => apps.iter().position(|app| {
+                app.get("appid")
+                    .and_then(Value::as_str)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(appid))
+            }),
+            _ => None,
+        }
+        .ok_or_else(|| err(format!("no [[apps]] has appid {appid}")))?;
+        return apply_env(table, var, &format!("apps_{index}_{key}"), value);
+    }
     let (target, key) = if let Some(app_rest) = lower.strip_prefix("apps_") {
         let (index, key) = app_rest
             .split_once('_')
@@ -983,6 +1057,101 @@ secret = "whsec_c2VjcmV0"
         assert_eq!(c.apps[0].mode, Mode::Safe);
         assert_eq!(c.apps[0].forward[0].secret.expose(), "whsec_b3RoZXI=");
         assert_eq!(c.apps[0].forward[0].url, "http://127.0.0.1:9000/hooks");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Variables by index handed an app's secrets to another when
+    /// `[[apps]]` were reordered; by appid they follow the app. Secrets
+    /// mounted as files are read from the file a `_FILE` variable names.
+    #[test]
+    fn variables_by_appid_and_from_files() {
+        let dir = std::env::temp_dir().join(format!("wp-config-appid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let second = APP.replace("wxba5fad812f8e6fb9", "wx0000000000000002");
+        std::fs::write(&path, format!("{second}{APP}")).unwrap();
+        let secret_file = dir.join("secret");
+        std::fs::write(&secret_file, "from-a-file\n").unwrap();
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("WECHAT_PUSH_APP_WXBA5FAD812F8E6FB9_TOKEN", "by-appid"),
+                (
+                    "WECHAT_PUSH_APP_wx0000000000000002_SECRET_FILE",
+                    secret_file.to_str().unwrap(),
+                ),
+                (
+                    "WECHAT_PUSH_APP_WXBA5FAD812F8E6FB9_FORWARD_0_SECRET",
+                    "whsec_b3RoZXI=",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.apps[1].appid, "wxba5fad812f8e6fb9");
+        assert_eq!(c.apps[1].token.expose(), "by-appid");
+        assert_ne!(c.apps[0].token.expose(), "by-appid");
+        assert_eq!(c.apps[1].forward[0].secret.expose(), "whsec_b3RoZXI=");
+        assert_eq!(
+            c.apps[0].secret.as_ref().map(|s| s.expose().to_owned()),
+            Some("from-a-file".to_owned())
+        );
+        assert!(c.apps[1].secret.is_none());
+        // An appid no app has, and a file that is not there, are named.
+        let e = Config::load(Some(&path), env(&[("WECHAT_PUSH_APP_WXNOPE_TOKEN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "environment variable WECHAT_PUSH_APP_WXNOPE_TOKEN: no [[apps]] has appid wxnope"
+        );
+        let e = Config::load(
+            Some(&path),
+            env(&[("WECHAT_PUSH_APPS_0_TOKEN_FILE", "/nonexistent/token")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("environment variable WECHAT_PUSH_APPS_0_TOKEN_FILE: cannot read /nonexistent/token"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_effective_config_shows_no_secret() {
+        let file = APP.replace(
+            "format = \"json\"\n",
+            "format = \"json\"\nsecret = \"s3cr3t-app-secret\"\n",
+        );
+        let dir = std::env::temp_dir().join(format!("wp-config-shown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            format!("[store]\nurl = \"postgres://wp:pgpass@db/wp?sslmode=require\"\n{file}"),
+        )
+        .unwrap();
+        let env = vec![("WECHAT_PUSH_INBOX_WORKERS".to_owned(), "5".to_owned())];
+        let (config, shown) = Config::load_showing(Some(&path), env).unwrap();
+        assert_eq!(config.inbox.workers, 5);
+        for secret in ["AAAAA\"", "s3cr3t", "whsec_c2VjcmV0", "pgpass", "sslmode"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        // The effective values, from defaults, file and environment.
+        let reparsed: Table = shown.parse().unwrap();
+        assert_eq!(reparsed["inbox"]["workers"].as_integer(), Some(5));
+        assert_eq!(
+            reparsed["store"]["url"].as_str(),
+            Some("postgres://wp:***@db/wp")
+        );
+        assert_eq!(reparsed["server"]["reply_budget"].as_str(), Some("3s"));
+        assert_eq!(reparsed["apps"][0]["token"].as_str(), Some("[redacted]"));
         std::fs::remove_dir_all(&dir).ok();
     }
 

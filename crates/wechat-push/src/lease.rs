@@ -50,6 +50,11 @@ impl Slots {
         self.semaphore.clone().try_acquire_owned().ok()
     }
 
+    /// How many slots are free now.
+    pub(crate) fn available(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
     /// The next free slot, waiting for one.
     pub(crate) async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
         self.semaphore.clone().acquire_owned().await.ok()

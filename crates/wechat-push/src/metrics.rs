@@ -32,6 +32,8 @@ pub const API_UNCERTAIN: &str = "wechat_push_answers_uncertain_total";
 pub const CONNECTIONS_REFUSED: &str = "wechat_push_connections_refused_total";
 /// Counter: failures to accept a connection, by kind (`descriptors`, `other`).
 pub const ACCEPT_ERRORS: &str = "wechat_push_accept_errors_total";
+/// Counter: configuration reloads, by outcome (`applied`, `refused`).
+pub const CONFIG_RELOADS: &str = "wechat_push_config_reloads_total";
 /// Time forward targets took to answer, by target.
 pub const FORWARD_SECONDS: &str = "wechat_push_forward_seconds";
 
@@ -68,6 +70,10 @@ const HELP: &[(&str, &str)] = &[
     (
         ACCEPT_ERRORS,
         "Failures to accept a connection, by kind (descriptors: out of file descriptors).",
+    ),
+    (
+        CONFIG_RELOADS,
+        "Configuration reloads (SIGHUP), by outcome: applied, or refused (the running configuration stayed).",
     ),
     (
         API_ERRORS,

@@ -33,17 +33,19 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The certificate chain and key, reloaded when either file changes.
+/// The certificate chain and key, reloaded when either file changes, or
+/// taken from other files by [`CertificateFiles::replace`] (a configuration
+/// reload).
 #[derive(Debug)]
 pub struct CertificateFiles {
-    cert: PathBuf,
-    key: PathBuf,
     current: RwLock<Loaded>,
     checked: Mutex<Instant>,
 }
 
 #[derive(Debug)]
 struct Loaded {
+    cert: PathBuf,
+    key_file: PathBuf,
     key: Arc<CertifiedKey>,
     modified: (Option<SystemTime>, Option<SystemTime>),
 }
@@ -76,6 +78,8 @@ fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
         )
     })?;
     Ok(Loaded {
+        cert: cert.to_owned(),
+        key_file: key.to_owned(),
         key: Arc::new(certified),
         modified,
     })
@@ -89,22 +93,35 @@ impl CertificateFiles {
     pub fn open(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         Ok(CertificateFiles {
             current: RwLock::new(load(cert, key)?),
-            cert: cert.to_owned(),
-            key: key.to_owned(),
             checked: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Serve `cert` and `key` from now on (they may be the same files,
+    /// read again). A pair that cannot be used leaves the current one in
+    /// force.
+    ///
+    /// # Errors
+    /// [`TlsError`] when either cannot be read or used.
+    pub fn replace(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        let loaded = load(cert, key)?;
+        match self.current.write() {
+            Ok(mut current) => *current = loaded,
+            Err(poisoned) => *poisoned.into_inner() = loaded,
+        }
+        Ok(())
     }
 
     /// The rustls settings serving these files over HTTP/1.1.
     ///
     /// # Errors
     /// [`TlsError::Rustls`] when rustls refuses the settings.
-    pub fn server_config(self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(self));
+            .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
@@ -121,16 +138,21 @@ impl CertificateFiles {
             }
             *checked = Instant::now();
         }
-        let now = (modified(&self.cert), modified(&self.key));
-        let unchanged = self.current.read().is_ok_and(|c| c.modified == now);
-        if unchanged {
+        let Ok((cert, key, was)) = self
+            .current
+            .read()
+            .map(|c| (c.cert.clone(), c.key_file.clone(), c.modified))
+        else {
+            return;
+        };
+        if (modified(&cert), modified(&key)) == was {
             return;
         }
-        match load(&self.cert, &self.key) {
+        match load(&cert, &key) {
             Ok(loaded) => {
                 if let Ok(mut current) = self.current.write() {
                     *current = loaded;
-                    tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                    tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
                 }
             }
             Err(e) => {

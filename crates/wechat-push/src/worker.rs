@@ -10,7 +10,7 @@
 //! to the inbox unhandled.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
@@ -27,15 +27,51 @@ use crate::reply::PassiveReply;
 use crate::store::AnswerStatus;
 use crate::store::{Claim, Inserted, NewPush, Status, Store, StoreError, StoredPush};
 
+/// What handles pushes under one configuration: replaced whole when the
+/// configuration is reloaded, while a push already being handled keeps
+/// the one it started with.
+pub(crate) struct Handling {
+    /// The handler (the rules, forwarding, a library user's own).
+    pub(crate) handler: SharedHandler,
+    /// Each app's kind, by appid.
+    pub(crate) kinds: HashMap<String, AppKind>,
+}
+
+/// The [`Handling`] in force.
+#[derive(Clone)]
+pub(crate) struct CurrentHandling(Arc<RwLock<Arc<Handling>>>);
+
+impl CurrentHandling {
+    pub(crate) fn new(handling: Handling) -> Self {
+        CurrentHandling(Arc::new(RwLock::new(Arc::new(handling))))
+    }
+
+    /// The one in force now.
+    pub(crate) fn get(&self) -> Arc<Handling> {
+        // A writer never panics while holding the lock (it only swaps an Arc).
+        match self.0.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Put `handling` in force for pushes handled from now on.
+    pub(crate) fn replace(&self, handling: Handling) {
+        let new = Arc::new(handling);
+        match self.0.write() {
+            Ok(mut current) => *current = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
 /// What the pool needs, shared with the server's fast path.
 #[derive(Clone)]
 pub struct Processor {
     /// The store pushes are claimed from and their outcomes recorded in.
     pub store: Arc<dyn Store>,
-    /// What handles pushes.
-    pub(crate) handler: SharedHandler,
-    /// Each app's kind, by appid.
-    pub apps: Arc<HashMap<String, AppKind>>,
+    /// What handles pushes, and each app's kind.
+    pub(crate) handling: CurrentHandling,
     /// Retry and timeout settings.
     pub config: InboxConfig,
     /// Where outcomes are counted (`wechat_push_handled_total`, …), for `/metrics`.
@@ -113,10 +149,11 @@ impl Processor {
                 return;
             }
         };
+        let handling = self.handling.get();
         let push = Push {
             appid: appid.clone(),
-            app_kind: self
-                .apps
+            app_kind: handling
+                .kinds
                 .get(&appid)
                 .copied()
                 .unwrap_or(AppKind::MiniProgram),
@@ -125,7 +162,7 @@ impl Processor {
             attempt: stored.attempts,
         };
         let outcome =
-            tokio::time::timeout(self.config.handler_timeout, self.handler.handle(&push)).await;
+            tokio::time::timeout(self.config.handler_timeout, handling.handler.handle(&push)).await;
         drop(slot);
         let waiting = reply_to.is_some();
         let outcome = match outcome {
@@ -147,7 +184,7 @@ impl Processor {
                     Err(e) => tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again"),
                 }
                 let delivered = reply_to.is_some_and(|tx| tx.send(rendered).is_ok());
-                self.passive_reply_sent(&push, claim, &reply, delivered, waiting)
+                self.passive_reply_sent(&handling, &push, claim, &reply, delivered, waiting)
                     .await
                     .map(|()| true)
             }
@@ -193,6 +230,7 @@ impl Processor {
     /// the handling, to be retried.
     async fn passive_reply_sent(
         &self,
+        handling: &Handling,
         push: &Push,
         claim: Claim,
         reply: &PassiveReply,
@@ -212,7 +250,7 @@ impl Processor {
                 "missed: no answer was held open for it (a retry, or a push answered at once)"
                     .to_owned()
             };
-            let instead = self.handler.reply_missed(push, reply).await?;
+            let instead = handling.handler.reply_missed(push, reply).await?;
             // It went another way (or none): WeChat's retry must not carry it too.
             self.store
                 .forget_reply(claim)
@@ -395,15 +433,21 @@ impl Pool {
         let processor = &self.processor;
         let workers = processor.config.workers > 0;
         let appid = new.appid.as_str();
-        let wait_for_reply = workers && processor.handler.may_reply_passively(appid, &message);
-        let hand_off = if wait_for_reply {
-            None
-        } else {
-            self.try_slot()
-        };
+        let wait_for_reply = workers
+            && processor
+                .handling
+                .get()
+                .handler
+                .may_reply_passively(appid, &message);
+        // A free slot now means the push is stored claimed and handled from
+        // here. The slot itself is taken after the insert: held across it,
+        // slots counted inserts waiting for their commit, not handlers, and
+        // with a store a round trip away (PostgreSQL) most pushes were
+        // stored pending while the handlers sat idle, each then costing a
+        // claim statement (two instances on one PostgreSQL fell behind one).
+        let hand_off = !wait_for_reply && workers && self.slots.available() > 0;
         let now = new.received_at_ms;
-        let claim_until =
-            (wait_for_reply || hand_off.is_some()).then_some(now + processor.config.lease);
+        let claim_until = (wait_for_reply || hand_off).then_some(now + processor.config.lease);
         let new = Arc::new(new);
         let claim = match processor.store.insert(new.clone(), claim_until).await? {
             Inserted::New(claim) => claim,
@@ -434,8 +478,41 @@ impl Pool {
             body: new.body,
             reply: None,
         };
-        if let Some(slot) = hand_off {
-            self.start(slot, stored, Some(message));
+        if hand_off {
+            match self.try_slot() {
+                Some(slot) => self.start(slot, stored, Some(message)),
+                // Other pushes took the free slots during the insert: this
+                // one waits for the next, claimed, as long as its lease
+                // still covers a handler's run after it; past that it goes
+                // back to the inbox, for this or another instance to claim.
+                None => {
+                    let claim = stored.claim();
+                    self.track(claim);
+                    let pool = self.clone();
+                    let patience = processor
+                        .config
+                        .lease
+                        .saturating_sub(processor.config.handler_timeout);
+                    tokio::spawn(
+                        async move {
+                            match tokio::time::timeout(patience, pool.slots.acquire()).await {
+                                Ok(Some(permit)) => {
+                                    pool.start(pool.slot(permit), stored, Some(message));
+                                }
+                                _ => {
+                                    pool.untrack(claim);
+                                    if let Err(e) = pool.processor.store.release(vec![claim]).await
+                                    {
+                                        tracing::warn!(error = %e, "cannot give a push back to the inbox; its lease will run out instead");
+                                    }
+                                    pool.notify.notify_one();
+                                }
+                            }
+                        }
+                        .in_current_span(),
+                    );
+                }
+            }
             return Ok(Accepted::Stored);
         }
         // The handler may answer with a passive reply: handle the push
@@ -481,11 +558,23 @@ impl Pool {
         }
     }
 
+    /// Count `claim` as in flight: given back to the inbox if a shutdown's
+    /// grace runs out before it is finished.
+    fn track(&self, claim: Claim) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.insert(claim);
+        }
+    }
+
+    fn untrack(&self, claim: Claim) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(&claim);
+        }
+    }
+
     /// Handle a claimed push on `slot`, in a task of its own.
     pub fn start(&self, mut slot: Slot, push: StoredPush, message: Option<Message>) {
-        if let Ok(mut set) = self.in_flight.lock() {
-            set.insert(push.claim());
-        }
+        self.track(push.claim());
         slot.claim = Some(push.claim());
         let processor = self.processor.clone();
         tokio::spawn(async move {

@@ -248,6 +248,72 @@ async fn https_is_served_and_a_renewed_certificate_is_taken_up_without_a_restart
     server.wait_log("TLS certificate reloaded");
 }
 
+/// SIGHUP with `tls_cert`/`tls_key` pointing at other files: served from
+/// the next handshake. A pair that does not match is refused whole (the
+/// reload changes nothing, the certificate in force stays).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_takes_up_certificate_files_named_by_the_new_config() {
+    let dir = temp_dir("https-reload");
+    let write_pair = |name: &str, cert: &str, key: &str| {
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        (c, k)
+    };
+    let (cert, key) = self_signed();
+    let (cert_path, key_path) = write_pair("first", &cert, &key);
+    let first_ca = dir.join("first-ca.pem");
+    std::fs::write(&first_ca, &cert).unwrap();
+    let config = write_config(&dir, 2);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let use_pair = |c: &std::path::Path, k: &std::path::Path| {
+        std::fs::write(&config, &base).unwrap();
+        with_server_lines(
+            &config,
+            &format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"",
+                c.display(),
+                k.display()
+            ),
+        );
+    };
+    use_pair(&cert_path, &key_path);
+    let server = start(&config, &[]);
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/wechat/{}", super::APPID);
+    assert!(simulate_https(&url, &first_ca).0);
+
+    // Another certificate's key with this certificate: refused.
+    let (second, second_key) = self_signed();
+    let (bad_cert, bad_key) = write_pair("mismatched", &cert, &second_key);
+    use_pair(&bad_cert, &bad_key);
+    hup();
+    let line = server.wait_log("new configuration refused");
+    assert!(line.contains("does not match the certificate"), "{line}");
+    let (ok, out) = simulate_https(&url, &first_ca);
+    assert!(ok, "the certificate in force was dropped: {out}");
+
+    let (second_cert, second_key_path) = write_pair("second", &second, &second_key);
+    let second_ca = dir.join("second-ca.pem");
+    std::fs::write(&second_ca, &second).unwrap();
+    use_pair(&second_cert, &second_key_path);
+    hup();
+    server.wait_log("configuration reloaded");
+    let (ok, out) = simulate_https(&url, &second_ca);
+    assert!(ok, "the new certificate is not served: {out}");
+    assert!(!simulate_https(&url, &first_ca).0, "the old one still is");
+}
+
 /// nginx, stopped when the test ends however it ends: SIGTERM, so that its
 /// master stops its workers too (SIGKILL would leave them running).
 struct Nginx(std::process::Child);
@@ -359,4 +425,74 @@ async fn the_nginx_recipe_terminates_tls_in_front_of_serve() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+}
+
+/// `config check` validates as `serve` does, shows the effective settings
+/// with every secret redacted, and what to enter in WeChat's console.
+#[test]
+fn config_check_shows_the_console_settings_and_no_secret() {
+    let dir = temp_dir("config-check");
+    let config = write_config(&dir, 2);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "mode = \"safe\"\n",
+        "mode = \"safe\"\nsecret = \"s3cr3t-app-secret\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(super::bin())
+        .args(["config", "check", "-c"])
+        .arg(&config)
+        .env("WECHAT_PUSH_INBOX_WORKERS", "7")
+        .env("WECHAT_PUSH_STORE_URL", "postgres://wp:pgpass@db:5432/wp")
+        .output()
+        .unwrap();
+    let shown = super::text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("workers = 7"), "{shown}");
+    assert!(shown.contains("postgres://wp:***@db:5432/wp"), "{shown}");
+    assert!(
+        shown.contains(&format!("URL:   http://YOUR-HOST/wechat/{}", super::APPID)),
+        "{shown}"
+    );
+    assert!(shown.contains("Token: AAAAA"), "{shown}");
+    assert!(shown.contains("Mode:  safe (安全模式)"), "{shown}");
+    for secret in ["s3cr3t", super::KEY, "pgpass"] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+
+    // A mistake is named by its key, and nothing is printed as valid.
+    let out = Command::new(super::bin())
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .env("WECHAT_PUSH_APP_WXBA5FAD812F8E6FB9_TOKEN", "x")
+        .output()
+        .unwrap();
+    let shown = super::text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.contains("WECHAT_PUSH_APP_WXBA5FAD812F8E6FB9_TOKEN")
+            && shown.contains("apps[0].token: must be 3 to 32 characters"),
+        "{shown}"
+    );
+    assert!(!shown.contains(": valid."), "{shown}");
+}
+
+/// The start-up line names the build, the store without its password, and
+/// each app's push URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_start_up_line_names_version_store_and_push_urls() {
+    let dir = temp_dir("start-up-line");
+    let config = write_config(&dir, 2);
+    let server = start(&config, &[]);
+    let line = server
+        .start_logs
+        .iter()
+        .find(|l| l.contains("\"listening\""))
+        .cloned()
+        .expect("a listening line");
+    assert!(line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+    assert!(line.contains("/data/inbox.db"), "{line}");
+    assert!(
+        line.contains(&format!("http://{}/wechat/{}", server.addr, super::APPID)),
+        "{line}"
+    );
 }

@@ -52,7 +52,7 @@ pub(crate) struct Server {
     pub(crate) admin: Option<String>,
     logs: mpsc::Receiver<String>,
     /// The lines logged while starting, up to and with `listening`.
-    start_logs: Vec<String>,
+    pub(crate) start_logs: Vec<String>,
 }
 
 pub(crate) fn start(config: &Path, env: &[(&str, &str)]) -> Server {
@@ -247,24 +247,76 @@ async fn sigterm_shuts_down_gracefully() {
     assert_eq!(inbox_json(&config).len(), 1);
 }
 
-/// SIGHUP killed the server at once, with no drain and no log line.
+/// SIGHUP killed the server at once, with no drain and no log line. It
+/// reloads the config file now: a new Token is in force for the next push,
+/// on a connection opened before the reload; a bad config is refused with
+/// its reason and the running one stays; both are logged and counted.
 #[tokio::test(flavor = "multi_thread")]
-async fn sighup_is_logged_and_the_server_keeps_serving() {
+async fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
     let dir = temp_dir("hup");
     let config = write_config(&dir, 2);
     let mut server = start(&config, &[]);
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let line = server.wait_log("SIGHUP");
-    assert!(line.contains("does not reload"), "{line}");
-    assert_eq!(send_push(&server.addr, 2).await.1, "success");
+    let hup = |server: &Server| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    // One client throughout: its keep-alive connection outlives the reloads.
+    let client = reqwest::Client::new();
+    let send = |token: &'static str, id: u64| {
+        let (client, addr) = (client.clone(), server.addr.clone());
+        async move {
+            try_send_text_signed(&client, &addr, token, id, "hi")
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(send("AAAAA", 1).await, (200, "success".into()));
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("token = \"AAAAA\"", "token = \"BBBBB\""),
+    )
+    .unwrap();
+    hup(&server);
+    server.wait_log("configuration reloaded");
+    assert_eq!(send("BBBBB", 2).await.0, 200);
+    assert_eq!(
+        send("AAAAA", 3).await.0,
+        401,
+        "the old Token still in force"
+    );
+
+    // An EncodingAESKey one character short: refused, and the Token of the
+    // running config stays in force.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace(KEY, &KEY[1..])).unwrap();
+    hup(&server);
+    let line = server.wait_log("new configuration refused");
+    assert!(line.contains("apps[0].encoding_aes_key"), "{line}");
+    assert!(!line.contains(&KEY[1..]), "the key was logged: {line}");
+    assert_eq!(send("BBBBB", 4).await.0, 200);
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "the server died"
+    );
+
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wechat_push_config_reloads_total{outcome=\"applied\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wechat_push_config_reloads_total{outcome=\"refused\"} 1"),
+        "{metrics}"
     );
 }
 
@@ -458,8 +510,20 @@ async fn try_send_text(
     msg_id: u64,
     content: &str,
 ) -> Result<(u16, String), reqwest::Error> {
+    try_send_text_signed(&reqwest::Client::new(), addr, "AAAAA", msg_id, content).await
+}
+
+/// A text push signed with `token`, sent by `client` (which may keep its
+/// connection open between pushes).
+pub(crate) async fn try_send_text_signed(
+    client: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    msg_id: u64,
+    content: &str,
+) -> Result<(u16, String), reqwest::Error> {
     let key = AesKey::from_encoding_aes_key(KEY).unwrap();
-    let app = AppCrypto::new(APPID, Token::new("AAAAA"), Some(KeyRing::new(key, None)));
+    let app = AppCrypto::new(APPID, Token::new(token), Some(KeyRing::new(key, None)));
     let inner: Fields = serde_json::from_value(serde_json::json!({
         "ToUserName": "gh_97417a04a28d", "FromUserName": format!("oUser{msg_id}"), "CreateTime": create_time(),
         "MsgType": "text", "Content": content, "MsgId": msg_id,
@@ -476,7 +540,7 @@ async fn try_send_text(
             None,
         )
         .unwrap();
-    let r = reqwest::Client::new()
+    let r = client
         .post(format!("http://{addr}/wechat/{APPID}"))
         .query(&wechat_push::simulate::query_pairs(&push.query))
         .body(push.body)

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -46,7 +46,7 @@ use crate::protocol::envelope::{
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
 use crate::store::{Claim, NewPush, Store, StoreError};
-use crate::worker::{self, Accepted, Pool, Processor};
+use crate::worker::{self, Accepted, CurrentHandling, Handling, Pool, Processor};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,10 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+mod reload;
+
+pub use reload::{ReloadError, Reloaded, Reloader};
+
 /// One configured app.
 struct App {
     crypto: AppCrypto,
@@ -79,17 +83,93 @@ struct App {
     answers: DocumentedAnswers,
 }
 
+/// The configured apps, replaced whole by a reload.
+struct Apps {
+    by_appid: HashMap<String, App>,
+    /// Whether any app forwards (then `/metrics` shows the targets' backlog).
+    forwards: bool,
+}
+
+impl Apps {
+    /// Each app of `config`, ready to open its pushes.
+    fn new(config: &Config, max_body: usize) -> Result<Apps, ConfigError> {
+        let limits = Limits {
+            max_body,
+            ..Limits::default()
+        };
+        let mut by_appid = HashMap::new();
+        for (i, app) in config.apps.iter().enumerate() {
+            by_appid.insert(
+                app.appid.clone(),
+                App {
+                    crypto: app.crypto(i)?.with_limits(limits),
+                    answers: DocumentedAnswers::new(app.answers.clone()),
+                    config: app.clone(),
+                },
+            );
+        }
+        Ok(Apps {
+            by_appid,
+            forwards: config.apps.iter().any(|a| !a.forward.is_empty()),
+        })
+    }
+}
+
 /// What every request needs.
 struct Shared {
-    apps: HashMap<String, App>,
+    apps: RwLock<Arc<Apps>>,
     store: Arc<dyn Store>,
     pool: Pool,
     metrics: Arc<Metrics>,
     server: ServerConfig,
-    /// Whether any app forwards (then `/metrics` shows the targets' backlog).
-    forwards: bool,
     /// Set when a shutdown begins: `/readyz` answers 503 from then on.
     draining: AtomicBool,
+}
+
+impl Shared {
+    /// The apps in force now (a request keeps the ones it started with).
+    fn apps(&self) -> Arc<Apps> {
+        match self.apps.read() {
+            Ok(apps) => apps.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace_apps(&self, apps: Apps) {
+        let apps = Arc::new(apps);
+        match self.apps.write() {
+            Ok(mut current) => *current = apps,
+            Err(poisoned) => *poisoned.into_inner() = apps,
+        }
+    }
+}
+
+/// The handling of one configuration: the handler (wrapped to forward when
+/// an app has forward targets) and the forwarder delivering to them.
+fn handling(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    metrics: &Arc<Metrics>,
+    handler: impl Handler,
+) -> Result<(Handling, Option<Arc<Forwarder>>), ConfigError> {
+    // Forward targets answer users through the customer-service API,
+    // with tokens shared through the store like every other client's.
+    let forwards = config.apps.iter().any(|a| !a.forward.is_empty());
+    let outbox = forwards.then(|| {
+        let api = WechatApi::for_config(config, store.clone()).with_metrics(metrics.clone());
+        Outbox::new(store.clone(), api)
+    });
+    let forwarder = Forwarder::new(config, store.clone(), metrics.clone(), outbox)?;
+    let handler: SharedHandler = match &forwarder {
+        Some(f) => Arc::new(ForwardingHandler::new(f.clone(), Arc::new(handler))),
+        None => Arc::new(handler),
+    };
+    let kinds = config
+        .apps
+        .iter()
+        .map(|a| (a.appid.clone(), a.kind))
+        .collect();
+    Ok((Handling { handler, kinds }, forwarder))
 }
 
 /// The server, bound and ready to run.
@@ -103,6 +183,14 @@ pub struct Application {
     completions: mpsc::Receiver<Claim>,
     retention: Duration,
     forwarder: Option<Arc<Forwarder>>,
+    /// `store.url` as shown in the start-up line: without credentials.
+    store_url: String,
+    /// The configuration in force, for telling what a reload changes.
+    config: Config,
+    /// `server.tls_cert` and `tls_key`, which a reload may point elsewhere.
+    certificates: Option<Arc<crate::tls::CertificateFiles>>,
+    reloads: reload::Requests,
+    reloader: Reloader,
 }
 
 impl Application {
@@ -140,41 +228,12 @@ impl Application {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        let limits = Limits {
-            max_body: config.server.max_body,
-            ..Limits::default()
-        };
-        let mut apps = HashMap::new();
-        let mut kinds = HashMap::new();
-        for (i, app) in config.apps.iter().enumerate() {
-            let crypto = app.crypto(i)?.with_limits(limits);
-            kinds.insert(app.appid.clone(), app.kind);
-            apps.insert(
-                app.appid.clone(),
-                App {
-                    crypto,
-                    answers: DocumentedAnswers::new(app.answers.clone()),
-                    config: app.clone(),
-                },
-            );
-        }
-        // Forward targets answer users through the customer-service API,
-        // with tokens shared through the store like every other client's.
-        let forwards = config.apps.iter().any(|a| !a.forward.is_empty());
-        let outbox = forwards.then(|| {
-            let api = WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
-            Outbox::new(store.clone(), api)
-        });
-        let forwarder = Forwarder::new(&config, store.clone(), metrics.clone(), outbox)?;
-        let handler: SharedHandler = match &forwarder {
-            Some(f) => Arc::new(ForwardingHandler::new(f.clone(), Arc::new(handler))),
-            None => Arc::new(handler),
-        };
+        let apps = Apps::new(&config, config.server.max_body)?;
+        let (handling, forwarder) = handling(&config, &store, &metrics, handler)?;
         let (completions_tx, completions) = mpsc::channel(4096);
         let processor = Processor {
             store: store.clone(),
-            handler,
-            apps: Arc::new(kinds),
+            handling: CurrentHandling::new(handling),
             config: config.inbox.clone(),
             metrics: metrics.clone(),
             completions: completions_tx,
@@ -184,12 +243,15 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        let certificates = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => {
-                let files = crate::tls::CertificateFiles::open(cert, key)?;
-                Some(tokio_rustls::TlsAcceptor::from(files.server_config()?))
+                Some(Arc::new(crate::tls::CertificateFiles::open(cert, key)?))
             }
             _ => None,
+        };
+        let tls = match &certificates {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),
+            None => None,
         };
         let admin = match config.server.admin_listen {
             Some(addr) => Some(
@@ -199,22 +261,27 @@ impl Application {
             ),
             None => None,
         };
+        let (reloader, reloads) = reload::channel(store.clone(), metrics.clone());
         Ok(Application {
             listener,
             tls,
             admin,
             shared: Arc::new(Shared {
-                apps,
+                apps: RwLock::new(Arc::new(apps)),
                 store,
                 pool: Pool::new(processor),
                 metrics,
                 server: config.server.clone(),
-                forwards: forwarder.is_some(),
                 draining: AtomicBool::new(false),
             }),
             completions,
             retention: config.inbox.retention,
             forwarder,
+            store_url: crate::config::display_url(&config.store.url),
+            config,
+            certificates,
+            reloads,
+            reloader,
         })
     }
 
@@ -236,6 +303,12 @@ impl Application {
         self.shared.metrics.clone()
     }
 
+    /// A handle that makes the running server take up a new configuration
+    /// (see [`Reloader::reload`]); `serve` uses it on SIGHUP.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Serve until `shutdown` completes: then stop accepting, finish
     /// in-flight requests, and stop the workers (unfinished handling stays in
     /// the inbox).
@@ -255,7 +328,17 @@ impl Application {
         let shared = self.shared.clone();
         let grace = shared.server.shutdown_grace;
         let workers = tokio::spawn(shared.pool.clone().run(until.clone()));
-        let forwarder = self.forwarder.map(|f| tokio::spawn(f.run(until.clone())));
+        // Reloads, and the forwarder of each configuration, until the end.
+        let reloads = tokio::spawn(
+            reload::Task {
+                shared: shared.clone(),
+                config: self.config,
+                certificates: self.certificates,
+                forwarder: self.forwarder,
+                grace,
+            }
+            .run(self.reloads, until.clone()),
+        );
         let began = Arc::new(std::sync::OnceLock::new());
         let shutdown = {
             let (began, shared) = (began.clone(), shared.clone());
@@ -299,11 +382,25 @@ impl Application {
             finishing,
         ));
         let scheme = if self.tls.is_some() { "https" } else { "http" };
+        // What an operator checks first: which build, which store, and the
+        // URL to give WeChat for each app (behind a proxy, its host instead).
+        let apps = shared.apps();
+        let mut appids: Vec<&String> = apps.by_appid.keys().collect();
+        appids.sort();
+        let push_urls = appids
+            .iter()
+            .map(|appid| format!("{scheme}://{addr}/wechat/{appid}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let version = env!("CARGO_PKG_VERSION");
+        let store = &self.store_url;
         match admin_addr {
             Some(admin) => {
-                tracing::info!(%addr, scheme, %admin, apps = shared.apps.len(), "listening")
+                tracing::info!(version, %addr, scheme, %admin, store, apps = appids.len(), push_urls, "listening")
             }
-            None => tracing::info!(%addr, scheme, apps = shared.apps.len(), "listening"),
+            None => {
+                tracing::info!(version, %addr, scheme, store, apps = appids.len(), push_urls, "listening")
+            }
         }
         crate::listener::serve(
             self.listener,
@@ -323,9 +420,7 @@ impl Application {
         let _ = stop.send(true);
         let _ = workers.await;
         let _ = pruner.await;
-        if let Some(forwarder) = forwarder {
-            let _ = forwarder.await;
-        }
+        let _ = reloads.await;
         // Workers are done: flush the last completions.
         let _ = finish.send(true);
         let _ = completer.await;
@@ -445,7 +540,7 @@ impl IntoResponse for PushError {
 /// Log and count a refusal, then answer it.
 fn refuse(shared: &Shared, appid: &str, err: PushError) -> Response {
     // Unknown appids are not used as labels: anyone can invent them.
-    let label = if shared.apps.contains_key(appid) {
+    let label = if shared.apps().by_appid.contains_key(appid) {
         appid
     } else {
         "unknown"
@@ -476,7 +571,8 @@ async fn handshake(
     uri: Uri,
 ) -> Response {
     let result = (|| {
-        let app = shared.apps.get(&appid).ok_or(PushError::UnknownApp)?;
+        let apps = shared.apps();
+        let app = apps.by_appid.get(&appid).ok_or(PushError::UnknownApp)?;
         let query = parse_query(&uri)?;
         let echostr = app.crypto.verify_handshake(&query)?;
         Ok::<_, PushError>(echostr.to_owned())
@@ -531,7 +627,8 @@ async fn receive_push(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Response, &'static str), PushError> {
-    let app = shared.apps.get(appid).ok_or(PushError::UnknownApp)?;
+    let apps = shared.apps();
+    let app = apps.by_appid.get(appid).ok_or(PushError::UnknownApp)?;
     let query = parse_query(uri)?;
     let max = shared.server.max_body;
     let declared = headers
@@ -708,7 +805,7 @@ async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {
         .await
         .ok()
         .and_then(Result::ok);
-    let backlog = if shared.forwards {
+    let backlog = if shared.apps().forwards {
         tokio::time::timeout(Duration::from_secs(2), shared.store.delivery_backlog())
             .await
             .ok()

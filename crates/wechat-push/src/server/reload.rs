@@ -1,0 +1,289 @@
+//! Configuration reload (SIGHUP in `serve`): a new configuration's apps
+//! (appids, Tokens, EncodingAESKeys, modes), its handler (rules), its
+//! forward targets, its WeChat API settings and the TLS certificate take
+//! over from the running ones, without closing a connection. A request or
+//! a push already being handled finishes with the configuration it began
+//! with.
+//!
+//! Everything that can fail is built before anything is replaced: a new
+//! configuration that is invalid, or whose certificate cannot be used,
+//! is refused whole and the running one stays in force. Settings that only
+//! a restart applies (the listening addresses, the store, `[inbox]`, the
+//! other `[server]` keys) are named in [`Reloaded::restart_needed`] and
+//! keep their running values.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::{handling, Apps, Shared};
+use crate::config::{Config, ConfigError};
+use crate::forward::Forwarder;
+use crate::handler::Handler;
+use crate::lease::Stop;
+use crate::metrics::{self, Metrics};
+use crate::store::Store;
+use crate::tls::{CertificateFiles, TlsError};
+use crate::worker::Handling;
+
+/// Why a new configuration was refused. The running one stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration is invalid (the key at fault is named).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new certificate or key cannot be used.
+    #[error("cannot use the new TLS certificate")]
+    Tls(#[from] TlsError),
+    /// The server has stopped: there is nothing to reload.
+    #[error("the server has stopped")]
+    Stopped,
+}
+
+/// What a reload applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// How many apps are configured now.
+    pub apps: usize,
+    /// Keys whose new values take effect only at a restart (`server.listen`,
+    /// `store.url`, `inbox`, …); their running values stay in force.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// A new configuration, built and ready to put in force.
+pub(super) struct Request {
+    config: Config,
+    handling: Handling,
+    forwarder: Option<Arc<Forwarder>>,
+    done: oneshot::Sender<Result<Reloaded, ReloadError>>,
+}
+
+pub(super) type Requests = mpsc::Receiver<Request>;
+
+/// Makes a running [`Application`](super::Application) take up a new
+/// configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    requests: mpsc::Sender<Request>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+pub(super) fn channel(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> (Reloader, Requests) {
+    let (requests, rx) = mpsc::channel(1);
+    (
+        Reloader {
+            requests,
+            store,
+            metrics,
+        },
+        rx,
+    )
+}
+
+impl Reloader {
+    /// Put `config` in force with `handler` (built for it: the rules of the
+    /// new configuration), as [`Application::build`](super::Application::build)
+    /// would have. Logged, and counted in
+    /// `wechat_push_config_reloads_total{outcome="applied"|"refused"}`.
+    ///
+    /// # Errors
+    /// [`ReloadError`]: nothing was replaced.
+    pub async fn reload(
+        &self,
+        config: Config,
+        handler: impl Handler,
+    ) -> Result<Reloaded, ReloadError> {
+        let result = self.apply(config, handler).await;
+        match &result {
+            Ok(reloaded) => {
+                self.metrics
+                    .inc(metrics::CONFIG_RELOADS, &[("outcome", "applied")]);
+                if reloaded.restart_needed.is_empty() {
+                    tracing::info!(apps = reloaded.apps, "configuration reloaded");
+                } else {
+                    tracing::warn!(
+                        apps = reloaded.apps,
+                        restart_needed = %reloaded.restart_needed.join(", "),
+                        "configuration reloaded; some changed keys take effect only at a restart, their running values stay"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .inc(metrics::CONFIG_RELOADS, &[("outcome", "refused")]);
+                tracing::error!(
+                    error = %crate::display_chain(e),
+                    "new configuration refused; the running one stays in force"
+                );
+            }
+        }
+        result
+    }
+
+    async fn apply(&self, config: Config, handler: impl Handler) -> Result<Reloaded, ReloadError> {
+        config.validate()?;
+        let (handling, forwarder) = handling(&config, &self.store, &self.metrics, handler)?;
+        let (done, reloaded) = oneshot::channel();
+        self.requests
+            .send(Request {
+                config,
+                handling,
+                forwarder,
+                done,
+            })
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        reloaded.await.map_err(|_| ReloadError::Stopped)?
+    }
+}
+
+/// A forwarder running under one configuration.
+struct Running {
+    stop: watch::Sender<Option<tokio::time::Instant>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn start(forwarder: Arc<Forwarder>) -> Running {
+        let (stop, until) = watch::channel(None);
+        Running {
+            stop,
+            task: tokio::spawn(forwarder.run(until)),
+        }
+    }
+}
+
+/// Applies reloads while the server runs, and runs each configuration's
+/// forwarder.
+pub(super) struct Task {
+    pub(super) shared: Arc<Shared>,
+    /// The configuration in force (the restart-only keys as started).
+    pub(super) config: Config,
+    pub(super) certificates: Option<Arc<CertificateFiles>>,
+    pub(super) forwarder: Option<Arc<Forwarder>>,
+    /// `server.shutdown_grace`: how long a replaced forwarder's deliveries
+    /// in flight may run on.
+    pub(super) grace: std::time::Duration,
+}
+
+impl Task {
+    /// Until `shutdown` gives a deadline; then the forwarders get until it.
+    pub(super) async fn run(mut self, mut requests: Requests, mut shutdown: Stop) {
+        let mut current = self.forwarder.take().map(Running::start);
+        let mut replaced: Vec<JoinHandle<()>> = Vec::new();
+        let mut open = true;
+        loop {
+            if shutdown.borrow().is_some() {
+                break;
+            }
+            tokio::select! {
+                changed = shutdown.changed() => if changed.is_err() { break },
+                request = requests.recv(), if open => match request {
+                    Some(request) => {
+                        let result = self.apply(request.config, request.handling);
+                        if result.is_ok() {
+                            let new = request.forwarder.map(Running::start);
+                            if let Some(old) = std::mem::replace(&mut current, new) {
+                                let deadline = tokio::time::Instant::now() + self.grace;
+                                let _ = old.stop.send(Some(deadline));
+                                replaced.push(old.task);
+                            }
+                            replaced.retain(|task| !task.is_finished());
+                        }
+                        let _ = request.done.send(result);
+                    }
+                    None => open = false,
+                },
+            }
+        }
+        let deadline = shutdown.borrow().unwrap_or_else(tokio::time::Instant::now);
+        if let Some(running) = current {
+            let _ = running.stop.send(Some(deadline));
+            replaced.push(running.task);
+        }
+        for task in replaced {
+            let _ = task.await;
+        }
+    }
+
+    /// Replace the certificate, the apps and the handling; the caller
+    /// replaces the forwarder.
+    fn apply(&mut self, config: Config, handling: Handling) -> Result<Reloaded, ReloadError> {
+        let restart_needed = restart_needed(&self.config, &config);
+        // `server.max_body` is a restart-only key: the apps keep the running one.
+        let apps = Apps::new(&config, self.config.server.max_body)?;
+        // The last step that can fail: a certificate refused leaves
+        // everything as it was.
+        if let (Some(files), Some(cert), Some(key)) = (
+            &self.certificates,
+            &config.server.tls_cert,
+            &config.server.tls_key,
+        ) {
+            files.replace(cert, key)?;
+            tracing::info!(cert = %cert.display(), "TLS certificate loaded");
+        }
+        let count = apps.by_appid.len();
+        self.shared.replace_apps(apps);
+        self.shared.pool.processor().handling.replace(handling);
+        // What was applied becomes the running configuration; the
+        // restart-only keys keep their running values.
+        self.config.apps = config.apps;
+        self.config.wechat = config.wechat;
+        if self.certificates.is_some() {
+            self.config.server.tls_cert = config.server.tls_cert;
+            self.config.server.tls_key = config.server.tls_key;
+        }
+        Ok(Reloaded {
+            apps: count,
+            restart_needed,
+        })
+    }
+}
+
+/// The keys of `new` that differ from `running` and only a restart applies.
+fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&running.server, &new.server);
+    [
+        ("server.listen", a.listen != b.listen),
+        ("server.admin_listen", a.admin_listen != b.admin_listen),
+        (
+            "server.tls_cert",
+            a.tls_cert.is_some() != b.tls_cert.is_some(),
+        ),
+        (
+            "server.timestamp_window",
+            a.timestamp_window != b.timestamp_window,
+        ),
+        ("server.max_body", a.max_body != b.max_body),
+        ("server.reply_budget", a.reply_budget != b.reply_budget),
+        ("server.log_format", a.log_format != b.log_format),
+        (
+            "server.header_timeout",
+            a.header_timeout != b.header_timeout,
+        ),
+        ("server.body_timeout", a.body_timeout != b.body_timeout),
+        ("server.idle_timeout", a.idle_timeout != b.idle_timeout),
+        (
+            "server.max_connections",
+            a.max_connections != b.max_connections,
+        ),
+        (
+            "server.shutdown_grace",
+            a.shutdown_grace != b.shutdown_grace,
+        ),
+        ("server.drain_delay", a.drain_delay != b.drain_delay),
+        ("store.url", running.store.url != new.store.url),
+        ("inbox", running.inbox != new.inbox),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
