@@ -480,7 +480,8 @@ def bench_postgres(duration, concurrency=64):
                 files = []
                 for i, config in enumerate(configs):
                     f = Path(d) / f"pushes{i}.tsv"
-                    seal_pushes(config, 30_000 * duration // instances, f)
+                    # Enough that wrk never wraps around to send one twice (SQLite takes ~40k/s).
+                    seal_pushes(config, (60_000 if kind == "sqlite" else 30_000) * duration // instances, f)
                     files.append(f)
                 servers = []
                 for config, port in zip(configs, ports):

@@ -1,7 +1,7 @@
 //! `wechat-push config check`: validate a configuration and show what to
 //! enter in WeChat's console.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use wechat_push::config::AppKind;
 use wechat_push::Mode;
@@ -25,6 +25,12 @@ pub fn run(command: ConfigCommand) -> Result<()> {
 
 fn check(args: &ConfigArgs) -> Result<()> {
     let (config, shown) = args.load_showing()?;
+    // As `serve` would at start-up (and a reload does): a key that does not
+    // match its certificate is refused here too.
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
+        wechat_push::tls::CertificateFiles::open(cert, key)
+            .context("server.tls_cert and server.tls_key cannot be used")?;
+    }
     println!(
         "# {}: valid. The effective settings (built-in defaults, then the file, then WECHAT_PUSH_* variables), secrets redacted:\n",
         args.config.display()

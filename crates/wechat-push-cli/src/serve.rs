@@ -18,8 +18,12 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     let config = args.load()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match config.server.log_format {
+        // Fields at the top level of each object, beside `timestamp`,
+        // `level`, `target` and `message`; the push's span as `span`.
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
+            .flatten_event(true)
+            .with_span_list(false)
             .with_writer(|| LossyStdout)
             .with_env_filter(filter)
             .init(),
@@ -82,13 +86,12 @@ async fn reload_on_hangup(
     // Signals arriving during a reload fold into the next one.
     while hangups.recv().await.is_some() {
         tracing::info!(config = %args.config.display(), "SIGHUP: reloading the configuration");
-        let loaded = args
-            .load()
-            .and_then(|config| Ok((rules(&config, &store, &metrics)?, config)));
-        match loaded {
-            Ok((handler, config)) => {
+        match args.load() {
+            Ok(config) => {
                 // Logged and counted by the server.
-                let _ = reloader.reload(config, handler).await;
+                let _ = reloader
+                    .reload(config, |effective| rules(effective, &store, &metrics))
+                    .await;
             }
             Err(e) => {
                 metrics.inc(

@@ -132,6 +132,13 @@ pub struct ServerConfig {
     pub reply_budget: Duration,
     /// How log lines are written: `pretty` (the default) or `json`.
     pub log_format: LogFormat,
+    /// Whether each request gets an access-log line (at `info`, target
+    /// `wechat_push::access`).
+    pub access_log: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR
+    /// ranges); empty: the header is never believed.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// A connection must send a request's whole header within this time
     /// (waiting for the next request on a kept-alive connection counts).
     #[serde(deserialize_with = "duration")]
@@ -416,7 +423,8 @@ pub fn display_url(url: &str) -> String {
     match userinfo {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{}", without_query(host)),
-            None => format!("{scheme}://{userinfo}@{}", without_query(host)),
+            // A user name alone may be the credential (`https://KEY@host`).
+            None => format!("{scheme}://***@{}", without_query(host)),
         },
         None => format!("{scheme}://{}", without_query(rest)),
     }
@@ -541,10 +549,21 @@ impl Config {
                 .map_err(|e| toml_error(&path.display().to_string(), &text, &e))?;
             merge(&mut table, overrides);
         }
-        let vars: Vec<(String, String)> = env
+        let mut vars: Vec<(String, String)> = env
             .into_iter()
             .filter(|(var, _)| var.starts_with(ENV_PREFIX))
             .collect();
+        // In a fixed order, whatever the environment's: `APPS_<i>_APPID`
+        // before the `APP_<APPID>_…` that may look that app up, and a key
+        // set both ways taking the value by appid.
+        vars.sort_by_key(|(var, _)| {
+            let rest = &var[ENV_PREFIX.len()..];
+            (
+                !rest.to_ascii_uppercase().starts_with("APPS_"),
+                rest.to_ascii_uppercase().starts_with("APP_"),
+                var.clone(),
+            )
+        });
         let file_only = table.clone();
         for (var, value) in &vars {
             apply_env(&mut table, var, &var[ENV_PREFIX.len()..], value)?;
@@ -810,8 +829,19 @@ fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<()
     let lower = rest.to_ascii_lowercase();
     // A secret mounted as a file (Docker and Kubernetes secrets, systemd
     // credentials): the key's value is the file's text, less its final
-    // line break. No key of the config ends in `_file`.
+    // line break. Secrets only: `SERVER_TLS_KEY_FILE` would put a private
+    // key where a path belongs (and into errors that quote the path).
     if let Some(key) = lower.strip_suffix("_file") {
+        let secret = SECRET_KEYS
+            .iter()
+            .chain(&["store_url"])
+            .any(|k| key.ends_with(k));
+        if !secret {
+            return Err(err(format!(
+                "_FILE is for secrets only ({}, store_url); set the key itself",
+                SECRET_KEYS.join(", ")
+            )));
+        }
         let text =
             std::fs::read_to_string(value).map_err(|e| err(format!("cannot read {value}: {e}")))?;
         let text = text
@@ -944,6 +974,22 @@ pub(crate) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>
         .collect()
 }
 
+/// Addresses (`10.0.0.1`, a network of one) or CIDR ranges (`10.0.0.0/8`).
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is neither an IP address nor a CIDR range (10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Parse a duration: a number of seconds (`10`), or `humantime`'s spans
 /// (`500ms`, `1.5s`, `5m`, `2h`, `1h30m`, `7d`, `1h 30m`; units `ns`,
 /// `us`, `ms`, `s`, `m`, `h`, `d`, `w` and their long names).
@@ -975,7 +1021,8 @@ mod tests {
                 "postgres://wp:s3cret@db:5432/inbox",
                 "postgres://wp:***@db:5432/inbox",
             ),
-            ("http://token@host/hook", "http://token@host/hook"),
+            // A user name alone may be the credential: it was shown.
+            ("http://token@host/hook", "http://***@host/hook"),
             ("https://host:8443/hook#frag", "https://host:8443/hook"),
             ("http://host/a@b", "http://host/a@b"),
             ("postgres://u:pa/ss@h/db", "postgres://u:***@h/db"),
@@ -1120,6 +1167,28 @@ secret = "whsec_c2VjcmV0"
             e.starts_with("environment variable WECHAT_PUSH_APPS_0_TOKEN_FILE: cannot read /nonexistent/token"),
             "{e}"
         );
+        // A path's key is no secret: its _FILE would put the file's text
+        // (a private key) where the path belongs, and into errors.
+        let e = Config::load(
+            Some(&path),
+            env(&[(
+                "WECHAT_PUSH_SERVER_TLS_KEY_FILE",
+                secret_file.to_str().unwrap(),
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("_FILE is for secrets only"), "{e}");
+        assert!(!e.contains("from-a-file"), "{e}");
+        // By appid wins over by index, whatever the environment's order.
+        for order in [[0, 1], [1, 0]] {
+            let pairs = [
+                ("WECHAT_PUSH_APP_WXBA5FAD812F8E6FB9_TOKEN", "by-appid"),
+                ("WECHAT_PUSH_APPS_1_TOKEN", "by-index"),
+            ];
+            let c = Config::load(Some(&path), env(&[pairs[order[0]], pairs[order[1]]])).unwrap();
+            assert_eq!(c.apps[1].token.expose(), "by-appid");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -12,12 +12,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -95,6 +98,107 @@ impl Drop for Open {
     }
 }
 
+/// The address a request's connection comes from (a proxy's, behind one):
+/// an extension of every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+/// Why a request was refused, in the words of the refusal metric
+/// (`msg_signature_mismatch`): an extension the server sets on a refusal's
+/// response, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal(pub &'static str);
+
+/// The client's address as `X-Forwarded-For` gives it, believed only when
+/// the request comes from a trusted proxy (`server.trusted_proxies`): the
+/// last address in the header that is not a trusted proxy's (each proxy
+/// appends the address it got the request from, so the ones before that
+/// may be anything a client wrote). `None` when the peer is not trusted,
+/// the header is absent, or an entry is not an address.
+pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return None;
+    }
+    let mut earliest = None;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        for item in value.to_str().ok()?.rsplit(',') {
+            let item = item.trim();
+            let ip = item
+                .parse::<IpAddr>()
+                .or_else(|_| item.parse::<SocketAddr>().map(|s| s.ip()))
+                .ok()?;
+            if !is_trusted(&ip) {
+                return Some(ip);
+            }
+            earliest = Some(ip);
+        }
+    }
+    // Trusted all the way: the first proxy's own client.
+    earliest
+}
+
+/// `server.access_log` and `server.trusted_proxies`, for each connection.
+#[derive(Clone)]
+struct AccessLog {
+    enabled: bool,
+    trusted: Arc<Vec<IpNet>>,
+}
+
+/// What the access line of a request in flight knows before its answer.
+struct Request {
+    method: axum::http::Method,
+    path: String,
+    forwarded: Option<IpAddr>,
+    started: Instant,
+}
+
+/// Longest path written to the log: anyone can send a long one.
+const MAX_LOGGED_PATH: usize = 200;
+
+impl AccessLog {
+    fn begin(&self, request: &hyper::Request<Incoming>, peer: SocketAddr) -> Option<Request> {
+        if !self.enabled {
+            return None;
+        }
+        let path = request.uri().path();
+        let end = (0..=path.len().min(MAX_LOGGED_PATH))
+            .rev()
+            .find(|&i| path.is_char_boundary(i))
+            .unwrap_or(0);
+        Some(Request {
+            method: request.method().clone(),
+            path: path[..end].to_owned(),
+            forwarded: forwarded_for(request.headers(), peer.ip(), &self.trusted),
+            started: Instant::now(),
+        })
+    }
+}
+
+impl Request {
+    /// One line at `info`, target `wechat_push::access`.
+    fn end(self, peer: SocketAddr, response: &axum::response::Response) {
+        let appid = self
+            .path
+            .strip_prefix("/wechat/")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|appid| !appid.is_empty() && !appid.contains('/'));
+        let reason = response.extensions().get::<Refusal>().map(|r| r.0);
+        tracing::info!(
+            target: "wechat_push::access",
+            method = %self.method,
+            path = %self.path,
+            status = response.status().as_u16(),
+            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            peer = %peer,
+            forwarded = self.forwarded.map(tracing::field::display),
+            appid,
+            reason,
+            "request"
+        );
+    }
+}
+
 /// When the connection last finished a request, and how many it is serving.
 #[derive(Default)]
 struct Activity {
@@ -127,6 +231,10 @@ pub async fn serve(
     let (refusals, accept_errors) = (Throttle::default(), Throttle::default());
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let access = AccessLog {
+        enabled: config.access_log,
+        trusted: Arc::new(config.trusted_proxies.clone()),
+    };
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -135,8 +243,8 @@ pub async fn serve(
             // Reap finished connections as they end, not at shutdown.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors (or a connection reset before it was
                 // taken): say so, and wait a moment rather than spin.
@@ -168,7 +276,7 @@ pub async fn serve(
         let router = router.clone();
         let (header, idle) = (config.header_timeout, config.idle_timeout);
         let (metrics, stopping) = (metrics.clone(), stopping.clone());
-        let tls = tls.clone();
+        let (tls, access) = (tls.clone(), access.clone());
         connections.spawn(async move {
             let _open = Open::new(metrics);
             let _ = stream.set_nodelay(true);
@@ -176,11 +284,13 @@ pub async fn serve(
                 // The handshake counts as reading the header: a client that
                 // stalls in it is cut off as one that stalls in its header.
                 Some(tls) => match tokio::time::timeout(header, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => connection(stream, router, header, idle, stopping).await,
+                    Ok(Ok(stream)) => {
+                        connection(stream, peer, router, access, header, idle, stopping).await
+                    }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake not done within the header timeout"),
                 },
-                None => connection(stream, router, header, idle, stopping).await,
+                None => connection(stream, peer, router, access, header, idle, stopping).await,
             }
             drop(slot);
         });
@@ -207,7 +317,9 @@ pub async fn serve(
 /// or when shutdown is asked for (after its request in flight, if any).
 async fn connection<S>(
     stream: S,
+    peer: SocketAddr,
     router: axum::Router,
+    access: AccessLog,
     header_timeout: Duration,
     idle_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
@@ -218,12 +330,17 @@ async fn connection<S>(
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let mut router = router.clone();
             let activity = activity.clone();
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            let logged = access.begin(&request, peer);
+            request.extensions_mut().insert(Peer(peer));
             async move {
                 let response = router.call(request).await;
+                if let (Some(logged), Ok(response)) = (logged, &response) {
+                    logged.end(peer, response);
+                }
                 let now = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
                 activity.last_ms.store(now, Ordering::Relaxed);
                 activity.in_flight.fetch_sub(1, Ordering::Relaxed);

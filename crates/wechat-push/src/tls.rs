@@ -151,8 +151,12 @@ impl CertificateFiles {
         match load(&cert, &key) {
             Ok(loaded) => {
                 if let Ok(mut current) = self.current.write() {
-                    *current = loaded;
-                    tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
+                    // A reload may have pointed at other files meanwhile:
+                    // those stand.
+                    if current.cert == cert && current.key_file == key {
+                        *current = loaded;
+                        tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
+                    }
                 }
             }
             Err(e) => {

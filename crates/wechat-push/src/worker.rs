@@ -10,6 +10,7 @@
 //! to the inbox unhandled.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -386,6 +387,10 @@ impl Drop for Slot {
     }
 }
 
+/// How long a push stored claimed waits for a worker slot that other
+/// pushes took during its insert, before going back to the inbox.
+const MAX_SLOT_WAIT: Duration = Duration::from_millis(250);
+
 /// The workers: at most `inbox.workers` handlers at once, started by the
 /// server (a push it stored already claimed while a slot was free: no claim
 /// statement, no second parse) and by `Pool::run` (pushes claimed from the
@@ -398,6 +403,9 @@ pub struct Pool {
     notify: Arc<Notify>,
     slots: Slots,
     in_flight: Arc<Mutex<HashSet<Claim>>>,
+    /// Set when the drain begins: a push still waiting for a slot then goes
+    /// back to the inbox instead of starting (the drain gives it back too).
+    stopping: Arc<AtomicBool>,
 }
 
 impl Pool {
@@ -409,6 +417,7 @@ impl Pool {
             notify: Arc::new(Notify::new()),
             slots: Slots::new(size),
             in_flight: Arc::default(),
+            stopping: Arc::default(),
         }
     }
 
@@ -482,21 +491,27 @@ impl Pool {
             match self.try_slot() {
                 Some(slot) => self.start(slot, stored, Some(message)),
                 // Other pushes took the free slots during the insert: this
-                // one waits for the next, claimed, as long as its lease
-                // still covers a handler's run after it; past that it goes
-                // back to the inbox, for this or another instance to claim.
+                // one waits a moment for the next, claimed; then (or when
+                // a shutdown has begun, or its lease would no longer cover
+                // a handler's run) it goes back to the inbox, for this or
+                // another instance to claim.
                 None => {
                     let claim = stored.claim();
                     self.track(claim);
                     let pool = self.clone();
-                    let patience = processor
-                        .config
-                        .lease
-                        .saturating_sub(processor.config.handler_timeout);
+                    let lease_left = claim_until
+                        .map_or(0, |until| until - now_ms())
+                        .saturating_sub(
+                            i64::try_from(processor.config.handler_timeout.as_millis())
+                                .unwrap_or(i64::MAX),
+                        );
+                    let patience = MAX_SLOT_WAIT.min(Duration::from_millis(
+                        u64::try_from(lease_left).unwrap_or(0),
+                    ));
                     tokio::spawn(
                         async move {
                             match tokio::time::timeout(patience, pool.slots.acquire()).await {
-                                Ok(Some(permit)) => {
+                                Ok(Some(permit)) if !pool.stopping.load(Ordering::SeqCst) => {
                                     pool.start(pool.slot(permit), stored, Some(message));
                                 }
                                 _ => {
@@ -641,6 +656,7 @@ impl Pool {
 
     /// Wait for in-flight handlers within the grace period; give back the rest.
     async fn drain(&self, deadline: tokio::time::Instant) {
+        self.stopping.store(true, Ordering::SeqCst);
         if self.slots.drain(deadline).await {
             return;
         }

@@ -344,6 +344,7 @@ async fn the_nginx_recipe_terminates_tls_in_front_of_serve() {
     };
     let dir = temp_dir("nginx");
     let config = write_config(&dir, 2);
+    with_server_lines(&config, "trusted_proxies = [\"127.0.0.1\"]");
     let server = start(&config, &[]);
     let (cert, key) = self_signed();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -409,6 +410,11 @@ async fn the_nginx_recipe_terminates_tls_in_front_of_serve() {
     let (ok, out) = simulate_https(&url, &cert_path);
     assert!(ok, "{out}");
     assert!(out.contains("success"), "{out}");
+    // nginx is trusted: the access line names the client behind it.
+    let line = server.wait_log("wechat_push::access");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 200, "{line}");
+    assert_eq!(v["forwarded"], "127.0.0.1", "{line}");
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
         .build()
@@ -495,4 +501,79 @@ async fn the_start_up_line_names_version_store_and_push_urls() {
         line.contains(&format!("http://{}/wechat/{}", server.addr, super::APPID)),
         "{line}"
     );
+}
+
+/// One access-log line per request: method, path without its query,
+/// status, latency, peer, the client behind a trusted proxy, appid and the
+/// refusal reason. `X-Forwarded-For` is believed only from
+/// `server.trusted_proxies`; `access_log = false` writes none.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_gets_an_access_line_and_forwarded_addresses_only_from_trusted_proxies() {
+    let access_lines = |lines: Vec<String>| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "wechat_push::access")
+            .collect()
+    };
+    let client = reqwest::Client::new();
+    let refused_url = |addr: &str| {
+        format!(
+            "http://{addr}/wechat/{}?signature=s3cr3tq&timestamp=1&nonce=1&msg_signature=0000&encrypt_type=aes",
+            super::APPID
+        )
+    };
+    for (trusted, expected) in [
+        (Some("[\"127.0.0.0/8\"]"), Some("203.0.113.9")),
+        (None, None),
+    ] {
+        let dir = temp_dir("access-log");
+        let config = write_config(&dir, 2);
+        if let Some(trusted) = trusted {
+            with_server_lines(&config, &format!("trusted_proxies = {trusted}"));
+        }
+        let server = start(&config, &[]);
+        let r = client
+            .post(refused_url(&server.addr))
+            .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+            .body(r#"{"ToUserName":"gh","Encrypt":"abc="}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(send_text(&server.addr, 7, "hi").await.0, 200);
+        let lines = access_lines(server.drain_logs());
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let (refused, stored) = (&lines[0], &lines[1]);
+        assert_eq!(refused["method"], "POST");
+        assert_eq!(refused["path"], format!("/wechat/{}", super::APPID));
+        assert_eq!(refused["status"], 401);
+        assert_eq!(refused["appid"], super::APPID);
+        assert_eq!(refused["reason"], "msg_signature_mismatch");
+        assert!(refused["latency_ms"].as_f64().unwrap() >= 0.0);
+        assert!(refused["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert_eq!(refused["forwarded"].as_str(), expected, "{refused}");
+        assert!(!refused.to_string().contains("s3cr3tq"), "{refused}");
+        assert_eq!(stored["status"], 200);
+        assert!(stored.get("reason").is_none(), "{stored}");
+    }
+
+    let dir = temp_dir("access-log-off");
+    let config = write_config(&dir, 2);
+    with_server_lines(&config, "access_log = false");
+    let server = start(&config, &[]);
+    assert_eq!(send_text(&server.addr, 8, "hi").await.0, 200);
+    let r = client
+        .post(refused_url(&server.addr))
+        .body(r#"{"ToUserName":"gh","Encrypt":"abc="}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let lines = server.drain_logs();
+    assert!(
+        lines.iter().any(|l| l.contains("\"refused\"")),
+        "the refusal is still logged: {lines:?}"
+    );
+    assert!(access_lines(lines.clone()).is_empty(), "{lines:?}");
 }

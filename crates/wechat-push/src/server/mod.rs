@@ -186,7 +186,7 @@ pub struct Application {
     /// `store.url` as shown in the start-up line: without credentials.
     store_url: String,
     /// The configuration in force, for telling what a reload changes.
-    config: Config,
+    running: reload::Running,
     /// `server.tls_cert` and `tls_key`, which a reload may point elsewhere.
     certificates: Option<Arc<crate::tls::CertificateFiles>>,
     reloads: reload::Requests,
@@ -261,7 +261,8 @@ impl Application {
             ),
             None => None,
         };
-        let (reloader, reloads) = reload::channel(store.clone(), metrics.clone());
+        let running: reload::Running = Arc::new(std::sync::Mutex::new(config.clone()));
+        let (reloader, reloads) = reload::channel(store.clone(), metrics.clone(), running.clone());
         Ok(Application {
             listener,
             tls,
@@ -278,7 +279,7 @@ impl Application {
             retention: config.inbox.retention,
             forwarder,
             store_url: crate::config::display_url(&config.store.url),
-            config,
+            running,
             certificates,
             reloads,
             reloader,
@@ -332,7 +333,7 @@ impl Application {
         let reloads = tokio::spawn(
             reload::Task {
                 shared: shared.clone(),
-                config: self.config,
+                running: self.running,
                 certificates: self.certificates,
                 forwarder: self.forwarder,
                 grace,
@@ -528,12 +529,17 @@ impl PushError {
 impl IntoResponse for PushError {
     fn into_response(self) -> Response {
         let text = crate::display_chain(&self);
-        (
+        let mut response = (
             self.status(),
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             text,
         )
-            .into_response()
+            .into_response();
+        // For the access log's line.
+        response
+            .extensions_mut()
+            .insert(crate::listener::Refusal(self.reason()));
+        response
     }
 }
 

@@ -12,7 +12,7 @@
 //! other `[server]` keys) are named in [`Reloaded::restart_needed`] and
 //! keep their running values.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -36,6 +36,9 @@ pub enum ReloadError {
     /// The new certificate or key cannot be used.
     #[error("cannot use the new TLS certificate")]
     Tls(#[from] TlsError),
+    /// The handler of the new configuration could not be built.
+    #[error("cannot build the handler of the new configuration")]
+    Handler(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The server has stopped: there is nothing to reload.
     #[error("the server has stopped")]
     Stopped,
@@ -53,11 +56,17 @@ pub struct Reloaded {
 
 /// A new configuration, built and ready to put in force.
 pub(super) struct Request {
+    /// The new configuration, its restart-only keys set to the running values.
     config: Config,
+    restart_needed: Vec<&'static str>,
     handling: Handling,
     forwarder: Option<Arc<Forwarder>>,
     done: oneshot::Sender<Result<Reloaded, ReloadError>>,
 }
+
+/// The configuration in force, shared by the [`Reloader`]s and the task
+/// that applies them.
+pub(super) type Running = Arc<Mutex<Config>>;
 
 pub(super) type Requests = mpsc::Receiver<Request>;
 
@@ -68,6 +77,7 @@ pub struct Reloader {
     requests: mpsc::Sender<Request>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    running: Running,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -76,32 +86,43 @@ impl std::fmt::Debug for Reloader {
     }
 }
 
-pub(super) fn channel(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> (Reloader, Requests) {
+pub(super) fn channel(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    running: Running,
+) -> (Reloader, Requests) {
     let (requests, rx) = mpsc::channel(1);
     (
         Reloader {
             requests,
             store,
             metrics,
+            running,
         },
         rx,
     )
 }
 
 impl Reloader {
-    /// Put `config` in force with `handler` (built for it: the rules of the
-    /// new configuration), as [`Application::build`](super::Application::build)
-    /// would have. Logged, and counted in
-    /// `wechat_push_config_reloads_total{outcome="applied"|"refused"}`.
+    /// Put `config` in force with the handler `make_handler` builds for it
+    /// (the rules of the new configuration), as
+    /// [`Application::build`](super::Application::build) would have.
+    /// `make_handler` gets the configuration as it will run: `config` with
+    /// the restart-only keys at their running values. Logged, and counted
+    /// in `wechat_push_config_reloads_total{outcome="applied"|"refused"}`.
     ///
     /// # Errors
     /// [`ReloadError`]: nothing was replaced.
-    pub async fn reload(
+    pub async fn reload<H, E>(
         &self,
         config: Config,
-        handler: impl Handler,
-    ) -> Result<Reloaded, ReloadError> {
-        let result = self.apply(config, handler).await;
+        make_handler: impl FnOnce(&Config) -> Result<H, E>,
+    ) -> Result<Reloaded, ReloadError>
+    where
+        H: Handler,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let result = self.apply(config, make_handler).await;
         match &result {
             Ok(reloaded) => {
                 self.metrics
@@ -128,13 +149,37 @@ impl Reloader {
         result
     }
 
-    async fn apply(&self, config: Config, handler: impl Handler) -> Result<Reloaded, ReloadError> {
+    async fn apply<H, E>(
+        &self,
+        mut config: Config,
+        make_handler: impl FnOnce(&Config) -> Result<H, E>,
+    ) -> Result<Reloaded, ReloadError>
+    where
+        H: Handler,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let running = match self.running.lock() {
+            Ok(running) => running.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let restart_needed = restart_needed(&running, &config);
+        // Checked and built as it will run: a passive rule is refused under
+        // the running `inbox.workers = 0` even if the new file raises it.
+        let (tls_cert, tls_key) = (config.server.tls_cert.take(), config.server.tls_key.take());
+        config.server = running.server.clone();
+        if running.server.tls_cert.is_some() && tls_cert.is_some() {
+            (config.server.tls_cert, config.server.tls_key) = (tls_cert, tls_key);
+        }
+        config.store = running.store.clone();
+        config.inbox = running.inbox.clone();
         config.validate()?;
+        let handler = make_handler(&config).map_err(|e| ReloadError::Handler(e.into()))?;
         let (handling, forwarder) = handling(&config, &self.store, &self.metrics, handler)?;
         let (done, reloaded) = oneshot::channel();
         self.requests
             .send(Request {
                 config,
+                restart_needed,
                 handling,
                 forwarder,
                 done,
@@ -146,15 +191,15 @@ impl Reloader {
 }
 
 /// A forwarder running under one configuration.
-struct Running {
+struct RunningForwarder {
     stop: watch::Sender<Option<tokio::time::Instant>>,
     task: JoinHandle<()>,
 }
 
-impl Running {
-    fn start(forwarder: Arc<Forwarder>) -> Running {
+impl RunningForwarder {
+    fn start(forwarder: Arc<Forwarder>) -> RunningForwarder {
         let (stop, until) = watch::channel(None);
-        Running {
+        RunningForwarder {
             stop,
             task: tokio::spawn(forwarder.run(until)),
         }
@@ -166,7 +211,7 @@ impl Running {
 pub(super) struct Task {
     pub(super) shared: Arc<Shared>,
     /// The configuration in force (the restart-only keys as started).
-    pub(super) config: Config,
+    pub(super) running: Running,
     pub(super) certificates: Option<Arc<CertificateFiles>>,
     pub(super) forwarder: Option<Arc<Forwarder>>,
     /// `server.shutdown_grace`: how long a replaced forwarder's deliveries
@@ -177,7 +222,7 @@ pub(super) struct Task {
 impl Task {
     /// Until `shutdown` gives a deadline; then the forwarders get until it.
     pub(super) async fn run(mut self, mut requests: Requests, mut shutdown: Stop) {
-        let mut current = self.forwarder.take().map(Running::start);
+        let mut current = self.forwarder.take().map(RunningForwarder::start);
         let mut replaced: Vec<JoinHandle<()>> = Vec::new();
         let mut open = true;
         loop {
@@ -188,9 +233,10 @@ impl Task {
                 changed = shutdown.changed() => if changed.is_err() { break },
                 request = requests.recv(), if open => match request {
                     Some(request) => {
-                        let result = self.apply(request.config, request.handling);
+                        let result =
+                            self.apply(request.config, request.restart_needed, request.handling);
                         if result.is_ok() {
-                            let new = request.forwarder.map(Running::start);
+                            let new = request.forwarder.map(RunningForwarder::start);
                             if let Some(old) = std::mem::replace(&mut current, new) {
                                 let deadline = tokio::time::Instant::now() + self.grace;
                                 let _ = old.stop.send(Some(deadline));
@@ -216,10 +262,13 @@ impl Task {
 
     /// Replace the certificate, the apps and the handling; the caller
     /// replaces the forwarder.
-    fn apply(&mut self, config: Config, handling: Handling) -> Result<Reloaded, ReloadError> {
-        let restart_needed = restart_needed(&self.config, &config);
-        // `server.max_body` is a restart-only key: the apps keep the running one.
-        let apps = Apps::new(&config, self.config.server.max_body)?;
+    fn apply(
+        &mut self,
+        config: Config,
+        restart_needed: Vec<&'static str>,
+        handling: Handling,
+    ) -> Result<Reloaded, ReloadError> {
+        let apps = Apps::new(&config, config.server.max_body)?;
         // The last step that can fail: a certificate refused leaves
         // everything as it was.
         if let (Some(files), Some(cert), Some(key)) = (
@@ -231,15 +280,13 @@ impl Task {
             tracing::info!(cert = %cert.display(), "TLS certificate loaded");
         }
         let count = apps.by_appid.len();
-        self.shared.replace_apps(apps);
+        // The handler first: a push of an app added now is accepted only
+        // once the apps are replaced, and then finds a handler that knows it.
         self.shared.pool.processor().handling.replace(handling);
-        // What was applied becomes the running configuration; the
-        // restart-only keys keep their running values.
-        self.config.apps = config.apps;
-        self.config.wechat = config.wechat;
-        if self.certificates.is_some() {
-            self.config.server.tls_cert = config.server.tls_cert;
-            self.config.server.tls_key = config.server.tls_key;
+        self.shared.replace_apps(apps);
+        match self.running.lock() {
+            Ok(mut running) => *running = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
         }
         Ok(Reloaded {
             apps: count,
@@ -265,6 +312,11 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         ("server.max_body", a.max_body != b.max_body),
         ("server.reply_budget", a.reply_budget != b.reply_budget),
         ("server.log_format", a.log_format != b.log_format),
+        ("server.access_log", a.access_log != b.access_log),
+        (
+            "server.trusted_proxies",
+            a.trusted_proxies != b.trusted_proxies,
+        ),
         (
             "server.header_timeout",
             a.header_timeout != b.header_timeout,
