@@ -392,6 +392,118 @@ def bench_open_loop(rate, duration, before=None):
     return results
 
 
+def fill_done_pushes(db, n):
+    """`n` done pushes in the SQLite store at `db` (its schema made by `store migrate`)."""
+    now = int(time.time() * 1000)
+    body = b'{"ToUserName":"gh_bench","FromUserName":"oBench","CreateTime":1,"MsgType":"text","Content":"x"}'
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, body, received_at, "
+            "status, attempts, due_at, finished_at) VALUES (?, ?, 'text', 'oBench', 1, 'json', ?, ?, 'done', 1, ?, ?)",
+            ((APPID, f"m:oBench:{i}:{i:032x}", body, now, now, now) for i in range(n)),
+        )
+
+
+def bench_scrape(rate, duration, stored=1_000_000):
+    """Ack latency and /healthz latency under open-loop load with 1M pushes stored, with and without a
+    /metrics scrape every second; each variant twice, alternating, each on a fresh copy of the store."""
+    import threading
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        port = free_port()
+        config = write_config(d, port)
+        run([BIN, "store", "migrate", "--config", config], cwd=ROOT)
+        template = Path(d) / "template.db"
+        fill_done_pushes(Path(d) / "inbox.db", stored)
+        shutil.copy(Path(d) / "inbox.db", template)
+        pushes = Path(d) / "pushes.tsv"
+        seal_pushes(config, rate * duration + rate, pushes)
+        for run_no, scraping in [(1, False), (1, True), (2, False), (2, True)]:
+            for f in ("inbox.db", "inbox.db-wal", "inbox.db-shm"):
+                (Path(d) / f).unlink(missing_ok=True)
+            shutil.copy(template, Path(d) / "inbox.db")
+            server = Server([BIN, "serve", "--config", config], port)
+            health, scrapes, stop = [], [], threading.Event()
+
+            def poll(path, every, out):
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                            r.read()
+                        out.append((time.perf_counter() - t0) * 1000)
+                    except OSError:
+                        out.append(float("inf"))
+                    stop.wait(every)
+
+            threads = [threading.Thread(target=poll, args=("/healthz", 0.1, health))]
+            if scraping:
+                threads.append(threading.Thread(target=poll, args=("/metrics", 1.0, scrapes)))
+            try:
+                for t in threads:
+                    t.start()
+                cmd = ["taskset", "-c", "1", str(OPEN_LOOP), f"http://127.0.0.1:{port}", str(pushes),
+                       str(rate), str(duration), "64"]
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                stop.set()
+                for t in threads:
+                    t.join()
+                if not out.stdout.strip():
+                    raise RuntimeError(f"open-loop generator failed: {out.stderr}")
+                report = json.loads(out.stdout)
+            finally:
+                stop.set()
+                server.stop()
+            pct = lambda xs, q: sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+            row = {"run": run_no, "scraping": scraping, "stored_before": stored, "rate": rate,
+                   "ack_p50_ms": report["p50_ms"], "ack_p99_ms": report["p99_ms"], "ack_max_ms": report["max_ms"],
+                   "errors": report["errors"], "healthz_p50_ms": pct(health, 0.5), "healthz_p99_ms": pct(health, 0.99),
+                   "healthz_n": len(health), "scrape_p50_ms": pct(scrapes, 0.5), "scrape_max_ms": max(scrapes, default=float("nan")),
+                   "scrapes": len(scrapes)}
+            log(f"scrape bench run {run_no} {'with' if scraping else 'without'} scrapes: ack p99 {row['ack_p99_ms']:.2f} ms, "
+                f"/healthz p99 {row['healthz_p99_ms']:.2f} ms, scrape p50 {row['scrape_p50_ms']:.1f} ms ({row['scrapes']})")
+            results.append(row)
+    return results
+
+
+def render_scrape(rows):
+    if not rows:
+        return []
+    med = lambda xs: statistics.median(xs)
+    def side(scraping, key):
+        return med([r[key] for r in rows if r["scraping"] == scraping])
+    out = [
+        "",
+        "## `/metrics` with a million pushes stored",
+        "",
+        f"`serve` (one core) with {rows[0]['stored_before']:,} done pushes stored before the run, taking "
+        f"{rows[0]['rate']:,} pushes/s in an open loop, `/healthz` polled every 100 ms; with and without a `/metrics` "
+        "scrape every second, alternating, each run on a fresh copy of the store. Medians of the runs.",
+        "",
+        "| | ack p50 | ack p99 | ack max | `/healthz` p50 | `/healthz` p99 | scrape p50 | slowest scrape | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scraping in (False, True):
+        rs = [r for r in rows if r["scraping"] == scraping]
+        out.append(
+            f"| {'scraped every second' if scraping else 'no scrapes'} | {side(scraping, 'ack_p50_ms'):.2f} ms | "
+            f"{side(scraping, 'ack_p99_ms'):.2f} ms | {side(scraping, 'ack_max_ms'):.1f} ms | "
+            f"{side(scraping, 'healthz_p50_ms'):.2f} ms | {side(scraping, 'healthz_p99_ms'):.2f} ms | "
+            + (f"{side(True, 'scrape_p50_ms'):.1f} ms | {max(r['scrape_max_ms'] for r in rs):.1f} ms | " if scraping else "— | — | ")
+            + f"{sum(r['errors'] for r in rs)} |"
+        )
+    ack = side(True, "ack_p99_ms") / side(False, "ack_p99_ms")
+    health = side(True, "healthz_p99_ms") / side(False, "healthz_p99_ms")
+    out += [
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        f"| ack p99 with scrapes within 10% of without | {ack:.2f}× | {'yes' if ack <= 1.10 else '**no**'} |",
+        f"| `/healthz` p99 with scrapes within 10% of without | {health:.2f}× | {'yes' if health <= 1.10 else '**no**'} |",
+    ]
+    return out
+
+
 def ack_percentiles(metrics_text):
     """Upper bounds of the p50/p99/p99.9 of `wechat_push_ack_seconds` (the server's own view), in ms."""
     rows = []
@@ -885,6 +997,7 @@ def render(results):
     )
     out += ["", note]
     out += render_postgres(results.get("postgres") or [])
+    out += render_scrape(results.get("scrape") or [])
     out += [
         "",
         "## Server: how cost grows with configured apps",
@@ -921,7 +1034,7 @@ def main():
     ap.add_argument("--before", metavar="REV", help="also measure `serve` as built from git revision REV")
     ap.add_argument("--only", metavar="SECTIONS",
                     help="run only these sections (comma-separated: pipeline, pipeline_peers, servers, "
-                         "fsync_floor, open_loop, postgres, apps) and keep the others from bench/results.json")
+                         "fsync_floor, open_loop, postgres, apps, scrape) and keep the others from bench/results.json")
     args = ap.parse_args()
     if shutil.which("taskset") is None:
         sys.exit("taskset (util-linux) is required to pin server and load generator to cores")
@@ -940,6 +1053,7 @@ def main():
         "open_loop": lambda: bench_open_loop(args.rate, 10 if args.quick else args.open_loop_seconds, before),
         "postgres": lambda: bench_postgres(duration),
         "apps": lambda: bench_apps(max(2, duration // 2), [1, 10, 100]),
+        "scrape": lambda: bench_scrape(5_000, 5 if args.quick else 30, 20_000 if args.quick else 1_000_000),
     }
     only = [x.strip() for x in args.only.split(",")] if args.only else list(sections)
     unknown = [x for x in only if x not in sections]

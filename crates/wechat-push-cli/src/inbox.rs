@@ -14,7 +14,9 @@ use wechat_push::protocol::wire;
 
 use wechat_push::api::WechatApi;
 use wechat_push::outbox::Outbox;
-use wechat_push::store::{AnswerStatus, DeliveryStatus, ListFilter, Status, Store, StoredPush};
+use wechat_push::store::{
+    AnswerRecord, AnswerStatus, Delivery, DeliveryStatus, ListFilter, Status, Store, StoredPush,
+};
 
 use crate::ConfigArgs;
 
@@ -24,7 +26,7 @@ pub enum InboxCommand {
     /// List stored pushes, newest first.
     List(ListArgs),
     /// Print one push whole, with its decrypted body.
-    Show(KeyArgs),
+    Show(ShowArgs),
     /// Re-queue a dead push, and the dead deliveries of a push.
     Retry(KeyArgs),
 }
@@ -58,6 +60,16 @@ pub struct KeyArgs {
     key: String,
 }
 
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    /// One JSON object per push (times in RFC 3339, as in webhooks), with
+    /// its answers and deliveries.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Run one `inbox` subcommand.
 pub fn run(cmd: InboxCommand) -> Result<()> {
     crate::block_on(crate::Threads::One, async move {
@@ -70,7 +82,7 @@ pub fn run(cmd: InboxCommand) -> Result<()> {
 }
 
 async fn open(config: &ConfigArgs) -> Result<Arc<dyn Store>> {
-    crate::open_store(&config.load()?).await
+    crate::open_existing_store(&config.load()?).await
 }
 
 async fn list(a: ListArgs) -> Result<()> {
@@ -87,39 +99,43 @@ async fn list(a: ListArgs) -> Result<()> {
         }
         return Ok(());
     }
-    // Columns as wide as their longest value: keys end in a 32-digit digest.
-    let key_width = pushes
-        .iter()
-        .map(|p| p.dedup_key.as_str().chars().count())
-        .max()
-        .unwrap_or(0)
-        .max("DEDUP KEY".len());
-    let kind_width = pushes
-        .iter()
-        .map(|p| p.kind.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max("KIND".len());
-    println!(
-        "{:<20}  {:<18}  {:<key_width$}  {:<kind_width$}  {:<7}  {:>3}  FROM",
-        "RECEIVED", "APPID", "DEDUP KEY", "KIND", "STATUS", "TRY"
-    );
+    // Columns as wide as their longest value (keys end in a 32-digit
+    // digest; kinds and openids vary), by display width: no wrapping, so
+    // that a row stays one line for grep.
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header([
+            "RECEIVED",
+            "APPID",
+            "DEDUP KEY",
+            "KIND",
+            "STATUS",
+            "TRY",
+            "FROM",
+        ]);
     for p in &pushes {
-        println!(
-            "{:<20}  {:<18}  {:<key_width$}  {:<kind_width$}  {:<7}  {:>3}  {}",
+        table.add_row([
             p.received_at.to_rfc3339(),
-            p.appid,
-            p.dedup_key,
-            p.kind,
-            p.status,
-            p.attempts,
-            p.from
-        );
+            p.appid.clone(),
+            p.dedup_key.to_string(),
+            p.kind.clone(),
+            p.status.to_string(),
+            p.attempts.to_string(),
+            p.from.to_string(),
+        ]);
+    }
+    if let Some(column) = table.column_mut(5) {
+        column.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    for line in table.lines() {
+        println!("{}", line.trim_end());
     }
     Ok(())
 }
 
-async fn show(a: KeyArgs) -> Result<()> {
+async fn show(show: ShowArgs) -> Result<()> {
+    let a = show.key;
     let store = open(&a.config).await?;
     let pushes: Vec<StoredPush> = store
         .get(a.key.clone())
@@ -129,6 +145,14 @@ async fn show(a: KeyArgs) -> Result<()> {
         .collect();
     if pushes.is_empty() {
         bail!("no stored push has the dedup key {}", a.key);
+    }
+    if show.json {
+        for p in pushes {
+            let answers = store.answers(p.id).await?;
+            let deliveries = store.deliveries(p.id).await?;
+            println!("{}", show_json(&p, &answers, &deliveries));
+        }
+        return Ok(());
     }
     for p in pushes {
         println!("appid:       {}", p.appid);
@@ -190,6 +214,57 @@ async fn show(a: KeyArgs) -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// One push as `inbox show --json` prints it.
+fn show_json(
+    p: &StoredPush,
+    answers: &[AnswerRecord],
+    deliveries: &[Delivery],
+) -> serde_json::Value {
+    let rfc3339 = |m: Millis| m.to_rfc3339();
+    // The body as JSON where it is JSON (the wire reader keeps wide
+    // integers' digits), else as its text (XML).
+    let body = |bytes: &[u8]| {
+        let limits = wire::Limits {
+            max_body: usize::MAX,
+            ..wire::Limits::default()
+        };
+        wire::parse_json(bytes, &limits)
+            .ok()
+            .and_then(|fields| serde_json::to_value(fields).ok())
+            .unwrap_or_else(|| serde_json::Value::from(String::from_utf8_lossy(bytes).into_owned()))
+    };
+    serde_json::json!({
+        "appid": p.appid,
+        "dedup_key": p.dedup_key.as_str(),
+        "kind": p.kind,
+        "from": p.from.to_string(),
+        "create_time": Millis(p.create_time.saturating_mul(1000)).to_rfc3339(),
+        "received_at": rfc3339(p.received_at),
+        "status": p.status.to_string(),
+        "attempts": p.attempts,
+        "finished_at": p.finished_at.map(rfc3339),
+        "last_error": p.last_error,
+        "format": p.format.to_string(),
+        "body": body(&p.body),
+        "passive_reply": p.reply.as_deref().map(body),
+        "answers": answers.iter().map(|a| serde_json::json!({
+            "seq": a.seq + 1,
+            "source": a.source,
+            "msgtype": a.msgtype,
+            "status": format!("{:?}", a.status).to_lowercase(),
+            "error": a.error,
+            "updated_at": rfc3339(a.updated_at),
+        })).collect::<Vec<_>>(),
+        "deliveries": deliveries.iter().map(|d| serde_json::json!({
+            "target": display_url(&d.target),
+            "status": d.status.to_string(),
+            "attempts": d.attempts,
+            "last_error": d.last_error,
+            "updated_at": rfc3339(d.updated_at),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// A JSON body indented, every number with the digits WeChat sent (the

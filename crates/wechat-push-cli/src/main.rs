@@ -121,6 +121,28 @@ async fn open_store(config: &wechat_push::Config) -> Result<std::sync::Arc<dyn S
     })
 }
 
+/// Open the store for a command that reads it (`inbox`, `token`): a SQLite
+/// file that is not there is an error, not an empty store made on the spot
+/// (a wrong `--config`, or a relative `store.url` run from another
+/// directory, used to print an empty table).
+async fn open_existing_store(config: &wechat_push::Config) -> Result<std::sync::Arc<dyn Store>> {
+    if let wechat_push::config::StoreLocation::Sqlite(path) = config.store.location()? {
+        if !path.exists() {
+            let shown = match std::env::current_dir() {
+                Ok(dir) if path.is_relative() => dir.join(&path),
+                _ => path.clone(),
+            };
+            bail!(
+                "no store at {} (store.url = {:?}; a relative path is taken from the current \
+                 directory): run this where `wechat-push serve` runs, with its config",
+                shown.display(),
+                wechat_push::config::display_url(&config.store.url)
+            );
+        }
+    }
+    open_store(config).await
+}
+
 /// Run `work` to completion on a new Tokio runtime.
 fn block_on<T>(threads: Threads, work: impl Future<Output = Result<T>>) -> Result<T> {
     let mut builder = match threads {

@@ -73,12 +73,16 @@ pub struct TargetArgs {
     /// The kind of app, which decides the passive replies allowed [default: mini-program].
     #[arg(long, value_enum)]
     kind: Option<KindArg>,
-    /// Take token, key, mode, format and kind of this app from --config.
+    /// Take token, key, mode, format and kind of this app from --config
+    /// (not needed when the config has one app).
     #[arg(long, requires = "config")]
     app: Option<String>,
-    /// A wechat-push config file, for --app.
-    #[arg(long, requires = "app")]
+    /// A wechat-push config file: the app's settings and the server's URL.
+    #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Print the outcome as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
     /// Deliver as WeChat Cloud Run's gateway does: plaintext and unsigned,
     /// with x-wx-source, x-wx-appid and x-wx-openid headers instead of a query.
     #[arg(long)]
@@ -145,9 +149,6 @@ pub struct LoadArgs {
     /// How long to run.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
-    /// Print the closing report as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Run one `simulate` subcommand.
@@ -162,18 +163,36 @@ pub fn run(cmd: SimulateCommand) -> Result<()> {
 }
 
 fn simulator(t: &TargetArgs) -> Result<Simulator> {
-    let from_config = match (&t.app, &t.config) {
-        (Some(appid), Some(path)) => {
+    let from_config = match &t.config {
+        Some(path) => {
             let config = Config::load(Some(path), std::env::vars())
                 .with_context(|| format!("invalid configuration in {}", path.display()))?;
-            let Some((index, app)) = config
-                .apps
-                .iter()
-                .enumerate()
-                .find(|(_, a)| &a.appid == appid)
-            else {
-                bail!("no app {appid} in {}", path.display());
+            let found = match &t.app {
+                Some(appid) => config
+                    .apps
+                    .iter()
+                    .enumerate()
+                    .find(|(_, a)| &a.appid == appid),
+                // The only app needs no naming.
+                None if config.apps.len() == 1 => config.apps.iter().enumerate().next(),
+                None => {
+                    let appids: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
+                    bail!(
+                        "{} has {} apps: pick one with --app ({})",
+                        path.display(),
+                        appids.len(),
+                        appids.join(", ")
+                    );
+                }
             };
+            let Some((index, app)) = found else {
+                bail!(
+                    "no app {} in {}",
+                    t.app.as_deref().unwrap_or_default(),
+                    path.display()
+                );
+            };
+            let appid = &app.appid;
             let crypto = app.crypto(index)?.require_encryption(false);
             let url = format!("http://{}/wechat/{appid}", config.server.listen);
             let answers = DocumentedAnswers::new(app.answers.clone());
@@ -207,11 +226,8 @@ fn simulator(t: &TargetArgs) -> Result<Simulator> {
             let token = t
                 .token
                 .clone()
-                .context("--token is required (or --app with --config)")?;
-            let url = t
-                .url
-                .clone()
-                .context("--url is required (or --app with --config)")?;
+                .context("--token is required (or --config)")?;
+            let url = t.url.clone().context("--url is required (or --config)")?;
             let mode = mode.unwrap_or(Mode::Plaintext);
             let keys = match &t.aes_key {
                 Some(k) => Some(KeyRing::new(
@@ -259,6 +275,18 @@ fn simulator(t: &TargetArgs) -> Result<Simulator> {
 async fn verify_url(t: TargetArgs) -> Result<()> {
     let sim = simulator(&t)?;
     let (echostr, verdict) = sim.verify_url(now_secs()).await;
+    if t.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "url": sim.url,
+                "echostr": echostr,
+                "ok": verdict.is_ok(),
+                "problem": verdict.as_ref().err().map(ToString::to_string),
+            })
+        );
+        return verdict.map_err(|problem| anyhow::anyhow!("handshake failed: {problem}"));
+    }
     match verdict {
         Ok(()) => {
             println!(
@@ -356,6 +384,22 @@ fn readable(body: &[u8]) -> String {
     }
 }
 
+/// One delivery as `simulate send --json` prints it.
+fn attempt_json(a: &Attempt) -> serde_json::Value {
+    let (answer, problem) = match &a.outcome {
+        Ok(answer) => (Some(describe(answer)), None),
+        Err(problem) => (None, Some(problem.clone())),
+    };
+    serde_json::json!({
+        "attempt": a.number,
+        "elapsed_ms": a.elapsed.as_secs_f64() * 1000.0,
+        "ok": a.outcome.is_ok(),
+        "answer": answer,
+        "problem": problem,
+        "retried": a.retried,
+    })
+}
+
 fn report(attempts: &[Attempt], label: &str) -> bool {
     let mut all_right = true;
     for a in attempts {
@@ -393,17 +437,36 @@ async fn send(a: SendArgs) -> Result<()> {
     let fields = push_fields(&a.content, &a.fields, &parties)?;
     let push = sim.build(&fields, now_secs())?;
     let expected = sim.documented(&fields);
-    println!(
-        "sending a {}{} {} push ({}) to {}",
-        if sim.cloud_run { "Cloud Run " } else { "" },
-        sim.mode,
-        sim.format,
-        fields
-            .get("MsgType")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?"),
-        sim.url
-    );
+    let json = a.target.json;
+    let msg_type = fields
+        .get("MsgType")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_owned();
+    let header = |attempts: serde_json::Value, right: bool| {
+        serde_json::json!({
+            "url": sim.url,
+            "mode": sim.mode.to_string(),
+            "format": sim.format.to_string(),
+            "cloud_run": sim.cloud_run,
+            "msg_type": msg_type,
+            "attempts": attempts,
+            "right": right,
+        })
+    };
+    if !json {
+        println!(
+            "sending a {}{} {} push ({}) to {}",
+            if sim.cloud_run { "Cloud Run " } else { "" },
+            sim.mode,
+            sim.format,
+            fields
+                .get("MsgType")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
+            sim.url
+        );
+    }
     if a.repeat <= 1 {
         let attempts = sim
             .send(
@@ -414,6 +477,17 @@ async fn send(a: SendArgs) -> Result<()> {
                 },
             )
             .await;
+        if json {
+            let right = attempts.iter().all(|a| a.outcome.is_ok());
+            println!(
+                "{}",
+                header(attempts.iter().map(attempt_json).collect(), right)
+            );
+            if !right {
+                bail!("the endpoint did not answer as WeChat requires");
+            }
+            return Ok(());
+        }
         let right = report(&attempts, "");
         println!(
             "{} deliver{} in all",
@@ -449,6 +523,30 @@ async fn send(a: SendArgs) -> Result<()> {
         results.push(r?);
     }
     results.sort_by_key(|(copy, _)| *copy);
+    if json {
+        let copies: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(copy, (elapsed, outcome, _))| {
+                let mut one = attempt_json(&Attempt {
+                    number: 1,
+                    elapsed: *elapsed,
+                    outcome: outcome.clone(),
+                    retried: false,
+                });
+                one["copy"] = serde_json::Value::from(*copy);
+                one
+            })
+            .collect();
+        let wrong = results.iter().filter(|(_, (_, o, _))| o.is_err()).count();
+        println!("{}", header(serde_json::Value::from(copies), wrong == 0));
+        if wrong > 0 {
+            bail!(
+                "{wrong} of {} copies were not answered as WeChat requires",
+                a.repeat
+            );
+        }
+        return Ok(());
+    }
     let mut wrong = 0;
     for (copy, (elapsed, outcome, _)) in &results {
         let attempt = Attempt {
@@ -528,7 +626,7 @@ async fn load(a: LoadArgs) -> Result<()> {
     if tty {
         eprintln!();
     }
-    if a.json {
+    if a.target.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(

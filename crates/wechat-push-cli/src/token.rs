@@ -20,6 +20,10 @@ pub struct ShowArgs {
     /// Print the token itself too.
     #[arg(long)]
     reveal: bool,
+    /// One JSON object: appid, fetched_at and expires_at (RFC 3339),
+    /// expires_in_s (negative once expired), and token with --reveal.
+    #[arg(long)]
+    json: bool,
     /// The app.
     appid: String,
 }
@@ -28,12 +32,38 @@ pub struct ShowArgs {
 pub fn run(cmd: TokenCommand) -> Result<()> {
     let TokenCommand::Show(a) = cmd;
     let config = a.config.load()?;
+    if !config.apps.iter().any(|app| app.appid == a.appid) {
+        let known: Vec<&str> = config.apps.iter().map(|app| app.appid.as_str()).collect();
+        bail!(
+            "no app {} in {} (its apps: {})",
+            a.appid,
+            a.config.config.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
     crate::block_on(crate::Threads::One, async move {
-        let store = crate::open_store(&config).await?;
+        let store = crate::open_existing_store(&config).await?;
         let Some(t) = store.token(a.appid.clone()).await? else {
             bail!("no access token is cached for {}", a.appid);
         };
         let now = now_ms();
+        if a.json {
+            let mut object = serde_json::json!({
+                "appid": t.appid,
+                "fetched_at": t.fetched_at.to_rfc3339(),
+                "expires_at": t.expires_at.to_rfc3339(),
+                "expires_in_s": (t.expires_at - now) / 1000,
+            });
+            if a.reveal {
+                object["token"] = serde_json::Value::from(t.token.clone());
+            }
+            println!("{object}");
+            return Ok(());
+        }
         println!("appid:    {}", t.appid);
         println!(
             "fetched:  {} ({} s ago)",

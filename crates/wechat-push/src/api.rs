@@ -353,7 +353,7 @@ impl WechatApi {
         let url = format!("{}/cgi-bin/media/upload", self.base);
         let uploaded_at = now_ms();
         let answer = self
-            .call(appid, |token| {
+            .call(appid, "/cgi-bin/media/upload", |token| {
                 let part = reqwest::multipart::Part::bytes(bytes.to_vec())
                     .file_name(name.to_owned())
                     .mime_str(mime)
@@ -405,12 +405,23 @@ impl WechatApi {
                 ]),
         };
         let fetched_at = now_ms();
-        let answer = self.answer(request, false).await?;
+        let refreshed = |outcome: &str| {
+            self.metrics.inc(
+                metrics::TOKEN_REFRESHES,
+                &[("appid", appid), ("outcome", outcome)],
+            );
+        };
+        let answer = self
+            .answer(request, false)
+            .await
+            .inspect_err(|_| refreshed("failed"))?;
         let token = answer["access_token"].as_str().unwrap_or_default();
         let expires_in = answer["expires_in"].as_i64().unwrap_or(0);
         if token.is_empty() || expires_in <= 0 {
+            refreshed("failed");
             return Err(wechat_error(&answer));
         }
+        refreshed("fetched");
         tracing::info!(%appid, expires_in, "fetched a new access token");
         Ok(CachedToken {
             appid: appid.to_owned(),
@@ -456,11 +467,16 @@ impl WechatApi {
         .await
     }
 
-    async fn post_json(&self, appid: &str, path: &str, body: &Value) -> Result<(), ApiError> {
+    async fn post_json(
+        &self,
+        appid: &str,
+        path: &'static str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
         let url = format!("{}{path}", self.base);
         // A message (unlike a token or an upload) must not go out twice.
         let once = path == SEND_PATH;
-        self.call_once(appid, once, |token| {
+        self.call_once(appid, path, once, |token| {
             self.http
                 .post(&url)
                 .query(&[("access_token", token)])
@@ -477,9 +493,10 @@ impl WechatApi {
     async fn call(
         &self,
         appid: &str,
+        endpoint: &'static str,
         request: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Value, ApiError> {
-        self.call_once(appid, false, request).await
+        self.call_once(appid, endpoint, false, request).await
     }
 
     /// [`WechatApi::call`]; with `once`, a request that may have reached
@@ -488,6 +505,7 @@ impl WechatApi {
     async fn call_once(
         &self,
         appid: &str,
+        endpoint: &'static str,
         once: bool,
         request: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Value, ApiError> {
@@ -495,7 +513,22 @@ impl WechatApi {
         let mut refreshed = false;
         loop {
             let token = self.access_token(appid).await?;
-            let error = match self.answer(request(&token), once).await {
+            let answer = self.answer(request(&token), once).await;
+            // Every call, by its answer: `0`, WeChat's errcode, or `none`
+            // (no answer: network, timeout, not JSON).
+            let errcode = match &answer {
+                Ok(answer) => answer["errcode"].as_i64().unwrap_or(0).to_string(),
+                Err(_) => "none".to_owned(),
+            };
+            self.metrics.inc(
+                metrics::API_CALLS,
+                &[
+                    ("appid", appid),
+                    ("endpoint", endpoint),
+                    ("errcode", &errcode),
+                ],
+            );
+            let error = match answer {
                 Ok(answer) if answer["errcode"].as_i64().unwrap_or(0) == 0 => return Ok(answer),
                 Ok(answer) => wechat_error(&answer),
                 Err(e) => e,

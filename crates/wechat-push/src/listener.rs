@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::config::ServerConfig;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, descriptor_limit, Metrics};
 
 /// Descriptors kept for everything but connections: the store's files, the
 /// log, WeChat's API and forward targets.
@@ -37,14 +37,6 @@ const RESERVED_DESCRIPTORS: usize = 128;
 /// The answer to a connection over the cap, written without reading it.
 const OVER_CAPACITY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-
-/// The process's soft limit on open file descriptors, from
-/// `/proc/self/limits` (Linux); `None` elsewhere or when unlimited.
-pub fn descriptor_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
 
 /// `configured`, or (0) the descriptor limit less a reserve; never above
 /// what the limit allows.

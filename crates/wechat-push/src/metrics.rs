@@ -1,5 +1,6 @@
 //! Counters and the acknowledgement-latency histogram, rendered in
-//! Prometheus' text format at `GET /metrics`.
+//! Prometheus' text format (version 0.0.4) at `GET /metrics`, with the
+//! process's own (`process_*`, Linux) and `wechat_push_build_info`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -8,7 +9,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::store::Counts;
+use crate::store::{Backlog, DeliveryStatus, Depth};
+
+/// The content type of [`Metrics::render`]'s text: Prometheus' text
+/// exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What a scrape read from the store, for [`Metrics::render`].
+#[derive(Debug, Clone, Copy)]
+pub struct Scrape<'a> {
+    /// Pushes pending, working and dead, if the store answered.
+    pub depth: Option<Depth>,
+    /// Done pushes, as last counted (refreshed in the background), if ever.
+    pub done: Option<u64>,
+    /// Deliveries not delivered yet, by target and status.
+    pub backlog: &'a [Backlog],
+    /// Every configured forward target's URL: each shows its backlog,
+    /// at 0 when it owes nothing.
+    pub targets: &'a [String],
+}
 
 /// Pushes received and stored or found duplicate, by app, kind and outcome.
 pub const PUSHES: &str = "wechat_push_pushes_total";
@@ -26,6 +45,12 @@ pub const HANDLER_FAILURES: &str = "wechat_push_handler_failures_total";
 pub const FORWARDS: &str = "wechat_push_forward_total";
 /// Counter: WeChat API answers with an errcode, by app and errcode.
 pub const API_ERRORS: &str = "wechat_push_api_errors_total";
+/// Counter: WeChat API calls, by app, endpoint and errcode (`0`, or `none`
+/// when no answer came).
+pub const API_CALLS: &str = "wechat_push_api_calls_total";
+/// Counter: access tokens fetched from WeChat, by app and outcome
+/// (`fetched`, `failed`).
+pub const TOKEN_REFRESHES: &str = "wechat_push_token_refreshes_total";
 /// Counter: customer-service messages sent with no answer back (uncertain).
 pub const API_UNCERTAIN: &str = "wechat_push_answers_uncertain_total";
 /// Counter: connections answered 503 and closed, over `server.max_connections`.
@@ -72,6 +97,14 @@ const HELP: &[(&str, &str)] = &[
         "Failures to accept a connection, by kind (descriptors: out of file descriptors).",
     ),
     (
+        API_CALLS,
+        "WeChat API calls, by app, endpoint and errcode (0: success; none: no answer came).",
+    ),
+    (
+        TOKEN_REFRESHES,
+        "Access tokens fetched from WeChat (shared by every instance through the store), by app and outcome.",
+    ),
+    (
         CONFIG_RELOADS,
         "Configuration reloads (SIGHUP), by outcome: applied, or refused (the running configuration stayed).",
     ),
@@ -83,7 +116,7 @@ const HELP: &[(&str, &str)] = &[
 
 const HISTOGRAM_HELP: &[(&str, &str)] = &[(
     FORWARD_SECONDS,
-    "Time forward targets took to answer a delivery, by target.",
+    "Time forward targets took to answer a delivery, by app and target.",
 )];
 
 /// One labelled histogram.
@@ -223,10 +256,16 @@ impl Metrics {
         self.ack_sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// Everything in Prometheus' text format, with the inbox depth and the
-    /// forward targets' backlog (target URL, status, count) if known.
-    pub fn render(&self, depth: Option<Counts>, backlog: &[crate::store::Backlog]) -> String {
+    /// Everything in Prometheus' text format, with what the scrape read
+    /// from the store.
+    pub fn render(&self, scrape: &Scrape<'_>) -> String {
         let mut out = String::new();
+        let name = "wechat_push_build_info";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The running build: its version.\n# TYPE {name} gauge\n{name}{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         let mut counters: Vec<Counter> = self
             .counters
             .lock()
@@ -282,18 +321,41 @@ impl Metrics {
                 );
             }
         }
+        // Configured targets at 0 unless the store says otherwise; targets
+        // no longer configured while deliveries to them remain, as stored.
+        let mut backlog: Vec<(String, DeliveryStatus, u64)> = scrape
+            .targets
+            .iter()
+            .flat_map(|t| {
+                [
+                    DeliveryStatus::Pending,
+                    DeliveryStatus::Working,
+                    DeliveryStatus::Dead,
+                ]
+                .map(|status| (t.clone(), status, 0))
+            })
+            .collect();
+        for b in scrape.backlog {
+            match backlog
+                .iter_mut()
+                .find(|(t, s, _)| *t == b.target && *s == b.status)
+            {
+                Some(entry) => entry.2 = b.count,
+                None => backlog.push((b.target.clone(), b.status, b.count)),
+            }
+        }
         if !backlog.is_empty() {
             let name = "wechat_push_forward_backlog";
             let _ = writeln!(
                 out,
                 "# HELP {name} Deliveries to forward targets not delivered yet, by target and status (pending, working, dead).\n# TYPE {name} gauge"
             );
-            for b in backlog {
+            for (target, status, count) in &backlog {
                 let labels = render_labels(&vec![
-                    ("target", crate::config::display_url(&b.target)),
-                    ("status", b.status.as_str().to_owned()),
+                    ("target", crate::config::display_url(target)),
+                    ("status", status.as_str().to_owned()),
                 ]);
-                let _ = writeln!(out, "{name}{labels} {}", b.count);
+                let _ = writeln!(out, "{name}{labels} {count}");
             }
         }
         let name = "wechat_push_open_connections";
@@ -302,20 +364,23 @@ impl Metrics {
             "# HELP {name} HTTP connections open now.\n# TYPE {name} gauge\n{name} {}",
             self.open_connections.load(Ordering::Relaxed)
         );
-        if let Some(c) = depth {
-            let name = "wechat_push_inbox_depth";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Stored pushes by status.\n# TYPE {name} gauge"
-            );
-            for (status, n) in [
-                ("pending", c.pending),
-                ("working", c.working),
-                ("done", c.done),
-                ("dead", c.dead),
-            ] {
-                let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
-            }
+        let name = "wechat_push_inbox_depth";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Stored pushes by status (done: counted in the background, from the second scrape on).\n# TYPE {name} gauge"
+        );
+        let depth = scrape.depth.map(|d| {
+            [
+                ("pending", d.pending),
+                ("working", d.working),
+                ("dead", d.dead),
+            ]
+        });
+        for (status, n) in depth.into_iter().flatten() {
+            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+        }
+        if let Some(done) = scrape.done {
+            let _ = writeln!(out, "{name}{{status=\"done\"}} {done}");
         }
         out
     }
@@ -385,6 +450,88 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
     out
 }
 
+/// The process's soft limit on open file descriptors, from
+/// `/proc/self/limits` (Linux); `None` elsewhere or when unlimited.
+pub fn descriptor_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The process's own metrics, by their standard names (Linux: read from
+/// `/proc/self`; nothing elsewhere): CPU seconds, resident memory, open
+/// and allowed file descriptors, and start time.
+pub fn render_process() -> String {
+    let mut out = String::new();
+    let Some(stat) = std::fs::read_to_string("/proc/self/stat").ok() else {
+        return out;
+    };
+    // Fields after the command, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // Fields 14 and 15 (utime, stime), 22 (starttime) and 24 (rss) of
+    // proc(5), counted from 1 with the pid and command as 1 and 2.
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    // Linux reports these in clock ticks (USER_HZ, 100 on every Linux
+    // platform Rust targets) and pages of 4 KiB (x86-64, aarch64's default).
+    const TICKS: f64 = 100.0;
+    const PAGE: u64 = 4096;
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    if let (Some(user), Some(system)) = (field(14), field(15)) {
+        metric(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            ((user + system) as f64 / TICKS).to_string(),
+        );
+    }
+    if let Some(pages) = field(24) {
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            (pages * PAGE).to_string(),
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.count().to_string(),
+        );
+    }
+    if let Some(max) = descriptor_limit() {
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max.to_string(),
+        );
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    if let (Some(boot), Some(start)) = (boot, field(22)) {
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            (boot as f64 + start as f64 / TICKS).to_string(),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,7 +554,7 @@ mod tests {
         m.observe_ack(Duration::from_micros(1500));
         m.observe(
             FORWARD_SECONDS,
-            &[("target", "http://b/h")],
+            &[("appid", "wx1"), ("target", "http://b/h")],
             Duration::from_millis(30),
         );
         let backlog = [crate::store::Backlog {
@@ -415,16 +562,34 @@ mod tests {
             status: crate::store::DeliveryStatus::Dead,
             count: 2,
         }];
-        let text = m.render(
-            Some(Counts {
+        let targets = ["http://b/h?k=secret".to_owned(), "http://idle/h".to_owned()];
+        let text = m.render(&Scrape {
+            depth: Some(Depth {
                 pending: 3,
-                ..Counts::default()
+                ..Depth::default()
             }),
-            &backlog,
-        );
+            done: Some(7),
+            backlog: &backlog,
+            targets: &targets,
+        });
         assert!(
             text.contains("wechat_push_forward_backlog{target=\"http://b/h\",status=\"dead\"} 2")
         );
+        // A target owing nothing shows 0 rather than vanishing.
+        assert!(
+            text.contains(
+                "wechat_push_forward_backlog{target=\"http://b/h\",status=\"pending\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "wechat_push_forward_backlog{target=\"http://idle/h\",status=\"working\"} 0"
+        ));
+        assert!(text.contains("wechat_push_inbox_depth{status=\"done\"} 7"));
+        assert!(text.contains(&format!(
+            "wechat_push_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
         assert!(!text.contains("secret"));
         assert!(
             text.contains(
@@ -440,9 +605,33 @@ mod tests {
         assert!(text.contains("wechat_push_ack_seconds_count 1"));
         assert!(text.contains("wechat_push_inbox_depth{status=\"pending\"} 3"));
         assert!(text
-            .contains("wechat_push_forward_seconds_bucket{target=\"http://b/h\",le=\"0.025\"} 0"));
+            .contains("wechat_push_forward_seconds_bucket{appid=\"wx1\",target=\"http://b/h\",le=\"0.025\"} 0"));
+        assert!(text.contains(
+            "wechat_push_forward_seconds_bucket{appid=\"wx1\",target=\"http://b/h\",le=\"0.05\"} 1"
+        ));
         assert!(text
-            .contains("wechat_push_forward_seconds_bucket{target=\"http://b/h\",le=\"0.05\"} 1"));
-        assert!(text.contains("wechat_push_forward_seconds_count{target=\"http://b/h\"} 1"));
+            .contains("wechat_push_forward_seconds_count{appid=\"wx1\",target=\"http://b/h\"} 1"));
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod process_tests {
+    #[test]
+    fn process_metrics_are_read_from_proc() {
+        let text = crate::metrics::render_process();
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+        let rss: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(rss > 1 << 20, "{rss}");
     }
 }

@@ -372,6 +372,40 @@ fn a_bad_rule_or_target_is_refused_before_the_store_is_opened() {
 fn inbox_show_and_retry_explain_themselves() {
     let dir = temp_dir("show");
     let config = write_config(&dir, 0);
+    // Read-only commands made an empty database where there was none (a
+    // wrong --config, or run from another directory): a clear error now.
+    for command in [
+        &["inbox", "list"][..],
+        &["inbox", "show", "m:x"][..],
+        &["token", "show", APPID][..],
+    ] {
+        let out = Command::new(bin())
+            .args(command)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?}");
+        assert!(
+            err.contains(&format!(
+                "no store at {}",
+                dir.join("data/inbox.db").display()
+            )),
+            "{command:?}: {err}"
+        );
+        assert!(!dir.join("data/inbox.db").exists(), "{command:?} made one");
+    }
+    let out = Command::new(bin())
+        .args(["store", "migrate", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(bin())
         .args(["inbox", "retry", "m:oUser404:404", "--config"])
         .arg(&config)
@@ -431,6 +465,21 @@ async fn inbox_show_prints_the_decrypted_body() {
         text.contains("status:      pending after 0 attempt(s)"),
         "{text}"
     );
+    let out = Command::new(bin())
+        .args(["inbox", "show", "m:oUser77:77", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["appid"], APPID);
+    assert_eq!(v["status"], "pending");
+    assert_eq!(v["body"]["Content"], "survive kill -9", "{v}");
+    assert!(
+        v["received_at"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339: {v}"
+    );
+    assert_eq!(v["answers"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -470,11 +519,29 @@ async fn token_show_hides_the_token_unless_revealed() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("SECRET_TOKEN_123"));
     let out = Command::new(bin())
+        .args(["token", "show", APPID, "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["appid"], APPID);
+    assert!(v["expires_in_s"].as_i64().unwrap() > 6_990, "{v}");
+    assert!(v.get("token").is_none(), "{v}");
+    // An appid the config does not have is named as such, not as an
+    // app with no token yet.
+    let out = Command::new(bin())
         .args(["token", "show", "wx0", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no access token is cached for wx0"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no app wx0 in {} (its apps: {APPID})",
+            config.display()
+        )),
+        "{err}"
+    );
 }
 
 /// [`write_config`] plus an answering app: a secret, the API at `api_base`,
@@ -904,7 +971,7 @@ fn the_database_and_its_directory_are_the_owners_alone() {
     let dir = temp_dir("modes");
     let config = write_config(&dir, 0);
     let out = Command::new(bin())
-        .args(["inbox", "list", "--config"])
+        .args(["store", "migrate", "--config"])
         .arg(&config)
         .output()
         .unwrap();

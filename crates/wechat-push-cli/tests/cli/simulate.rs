@@ -210,6 +210,38 @@ async fn app_and_config_flags_and_load() {
     assert!(report["ok"].as_u64().unwrap() > 10, "{report}");
     assert_eq!(report["errors"], 0);
     assert!(report["p99_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap());
+
+    // The only app of a config needs no --app; -c is --config.
+    let o = simulate(&["send", "-c", cfg, "--text", "only app", "--json"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let sent: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sent["right"], true, "{sent}");
+    assert_eq!(sent["mode"], "safe");
+    assert_eq!(sent["attempts"][0]["ok"], true, "{sent}");
+    assert!(sent["attempts"][0]["elapsed_ms"].as_f64().unwrap() > 0.0);
+    let o = simulate(&["verify-url", "-c", cfg, "--json"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let verified: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(verified["echostr"].as_str().is_some_and(|e| !e.is_empty()));
+    // Two apps: which one must be said.
+    let two = dir.join("two.toml");
+    let text2 = std::fs::read_to_string(&config).unwrap();
+    let second = &text2[text2.find("[[apps]]").unwrap()..];
+    std::fs::write(
+        &two,
+        format!("{text2}{}", second.replace(APPID, "wx0000000000000002")),
+    )
+    .unwrap();
+    let o = simulate(&["send", "-c", two.to_str().unwrap(), "--text", "x"]).await;
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains(&format!(
+            "has 2 apps: pick one with --app ({APPID}, wx0000000000000002)"
+        )),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A fake endpoint: answers each request with `respond(request)`, after `delay`.

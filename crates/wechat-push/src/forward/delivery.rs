@@ -156,7 +156,7 @@ impl Forwarder {
         };
         self.metrics.observe(
             metrics::FORWARD_SECONDS,
-            &[("target", &target.label)],
+            &[("appid", &push.appid), ("target", &target.label)],
             started.elapsed(),
         );
         result

@@ -30,8 +30,8 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
     Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
-    Inbox, Inserted, ListFilter, Millis, NewPush, PushId, Retried, Status, StoreError, StoredPush,
-    TokenCache,
+    Depth, Inbox, Inserted, ListFilter, Millis, NewPush, PushId, Retried, Status, StoreError,
+    StoredPush, TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -144,6 +144,10 @@ CREATE INDEX pushes_done ON pushes (finished_at) WHERE status = 'done';
 -- Every change of a push's status rewrote this index's entry too, for the
 -- one reader of it (`inbox show` by a key's beginning), which may scan.
 DROP INDEX IF EXISTS pushes_key;
+",
+    "
+-- Dead pushes, counted for each /metrics scrape without reading the done ones.
+CREATE INDEX pushes_dead ON pushes (appid) WHERE status = 'dead';
 ",
 ];
 
@@ -1058,6 +1062,31 @@ impl Inbox for PostgresStore {
                 counts.set(&status, u64::try_from(n).unwrap_or(0));
             }
             Ok(counts)
+        })
+    }
+
+    fn depth(&self) -> BoxFuture<'_, Result<Depth, StoreError>> {
+        Box::pin(async move {
+            // Each term matches a partial index's WHERE (pushes_ready, pushes_dead).
+            let rows = self
+                .query(
+                    "SELECT status, COUNT(*) FROM pushes WHERE status IN ('pending', 'working') GROUP BY status \
+                     UNION ALL \
+                     SELECT 'dead', COUNT(*) FROM pushes WHERE status = 'dead'",
+                    &[],
+                )
+                .await?;
+            let mut depth = Depth::default();
+            for row in rows {
+                let n = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+                match Status::parse(row.get::<_, &str>(0)) {
+                    Some(Status::Pending) => depth.pending = n,
+                    Some(Status::Working) => depth.working = n,
+                    Some(Status::Dead) => depth.dead = n,
+                    _ => {}
+                }
+            }
+            Ok(depth)
         })
     }
 

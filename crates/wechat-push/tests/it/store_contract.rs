@@ -62,6 +62,7 @@ macro_rules! contract {
             an_answer_is_taken_to_be_sent_by_one_worker_only,
             claim_complete_fail_retry_prune,
             prune_deletes_in_chunks_until_done,
+            depth_counts_what_is_left_without_the_done,
             release_gives_back_without_counting_the_attempt,
             token_cache_lease_and_invalidation,
             deliveries_claim_retry_die_and_hold_back_pruning,
@@ -223,6 +224,48 @@ pub async fn claim_complete_fail_retry_prune(f: Fixture) {
     assert_eq!(store.prune(Millis(1002)).await.unwrap(), 1);
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.done, counts.working), (0, 1));
+}
+
+/// `depth` (what each `/metrics` scrape reads) agrees with `counts` on
+/// every status but done, which it does not count.
+pub async fn depth_counts_what_is_left_without_the_done(f: Fixture) {
+    let store = f.store.clone();
+    let mut claims = Vec::new();
+    for key in ["done", "dead", "working"] {
+        match store
+            .insert(push(key, 1), Some(Millis(10_000)))
+            .await
+            .unwrap()
+        {
+            Inserted::New(claim) => claims.push(claim),
+            Inserted::Duplicate { .. } => panic!("{key} is new"),
+        }
+    }
+    for key in ["pending-1", "pending-2"] {
+        store.insert(push(key, 1), None).await.unwrap();
+    }
+    store
+        .complete(vec![(claims[0], None)], Millis(5))
+        .await
+        .unwrap();
+    assert!(store
+        .fail(claims[1], "given up".into(), None, Millis(5))
+        .await
+        .unwrap());
+    let depth = store.depth().await.unwrap();
+    assert_eq!(
+        depth,
+        wechat_push::store::Depth {
+            pending: 2,
+            working: 1,
+            dead: 1
+        }
+    );
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts.pending, counts.working, counts.dead, counts.done),
+        (2, 1, 1, 1)
+    );
 }
 
 pub async fn prune_deletes_in_chunks_until_done(f: Fixture) {
