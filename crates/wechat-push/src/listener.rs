@@ -79,14 +79,14 @@ struct Open(Arc<Metrics>);
 
 impl Open {
     fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        metrics.connection_opened();
         Open(metrics)
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.connection_closed();
     }
 }
 

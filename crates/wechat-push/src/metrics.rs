@@ -1,19 +1,25 @@
-//! Counters and the acknowledgement-latency histogram, rendered in
-//! Prometheus' text format (version 0.0.4) at `GET /metrics`, with the
-//! process's own (`process_*`, Linux) and `wechat_push_build_info`.
+//! Counters, histograms and gauges, kept by `prometheus-client` and
+//! rendered in the OpenMetrics text format at `GET /metrics`, with the
+//! store writer's measurements, the process's own (`process_*`, Linux) and
+//! `wechat_push_build_info`.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 use crate::store::{Backlog, DeliveryStatus, Depth};
 
-/// The content type of [`Metrics::render`]'s text: Prometheus' text
-/// exposition format, version 0.0.4.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of [`Metrics::render`]'s text: OpenMetrics 1.0.0,
+/// which Prometheus reads (and asks for first).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What a scrape read from the store, for [`Metrics::render`].
 #[derive(Debug, Clone, Copy)]
@@ -114,213 +120,190 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
+/// Counters counted without labels: shown as `name_total N`.
+const UNLABELLED: &[&str] = &[API_UNCERTAIN, CONNECTIONS_REFUSED];
+
 const HISTOGRAM_HELP: &[(&str, &str)] = &[(
     FORWARD_SECONDS,
     "Time forward targets took to answer a delivery, by app and target.",
 )];
 
-/// One labelled histogram.
-#[derive(Debug, Clone)]
-struct Histogram {
-    name: &'static str,
-    labels: Labels,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+/// One labelled series' labels: names and values, in order.
+type Labels = Vec<(&'static str, String)>;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-type Labels = Vec<(&'static str, String)>;
-
-/// One counter and what it is counted by.
-#[derive(Debug, Clone)]
-struct Counter {
-    name: &'static str,
-    labels: Labels,
-    value: u64,
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-thread_local! {
-    /// Reused to build lookup keys, so that counting a push allocates nothing.
-    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+/// Histograms by label set, each with [`BUCKETS`].
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// The server's metrics: a `prometheus-client` registry of counters,
+/// histograms and gauges that every part counts into, lock-free on the
+/// way of a push once its series exists.
+pub struct Metrics {
+    registry: Registry,
+    counters: HashMap<&'static str, Family<Labels, Counter>>,
+    /// The counters counted without labels ([`UNLABELLED`]).
+    plain: HashMap<&'static str, Counter>,
+    histograms: HashMap<&'static str, Histograms>,
+    ack: Histogram,
+    /// Connections open now.
+    open_connections: Gauge,
 }
 
-/// The lookup key of a counter: its name and label values, separated.
-fn encode(buf: &mut String, name: &str, labels: &[(&'static str, &str)]) {
-    buf.clear();
-    buf.push_str(name);
-    for (k, v) in labels {
-        buf.push('\u{1f}');
-        buf.push_str(k);
-        buf.push('=');
-        buf.push_str(v);
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 
-/// The server's metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    counters: Mutex<HashMap<String, Counter>>,
-    histograms: Mutex<HashMap<String, Histogram>>,
-    ack_buckets: [AtomicU64; BUCKETS.len()],
-    ack_count: AtomicU64,
-    ack_sum_micros: AtomicU64,
-    /// Connections open now (gauge).
-    pub open_connections: AtomicU64,
+/// OpenMetrics names a counter without its `_total`, and ends its help
+/// with a period of its own.
+fn registered(name: &str, help: &str) -> (String, String) {
+    (
+        name.strip_suffix("_total").unwrap_or(name).to_owned(),
+        help.strip_suffix('.').unwrap_or(help).to_owned(),
+    )
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut counters = HashMap::new();
+        let mut plain = HashMap::new();
+        for (name, help) in HELP {
+            let (n, h) = registered(name, help);
+            if UNLABELLED.contains(name) {
+                let counter = Counter::default();
+                registry.register(n, h, counter.clone());
+                plain.insert(*name, counter);
+            } else {
+                let family = Family::<Labels, Counter>::default();
+                registry.register(n, h, family.clone());
+                counters.insert(*name, family);
+            }
+        }
+        let mut histograms = HashMap::new();
+        for (name, help) in HISTOGRAM_HELP {
+            let family: Histograms = Family::new_with_constructor(latency_histogram);
+            let (n, h) = registered(name, help);
+            registry.register(n, h, family.clone());
+            histograms.insert(*name, family);
+        }
+        let ack = latency_histogram();
+        registry.register(
+            "wechat_push_ack_seconds",
+            "Time from a push's arrival to its answer",
+            ack.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "wechat_push_open_connections",
+            "HTTP connections open now",
+            open_connections.clone(),
+        );
+        registry.register(
+            "wechat_push_build",
+            "The running build: its version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            registry,
+            counters,
+            plain,
+            histograms,
+            ack,
+            open_connections,
+        }
+    }
+}
+
+fn labels(labels: &[(&'static str, &str)]) -> Labels {
+    labels.iter().map(|(k, v)| (*k, escaped(v))).collect()
+}
+
+/// A label value as the text format writes it: `prometheus-client` (0.24)
+/// writes values as they are, and a `"` in one (a kind or an appid, from a
+/// push or the config) would end it early and break the whole scrape.
+fn escaped(value: &str) -> String {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.to_owned();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
-    /// Add one to counter `name` with `labels`.
+    /// Add one to counter `name` (one of this module's constants) with
+    /// `labels`; a name not declared here is not counted.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        KEY.with(|key| {
-            let mut key = key.borrow_mut();
-            encode(&mut key, name, labels);
-            let Ok(mut counters) = self.counters.lock() else {
-                return;
-            };
-            match counters.get_mut(key.as_str()) {
-                Some(counter) => counter.value += 1,
-                None => {
-                    let labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-                    counters.insert(
-                        key.clone(),
-                        Counter {
-                            name,
-                            labels,
-                            value: 1,
-                        },
-                    );
-                }
-            }
-        });
+        if let Some(counter) = self.plain.get(name) {
+            counter.inc();
+        } else if let Some(family) = self.counters.get(name) {
+            family.get_or_create(&self::labels(labels)).inc();
+        } else {
+            debug_assert!(false, "counter {name} is not declared in metrics::HELP");
+        }
     }
 
-    /// The value of a counter (for tests and reports).
+    /// The value of counter `name` with `labels` (0 before the first count).
     pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
-        let mut key = String::new();
-        encode(&mut key, name, labels);
-        self.counters
-            .lock()
-            .map(|c| c.get(&key).map_or(0, |c| c.value))
-            .unwrap_or(0)
+        if let Some(counter) = self.plain.get(name) {
+            return counter.get();
+        }
+        self.counters.get(name).map_or(0, |family| {
+            family.get_or_create(&self::labels(labels)).get()
+        })
     }
 
     /// Record `elapsed` in histogram `name` with `labels`.
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], elapsed: Duration) {
-        let mut key = String::new();
-        encode(&mut key, name, labels);
-        let Ok(mut histograms) = self.histograms.lock() else {
-            return;
-        };
-        let h = histograms.entry(key).or_insert_with(|| Histogram {
-            name,
-            labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
-            buckets: [0; BUCKETS.len()],
-            count: 0,
-            sum: 0.0,
-        });
-        let secs = elapsed.as_secs_f64();
-        for (bucket, bound) in h.buckets.iter_mut().zip(BUCKETS) {
-            if secs <= bound {
-                *bucket += 1;
-            }
+        if let Some(family) = self.histograms.get(name) {
+            family
+                .get_or_create(&self::labels(labels))
+                .observe(elapsed.as_secs_f64());
         }
-        h.count += 1;
-        h.sum += secs;
-    }
-
-    /// How many observations histogram `name` with `labels` has (for tests).
-    pub fn observations(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
-        let mut key = String::new();
-        encode(&mut key, name, labels);
-        self.histograms
-            .lock()
-            .map(|h| h.get(&key).map_or(0, |h| h.count))
-            .unwrap_or(0)
     }
 
     /// Record how long a push took from arrival to answer.
     pub fn observe_ack(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        for (bucket, bound) in self.ack_buckets.iter().zip(BUCKETS) {
-            if secs <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.ack_count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.ack_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.ack.observe(elapsed.as_secs_f64());
     }
 
-    /// Everything in Prometheus' text format, with what the scrape read
-    /// from the store.
-    pub fn render(&self, scrape: &Scrape<'_>) -> String {
+    /// A connection opened (`wechat_push_open_connections`).
+    pub fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    /// A connection closed.
+    pub fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+}
+
+impl Metrics {
+    /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]): the
+    /// registry, what the scrape read from the store, the store writer's
+    /// measurements and the process's.
+    pub fn render(
+        &self,
+        scrape: &Scrape<'_>,
+        writer: Option<&crate::store::WriterStats>,
+    ) -> String {
         let mut out = String::new();
-        let name = "wechat_push_build_info";
-        let _ = writeln!(
-            out,
-            "# HELP {name} The running build: its version.\n# TYPE {name} gauge\n{name}{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        let mut counters: Vec<Counter> = self
-            .counters
-            .lock()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default();
-        counters.sort_by(|a, b| (a.name, &a.labels).cmp(&(b.name, &b.labels)));
-        for (name, help) in HELP {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for c in counters.iter().filter(|c| c.name == *name) {
-                let _ = writeln!(out, "{}{} {}", c.name, render_labels(&c.labels), c.value);
-            }
-        }
-        let name = "wechat_push_ack_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from a push's arrival to its answer.\n# TYPE {name} histogram"
-        );
-        for (bucket, bound) in self.ack_buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.ack_count.load(Ordering::Relaxed);
-        let sum = self.ack_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-        );
-        let mut histograms: Vec<Histogram> = self
-            .histograms
-            .lock()
-            .map(|h| h.values().cloned().collect())
-            .unwrap_or_default();
-        histograms.sort_by(|a, b| (a.name, &a.labels).cmp(&(b.name, &b.labels)));
-        for (name, help) in HISTOGRAM_HELP {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for h in histograms.iter().filter(|h| h.name == *name) {
-                for (n, bound) in h.buckets.iter().zip(BUCKETS) {
-                    let mut labels = h.labels.clone();
-                    labels.push(("le", bound.to_string()));
-                    let _ = writeln!(out, "{name}_bucket{} {n}", render_labels(&labels));
-                }
-                let mut labels = h.labels.clone();
-                labels.push(("le", "+Inf".into()));
-                let _ = writeln!(out, "{name}_bucket{} {}", render_labels(&labels), h.count);
-                let labels = render_labels(&h.labels);
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{labels} {}\n{name}_count{labels} {}",
-                    h.sum, h.count
-                );
-            }
-        }
+        let _ = encode_registry(&mut out, &self.registry);
+        // What the store said now, in a registry of its own made for this
+        // scrape: gauges set from the counts.
+        let mut read = Registry::default();
+        let value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         // Configured targets at 0 unless the store says otherwise; targets
         // no longer configured while deliveries to them remain, as stored.
         let mut backlog: Vec<(String, DeliveryStatus, u64)> = scrape
@@ -345,63 +328,50 @@ impl Metrics {
             }
         }
         if !backlog.is_empty() {
-            let name = "wechat_push_forward_backlog";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Deliveries to forward targets not delivered yet, by target and status (pending, working, dead).\n# TYPE {name} gauge"
-            );
+            let family = Family::<Labels, Gauge>::default();
             for (target, status, count) in &backlog {
-                let labels = render_labels(&vec![
-                    ("target", crate::config::display_url(target)),
+                let labels = vec![
+                    ("target", escaped(&crate::config::display_url(target))),
                     ("status", status.as_str().to_owned()),
-                ]);
-                let _ = writeln!(out, "{name}{labels} {count}");
+                ];
+                family.get_or_create(&labels).set(value(*count));
             }
+            read.register(
+                "wechat_push_forward_backlog",
+                "Deliveries to forward targets not delivered yet, by target and status (pending, working, dead)",
+                family,
+            );
         }
-        let name = "wechat_push_open_connections";
-        let _ = writeln!(
-            out,
-            "# HELP {name} HTTP connections open now.\n# TYPE {name} gauge\n{name} {}",
-            self.open_connections.load(Ordering::Relaxed)
-        );
-        let name = "wechat_push_inbox_depth";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Stored pushes by status (done: counted in the background, from the second scrape on).\n# TYPE {name} gauge"
-        );
-        let depth = scrape.depth.map(|d| {
-            [
+        let depth = Family::<Labels, Gauge>::default();
+        if let Some(d) = scrape.depth {
+            for (status, n) in [
                 ("pending", d.pending),
                 ("working", d.working),
                 ("dead", d.dead),
-            ]
-        });
-        for (status, n) in depth.into_iter().flatten() {
-            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+            ] {
+                depth
+                    .get_or_create(&vec![("status", status.to_owned())])
+                    .set(value(n));
+            }
         }
         if let Some(done) = scrape.done {
-            let _ = writeln!(out, "{name}{{status=\"done\"}} {done}");
+            depth
+                .get_or_create(&vec![("status", "done".to_owned())])
+                .set(value(done));
         }
+        read.register(
+            "wechat_push_inbox_depth",
+            "Stored pushes by status (done: counted in the background, from the second scrape on)",
+            depth,
+        );
+        let _ = encode_registry(&mut out, &read);
+        if let Some(stats) = writer {
+            out.push_str(&render_writer(stats));
+        }
+        out.push_str(&render_process());
+        let _ = encode_eof(&mut out);
         out
     }
-}
-
-fn render_labels(labels: &Labels) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}=\"{}\"",
-                v.replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n")
-            )
-        })
-        .collect();
-    format!("{{{}}}", inner.join(","))
 }
 
 /// The store writer's measurements in Prometheus text:
@@ -429,16 +399,17 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
         "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
         stats.batch_seconds
     );
-    let name = "wechat_push_store_checkpoints_total";
+    // OpenMetrics: a counter's family is named without `_total`.
+    let name = "wechat_push_store_checkpoints";
     let _ = writeln!(
         out,
-        "# HELP {name} WAL checkpoints run, off the writer's thread.\n# TYPE {name} counter\n{name} {}",
+        "# HELP {name} WAL checkpoints run, off the writer's thread.\n# TYPE {name} counter\n{name}_total {}",
         stats.checkpoints
     );
-    let name = "wechat_push_store_wal_restarts_total";
+    let name = "wechat_push_store_wal_restarts";
     let _ = writeln!(
         out,
-        "# HELP {name} Times the store's writer restarted the WAL from its beginning, between two batches.\n# TYPE {name} counter\n{name} {}",
+        "# HELP {name} Times the store's writer restarted the WAL from its beginning, between two batches.\n# TYPE {name} counter\n{name}_total {}",
         stats.wal_restarts
     );
     let name = "wechat_push_store_wal_backlog_pages";
@@ -478,20 +449,21 @@ pub fn render_process() -> String {
     // platform Rust targets) and pages of 4 KiB (x86-64, aarch64's default).
     const TICKS: f64 = 100.0;
     const PAGE: u64 = 4096;
+    if let (Some(user), Some(system)) = (field(14), field(15)) {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds Total user and system CPU time spent in seconds.\n\
+             # TYPE process_cpu_seconds counter\n# UNIT process_cpu_seconds seconds\n\
+             process_cpu_seconds_total {}",
+            (user + system) as f64 / TICKS
+        );
+    }
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
-    if let (Some(user), Some(system)) = (field(14), field(15)) {
-        metric(
-            "process_cpu_seconds_total",
-            "counter",
-            "Total user and system CPU time spent in seconds.",
-            ((user + system) as f64 / TICKS).to_string(),
-        );
-    }
     if let Some(pages) = field(24) {
         metric(
             "process_resident_memory_bytes",
@@ -563,15 +535,19 @@ mod tests {
             count: 2,
         }];
         let targets = ["http://b/h?k=secret".to_owned(), "http://idle/h".to_owned()];
-        let text = m.render(&Scrape {
-            depth: Some(Depth {
-                pending: 3,
-                ..Depth::default()
-            }),
-            done: Some(7),
-            backlog: &backlog,
-            targets: &targets,
-        });
+        let text = m.render(
+            &Scrape {
+                depth: Some(Depth {
+                    pending: 3,
+                    ..Depth::default()
+                }),
+                done: Some(7),
+                backlog: &backlog,
+                targets: &targets,
+            },
+            None,
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(
             text.contains("wechat_push_forward_backlog{target=\"http://b/h\",status=\"dead\"} 2")
         );
@@ -605,9 +581,9 @@ mod tests {
         assert!(text.contains("wechat_push_ack_seconds_count 1"));
         assert!(text.contains("wechat_push_inbox_depth{status=\"pending\"} 3"));
         assert!(text
-            .contains("wechat_push_forward_seconds_bucket{appid=\"wx1\",target=\"http://b/h\",le=\"0.025\"} 0"));
+            .contains("wechat_push_forward_seconds_bucket{le=\"0.025\",appid=\"wx1\",target=\"http://b/h\"} 0"));
         assert!(text.contains(
-            "wechat_push_forward_seconds_bucket{appid=\"wx1\",target=\"http://b/h\",le=\"0.05\"} 1"
+            "wechat_push_forward_seconds_bucket{le=\"0.05\",appid=\"wx1\",target=\"http://b/h\"} 1"
         ));
         assert!(text
             .contains("wechat_push_forward_seconds_count{appid=\"wx1\",target=\"http://b/h\"} 1"));

@@ -881,10 +881,8 @@ async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {
         backlog: &backlog,
         targets: &targets,
     };
-    let mut text = shared.metrics.render(&scrape);
-    if let Some(stats) = shared.store.writer_stats() {
-        text.push_str(&metrics::render_writer(&stats));
-    }
-    text.push_str(&metrics::render_process());
+    let text = shared
+        .metrics
+        .render(&scrape, shared.store.writer_stats().as_ref());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -99,6 +99,9 @@ struct Op {
 type Run = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Deferred + Send>;
 type Deferred = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
+/// Ids counted per read by [`Inbox::counts`].
+const COUNT_CHUNK: i64 = 20_000;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pushes (
     id INTEGER PRIMARY KEY,
@@ -1060,17 +1063,51 @@ impl Inbox for SqliteStore {
     }
 
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
-        Box::pin(self.read(|conn| {
+        Box::pin(async move {
+            // Every push is read: with a million stored, at once that is a
+            // few hundred ms of a core taken from the requests (acks' p99
+            // tripled while /metrics counted). In id ranges instead, each
+            // a short read, with a pause after each four times as long:
+            // at most a fifth of a core, however many pushes there are.
+            let (first, last): (i64, i64) = self
+                .read(|conn| {
+                    conn.prepare_cached(
+                        "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), -1) FROM pushes",
+                    )?
+                    .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                })
+                .await?;
             let mut counts = Counts::default();
-            let mut stmt =
-                conn.prepare_cached("SELECT status, COUNT(*) FROM pushes GROUP BY status")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let n: i64 = row.get(1)?;
-                counts.set(&row.get::<_, String>(0)?, n.max(0) as u64);
+            let mut from = first;
+            while from <= last {
+                let to = from.saturating_add(COUNT_CHUNK);
+                let started = std::time::Instant::now();
+                let chunk: Vec<(String, i64)> = self
+                    .read(move |conn| {
+                        let mut stmt = conn.prepare_cached(
+                            "SELECT status, COUNT(*) FROM pushes WHERE id >= ?1 AND id < ?2 GROUP BY status",
+                        )?;
+                        let rows = stmt.query_map(params![from, to], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                        rows.collect()
+                    })
+                    .await?;
+                for (status, n) in chunk {
+                    let n = u64::try_from(n).unwrap_or(0);
+                    match Status::parse(&status) {
+                        Some(Status::Pending) => counts.pending += n,
+                        Some(Status::Working) => counts.working += n,
+                        Some(Status::Done) => counts.done += n,
+                        Some(Status::Dead) => counts.dead += n,
+                        None => {}
+                    }
+                }
+                from = to;
+                if from <= last {
+                    tokio::time::sleep(started.elapsed() * 4).await;
+                }
             }
             Ok(counts)
-        }))
+        })
     }
 
     fn depth(&self) -> BoxFuture<'_, Result<Depth, StoreError>> {

@@ -404,12 +404,15 @@ async fn a_48001_is_recorded_with_what_to_do_and_counted() {
         why.contains("answer with a passive reply (via = \"passive\")"),
         "{why}"
     );
-    let metrics = s.metrics.render(&wechat_push::metrics::Scrape {
-        depth: None,
-        done: None,
-        backlog: &[],
-        targets: &[],
-    });
+    let metrics = s.metrics.render(
+        &wechat_push::metrics::Scrape {
+            depth: None,
+            done: None,
+            backlog: &[],
+            targets: &[],
+        },
+        None,
+    );
     assert!(
         metrics.contains(&format!(
             "wechat_push_api_errors_total{{appid=\"{APPID}\",errcode=\"48001\"}} 1"
