@@ -820,6 +820,9 @@ struct DoneCount {
     value: Option<u64>,
     asked: Option<Instant>,
     took: Duration,
+    /// A count is under way: no second one is started meanwhile (each
+    /// scrape started another while the first, paced, was still counting).
+    counting: bool,
 }
 
 impl Shared {
@@ -830,13 +833,15 @@ impl Shared {
             return None;
         };
         let spacing = (done.took * DONE_COUNT_SPACING).max(Duration::from_secs(1));
-        if done.asked.is_none_or(|at| at.elapsed() >= spacing) {
+        if !done.counting && done.asked.is_none_or(|at| at.elapsed() >= spacing) {
             let started = Instant::now();
             done.asked = Some(started);
+            done.counting = true;
             let shared = self.clone();
             tokio::spawn(async move {
                 let counted = shared.store.counts().await;
                 if let Ok(mut done) = shared.done.lock() {
+                    done.counting = false;
                     done.took = started.elapsed();
                     if let Ok(counts) = counted {
                         done.value = Some(counts.done);

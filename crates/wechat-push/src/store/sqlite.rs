@@ -100,7 +100,7 @@ type Run = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Deferred + Send>;
 type Deferred = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// Ids counted per read by [`Inbox::counts`].
-const COUNT_CHUNK: i64 = 20_000;
+const COUNT_CHUNK: i64 = 2_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pushes (
