@@ -334,7 +334,9 @@ impl Metrics {
                     ("target", escaped(&crate::config::display_url(target))),
                     ("status", status.as_str().to_owned()),
                 ];
-                family.get_or_create(&labels).set(value(*count));
+                // Targets that differ only in what is not shown (a query,
+                // a password) share a label set: their counts add up.
+                family.get_or_create(&labels).inc_by(value(*count));
             }
             read.register(
                 "wechat_push_forward_backlog",
@@ -393,7 +395,11 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
     {
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
     }
-    let count = stats.batch_count;
+    // Read apart from the buckets: a batch counted in between must not
+    // show a bucket above the total.
+    let count = stats
+        .batch_count
+        .max(stats.batches.last().copied().unwrap_or(0));
     let _ = writeln!(
         out,
         "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
@@ -442,13 +448,12 @@ pub fn render_process() -> String {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    // Fields 14 and 15 (utime, stime), 22 (starttime) and 24 (rss) of
+    // Fields 14 and 15 (utime, stime) and 22 (starttime) of
     // proc(5), counted from 1 with the pid and command as 1 and 2.
     let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
     // Linux reports these in clock ticks (USER_HZ, 100 on every Linux
-    // platform Rust targets) and pages of 4 KiB (x86-64, aarch64's default).
+    // platform Rust targets).
     const TICKS: f64 = 100.0;
-    const PAGE: u64 = 4096;
     if let (Some(user), Some(system)) = (field(14), field(15)) {
         let _ = writeln!(
             out,
@@ -464,12 +469,20 @@ pub fn render_process() -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
-    if let Some(pages) = field(24) {
+    // In kB from /proc/self/status: pages are not 4 KiB everywhere.
+    let rss_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    if let Some(kb) = rss_kb {
         metric(
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory size in bytes.",
-            (pages * PAGE).to_string(),
+            (kb * 1024).to_string(),
         );
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {

@@ -814,6 +814,9 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 /// when counting takes 100 ms.
 const DONE_COUNT_SPACING: u32 = 100;
 
+/// A done count not finished by then is given up (the next scrape starts another).
+const DONE_COUNT_LIMIT: Duration = Duration::from_secs(300);
+
 /// The last count of done pushes, when it was asked for, and how long it took.
 #[derive(Default)]
 struct DoneCount {
@@ -832,18 +835,21 @@ impl Shared {
         let Ok(mut done) = self.done.lock() else {
             return None;
         };
-        let spacing = (done.took * DONE_COUNT_SPACING).max(Duration::from_secs(1));
+        let spacing =
+            (done.took * DONE_COUNT_SPACING).clamp(Duration::from_secs(1), Duration::from_secs(60));
         if !done.counting && done.asked.is_none_or(|at| at.elapsed() >= spacing) {
             let started = Instant::now();
             done.asked = Some(started);
             done.counting = true;
             let shared = self.clone();
             tokio::spawn(async move {
-                let counted = shared.store.counts().await;
+                // A count that hangs must not stop every later one.
+                let counted = tokio::time::timeout(DONE_COUNT_LIMIT, shared.store.counts()).await;
+                let counted = counted.ok().and_then(Result::ok);
                 if let Ok(mut done) = shared.done.lock() {
                     done.counting = false;
                     done.took = started.elapsed();
-                    if let Ok(counts) = counted {
+                    if let Some(counts) = counted {
                         done.value = Some(counts.done);
                     }
                 }
