@@ -299,6 +299,28 @@ impl Counts {
             None => {}
         }
     }
+
+    /// Add `n` pushes to the status stored as `status` (counts read in
+    /// pages); an unknown status is not counted.
+    pub fn add(&mut self, status: &str, n: u64) {
+        match Status::parse(status) {
+            Some(Status::Pending) => self.pending += n,
+            Some(Status::Working) => self.working += n,
+            Some(Status::Done) => self.done += n,
+            Some(Status::Dead) => self.dead += n,
+            None => {}
+        }
+    }
+}
+
+impl From<Counts> for Depth {
+    fn from(c: Counts) -> Depth {
+        Depth {
+            pending: c.pending,
+            working: c.working,
+            dead: c.dead,
+        }
+    }
 }
 
 /// The pushes still to handle or given up on: [`Counts`] without the done

@@ -1076,17 +1076,14 @@ impl Inbox for PostgresStore {
                     &[],
                 )
                 .await?;
-            let mut depth = Depth::default();
+            let mut counts = Counts::default();
             for row in rows {
-                let n = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-                match Status::parse(row.get::<_, &str>(0)) {
-                    Some(Status::Pending) => depth.pending = n,
-                    Some(Status::Working) => depth.working = n,
-                    Some(Status::Dead) => depth.dead = n,
-                    _ => {}
-                }
+                counts.set(
+                    row.get::<_, &str>(0),
+                    u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+                );
             }
-            Ok(depth)
+            Ok(Depth::from(counts))
         })
     }
 

@@ -1092,13 +1092,7 @@ impl Inbox for SqliteStore {
                     let n = u64::try_from(n).unwrap_or(0);
                     read += n;
                     after = after.max(last);
-                    match Status::parse(&status) {
-                        Some(Status::Pending) => counts.pending += n,
-                        Some(Status::Working) => counts.working += n,
-                        Some(Status::Done) => counts.done += n,
-                        Some(Status::Dead) => counts.dead += n,
-                        None => {}
-                    }
+                    counts.add(&status, n);
                 }
                 if read < COUNT_PAGE.unsigned_abs() {
                     return Ok(counts);
@@ -1112,7 +1106,7 @@ impl Inbox for SqliteStore {
         Box::pin(self.read(|conn| {
             // Each term is the WHERE of a partial index, word for word, so
             // that SQLite reads that index and not the table.
-            let mut depth = Depth::default();
+            let mut counts = Counts::default();
             let mut stmt = conn.prepare_cached(
                 "SELECT status, COUNT(*) FROM pushes WHERE status IN ('pending', 'working') GROUP BY status \
                  UNION ALL \
@@ -1121,14 +1115,9 @@ impl Inbox for SqliteStore {
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
-                match Status::parse(&row.get::<_, String>(0)?) {
-                    Some(Status::Pending) => depth.pending = n,
-                    Some(Status::Working) => depth.working = n,
-                    Some(Status::Dead) => depth.dead = n,
-                    _ => {}
-                }
+                counts.set(&row.get::<_, String>(0)?, n);
             }
-            Ok(depth)
+            Ok(Depth::from(counts))
         }))
     }
 
