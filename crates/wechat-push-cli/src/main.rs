@@ -84,19 +84,30 @@ impl ConfigArgs {
                 self.config.display()
             );
         }
-        let context = || format!("invalid configuration in {}", self.config.display());
-        let (config, shown) = match Config::load_showing(Some(&self.config), std::env::vars()) {
-            Ok(loaded) => loaded,
-            // A variable's mistake is not the file's.
-            Err(e @ wechat_push::config::ConfigError::Env { .. }) => {
-                return Err(anyhow::Error::new(e).context("invalid configuration"))
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(context())),
-        };
         // Rules and forward targets are checked where they are built; here
-        // too, so that a mistake is named before any store is opened.
-        RulesHandler::check(&config).with_context(context)?;
-        Forwarder::check(&config).with_context(context)?;
+        // too, so that a mistake is named (with its line, or its variable)
+        // before any store is opened.
+        let check = |config: &Config| {
+            RulesHandler::check(config)?;
+            Forwarder::check(config)
+        };
+        let (config, shown) =
+            match Config::load_checked(Some(&self.config), std::env::vars(), &check) {
+                Ok(loaded) => loaded,
+                // These name their file and line, or their variable (a
+                // variable's mistake is not the file's).
+                Err(
+                    e @ (wechat_push::config::ConfigError::Env { .. }
+                    | wechat_push::config::ConfigError::InFile { .. }
+                    | wechat_push::config::ConfigError::Toml { .. }),
+                ) => return Err(anyhow::Error::new(e).context("invalid configuration")),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "invalid configuration in {}",
+                        self.config.display()
+                    )))
+                }
+            };
         Ok((config, shown))
     }
 }

@@ -84,6 +84,33 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A [`ConfigError::Key`] or [`ConfigError::Invalid`] whose key is
+    /// written in the config file: where.
+    #[error("{path}:{line}:{column}: {error}")]
+    InFile {
+        /// The config file's path, as given.
+        path: String,
+        /// The line of the key (or of the nearest enclosing key the file
+        /// has), from 1.
+        line: usize,
+        /// Its column, from 1.
+        column: usize,
+        /// The error, naming the key. Not a `#[source]`: the message
+        /// already says it, and a chain would say it twice.
+        error: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    /// The key at fault, when the error names one.
+    #[must_use]
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Key { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::InFile { error, .. } => error.key(),
+            ConfigError::Read { .. } | ConfigError::Toml { .. } | ConfigError::Env { .. } => None,
+        }
+    }
 }
 
 /// The whole configuration, as [`Config::load`] builds it: defaults, then the file,
@@ -492,12 +519,17 @@ impl AppConfig {
     }
 }
 
-/// A TOML syntax error in `text`, by line and column, without quoting it.
-fn toml_error(path: &str, text: &str, e: &toml::de::Error) -> ConfigError {
-    let at = e.span().map_or(0, |span| span.start).min(text.len());
-    let before = text.get(..at).unwrap_or_default();
+/// Line and column (from 1, in characters) of byte offset `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at.min(text.len())).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A TOML syntax error in `text`, by line and column, without quoting it.
+fn toml_error(path: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = line_column(text, e.span().map_or(0, |span| span.start));
     ConfigError::Toml {
         path: path.to_owned(),
         line,
@@ -536,9 +568,27 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Config, String), ConfigError> {
+        Self::load_checked(file, env, &|_| Ok(()))
+    }
+
+    /// As [`Config::load_showing`], with `check` run after
+    /// [`Config::validate`]: the checks of the layers that build from the
+    /// configuration (`rules::RulesHandler::check`,
+    /// `forward::Forwarder::check`), so that their errors too name the
+    /// variable, or the file's line, that set the key at fault.
+    ///
+    /// # Errors
+    /// As [`Config::load`]; a key's error is [`ConfigError::Env`] when a
+    /// variable set the key, [`ConfigError::InFile`] when the file did.
+    pub fn load_checked(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        check: &dyn Fn(&Config) -> Result<(), ConfigError>,
+    ) -> Result<(Config, String), ConfigError> {
         let mut table: Table = DEFAULTS
             .parse()
             .map_err(|e| toml_error("built-in defaults", DEFAULTS, &e))?;
+        let mut source = None;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
@@ -548,6 +598,7 @@ impl Config {
                 .parse()
                 .map_err(|e| toml_error(&path.display().to_string(), &text, &e))?;
             merge(&mut table, overrides);
+            source = Some((path.display().to_string(), text));
         }
         let mut vars: Vec<(String, String)> = env
             .into_iter()
@@ -570,10 +621,21 @@ impl Config {
         }
         let mut shown = table.clone();
         redact(&mut shown);
-        Self::from_table(table)
-            .and_then(|config| config.validate().map(|()| config))
+        let checked = |table: Table| {
+            let config = Self::from_table(table)?;
+            config.validate()?;
+            check(&config)?;
+            Ok(config)
+        };
+        checked(table)
             .map(|config| (config, shown.to_string()))
-            .map_err(|e| blame_variable(e, file_only, &vars))
+            .map_err(|e| match blame_variable(e, file_only, &vars, &checked) {
+                e @ ConfigError::Env { .. } => e,
+                e => match &source {
+                    Some((path, text)) => in_file(e, path, text),
+                    None => e,
+                },
+            })
     }
 
     /// Parse a complete TOML document, without defaults or environment
@@ -748,14 +810,18 @@ impl Config {
 /// `WECHAT_PUSH_SERVER_LISTEN=bad` is the variable's mistake, not the
 /// file's. The variables are applied one by one to the file's settings
 /// until the same error appears.
-fn blame_variable(error: ConfigError, file_only: Table, vars: &[(String, String)]) -> ConfigError {
+fn blame_variable(
+    error: ConfigError,
+    file_only: Table,
+    vars: &[(String, String)],
+    checked: &dyn Fn(Table) -> Result<Config, ConfigError>,
+) -> ConfigError {
     if !matches!(error, ConfigError::Key { .. } | ConfigError::Invalid { .. }) || vars.is_empty() {
         return error;
     }
     let message = error.to_string();
     let fails_so = |table: &Table| {
-        Config::from_table(table.clone())
-            .and_then(|c| c.validate())
+        checked(table.clone())
             .err()
             .is_some_and(|e| e.to_string() == message)
     };
@@ -775,6 +841,61 @@ fn blame_variable(error: ConfigError, file_only: Table, vars: &[(String, String)
         }
     }
     error
+}
+
+/// Where the key an error names (`apps[0].rules[1].via`, `server`) is
+/// written in the config file `text`: the line and column of the key itself,
+/// or of the deepest enclosing key the file has (a missing field is the
+/// table's mistake). `None` when the file has none of it (the value came
+/// from the defaults).
+fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(text).ok()?;
+    let mut table: &DeTable<'_> = document.get_ref();
+    let mut found: Option<usize> = None;
+    'segments: for segment in key.split('.') {
+        let mut parts = segment.split('[');
+        let name = parts.next().unwrap_or_default();
+        let Some((k, mut value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
+            break;
+        };
+        found = Some(k.span().start);
+        for index in parts {
+            let Some(item) = index
+                .trim_end_matches(']')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| value.get_ref().as_array()?.get(i))
+            else {
+                break 'segments;
+            };
+            // An `[[apps]]` entry's span starts at its header.
+            found = Some(item.span().start);
+            value = item;
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    found.map(|at| line_column(text, at))
+}
+
+/// `error` with the place in `path`'s `text` of the key it names, when
+/// the file has the key.
+fn in_file(error: ConfigError, path: &str, text: &str) -> ConfigError {
+    if !matches!(error, ConfigError::Key { .. } | ConfigError::Invalid { .. }) {
+        return error;
+    }
+    match error.key().and_then(|key| key_position(text, key)) {
+        Some((line, column)) => ConfigError::InFile {
+            path: path.to_owned(),
+            line,
+            column,
+            error: Box::new(error),
+        },
+        None => error,
+    }
 }
 
 /// The keys whose values are secrets, wherever they appear.
@@ -1393,5 +1514,44 @@ secret = "whsec_c2VjcmV0"
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2h 37min"), Ok(Duration::from_secs(9420)));
+    }
+
+    #[test]
+    fn key_position_follows_tables_arrays_and_dotted_keys_to_the_key() {
+        let text = "[server]\nlisten = \"x\"\n\n[[apps]]\nappid = \"a\"\n\n[[apps]]\nappid = \"b\"\n  forward = [{ url = \"u\" }, { url = \"v\" }]\nstore.url = \"s\"\n";
+        assert_eq!(key_position(text, "server.listen"), Some((2, 1)));
+        assert_eq!(key_position(text, "server"), Some((1, 2)));
+        assert_eq!(key_position(text, "apps[1].appid"), Some((8, 1)));
+        assert_eq!(key_position(text, "apps[1].forward[1].url"), Some((9, 31)));
+        // Missing below: the nearest enclosing entry the file has.
+        assert_eq!(key_position(text, "apps[1].token"), Some((7, 1)));
+        assert_eq!(key_position(text, "apps[7].token"), Some((4, 3)));
+        // Not in the file at all (a default): no place.
+        assert_eq!(key_position(text, "inbox.workers"), None);
+        // Not TOML: no place rather than a wrong one.
+        assert_eq!(key_position("[server", "server"), None);
+    }
+
+    #[test]
+    fn a_file_error_names_its_line_and_a_variable_error_does_not() {
+        let dir = std::env::temp_dir().join(format!("wp-config-line-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wp.toml");
+        std::fs::write(&path, "[inbox]\n\nmax_attempts = 0\n").unwrap();
+        let e = Config::load(Some(&path), Vec::new()).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::InFile { line: 3, column: 1, error, .. }
+                if matches!(**error, ConfigError::Invalid { .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.key(), Some("inbox.max_attempts"));
+        std::fs::write(&path, "[inbox]\nworkers = 2\n").unwrap();
+        let e = Config::load(
+            Some(&path),
+            vec![("WECHAT_PUSH_INBOX_MAX_ATTEMPTS".to_owned(), "0".to_owned())],
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Env { .. }), "{e:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

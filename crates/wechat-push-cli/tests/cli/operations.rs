@@ -482,6 +482,79 @@ fn config_check_shows_the_console_settings_and_no_secret() {
     assert!(!shown.contains(": valid."), "{shown}");
 }
 
+/// A mistake in the file is named by file, line and key: of a value
+/// `validate` refuses, of a rule and of a forward target (checked by their
+/// own layers), and of an unknown key. The same mistake set by a variable
+/// names the variable, not the file.
+#[test]
+fn config_errors_name_the_file_and_line_of_the_key_at_fault() {
+    let dir = temp_dir("config-line");
+    let config = write_config(&dir, 2);
+    let original = std::fs::read_to_string(&config).unwrap();
+    let line_of = |text: &str, needle: &str| {
+        text.lines()
+            .position(|l| l.starts_with(needle))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{needle} not in\n{text}"))
+    };
+    let check = |text: &str, env: &[(&str, &str)]| {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(super::bin())
+            .args(["config", "check", "-c"])
+            .arg(&config)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        super::text(&out)
+    };
+    let path = config.display().to_string();
+
+    let text = original.replacen("[server]\n", "[server]\nheader_timeout = \"0s\"\n", 1);
+    let shown = check(&text, &[]);
+    let line = line_of(&text, "header_timeout");
+    assert!(
+        shown.contains(&format!(
+            "{path}:{line}:1: server.header_timeout: must be more than 0"
+        )),
+        "{shown}"
+    );
+
+    let text = format!("{original}\n[[apps.rules]]\nregex = \"(\"\nreply = {{ text = \"x\" }}\n");
+    let shown = check(&text, &[]);
+    let line = line_of(&text, "regex");
+    assert!(
+        shown.contains(&format!("{path}:{line}:1: apps[0].rules[0]")),
+        "{shown}"
+    );
+
+    let text = format!("{original}\n[[apps.forward]]\nurl = \"ftp://example.com/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
+    let shown = check(&text, &[]);
+    let line = line_of(&text, "url = \"ftp");
+    assert!(
+        shown.contains(&format!("{path}:{line}:1: apps[0].forward[0].url")),
+        "{shown}"
+    );
+
+    let text = original.replacen("[server]\n", "[server]\nlisen = \"0.0.0.0:80\"\n", 1);
+    let shown = check(&text, &[]);
+    let line = line_of(&text, "lisen");
+    assert!(
+        shown.contains(&format!(
+            "{path}:{line}:1: server.lisen: unknown field `lisen`"
+        )),
+        "{shown}"
+    );
+
+    let shown = check(&original, &[("WECHAT_PUSH_SERVER_HEADER_TIMEOUT", "0s")]);
+    assert!(
+        shown.contains(
+            "environment variable WECHAT_PUSH_SERVER_HEADER_TIMEOUT: server.header_timeout"
+        ) && !shown.contains(&format!("{path}:")),
+        "{shown}"
+    );
+}
+
 /// The start-up line names the build, the store without its password, and
 /// each app's push URL.
 #[tokio::test(flavor = "multi_thread")]

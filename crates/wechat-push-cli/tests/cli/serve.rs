@@ -335,7 +335,7 @@ async fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
 
 /// Rules and forward targets are checked where they are built, and by the
 /// command line when it loads the config: a mistake is named, with the
-/// file, before any database is created.
+/// file and line, before any database is created.
 #[test]
 fn a_bad_rule_or_target_is_refused_before_the_store_is_opened() {
     let dir = temp_dir("bad-rule");
@@ -361,7 +361,10 @@ fn a_bad_rule_or_target_is_refused_before_the_store_is_opened() {
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{command:?}: {stderr}");
-            assert!(stderr.contains("invalid configuration in "), "{stderr}");
+            assert!(
+                stderr.contains(&format!("invalid configuration: {}:", config.display())),
+                "{stderr}"
+            );
             assert!(stderr.contains(named), "{stderr}");
             assert!(!dir.join("data").exists(), "{command:?} created the store");
         }

@@ -15,14 +15,16 @@
 //!   different pushes without waiting for each other; every claim
 //!   increments the fencing token (`claims`), which every finishing
 //!   statement checks (see [`super::Claim`]).
-//! - **Migrations** run at start-up in one transaction under an advisory
-//!   lock (two instances starting at once is the normal case), recorded in
-//!   `wechat_push_schema`.
+//! - **Migrations** run at start-up under an advisory lock (two instances
+//!   starting at once is the normal case), recorded in
+//!   `wechat_push_schema`: in one transaction, except indexes added to
+//!   `pushes` once it may be large, which are built `CONCURRENTLY` so that
+//!   running instances go on inserting.
 //! - Bodies are `bytea`: the decrypted push, byte for byte.
 
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -69,9 +71,27 @@ const INSERT_BATCHES_IN_FLIGHT: usize = 4;
 /// Done pushes deleted per prune statement (as the SQLite store's).
 const PRUNE_CHUNK: i64 = 200;
 
+/// One version of the schema.
+enum Migration {
+    /// Statements run in the migration transaction.
+    Transaction(&'static str),
+    /// An index on a table that may already be large and in use, built
+    /// with `CREATE INDEX CONCURRENTLY` outside any transaction: inserts
+    /// go on while it reads the table (a plain `CREATE INDEX` would hold
+    /// every insert of every instance back until it is done).
+    ConcurrentIndex {
+        /// The index's name, dropped first when an interrupted build
+        /// left it INVALID (`IF NOT EXISTS` would keep it, unused forever).
+        name: &'static str,
+        /// `CREATE INDEX CONCURRENTLY IF NOT EXISTS …`.
+        sql: &'static str,
+    },
+}
+
 /// The schema, one entry per version, applied in order.
-const MIGRATIONS: &[&str] = &[
-    "
+const MIGRATIONS: &[Migration] = &[
+    Migration::Transaction(
+        "
 CREATE TABLE pushes (
     id BIGSERIAL PRIMARY KEY,
     appid TEXT NOT NULL,
@@ -136,19 +156,26 @@ CREATE INDEX deliveries_ready ON deliveries (target, due_at)
     WHERE status IN ('pending', 'working');
 CREATE INDEX deliveries_dead ON deliveries (target) WHERE status = 'dead';
 ",
-    "
+    ),
+    Migration::Transaction(
+        "
 -- What pruning reads: done pushes, oldest first.
 CREATE INDEX pushes_done ON pushes (finished_at) WHERE status = 'done';
 ",
-    "
+    ),
+    Migration::Transaction(
+        "
 -- Every change of a push's status rewrote this index's entry too, for the
 -- one reader of it (`inbox show` by a key's beginning), which may scan.
 DROP INDEX IF EXISTS pushes_key;
 ",
-    "
--- Dead pushes, counted for each /metrics scrape without reading the done ones.
-CREATE INDEX pushes_dead ON pushes (appid) WHERE status = 'dead';
-",
+    ),
+    // Dead pushes, counted for each /metrics scrape without reading the done ones.
+    Migration::ConcurrentIndex {
+        name: "pushes_dead",
+        sql: "CREATE INDEX CONCURRENTLY IF NOT EXISTS pushes_dead ON pushes (appid) \
+              WHERE status = 'dead'",
+    },
 ];
 
 const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
@@ -702,32 +729,67 @@ async fn try_insert_batch(
     Ok(results.into_iter().flatten().collect())
 }
 
-/// Apply the migrations this database lacks, in one transaction under an
-/// advisory lock: an instance starting while another migrates waits, then
-/// finds the schema current.
+/// Apply the migrations this database lacks, under an advisory lock: an
+/// instance starting while another migrates waits, then finds the schema
+/// current. Consecutive [`Migration::Transaction`]s are applied in one
+/// transaction; each [`Migration::ConcurrentIndex`] on its own, outside any.
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
-    let tx = client.transaction().await?;
-    tx.execute(
-        &format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})"),
-        &[&"migrate"],
-    )
-    .await?;
-    // A migration may rewrite a large table: no statement timeout for it.
-    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS wechat_push_schema (
-            version INTEGER PRIMARY KEY,
-            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-        )",
-    )
-    .await?;
-    let current: i32 = tx
+    while let Some((version, name, sql)) = migrate_in_transaction(client).await? {
+        build_index_concurrently(client, version, name, sql).await?;
+    }
+    Ok(())
+}
+
+/// How long a waiting instance sleeps between tries for the schema lock.
+const SCHEMA_LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The version the schema is at (0: none yet).
+async fn schema_version(client: &impl GenericClient) -> Result<i32, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS wechat_push_schema (
+                version INTEGER PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    Ok(client
         .query_one(
             "SELECT COALESCE(MAX(version), 0) FROM wechat_push_schema",
             &[],
         )
         .await?
-        .get(0);
+        .get(0))
+}
+
+/// Apply the transactional migrations from the schema's version on, in one
+/// transaction, up to the first concurrent index not built yet, which is
+/// returned (with its version) for [`build_index_concurrently`].
+async fn migrate_in_transaction(
+    client: &mut deadpool_postgres::Object,
+) -> Result<Option<(i32, &'static str, &'static str)>, StoreError> {
+    // The lock is tried, not waited for: a session waiting for a lock
+    // holds a snapshot, and `CREATE INDEX CONCURRENTLY` in the session
+    // that has the lock waits for every older snapshot: each would wait
+    // for the other.
+    let tx = loop {
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one(
+                &format!("SELECT pg_try_advisory_xact_lock({SCHEMA_LOCK_KEY})"),
+                &[&"migrate"],
+            )
+            .await?
+            .get(0);
+        if locked {
+            break tx;
+        }
+        tx.rollback().await?;
+        tokio::time::sleep(SCHEMA_LOCK_RETRY).await;
+    };
+    // A migration may rewrite a large table: no statement timeout for it.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+    let current = schema_version(&tx).await?;
     let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
     if current > known {
         // A newer build migrated it (a rolling deploy, or a rollback):
@@ -738,20 +800,98 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreErro
             "PostgreSQL store: the schema is newer than this build knows"
         );
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
+    let mut concurrent = None;
+    for (i, migration) in MIGRATIONS.iter().enumerate() {
         let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
         if version <= current {
             continue;
         }
-        tx.batch_execute(sql).await?;
-        tx.execute(
-            "INSERT INTO wechat_push_schema (version) VALUES ($1)",
-            &[&version],
-        )
-        .await?;
-        tracing::info!(version, "PostgreSQL store: schema migrated");
+        match migration {
+            Migration::Transaction(sql) => {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO wechat_push_schema (version) VALUES ($1)",
+                    &[&version],
+                )
+                .await?;
+                tracing::info!(version, "PostgreSQL store: schema migrated");
+            }
+            Migration::ConcurrentIndex { name, sql } => {
+                concurrent = Some((version, *name, *sql));
+                break;
+            }
+        }
     }
     tx.commit().await?;
+    Ok(concurrent)
+}
+
+/// Build migration `version`'s index concurrently, under the schema lock
+/// held by the session, and record the version.
+async fn build_index_concurrently(
+    client: &mut deadpool_postgres::Object,
+    version: i32,
+    name: &str,
+    sql: &str,
+) -> Result<(), StoreError> {
+    loop {
+        let locked: bool = client
+            .query_one(
+                &format!("SELECT pg_try_advisory_lock({SCHEMA_LOCK_KEY})"),
+                &[&"migrate"],
+            )
+            .await?
+            .get(0);
+        if locked {
+            break;
+        }
+        tokio::time::sleep(SCHEMA_LOCK_RETRY).await;
+    }
+    let built = async {
+        // Session settings, reset below: this connection goes back to the pool.
+        client.batch_execute("SET statement_timeout = 0").await?;
+        if schema_version(&*client).await? >= version {
+            return Ok(());
+        }
+        tracing::info!(
+            version,
+            index = name,
+            "PostgreSQL store: building an index concurrently (pushes go on being stored)"
+        );
+        // A build interrupted (a killed instance, a timeout) leaves the
+        // index behind, INVALID: never used, and kept by `IF NOT EXISTS`.
+        let invalid: Option<bool> = client
+            .query_opt(
+                "SELECT NOT i.indisvalid FROM pg_index i \
+                 WHERE i.indexrelid = to_regclass(current_schema() || '.' || $1)",
+                &[&name],
+            )
+            .await?
+            .map(|row| row.get(0));
+        if invalid == Some(true) {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                .await?;
+        }
+        client.batch_execute(sql).await?;
+        client
+            .execute(
+                "INSERT INTO wechat_push_schema (version) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&version],
+            )
+            .await?;
+        tracing::info!(version, "PostgreSQL store: schema migrated");
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    let reset = client
+        .batch_execute(&format!(
+            "RESET statement_timeout; SELECT pg_advisory_unlock({})",
+            SCHEMA_LOCK_KEY.replace("$1", "'migrate'")
+        ))
+        .await;
+    built?;
+    reset?;
     Ok(())
 }
 
@@ -1608,6 +1748,132 @@ mod tests {
         let plan = plan.join("\n");
         assert!(plan.contains("pushes_pkey"), "{plan}");
         assert!(!plan.contains("pushes_ready"), "{plan}");
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
+
+    /// A fresh schema in the test database and the URL that uses it, or
+    /// `None` without `WP_TEST_POSTGRES_URL`.
+    async fn test_schema(name: &str) -> Option<(tokio_postgres::Client, String, String)> {
+        let Ok(base) = std::env::var("WP_TEST_POSTGRES_URL") else {
+            eprintln!("WP_TEST_POSTGRES_URL is not set, not run against PostgreSQL");
+            return None;
+        };
+        let schema = format!("unit_{}_{name}", std::process::id());
+        let (admin, conn) = tokio_postgres::connect(&base, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("WP_TEST_POSTGRES_URL={base} does not answer: {e}"));
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some((admin, schema, url))
+    }
+
+    /// The bug it guards against: migration 4 built `pushes_dead` with a
+    /// plain `CREATE INDEX` inside the migration transaction, holding every
+    /// insert back while it read the table. Built concurrently, a build
+    /// that failed half-way leaves an INVALID index, which `IF NOT EXISTS`
+    /// alone would keep for ever: the next start drops and builds it.
+    #[tokio::test]
+    async fn an_index_build_left_invalid_is_built_again_at_the_next_start() {
+        let Some((admin, schema, url)) = test_schema("invalid_index").await else {
+            return;
+        };
+        let store = PostgresStore::open(&url).await.unwrap();
+        let client = store.relaxed.get().await.unwrap();
+        // A real failed concurrent build: a unique index over duplicates.
+        client
+            .batch_execute(
+                "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
+                   body, received_at, status, due_at) \
+                 SELECT 'wx1', g::text, 'text', 'o1', 0, 'xml', '\\x00', 0, 'dead', g \
+                 FROM generate_series(1, 50) g; \
+                 DROP INDEX pushes_dead; \
+                 DELETE FROM wechat_push_schema WHERE version = 4",
+            )
+            .await
+            .unwrap();
+        let failed = client
+            .batch_execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY pushes_dead ON pushes (appid) \
+                 WHERE status = 'dead'",
+            )
+            .await;
+        assert!(failed.is_err());
+        let valid = |client: deadpool_postgres::Object| async move {
+            let row = client
+                .query_one(
+                    "SELECT i.indisvalid, i.indisunique, \
+                       (SELECT MAX(version) FROM wechat_push_schema) \
+                     FROM pg_index i WHERE i.indexrelid = to_regclass('pushes_dead')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (
+                row.get::<_, bool>(0),
+                row.get::<_, bool>(1),
+                row.get::<_, i32>(2),
+            )
+        };
+        assert_eq!(valid(client).await, (false, true, 3));
+        drop(store);
+
+        let store = PostgresStore::open(&url).await.unwrap();
+        let known = i32::try_from(MIGRATIONS.len()).unwrap();
+        assert_eq!(
+            valid(store.relaxed.get().await.unwrap()).await,
+            (true, false, known)
+        );
+        assert_eq!(store.depth().await.unwrap().dead, 50);
+        drop(store);
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
+
+    /// Instances starting together on an empty database: one migrates,
+    /// the others wait for the lock (polling: a session blocked on it
+    /// would hold a snapshot the concurrent index build waits for), and
+    /// every version is applied once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_starting_together_migrate_once() {
+        let Some((admin, schema, url)) = test_schema("together").await else {
+            return;
+        };
+        let starting: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PostgresStore::open(&url).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for start in starting {
+            stores.push(start.await.unwrap().unwrap());
+        }
+        let client = stores[0].relaxed.get().await.unwrap();
+        let versions: Vec<i32> = client
+            .query(
+                "SELECT version FROM wechat_push_schema ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let known = i32::try_from(MIGRATIONS.len()).unwrap();
+        assert_eq!(versions, (1..=known).collect::<Vec<_>>());
+        drop((client, stores));
         admin
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await
