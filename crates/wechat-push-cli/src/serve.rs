@@ -1,5 +1,6 @@
 //! `wechat-push serve`: the push endpoint until SIGTERM or Ctrl-C.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -22,11 +23,16 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     // that writes them in batches. Lossy: when the queue is full (the log's
     // disk is stalled), lines are dropped rather than requests held up.
     // `_flush` writes what is queued when `serve` returns.
+    let write_failures = Arc::new(AtomicU64::new(0));
     let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(1 << 16)
         .thread_name("log-writer")
-        .finish(LossyStdout::default());
+        .finish(LossyStdout {
+            pending: Vec::new(),
+            lines_lost: write_failures.clone(),
+        });
+    let queue_drops = writer.error_counter();
     match config.server.log_format {
         // Fields at the top level of each object, beside `timestamp`,
         // `level`, `target` and `message`; the push's span as `span`.
@@ -54,6 +60,11 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             .context("cannot handle SIGHUP")?;
         let store = crate::open_store(&config).await?;
         let metrics = Arc::new(Metrics::default());
+        tokio::spawn(count_dropped_log_lines(
+            metrics.clone(),
+            queue_drops,
+            write_failures,
+        ));
         let handler = rules(&config, &store, &metrics)?;
         let app = Application::build_with_metrics(config, store.clone(), handler, metrics.clone())
             .await
@@ -67,6 +78,31 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
             .await
             .context("server failed")
     })
+}
+
+/// Carry the log writer's losses into `wechat_push_log_lines_dropped_total`,
+/// once a second (both series shown from the start, at 0).
+async fn count_dropped_log_lines(
+    metrics: Arc<Metrics>,
+    queue: tracing_appender::non_blocking::ErrorCounter,
+    write: Arc<AtomicU64>,
+) {
+    use wechat_push::metrics::LOG_LINES_DROPPED;
+    let (mut queued, mut written) = (0, 0);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = u64::try_from(queue.dropped_lines()).unwrap_or(u64::MAX);
+        metrics.add(LOG_LINES_DROPPED, &[("reason", "queue_full")], now - queued);
+        queued = now;
+        let now = write.load(Ordering::Relaxed);
+        metrics.add(
+            LOG_LINES_DROPPED,
+            &[("reason", "write_failed")],
+            now - written,
+        );
+        written = now;
+    }
 }
 
 /// The rules of `config`, answering through the customer-service API.
@@ -122,9 +158,10 @@ async fn reload_on_hangup(
 ///
 /// Lines are gathered and written a batch at a time (the log thread
 /// flushes when its queue runs dry), not one write per line.
-#[derive(Default)]
 struct LossyStdout {
     pending: Vec<u8>,
+    /// Lines in batches standard output refused.
+    lines_lost: Arc<AtomicU64>,
 }
 
 /// Past this many bytes gathered, a batch is written at once.
@@ -142,8 +179,17 @@ impl std::io::Write for LossyStdout {
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&self.pending);
-            let _ = out.flush();
+            if out
+                .write_all(&self.pending)
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                // Part of the batch may have gone out: counted whole, as a
+                // line cut short is lost too.
+                let lines = self.pending.iter().filter(|b| **b == b'\n').count();
+                self.lines_lost
+                    .fetch_add(u64::try_from(lines).unwrap_or(u64::MAX), Ordering::Relaxed);
+            }
             self.pending.clear();
         }
         Ok(())

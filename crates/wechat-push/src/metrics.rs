@@ -65,6 +65,11 @@ pub const CONNECTIONS_REFUSED: &str = "wechat_push_connections_refused_total";
 pub const ACCEPT_ERRORS: &str = "wechat_push_accept_errors_total";
 /// Counter: configuration reloads, by outcome (`applied`, `refused`).
 pub const CONFIG_RELOADS: &str = "wechat_push_config_reloads_total";
+/// Counter: log lines not written, by reason (`queue_full`: the log
+/// writer fell behind and lines were dropped rather than requests held up;
+/// `write_failed`: standard output refused them, a closed pipe or a full
+/// disk).
+pub const LOG_LINES_DROPPED: &str = "wechat_push_log_lines_dropped_total";
 /// Time forward targets took to answer, by target.
 pub const FORWARD_SECONDS: &str = "wechat_push_forward_seconds";
 
@@ -113,6 +118,10 @@ const HELP: &[(&str, &str)] = &[
     (
         CONFIG_RELOADS,
         "Configuration reloads (SIGHUP), by outcome: applied, or refused (the running configuration stayed).",
+    ),
+    (
+        LOG_LINES_DROPPED,
+        "Log lines not written, by reason: queue_full (the log writer fell behind), write_failed (standard output refused them).",
     ),
     (
         API_ERRORS,
@@ -249,6 +258,17 @@ impl Metrics {
             counter.inc();
         } else if let Some(family) = self.counters.get(name) {
             family.get_or_create(&self::labels(labels)).inc();
+        } else {
+            debug_assert!(false, "counter {name} is not declared in metrics::HELP");
+        }
+    }
+
+    /// Add `n` to counter `name` with `labels`, as [`Metrics::inc`] adds one.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
+        if let Some(counter) = self.plain.get(name) {
+            counter.inc_by(n);
+        } else if let Some(family) = self.counters.get(name) {
+            family.get_or_create(&self::labels(labels)).inc_by(n);
         } else {
             debug_assert!(false, "counter {name} is not declared in metrics::HELP");
         }

@@ -650,3 +650,54 @@ async fn each_request_gets_an_access_line_and_forwarded_addresses_only_from_trus
     );
     assert!(access_lines(lines.clone()).is_empty(), "{lines:?}");
 }
+
+/// Log lines standard output refuses (here a pipe whose reader went away)
+/// are counted, and the server goes on taking pushes.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_standard_output_refuses_are_counted() {
+    use std::io::BufRead;
+    let dir = temp_dir("log-dropped");
+    let config = write_config(&dir, 0);
+    let mut child = Command::new(super::bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("\"listening\""))
+        .expect("never listened");
+    let v: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    let addr = v["addr"].as_str().unwrap().to_owned();
+    drop(lines);
+    let dropped = |text: &str, reason: &str| -> u64 {
+        let series = format!("wechat_push_log_lines_dropped_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut msg_id = 1;
+    let lost = loop {
+        let (status, _) = send_text(&addr, msg_id, "hello").await;
+        assert_eq!(status, 200);
+        msg_id += 1;
+        let (_, text) = status_of(&format!("http://{addr}/metrics")).await;
+        let lost = dropped(&text, "write_failed");
+        assert_eq!(dropped(&text, "queue_full"), 0);
+        if lost > 0 || Instant::now() > deadline {
+            break lost;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lost > 0, "no line counted as dropped after {msg_id} pushes");
+}
