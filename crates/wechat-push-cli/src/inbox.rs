@@ -91,6 +91,7 @@ async fn list(a: ListArgs) -> Result<()> {
         appid: a.app,
         status: a.status.as_deref().and_then(Status::parse),
         limit: a.limit,
+        ..ListFilter::default()
     };
     let pushes = store.list(filter).await?;
     if a.json {

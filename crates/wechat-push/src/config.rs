@@ -129,6 +129,35 @@ pub struct Config {
     /// `[[apps]]`.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// `[console]`: the web console, served when the section is present.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+}
+
+/// `[console]`: the web console, at `/console` on `server.admin_listen`
+/// (and nowhere else). Present: served; absent: not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The password that signs in (`WECHAT_PUSH_CONSOLE_PASSWORD` in
+    /// production). Unset: no sign-in, allowed only with
+    /// `server.admin_listen` on a loopback address.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// How long a sign-in lasts, from the sign-in. Default 12 hours.
+    #[serde(default = "console_session_ttl", deserialize_with = "duration")]
+    pub session_ttl: Duration,
+}
+
+impl PartialEq for ConsoleConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.password.as_ref().map(Secret::expose) == other.password.as_ref().map(Secret::expose)
+            && self.session_ttl == other.session_ttl
+    }
+}
+
+fn console_session_ttl() -> Duration {
+    Duration::from_secs(12 * 3600)
 }
 
 /// `[server]`: the HTTP endpoint.
@@ -677,6 +706,10 @@ impl Config {
         let store = typed("store", section("store"))?;
         let wechat = typed("wechat", section("wechat"))?;
         let inbox = typed("inbox", section("inbox"))?;
+        let console = match table.remove("console") {
+            Some(console) => Some(typed("console", console)?),
+            None => None,
+        };
         let apps = match table.remove("apps") {
             None => Vec::new(),
             Some(Value::Array(apps)) => apps
@@ -694,7 +727,8 @@ impl Config {
         if let Some(unknown) = table.keys().next() {
             return Err(ConfigError::Key {
                 key: unknown.clone(),
-                message: "unknown section; expected server, store, wechat, inbox or apps".into(),
+                message: "unknown section; expected server, store, wechat, inbox, apps or console"
+                    .into(),
             });
         }
         Ok(Config {
@@ -703,6 +737,7 @@ impl Config {
             wechat,
             inbox,
             apps,
+            console,
         })
     }
 
@@ -762,6 +797,33 @@ impl Config {
                 "server.admin_listen".into(),
                 "must differ from server.listen: the admin endpoints are kept off the push port",
             ));
+        }
+        if let Some(console) = &self.console {
+            let Some(admin) = self.server.admin_listen else {
+                return Err(invalid(
+                    "console".into(),
+                    "needs server.admin_listen: the console is served there, never on the push port",
+                ));
+            };
+            match &console.password {
+                None if !admin.ip().is_loopback() => {
+                    return Err(invalid(
+                        "console.password".into(),
+                        "is needed unless server.admin_listen is a loopback address \
+                         (set WECHAT_PUSH_CONSOLE_PASSWORD)",
+                    ))
+                }
+                Some(password) if password.expose().chars().count() < 8 => {
+                    return Err(invalid(
+                        "console.password".into(),
+                        "must be at least 8 characters",
+                    ))
+                }
+                _ => {}
+            }
+            if console.session_ttl.is_zero() {
+                return Err(invalid("console.session_ttl".into(), "must be more than 0"));
+            }
         }
         if self.inbox.max_attempts == 0 {
             return Err(invalid("inbox.max_attempts".into(), "must be at least 1"));
@@ -940,7 +1002,7 @@ fn merge(base: &mut Table, overrides: Table) {
     }
 }
 
-const SECTIONS: &[&str] = &["server", "store", "wechat", "inbox"];
+const SECTIONS: &[&str] = &["server", "store", "wechat", "inbox", "console"];
 
 fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<(), ConfigError> {
     let err = |reason: String| ConfigError::Env {

@@ -172,6 +172,7 @@ impl Reloader {
         }
         config.store = running.store.clone();
         config.inbox = running.inbox.clone();
+        config.console = running.console.clone();
         config.validate()?;
         let handler = make_handler(&config).map_err(|e| ReloadError::Handler(e.into()))?;
         let (handling, forwarder) = handling(&config, &self.store, &self.metrics, handler)?;
@@ -334,6 +335,7 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         ("server.drain_delay", a.drain_delay != b.drain_delay),
         ("store.url", running.store.url != new.store.url),
         ("inbox", running.inbox != new.inbox),
+        ("console", running.console != new.console),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -254,15 +254,41 @@ impl StoredPush {
     }
 }
 
-/// Which pushes to list.
+/// Which pushes to list. Every condition set must hold.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     /// Only this app's.
     pub appid: Option<String>,
     /// Only in this status.
     pub status: Option<Status>,
-    /// At most this many, newest first.
+    /// Only of this kind (`text`, `event:subscribe`, …).
+    pub kind: Option<String>,
+    /// Only from this user (`FromUserName`, an openid).
+    pub from: Option<String>,
+    /// Only received at or after this time, milliseconds since the epoch.
+    pub since: Option<Millis>,
+    /// Only received before this time, milliseconds since the epoch.
+    pub until: Option<Millis>,
+    /// Only those whose decrypted body contains these bytes (a text
+    /// message's words, an openid, an order number): a scan, bounded by
+    /// the other conditions and by `limit`.
+    pub text: Option<String>,
+    /// Only older than this push (the next page after a page ending with
+    /// it: pages by id, which stay right while pushes arrive).
+    pub before: Option<PushId>,
+    /// At most this many, newest first (0: all).
     pub limit: usize,
+}
+
+/// How many pushes of one kind one app received in a time span.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KindCount {
+    /// The app.
+    pub appid: String,
+    /// The kind (`text`, `event:subscribe`, …).
+    pub kind: String,
+    /// How many.
+    pub count: u64,
 }
 
 /// What `inbox retry` re-queued.
@@ -675,6 +701,18 @@ pub trait Inbox: Send + Sync + 'static {
         appid: Option<String>,
     ) -> BoxFuture<'_, Result<Retried, StoreError>>;
 
+    /// The push with this id, if it is stored.
+    fn push(&self, id: PushId) -> BoxFuture<'_, Result<Option<StoredPush>, StoreError>>;
+
+    /// Re-queue every dead push and every dead delivery (of `appid`'s
+    /// pushes only, when given); returns how many of each.
+    fn retry_dead(&self, appid: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>>;
+
+    /// How many pushes each app received of each kind since `since`
+    /// (milliseconds since the epoch). Reads only the pushes of that span
+    /// (found by id, which grows with arrival), not every push kept.
+    fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>>;
+
     /// Delete done pushes finished before `before`, with their answers and
     /// deliveries, unless a delivery is unfinished or dead; returns how many.
     fn prune(&self, before: Millis) -> BoxFuture<'_, Result<usize, StoreError>>;
@@ -823,6 +861,17 @@ pub trait DeliveryLog: Send + Sync + 'static {
 
     /// The deliveries of a push.
     fn deliveries(&self, push: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+
+    /// Dead deliveries (of `appid`'s pushes only, when given), newest
+    /// first, at most `limit`, each with its push.
+    fn dead_deliveries(
+        &self,
+        appid: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>>;
+
+    /// Re-queue delivery `id` if it is dead; returns whether it was.
+    fn retry_delivery(&self, id: DeliveryId) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// How many deliveries wait (pending), are being sent (working) or are
     /// dead, by target URL: what a forward target owes. Delivered ones are

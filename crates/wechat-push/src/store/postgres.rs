@@ -32,8 +32,8 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
     Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
-    Depth, Inbox, Inserted, ListFilter, Millis, NewPush, PushId, Retried, Status, StoreError,
-    StoredPush, TokenCache,
+    Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId, Retried, Status,
+    StoreError, StoredPush, TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -1087,10 +1087,29 @@ impl Inbox for PostgresStore {
 
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         Box::pin(async move {
+            // A time span becomes a span of ids: read by the primary key,
+            // newest first, never every push kept.
+            let client = self.client().await?;
+            let low = match filter.since {
+                Some(since) => first_id_at(&client, since).await?,
+                None => 0,
+            };
+            let mut high = match filter.until {
+                Some(until) => first_id_at(&client, until).await?,
+                None => i64::MAX,
+            };
+            if let Some(before) = filter.before {
+                high = high.min(before.0);
+            }
             let sql = format!(
                 "SELECT {COLUMNS} FROM pushes \
-                 WHERE ($1::text IS NULL OR appid = $1) AND ($2::text IS NULL OR status = $2) \
-                 ORDER BY id DESC LIMIT $3"
+                 WHERE id >= $1 AND id < $2 \
+                   AND ($3::text IS NULL OR appid = $3) AND ($4::text IS NULL OR status = $4) \
+                   AND ($5::text IS NULL OR kind = $5) AND ($6::text IS NULL OR from_user = $6) \
+                   AND ($7::bigint IS NULL OR received_at >= $7) \
+                   AND ($8::bigint IS NULL OR received_at < $8) \
+                   AND ($9::bytea IS NULL OR position($9::bytea IN body) > 0) \
+                 ORDER BY id DESC LIMIT $10"
             );
             let limit = if filter.limit == 0 {
                 i64::MAX
@@ -1098,8 +1117,88 @@ impl Inbox for PostgresStore {
                 limit_of(filter.limit)
             };
             let status = filter.status.map(Status::as_str);
-            let rows = self.query(&sql, &[&filter.appid, &status, &limit]).await?;
+            let text = filter.text.map(String::into_bytes);
+            let rows = client
+                .query(
+                    &sql,
+                    &[
+                        &low,
+                        &high,
+                        &filter.appid,
+                        &status,
+                        &filter.kind,
+                        &filter.from,
+                        &filter.since,
+                        &filter.until,
+                        &text,
+                        &limit,
+                    ],
+                )
+                .await?;
             Ok(rows.iter().map(read_push).collect())
+        })
+    }
+
+    fn push(&self, id: PushId) -> BoxFuture<'_, Result<Option<StoredPush>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    &format!("SELECT {COLUMNS} FROM pushes WHERE id = $1"),
+                    &[&id.0],
+                )
+                .await?;
+            Ok(rows.first().map(read_push))
+        })
+    }
+
+    fn retry_dead(&self, appid: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let pushes = tx
+                .execute(
+                    "UPDATE pushes SET status = 'pending', due_at = 0, attempts = 0, \
+                       finished_at = NULL \
+                     WHERE status = 'dead' AND ($1::text IS NULL OR appid = $1)",
+                    &[&appid],
+                )
+                .await?;
+            let deliveries = tx
+                .execute(
+                    "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
+                     WHERE status = 'dead' AND ($1::text IS NULL OR push_id IN \
+                       (SELECT id FROM pushes WHERE appid = $1))",
+                    &[&appid],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(Retried {
+                pushes: usize::try_from(pushes).unwrap_or(usize::MAX),
+                deliveries: usize::try_from(deliveries).unwrap_or(usize::MAX),
+            })
+        })
+    }
+
+    fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let low = first_id_at(&client, since).await?;
+            let rows = client
+                .query(
+                    "SELECT appid, kind, COUNT(*) FROM pushes \
+                     WHERE id >= $1 AND received_at >= $2 \
+                     GROUP BY appid, kind ORDER BY appid, kind",
+                    &[&low, &since],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| KindCount {
+                    appid: row.get(0),
+                    kind: row.get(1),
+                    count: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                })
+                .collect())
         })
     }
 
@@ -1570,6 +1669,41 @@ impl DeliveryLog for PostgresStore {
         })
     }
 
+    fn dead_deliveries(
+        &self,
+        appid: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {}, {} FROM deliveries JOIN pushes ON pushes.id = deliveries.push_id \
+                 WHERE deliveries.status = 'dead' AND ($1::text IS NULL OR pushes.appid = $1) \
+                 ORDER BY deliveries.id DESC LIMIT $2",
+                prefixed("deliveries", DELIVERY_COLUMNS),
+                prefixed("pushes", COLUMNS),
+            );
+            let rows = self.query(&sql, &[&appid, &limit_of(limit)]).await?;
+            let width = DELIVERY_COLUMNS.split(',').count();
+            Ok(rows
+                .iter()
+                .map(|row| (read_delivery(row), read_push_at(row, width)))
+                .collect())
+        })
+    }
+
+    fn retry_delivery(&self, id: DeliveryId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .execute(
+                    "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
+                     WHERE id = $1 AND status = 'dead'",
+                    &[&id.0],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
     fn delivery_backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, StoreError>> {
         Box::pin(async move {
             let rows = self
@@ -1615,6 +1749,45 @@ impl DeliveryLog for PostgresStore {
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
     }
+}
+
+/// The first id of a push received at or after `at` (past the last id
+/// when none was), found by bisecting ids: ids grow with arrival, and each
+/// probe is one primary-key seek, so a million pushes cost about twenty.
+/// Instances' clocks and commits a moment late may put a push a few
+/// milliseconds off the edge.
+async fn first_id_at(client: &deadpool_postgres::Object, at: Millis) -> Result<i64, StoreError> {
+    let row = client
+        .query_one("SELECT MIN(id), MAX(id) FROM pushes", &[])
+        .await?;
+    let (Some(mut low), Some(mut high)) =
+        (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+    else {
+        return Ok(0);
+    };
+    let probe = client
+        .prepare_cached("SELECT id, received_at FROM pushes WHERE id >= $1 ORDER BY id LIMIT 1")
+        .await?;
+    let seek = |id: i64| {
+        let probe = probe.clone();
+        async move {
+            let row = client.query_one(&probe, &[&id]).await?;
+            Ok::<_, StoreError>((row.get::<_, i64>(0), row.get::<_, Millis>(1)))
+        }
+    };
+    if seek(high).await?.1 < at {
+        return Ok(high + 1);
+    }
+    // Invariant: the push at `high` (an id that exists) arrived at or after `at`.
+    while low < high {
+        let (id, received_at) = seek(low + (high - low) / 2).await?;
+        if received_at >= at {
+            high = id;
+        } else {
+            low = id + 1;
+        }
+    }
+    Ok(high)
 }
 
 /// `columns` with each name qualified by `table` (`pushes.id, pushes.appid, …`).

@@ -44,8 +44,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
     Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
-    Depth, Inbox, Inserted, ListFilter, Millis, NewPush, PushId, Retried, Status, StoreError,
-    StoredPush, TokenCache, WriterStats,
+    Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId, Retried, Status,
+    StoreError, StoredPush, TokenCache, WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -777,6 +777,39 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// The first id of a push received at or after `at` (past the last id
+/// when none was), found by bisecting ids: ids grow with arrival, and
+/// each probe is one primary-key seek, so a million pushes cost about
+/// twenty. Pushes whose arrival order and id order differ (a batch
+/// committed a moment late) may fall a few milliseconds off the edge.
+fn first_id_at(conn: &Connection, at: Millis) -> rusqlite::Result<i64> {
+    let (low, high): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MIN(id), MAX(id) FROM pushes", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let (Some(mut low), Some(mut high)) = (low, high) else {
+        return Ok(0);
+    };
+    let mut probe = conn
+        .prepare_cached("SELECT id, received_at FROM pushes WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    let mut seek = |id: i64| -> rusqlite::Result<(i64, Millis)> {
+        probe.query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
+    };
+    if seek(high)?.1 < at {
+        return Ok(high + 1);
+    }
+    // Invariant: the push at `high` (an id that exists) arrived at or after `at`.
+    while low < high {
+        let (id, received_at) = seek(low + (high - low) / 2)?;
+        if received_at >= at {
+            high = id;
+        } else {
+            low = id + 1;
+        }
+    }
+    Ok(high)
+}
+
 fn format_of(s: &str) -> Format {
     if s == "json" {
         Format::Json
@@ -786,25 +819,39 @@ fn format_of(s: &str) -> Format {
 }
 
 fn read_push(row: &Row<'_>) -> rusqlite::Result<StoredPush> {
-    let status: String = row.get(9)?;
-    let format: String = row.get(6)?;
+    read_push_at(row, 0)
+}
+
+/// A push read from `row`'s [`COLUMNS`] starting at column `at`.
+fn read_push_at(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredPush> {
+    let status: String = row.get(at + 9)?;
+    let format: String = row.get(at + 6)?;
     Ok(StoredPush {
-        id: PushId(row.get(0)?),
-        appid: row.get(1)?,
-        dedup_key: DedupKey::from_stored(row.get::<_, String>(2)?),
-        kind: row.get(3)?,
-        from: OpenId::new(row.get::<_, String>(4)?),
-        create_time: row.get(5)?,
+        id: PushId(row.get(at)?),
+        appid: row.get(at + 1)?,
+        dedup_key: DedupKey::from_stored(row.get::<_, String>(at + 2)?),
+        kind: row.get(at + 3)?,
+        from: OpenId::new(row.get::<_, String>(at + 4)?),
+        create_time: row.get(at + 5)?,
         format: format_of(&format),
-        body: row.get(7)?,
-        received_at: row.get(8)?,
+        body: row.get(at + 7)?,
+        received_at: row.get(at + 8)?,
         status: Status::parse(&status).unwrap_or(Status::Pending),
-        attempts: row.get(10)?,
-        last_error: row.get(11)?,
-        reply: row.get(12)?,
-        finished_at: row.get(13)?,
-        fence: row.get(14)?,
+        attempts: row.get(at + 10)?,
+        last_error: row.get(at + 11)?,
+        reply: row.get(at + 12)?,
+        finished_at: row.get(at + 13)?,
+        fence: row.get(at + 14)?,
     })
+}
+
+/// `columns` with each name qualified by `table` (`p.id, p.appid, …`).
+fn prefixed(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Inbox for SqliteStore {
@@ -967,21 +1014,94 @@ impl Inbox for SqliteStore {
 
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>> {
         Box::pin(self.read(move |conn| {
+            // A time span becomes a span of ids: read by the primary key,
+            // newest first, never every push kept.
+            let low = match filter.since {
+                Some(since) => first_id_at(conn, since)?,
+                None => 0,
+            };
+            let mut high = match filter.until {
+                Some(until) => first_id_at(conn, until)?,
+                None => i64::MAX,
+            };
+            if let Some(before) = filter.before {
+                high = high.min(before.0);
+            }
             let sql = format!(
                 "SELECT {COLUMNS} FROM pushes \
-                 WHERE (?1 IS NULL OR appid = ?1) AND (?2 IS NULL OR status = ?2) \
-                 ORDER BY id DESC LIMIT ?3"
+                 WHERE id >= ?1 AND id < ?2 \
+                   AND (?3 IS NULL OR appid = ?3) AND (?4 IS NULL OR status = ?4) \
+                   AND (?5 IS NULL OR kind = ?5) AND (?6 IS NULL OR from_user = ?6) \
+                   AND (?7 IS NULL OR received_at >= ?7) AND (?8 IS NULL OR received_at < ?8) \
+                   AND (?9 IS NULL OR instr(body, ?9) > 0) \
+                 ORDER BY id DESC LIMIT ?10"
             );
             let limit = if filter.limit == 0 {
                 -1
             } else {
-                filter.limit as i64
+                i64::try_from(filter.limit).unwrap_or(i64::MAX)
             };
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(
-                params![filter.appid, filter.status.map(Status::as_str), limit],
+                params![
+                    low,
+                    high,
+                    filter.appid,
+                    filter.status.map(Status::as_str),
+                    filter.kind,
+                    filter.from,
+                    filter.since,
+                    filter.until,
+                    filter.text.map(String::into_bytes),
+                    limit
+                ],
                 read_push,
             )?;
+            rows.collect()
+        }))
+    }
+
+    fn push(&self, id: PushId) -> BoxFuture<'_, Result<Option<StoredPush>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM pushes WHERE id = ?1"))?
+                .query_row(params![id.0], read_push)
+                .optional()
+        }))
+    }
+
+    fn retry_dead(&self, appid: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
+        Box::pin(self.call("retry", move |conn| {
+            let pushes = conn
+                .prepare_cached(
+                    "UPDATE pushes SET status = 'pending', due_at = 0, attempts = 0, finished_at = NULL \
+                     WHERE status = 'dead' AND (?1 IS NULL OR appid = ?1)",
+                )?
+                .execute(params![appid])?;
+            let deliveries = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
+                     WHERE status = 'dead' AND (?1 IS NULL OR push_id IN \
+                       (SELECT id FROM pushes WHERE appid = ?1))",
+                )?
+                .execute(params![appid])?;
+            Ok(Retried { pushes, deliveries })
+        }))
+    }
+
+    fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let low = first_id_at(conn, since)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT appid, kind, COUNT(*) FROM pushes \
+                 WHERE id >= ?1 AND received_at >= ?2 GROUP BY appid, kind ORDER BY appid, kind",
+            )?;
+            let rows = stmt.query_map(params![low, since], |row| {
+                Ok(KindCount {
+                    appid: row.get(0)?,
+                    kind: row.get(1)?,
+                    count: row.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?;
             rows.collect()
         }))
     }
@@ -1423,6 +1543,41 @@ impl DeliveryLog for SqliteStore {
             ))?
             .query_map(params![push.0], read_delivery)?
             .collect()
+        }))
+    }
+
+    fn dead_deliveries(
+        &self,
+        appid: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let sql = format!(
+                "SELECT {}, {} FROM deliveries d JOIN pushes p ON p.id = d.push_id \
+                 WHERE d.status = 'dead' AND (?1 IS NULL OR p.appid = ?1) \
+                 ORDER BY d.id DESC LIMIT ?2",
+                prefixed("d", DELIVERY_COLUMNS),
+                prefixed("p", COLUMNS)
+            );
+            let width = DELIVERY_COLUMNS.split(',').count();
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![appid, limit], |row| {
+                Ok((read_delivery(row)?, read_push_at(row, width)?))
+            })?;
+            rows.collect()
+        }))
+    }
+
+    fn retry_delivery(&self, id: DeliveryId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call("retry", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
+                     WHERE id = ?1 AND status = 'dead'",
+                )?
+                .execute(params![id.0])?;
+            Ok(n == 1)
         }))
     }
 

@@ -618,6 +618,21 @@ fn down<T>() -> BoxFuture<'static, Result<T, StoreError>> {
 }
 
 impl Inbox for DownStore {
+    fn push(&self, _: PushId) -> BoxFuture<'_, Result<Option<StoredPush>, StoreError>> {
+        down()
+    }
+
+    fn retry_dead(&self, _: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
+        down()
+    }
+
+    fn kinds_since(
+        &self,
+        _: Millis,
+    ) -> BoxFuture<'_, Result<Vec<wechat_push::store::KindCount>, StoreError>> {
+        down()
+    }
+
     fn insert(
         &self,
         _: Arc<NewPush>,
@@ -758,6 +773,21 @@ impl AnswerLog for DownStore {
 }
 
 impl DeliveryLog for DownStore {
+    fn dead_deliveries(
+        &self,
+        _: Option<String>,
+        _: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>> {
+        down()
+    }
+
+    fn retry_delivery(
+        &self,
+        _: wechat_push::store::DeliveryId,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        down()
+    }
+
     fn add_deliveries(
         &self,
         _: PushId,

@@ -73,6 +73,9 @@ macro_rules! contract {
             a_released_push_claimed_again_is_not_finished_by_its_old_claim,
             a_stale_delivery_outcome_leaves_the_newer_one,
             a_push_inserted_claimed_is_finished_by_its_first_claim,
+            lists_filter_by_every_condition_and_page_by_id,
+            kinds_are_counted_over_the_span_asked_only,
+            dead_pushes_and_deliveries_are_listed_and_retried,
         );
     };
     ($open:path; $($name:ident),* $(,)?) => {
@@ -905,4 +908,297 @@ pub async fn a_push_inserted_claimed_is_finished_by_its_first_claim(f: Fixture) 
     );
     let p = &store.get("a".into()).await.unwrap()[0];
     assert_eq!((p.status, p.attempts, p.id), (Status::Done, 1, claimed.id));
+}
+
+/// A push of `appid`, `kind`, from `from`, with `body`, received at `at`.
+fn push_of(appid: &str, key: &str, kind: &str, from: &str, body: &str, at: i64) -> Arc<NewPush> {
+    Arc::new(NewPush {
+        appid: appid.into(),
+        dedup_key: DedupKey::from_stored(key),
+        kind: kind.into(),
+        from_user: OpenId::new(from),
+        create_time: 1,
+        format: Format::Xml,
+        body: body.as_bytes().to_vec(),
+        received_at_ms: Millis(at),
+    })
+}
+
+/// What the console's inbox asks: by app, status, kind, user, time span
+/// and words in the body, newest first, a page at a time.
+pub async fn lists_filter_by_every_condition_and_page_by_id(f: Fixture) {
+    let store = f.store.clone();
+    // 30 pushes, one every 10 ms from t=1000: apps alternate, every third
+    // is an event, users cycle over three, some say 你好.
+    for i in 0..30_i64 {
+        let appid = if i % 2 == 0 { "wxA" } else { "wxB" };
+        let kind = if i % 3 == 0 {
+            "event:subscribe"
+        } else {
+            "text"
+        };
+        let from = format!("o{}", i % 3);
+        let body = if i % 5 == 0 {
+            format!("<xml><Content>你好 {i}</Content></xml>")
+        } else {
+            format!("<xml><Content>hello {i}</Content></xml>")
+        };
+        store
+            .insert(
+                push_of(appid, &format!("k{i}"), kind, &from, &body, 1000 + i * 10),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let keys = |pushes: Vec<wechat_push::store::StoredPush>| -> Vec<String> {
+        pushes
+            .iter()
+            .map(|p| p.dedup_key.as_str().to_owned())
+            .collect()
+    };
+    let list = |filter: ListFilter| {
+        let store = store.clone();
+        async move { keys(store.list(filter).await.unwrap()) }
+    };
+    let expect = |pick: &dyn Fn(i64) -> bool| -> Vec<String> {
+        (0..30)
+            .rev()
+            .filter(|i| pick(*i))
+            .map(|i| format!("k{i}"))
+            .collect()
+    };
+    assert_eq!(list(ListFilter::default()).await, expect(&|_| true));
+    assert_eq!(
+        list(ListFilter {
+            appid: Some("wxB".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i % 2 == 1)
+    );
+    assert_eq!(
+        list(ListFilter {
+            kind: Some("event:subscribe".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i % 3 == 0)
+    );
+    assert_eq!(
+        list(ListFilter {
+            from: Some("o1".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i % 3 == 1)
+    );
+    assert_eq!(
+        list(ListFilter {
+            text: Some("你好".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i % 5 == 0)
+    );
+    // [1100, 1200): pushes 10 to 19.
+    assert_eq!(
+        list(ListFilter {
+            since: Some(Millis(1100)),
+            until: Some(Millis(1200)),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| (10..20).contains(&i))
+    );
+    // A span before, after, or between the pushes.
+    for (since, until) in [(0, 1000), (1300, 9000), (1001, 1010)] {
+        assert!(list(ListFilter {
+            since: Some(Millis(since)),
+            until: Some(Millis(until)),
+            ..Default::default()
+        })
+        .await
+        .is_empty());
+    }
+    // Every condition at once.
+    assert_eq!(
+        list(ListFilter {
+            appid: Some("wxA".into()),
+            kind: Some("text".into()),
+            since: Some(Millis(1050)),
+            text: Some("hello".into()),
+            status: Some(Status::Pending),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i % 2 == 0 && i % 3 != 0 && i >= 5 && i % 5 != 0)
+    );
+    // Pages of 7 by id, while more pushes arrive: each page goes on where
+    // the last ended, and together they are the list.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list(ListFilter {
+                before,
+                limit: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|p| p.id);
+        pages.extend(keys(page));
+        store
+            .insert(
+                push_of(
+                    "wxA",
+                    &format!("late{}", pages.len()),
+                    "text",
+                    "o9",
+                    "x",
+                    5000,
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(pages, expect(&|_| true));
+
+    let first = store
+        .list(ListFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got = store.push(first[0].id).await.unwrap().unwrap();
+    assert_eq!(got.dedup_key.as_str(), first[0].dedup_key.as_str());
+    assert!(store.push(PushId(999_999)).await.unwrap().is_none());
+}
+
+/// The overview's counts of the last hour or day: by app and kind, the
+/// pushes received since the time asked, none before.
+pub async fn kinds_are_counted_over_the_span_asked_only(f: Fixture) {
+    let store = f.store.clone();
+    assert!(store.kinds_since(Millis(0)).await.unwrap().is_empty());
+    for i in 0..20_i64 {
+        let (appid, kind) = match i % 4 {
+            0 => ("wxA", "text"),
+            1 => ("wxA", "image"),
+            2 => ("wxB", "text"),
+            _ => ("wxA", "text"),
+        };
+        store
+            .insert(
+                push_of(appid, &format!("k{i}"), kind, "o", "x", 1000 + i * 100),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let count = |since: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .kinds_since(Millis(since))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.appid, k.kind, k.count))
+                .collect::<Vec<_>>()
+        }
+    };
+    let s = |a: &str, k: &str, n: u64| (a.to_owned(), k.to_owned(), n);
+    assert_eq!(
+        count(0).await,
+        vec![
+            s("wxA", "image", 5),
+            s("wxA", "text", 10),
+            s("wxB", "text", 5)
+        ]
+    );
+    // From push 12 (t=2200) on: 12..20.
+    assert_eq!(
+        count(2150).await,
+        vec![
+            s("wxA", "image", 2),
+            s("wxA", "text", 4),
+            s("wxB", "text", 2)
+        ]
+    );
+    assert!(count(10_000).await.is_empty());
+}
+
+/// The dead letters: dead pushes and dead deliveries listed (by app) and
+/// re-queued one at a time or all at once.
+pub async fn dead_pushes_and_deliveries_are_listed_and_retried(f: Fixture) {
+    let store = f.store.clone();
+    let mut ids = Vec::new();
+    for (i, appid) in ["wxA", "wxA", "wxB"].iter().enumerate() {
+        let Inserted::New(claim) = store
+            .insert(
+                push_of(appid, &format!("k{i}"), "text", "o", "x", 10),
+                Some(Millis(10_000)),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(store
+            .fail(claim, "boom".into(), None, Millis(20))
+            .await
+            .unwrap());
+        store
+            .add_deliveries(claim.id, vec![("http://t/".into(), Millis(20))], Millis(20))
+            .await
+            .unwrap();
+        ids.push(claim.id);
+    }
+    let claimed = store
+        .claim_deliveries("http://t/".into(), None, Millis(30), Millis(1000), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    for (d, _) in &claimed {
+        let dead = DeliveryOutcome::Dead {
+            error: "410 Gone".into(),
+        };
+        assert!(store
+            .finish_delivery(d.claim(), dead, Millis(40))
+            .await
+            .unwrap());
+    }
+    let dead = store.dead_deliveries(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 3);
+    // Newest first, each with its push.
+    assert_eq!(dead[0].1.id, ids[2]);
+    assert_eq!(dead[0].0.last_error.as_deref(), Some("410 Gone"));
+    let of_a = store.dead_deliveries(Some("wxA".into()), 10).await.unwrap();
+    assert_eq!(
+        of_a.iter().map(|(_, p)| p.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+    assert_eq!(store.dead_deliveries(None, 1).await.unwrap().len(), 1);
+
+    // One delivery, then once more (no longer dead: nothing to do).
+    let one = of_a[0].0.id;
+    assert!(store.retry_delivery(one).await.unwrap());
+    assert!(!store.retry_delivery(one).await.unwrap());
+    assert_eq!(store.dead_deliveries(None, 10).await.unwrap().len(), 2);
+
+    // All of wxB's, then all.
+    let r = store.retry_dead(Some("wxB".into())).await.unwrap();
+    assert_eq!((r.pushes, r.deliveries), (1, 1));
+    let r = store.retry_dead(None).await.unwrap();
+    assert_eq!((r.pushes, r.deliveries), (2, 1));
+    assert_eq!(store.depth().await.unwrap().dead, 0);
+    assert!(store.dead_deliveries(None, 10).await.unwrap().is_empty());
+    let p = store.push(ids[0]).await.unwrap().unwrap();
+    assert_eq!((p.status, p.attempts), (Status::Pending, 0));
 }
