@@ -29,6 +29,7 @@ pub use protocol::message;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod forward;
 pub mod handler;
 mod lease;

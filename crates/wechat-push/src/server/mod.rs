@@ -180,6 +180,8 @@ pub struct Application {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// `server.admin_listen`, bound.
     admin: Option<TcpListener>,
+    /// The web console, served on `admin` when `[console]` is configured.
+    console: Option<Arc<crate::console::Console>>,
     shared: Arc<Shared>,
     completions: mpsc::Receiver<Claim>,
     retention: Duration,
@@ -262,12 +264,18 @@ impl Application {
             ),
             None => None,
         };
+        let console = config.console.as_ref().map(|c| {
+            let mut appids: Vec<String> = config.apps.iter().map(|a| a.appid.clone()).collect();
+            appids.sort();
+            Arc::new(crate::console::Console::new(c, store.clone(), appids))
+        });
         let running: reload::Running = Arc::new(std::sync::Mutex::new(config.clone()));
         let (reloader, reloads) = reload::channel(store.clone(), metrics.clone(), running.clone());
         Ok(Application {
             listener,
             tls,
             admin,
+            console,
             shared: Arc::new(Shared {
                 apps: RwLock::new(Arc::new(apps)),
                 store,
@@ -360,6 +368,7 @@ impl Application {
         // balancer's check sees `/readyz` turn 503 rather than a refused
         // connection, and metrics are scraped until the end.
         let (admin_stop, admin_stopped) = watch::channel(false);
+        let console = self.console;
         let admin = self.admin.map(|listener| {
             let (shared, config) = (shared.clone(), shared.server.clone());
             let mut stopped = admin_stopped;
@@ -367,7 +376,7 @@ impl Application {
                 crate::listener::serve(
                     listener,
                     None,
-                    admin_router(shared.clone()),
+                    admin_router(shared.clone(), console),
                     &config,
                     shared.metrics.clone(),
                     async move {
@@ -454,12 +463,16 @@ fn router(shared: Arc<Shared>, with_admin: bool) -> Router {
 }
 
 /// `server.admin_listen`: what operators and their monitoring read.
-fn admin_router(shared: Arc<Shared>) -> Router {
-    Router::new()
+fn admin_router(shared: Arc<Shared>, console: Option<Arc<crate::console::Console>>) -> Router {
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(shared)
+        .with_state(shared);
+    match console {
+        Some(console) => router.merge(console.router()),
+        None => router,
+    }
 }
 
 /// Why a request was refused. The one place errors become status codes.

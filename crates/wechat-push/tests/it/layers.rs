@@ -27,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["outbox"],
     &["rules", "router", "worker"],
     &["forward"],
+    &["console"],
     &["listener", "tls"],
     &["server"],
     &["simulate", "mock_wechat"],

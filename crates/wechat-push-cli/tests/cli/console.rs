@@ -1,0 +1,456 @@
+//! The web console through the real binary: sign-in, sessions and CSRF on
+//! every page and form, the pages showing what was stored, and retries.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use wechat_push::message::{DedupKey, OpenId};
+use wechat_push::store::{Inbox, Inserted, Millis, NewPush, SqliteStore};
+use wechat_push::Format;
+
+use super::serve::{send_text, start, write_config, Server};
+use super::temp_dir;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A browser's view of the console: cookies kept by hand, redirects not
+/// followed (they are what is tested).
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(admin: &str) -> Self {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+            base: format!("http://{admin}"),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, r: &reqwest::Response) {
+        for v in r.headers().get_all(SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String, Option<String>) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        let location = r
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        (r.status().as_u16(), r.text().await.unwrap(), location)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, Option<String>) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        let location = r
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        (r.status().as_u16(), r.text().await.unwrap(), location)
+    }
+}
+
+/// The value of the hidden `csrf` input in `page`.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("no csrf input") + 19;
+    page[at..at + 64].to_owned()
+}
+
+/// A server with the console on a loopback admin listener, `extra` added
+/// to the config.
+fn console_server(name: &str, password: Option<&str>, extra: &str) -> (Server, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    let config = write_config(&dir, 2);
+    let console = match password {
+        Some(p) => format!("[console]\npassword = \"{p}\"\n"),
+        None => "[console]\n".to_owned(),
+    };
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\n",
+        1,
+    ) + &console
+        + extra;
+    std::fs::write(&config, text).unwrap();
+    (start(&config, &[]), dir)
+}
+
+async fn signed_in(server: &Server) -> Browser {
+    let mut b = Browser::new(server.admin.as_deref().unwrap());
+    let (status, page, _) = b.get("/console/sign-in").await;
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&page);
+    let (status, _, location) = b
+        .post(
+            "/console/sign-in",
+            &[("csrf", &csrf), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!((status, location.as_deref()), (303, Some("/console")));
+    b
+}
+
+/// Every page needs a session, every form the session's CSRF token; a
+/// wrong password is refused slowly and the password is never logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_needs_a_session_and_every_form_its_csrf_token() {
+    let (server, _dir) = console_server("console-auth", Some(PASSWORD), "");
+    let admin = server.admin.clone().unwrap();
+    let mut b = Browser::new(&admin);
+    for path in [
+        "/console",
+        "/console/inbox",
+        "/console/dead",
+        "/console/pushes/1",
+    ] {
+        let (status, _, location) = b.get(path).await;
+        assert_eq!(
+            (status, location.as_deref()),
+            (303, Some("/console/sign-in")),
+            "{path}"
+        );
+    }
+    for path in [
+        "/console/dead/retry",
+        "/console/pushes/1/retry",
+        "/console/deliveries/1/retry",
+        "/console/sign-out",
+    ] {
+        assert_eq!(b.post(path, &[("csrf", "x")]).await.0, 403, "{path}");
+    }
+    // The console is not on the push port.
+    let public = reqwest::get(format!("http://{}/console", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+
+    // Sign-in: its form's token must come back with its cookie.
+    let (_, page, _) = b.get("/console/sign-in").await;
+    let csrf = csrf_of(&page);
+    let mut stranger = Browser::new(&admin);
+    assert_eq!(
+        stranger
+            .post(
+                "/console/sign-in",
+                &[("csrf", &csrf), ("password", PASSWORD)]
+            )
+            .await
+            .0,
+        403
+    );
+    let started = Instant::now();
+    let (status, page, _) = b
+        .post(
+            "/console/sign-in",
+            &[("csrf", &csrf), ("password", "hunter2-guess")],
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert!(page.contains("Wrong password"));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    let csrf = csrf_of(&page);
+    let r = b
+        .client
+        .post(format!("{}/console/sign-in", b.base))
+        .header(COOKIE, b.cookie_header())
+        .header("x-forwarded-proto", "https")
+        .form(&[("csrf", csrf.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("wp_console="))
+        .unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+        assert!(set.contains(attribute), "{attribute} missing: {set}");
+    }
+    b.keep(&r);
+    let (status, page, _) = b.get("/console").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Overview"));
+    let good = csrf_of(&page);
+
+    // A form with another token is refused, with the session's it is taken.
+    assert_eq!(
+        b.post("/console/dead/retry", &[("csrf", "0".repeat(64).as_str())])
+            .await
+            .0,
+        403
+    );
+    let (status, _, location) = b.post("/console/dead/retry", &[("csrf", &good)]).await;
+    assert_eq!(status, 303);
+    assert!(location
+        .unwrap()
+        .starts_with("/console/dead?requeued_pushes=0"));
+
+    // Signed out, the session is gone.
+    assert_eq!(b.post("/console/sign-out", &[("csrf", &good)]).await.0, 303);
+    assert_eq!(b.get("/console").await.0, 303);
+
+    let logs = server.drain_logs().join("\n");
+    assert!(logs.contains("console: signed in"), "{logs}");
+    assert!(logs.contains("a sign-in with a wrong password"), "{logs}");
+    assert!(
+        !logs.contains(PASSWORD) && !logs.contains("hunter2-guess"),
+        "{logs}"
+    );
+}
+
+/// Without a password (the admin listener on loopback) a session is
+/// opened on the first visit, and forms still need its token; a password
+/// is required when the admin listener is not on loopback.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_password_only_on_loopback_and_forms_still_need_the_token() {
+    let (server, _dir) = console_server("console-open", None, "");
+    let mut b = Browser::new(server.admin.as_deref().unwrap());
+    let (status, page, _) = b.get("/console").await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("Sign out"));
+    assert!(b.cookies.iter().any(|(n, _)| n == "wp_console"));
+    // The same session on the next page (a form's token is the session's).
+    let (_, page, _) = b.get("/console/dead").await;
+    assert_eq!(b.cookies.len(), 1);
+    assert_eq!(
+        b.post("/console/dead/retry", &[("csrf", "nope")]).await.0,
+        403
+    );
+    let mut stranger = Browser::new(server.admin.as_deref().unwrap());
+    assert_eq!(
+        stranger
+            .post("/console/dead/retry", &[("csrf", &csrf_of(&page))])
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        b.post("/console/dead/retry", &[("csrf", &csrf_of(&page))])
+            .await
+            .0,
+        303
+    );
+
+    let dir = temp_dir("console-exposed");
+    let config = write_config(&dir, 0);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        "[server]\nadmin_listen = \"0.0.0.0:0\"\n",
+        1,
+    ) + "[console]\n";
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(super::bin())
+        .args(["serve", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let shown = super::text(&out);
+    assert!(!out.status.success());
+    assert!(
+        shown.contains(
+            "console.password: is needed unless server.admin_listen is a loopback address"
+        ),
+        "{shown}"
+    );
+}
+
+/// What `simulate`-like pushes put in the store shows on the pages: the
+/// inbox (filtered, searched, Chinese and emoji intact), a push's fields
+/// and deliveries; a dead push and a dead delivery are retried from them.
+#[tokio::test(flavor = "multi_thread")]
+async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
+    // A forward target that refuses every connection: deliveries die.
+    let extra = "[[apps.forward]]\nurl = \"http://127.0.0.1:9/hook\"\n\
+                 secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+                 retry_schedule = [\"50ms\"]\n";
+    let (server, dir) = console_server("console-pages", Some(PASSWORD), extra);
+    // A dead push, stored as a failed handler leaves one.
+    let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
+    let dead = std::sync::Arc::new(NewPush {
+        appid: super::APPID.into(),
+        dedup_key: DedupKey::from_stored("m:oDead:1:abc"),
+        kind: "text".into(),
+        from_user: OpenId::new("oDead"),
+        create_time: 1,
+        format: Format::Json,
+        body: br#"{"MsgType":"text","Content":"stuck","FromUserName":"oDead","ToUserName":"gh_1","CreateTime":1,"MsgId":1}"#.to_vec(),
+        received_at_ms: Millis(1_000),
+    });
+    let Inserted::New(claim) = store.insert(dead, Some(Millis(i64::MAX))).await.unwrap() else {
+        panic!()
+    };
+    assert!(store
+        .fail(claim, "handler said no".into(), None, Millis(2_000))
+        .await
+        .unwrap());
+    drop(store);
+
+    for (id, text) in [
+        (101, "你好 👋 order 42"),
+        (102, "hello there"),
+        (103, "你好 again"),
+    ] {
+        assert_eq!(send_text(&server.addr, id, text).await.0, 200);
+    }
+    let mut b = signed_in(&server).await;
+    let (status, page, _) = b.get("/console/inbox").await;
+    assert_eq!(status, 200);
+    for text in [
+        "你好 👋 order 42",
+        "hello there",
+        "你好 again",
+        "oUser101",
+        "stuck",
+    ] {
+        assert!(page.contains(text), "{text} not in the inbox");
+    }
+    let (_, page, _) = b.get("/console/inbox?q=%E4%BD%A0%E5%A5%BD").await;
+    assert!(
+        page.contains("你好 👋") && page.contains("你好 again") && !page.contains("hello there")
+    );
+    let (_, page, _) = b.get("/console/inbox?openid=oUser102").await;
+    assert!(page.contains("hello there") && !page.contains("你好"));
+    let (status, page, _) = b.get("/console/inbox?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("is not a time"));
+
+    // Each push's deliveries die (two attempts, 50 ms apart).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        let (_, page, _) = b.get("/console/dead").await;
+        if page.matches("/console/deliveries/").count() >= 3 {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "deliveries never died:\n{page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(page.contains("handler said no"));
+    assert!(page.contains("127.0.0.1:9/hook"));
+    let csrf = csrf_of(&page);
+
+    // A push's page: its fields and its dead delivery, retried from there.
+    let (_, inbox, _) = b.get("/console/inbox?openid=oUser101").await;
+    let at = inbox.find("/console/pushes/").unwrap();
+    let id: String = inbox[at + 16..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let (status, page, _) = b.get(&format!("/console/pushes/{id}")).await;
+    assert_eq!(status, 200);
+    for shown in ["Content", "你好 👋 order 42", "MsgId", "101", "dead"] {
+        assert!(page.contains(shown), "{shown} not on the push's page");
+    }
+    let at = page.find("/console/deliveries/").unwrap();
+    let delivery: String = page[at + 20..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let (status, _, location) = b
+        .post(
+            &format!("/console/deliveries/{delivery}/retry"),
+            &[("csrf", &csrf), ("back", &format!("/console/pushes/{id}"))],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        location.unwrap(),
+        format!("/console/pushes/{id}?requeued_pushes=0&requeued_deliveries=1")
+    );
+    // Somewhere else is never where a retry sends the browser.
+    let (_, _, location) = b
+        .post(
+            &format!("/console/deliveries/{delivery}/retry"),
+            &[("csrf", &csrf), ("back", "https://evil.example/")],
+        )
+        .await;
+    assert!(location.unwrap().starts_with("/console/dead?"));
+
+    // The dead push, retried: handled again (no handler: done).
+    let (_, dead_page, _) = b.get("/console/inbox?status=dead").await;
+    let at = dead_page.find("/console/pushes/").unwrap();
+    let dead_id: String = dead_page[at + 16..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let (status, _, location) = b
+        .post(
+            &format!("/console/pushes/{dead_id}/retry"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(location.unwrap().contains("requeued_pushes=1"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page, _) = b.get(&format!("/console/pushes/{dead_id}")).await;
+        if page.contains("badge done") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retried push was never handled:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Retry all: every dead delivery left is re-queued, and counted.
+    let (_, page, location) = b
+        .post("/console/dead/retry", &[("csrf", &csrf), ("app", "")])
+        .await;
+    let location = location.unwrap_or_else(|| panic!("{page}"));
+    assert!(location.starts_with("/console/dead?requeued_pushes=0&requeued_deliveries="));
+    let requeued: u32 = location.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(requeued >= 2, "{location}");
+    let (_, page, _) = b.get(&location).await;
+    assert!(page.contains(&format!("Re-queued 0 push(es) and {requeued} deliveries")));
+
+    // The overview counts what came in.
+    let (status, page, _) = b.get("/console").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(super::APPID) && page.contains("text"),
+        "{page}"
+    );
+}

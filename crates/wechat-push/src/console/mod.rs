@@ -1,0 +1,691 @@
+//! The web console, at `/console` on `server.admin_listen` when
+//! `[console]` is configured: what came in, what is stuck, and buttons to
+//! retry it. Server-rendered HTML (no script, nothing loaded from
+//! elsewhere).
+//!
+//! Every page needs a session: signed in with `[console] password`, or,
+//! with no password (allowed only on a loopback admin listener), opened on
+//! the first visit. Every POST carries the session's CSRF token, and the
+//! session cookie is `HttpOnly` and `SameSite=Strict` (and `Secure` when
+//! the request came over HTTPS through a proxy).
+
+pub mod pages;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cookie::{Cookie, SameSite};
+use maud::Markup;
+use serde::Deserialize;
+
+use crate::clock::{now_ms, Millis};
+use crate::config::ConsoleConfig;
+use crate::store::{DeliveryId, ListFilter, PushId, Status, Store};
+use pages::{Frame, InboxQuery};
+use session::{Session, Sessions, COOKIE, SIGN_IN_COOKIE};
+
+/// Pushes on one inbox page.
+const PAGE_SIZE: usize = 50;
+
+/// Dead pushes and dead deliveries shown on the dead-letter page.
+const DEAD_SHOWN: usize = 200;
+
+/// The console: the store it reads, the apps it knows, who is signed in.
+pub struct Console {
+    store: Arc<dyn Store>,
+    appids: Vec<String>,
+    sessions: Sessions,
+    session_ttl: Duration,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("appids", &self.appids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    /// A console over `store` for the apps `appids`, as `config` says.
+    pub fn new(config: &ConsoleConfig, store: Arc<dyn Store>, appids: Vec<String>) -> Self {
+        Console {
+            store,
+            appids,
+            sessions: Sessions::new(config.password.clone(), config.session_ttl),
+            session_ttl: config.session_ttl,
+        }
+    }
+
+    /// The console's routes, all under `/console`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/console", get(overview))
+            .route("/console/", get(overview))
+            .route("/console/assets/console.css", get(stylesheet))
+            .route("/console/sign-in", get(sign_in_page).post(sign_in))
+            .route("/console/sign-out", post(sign_out))
+            .route("/console/inbox", get(inbox))
+            .route("/console/pushes/{id}", get(push))
+            .route("/console/pushes/{id}/retry", post(retry_push))
+            .route("/console/deliveries/{id}/retry", post(retry_delivery))
+            .route("/console/dead", get(dead))
+            .route("/console/dead/retry", post(retry_dead))
+            .with_state(self)
+    }
+
+    /// The visitor's session, or what to answer instead: to sign in, or
+    /// (no password) a new session and its cookie.
+    fn visitor(&self, headers: &HeaderMap) -> Result<Visitor, TurnedAway> {
+        let now = Instant::now();
+        if let Some(id) = cookie(headers, COOKIE) {
+            if let Some(session) = self.sessions.get(&id, now) {
+                return Ok(Visitor {
+                    id,
+                    session,
+                    set_cookie: None,
+                });
+            }
+        }
+        if self.sessions.needs_password() {
+            return Err(TurnedAway::SignIn);
+        }
+        let id = self.sessions.open(now).ok_or(TurnedAway::NoRandomness)?;
+        let session = self
+            .sessions
+            .get(&id, now)
+            .ok_or(TurnedAway::NoRandomness)?;
+        let set_cookie = self.session_cookie(headers, &id);
+        Ok(Visitor {
+            id,
+            session,
+            set_cookie: Some(set_cookie),
+        })
+    }
+
+    /// The session of a form's POST, if it carries the session's CSRF
+    /// token; else 403.
+    fn poster(&self, headers: &HeaderMap, csrf: &str) -> Result<Visitor, TurnedAway> {
+        let now = Instant::now();
+        let id = cookie(headers, COOKIE).ok_or(TurnedAway::Forbidden)?;
+        let session = self.sessions.get(&id, now).ok_or(TurnedAway::Forbidden)?;
+        if !session::same_token(csrf, &session.csrf) {
+            return Err(TurnedAway::Forbidden);
+        }
+        Ok(Visitor {
+            id,
+            session,
+            set_cookie: None,
+        })
+    }
+
+    fn session_cookie(&self, headers: &HeaderMap, id: &str) -> HeaderValue {
+        let cookie = Cookie::build((COOKIE, id.to_owned()))
+            .path("/console")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(over_https(headers))
+            .max_age(cookie::time::Duration::seconds(
+                i64::try_from(self.session_ttl.as_secs()).unwrap_or(i64::MAX),
+            ))
+            .build();
+        header_value(&cookie)
+    }
+}
+
+/// Why a request gets no page.
+#[derive(Debug, Clone, Copy)]
+enum TurnedAway {
+    /// No session, and a password is needed: to the sign-in page.
+    SignIn,
+    /// A POST without the session's CSRF token (or without a session).
+    Forbidden,
+    /// No random bytes for a new session.
+    NoRandomness,
+}
+
+impl IntoResponse for TurnedAway {
+    fn into_response(self) -> Response {
+        match self {
+            TurnedAway::SignIn => Redirect::to("/console/sign-in").into_response(),
+            TurnedAway::Forbidden => forbidden(),
+            TurnedAway::NoRandomness => no_randomness().into_response(),
+        }
+    }
+}
+
+/// Who is asking, and the cookie to set when the session is new.
+struct Visitor {
+    id: String,
+    session: Session,
+    set_cookie: Option<HeaderValue>,
+}
+
+impl Visitor {
+    fn frame<'a>(&'a self, console: &Console) -> Frame<'a> {
+        Frame {
+            csrf: &self.session.csrf,
+            signed_in: console.sessions.needs_password(),
+        }
+    }
+
+    /// `markup` as the answer, with the session's cookie if it is new.
+    /// Pages are never cached: they show what is stored now.
+    fn page(&self, status: StatusCode, markup: Markup) -> Response {
+        let mut response = (status, markup).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(cookie) = &self.set_cookie {
+            headers.insert(header::SET_COOKIE, cookie.clone());
+        }
+        response
+    }
+}
+
+/// Whether the request came over HTTPS: a proxy in front says so. A
+/// forged header only makes the cookie stricter.
+fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
+    // A cookie of ASCII hex and fixed attributes is a valid header value.
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The value of cookie `name` in the request, if sent.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "403: this form has expired or did not come from the console; reload the page and try again",
+    )
+        .into_response()
+}
+
+fn no_randomness() -> impl IntoResponse {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503: the system's random source failed; no session was started",
+    )
+}
+
+/// A store error, for a page.
+fn store_error(error: &crate::store::StoreError) -> String {
+    crate::display_chain(error)
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        pages::CSS,
+    )
+        .into_response()
+}
+
+async fn sign_in_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    if !console.sessions.needs_password() {
+        return Redirect::to("/console").into_response();
+    }
+    sign_in_form(&headers, false)
+}
+
+/// The sign-in form, with a fresh token in its own cookie (there is no
+/// session to hold one yet): a form posted from elsewhere has no match.
+fn sign_in_form(headers: &HeaderMap, failed: bool) -> Response {
+    let Some(token) = session::random_token() else {
+        return no_randomness().into_response();
+    };
+    let cookie = Cookie::build((SIGN_IN_COOKIE, token.clone()))
+        .path("/console")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(over_https(headers))
+        .build();
+    let status = if failed {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, pages::sign_in(&token, failed)).into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, header_value(&cookie));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A form's CSRF token, and nothing else.
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn sign_in(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let expected = cookie(&headers, SIGN_IN_COOKIE);
+    if !expected.is_some_and(|t| session::same_token(&form.csrf, &t)) {
+        return forbidden();
+    }
+    match console
+        .sessions
+        .sign_in(&form.password, Instant::now())
+        .await
+    {
+        Some(id) => {
+            tracing::info!(target: "wechat_push::console", "console: signed in");
+            let mut response = Redirect::to("/console").into_response();
+            let cookie = console.session_cookie(&headers, &id);
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+        None => {
+            tracing::warn!(target: "wechat_push::console", "console: a sign-in with a wrong password");
+            sign_in_form(&headers, true)
+        }
+    }
+}
+
+async fn sign_out(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let visitor = match console.poster(&headers, &form.csrf) {
+        Ok(v) => v,
+        Err(refused) => return refused.into_response(),
+    };
+    console.sessions.sign_out(&visitor.id);
+    let gone = Cookie::build((COOKIE, ""))
+        .path("/console")
+        .max_age(cookie::time::Duration::ZERO)
+        .build();
+    let mut response = Redirect::to("/console/sign-in").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, header_value(&gone));
+    response
+}
+
+async fn overview(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let visitor = match console.visitor(&headers) {
+        Ok(v) => v,
+        Err(answer) => return answer.into_response(),
+    };
+    let frame = visitor.frame(&console);
+    let now = now_ms();
+    let store = &console.store;
+    let read = async {
+        Ok::<_, crate::store::StoreError>(pages::Overview {
+            last_hour: store.kinds_since(now - Duration::from_secs(3600)).await?,
+            last_day: store.kinds_since(now - Duration::from_secs(86_400)).await?,
+            depth: store.depth().await?,
+            backlog: store.delivery_backlog().await?,
+            appids: console.appids.clone(),
+            now,
+        })
+    };
+    match read.await {
+        Ok(o) => visitor.page(StatusCode::OK, pages::overview(&frame, &o)),
+        Err(e) => visitor.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&frame, &store_error(&e)),
+        ),
+    }
+}
+
+/// A `datetime-local` value (`YYYY-MM-DDTHH:MM[:SS]`, taken as UTC) or a
+/// full RFC 3339 time, as milliseconds.
+fn parse_time(text: &str) -> Result<Option<Millis>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let full = if text.len() == 16 {
+        format!("{text}:00Z")
+    } else if text.ends_with('Z') || text.contains('+') {
+        text.to_owned()
+    } else {
+        format!("{text}Z")
+    };
+    let at = humantime::parse_rfc3339_weak(&full)
+        .map_err(|_| format!("{text:?} is not a time (YYYY-MM-DDTHH:MM, UTC)"))?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{text:?} is before 1970"))?
+        .as_millis();
+    Ok(Some(Millis(i64::try_from(ms).unwrap_or(i64::MAX))))
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+async fn inbox(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(query): Query<InboxQuery>,
+) -> Response {
+    let visitor = match console.visitor(&headers) {
+        Ok(v) => v,
+        Err(answer) => return answer.into_response(),
+    };
+    let frame = visitor.frame(&console);
+    let times = parse_time(&query.since).and_then(|s| Ok((s, parse_time(&query.until)?)));
+    let (since, until) = match times {
+        Ok(t) => t,
+        Err(e) => {
+            let page = pages::inbox(&frame, &query, &console.appids, &[], None, Some(&e));
+            return visitor.page(StatusCode::BAD_REQUEST, page);
+        }
+    };
+    let filter = ListFilter {
+        appid: non_empty(&query.app),
+        status: Status::parse(query.status.trim()),
+        kind: non_empty(&query.kind),
+        from: non_empty(&query.openid),
+        since,
+        until,
+        text: non_empty(&query.q),
+        before: query.before.map(PushId),
+        limit: PAGE_SIZE + 1,
+    };
+    match console.store.list(filter).await {
+        Ok(mut pushes) => {
+            let next = (pushes.len() > PAGE_SIZE).then(|| {
+                pushes.truncate(PAGE_SIZE);
+                pushes.last().map_or(0, |p| p.id.0)
+            });
+            let page = pages::inbox(&frame, &query, &console.appids, &pushes, next, None);
+            visitor.page(StatusCode::OK, page)
+        }
+        Err(e) => visitor.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&frame, &store_error(&e)),
+        ),
+    }
+}
+
+/// What a retry re-queued, carried to the page it redirects to.
+#[derive(Deserialize, Default)]
+struct Requeued {
+    #[serde(default)]
+    requeued_pushes: Option<u64>,
+    #[serde(default)]
+    requeued_deliveries: Option<u64>,
+    #[serde(default)]
+    app: String,
+}
+
+impl Requeued {
+    fn counts(&self) -> Option<(u64, u64)> {
+        match (self.requeued_pushes, self.requeued_deliveries) {
+            (None, None) => None,
+            (p, d) => Some((p.unwrap_or(0), d.unwrap_or(0))),
+        }
+    }
+}
+
+async fn push(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(requeued): Query<Requeued>,
+) -> Response {
+    let visitor = match console.visitor(&headers) {
+        Ok(v) => v,
+        Err(answer) => return answer.into_response(),
+    };
+    let frame = visitor.frame(&console);
+    let store = &console.store;
+    let read = async {
+        let Some(push) = store.push(PushId(id)).await? else {
+            return Ok(None);
+        };
+        Ok::<_, crate::store::StoreError>(Some(pages::PushPage {
+            answers: store.answers(push.id).await?,
+            deliveries: store.deliveries(push.id).await?,
+            push,
+            requeued: requeued.counts(),
+        }))
+    };
+    match read.await {
+        Ok(Some(page)) => visitor.page(StatusCode::OK, pages::push(&frame, &page)),
+        Ok(None) => visitor.page(
+            StatusCode::NOT_FOUND,
+            pages::not_found(&frame, &format!("No push {id} is stored (pruned?).")),
+        ),
+        Err(e) => visitor.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&frame, &store_error(&e)),
+        ),
+    }
+}
+
+/// Where to go after a retry: `to`, with the counts.
+fn after_retry(to: &str, pushes: usize, deliveries: usize, app: &str) -> Response {
+    let mut url = url::form_urlencoded::Serializer::new(String::new());
+    url.append_pair("requeued_pushes", &pushes.to_string());
+    url.append_pair("requeued_deliveries", &deliveries.to_string());
+    if !app.is_empty() {
+        url.append_pair("app", app);
+    }
+    Redirect::to(&format!("{to}?{}", url.finish())).into_response()
+}
+
+async fn retry_push(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let visitor = match console.poster(&headers, &form.csrf) {
+        Ok(v) => v,
+        Err(refused) => return refused.into_response(),
+    };
+    let store = &console.store;
+    let retried = async {
+        let Some(push) = store.push(PushId(id)).await? else {
+            return Ok(None);
+        };
+        // By its exact key and app: this push, not others sharing a prefix.
+        let key = push.dedup_key.as_str().to_owned();
+        Ok::<_, crate::store::StoreError>(Some(store.retry(key, Some(push.appid)).await?))
+    };
+    let frame = visitor.frame(&console);
+    match retried.await {
+        Ok(Some(r)) => {
+            tracing::info!(target: "wechat_push::console", push = id, pushes = r.pushes, deliveries = r.deliveries, "console: retried a push");
+            after_retry(&format!("/console/pushes/{id}"), r.pushes, r.deliveries, "")
+        }
+        Ok(None) => visitor.page(
+            StatusCode::NOT_FOUND,
+            pages::not_found(&frame, &format!("No push {id} is stored.")),
+        ),
+        Err(e) => visitor.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&frame, &store_error(&e)),
+        ),
+    }
+}
+
+/// A delivery's retry form: its token and the page it was on.
+#[derive(Deserialize)]
+struct RetryDeliveryForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    back: String,
+}
+
+/// `back` if it is one of the console's pages that show deliveries, else
+/// the dead letters: never a redirect elsewhere.
+fn back_to(back: &str) -> String {
+    let push_page = back
+        .strip_prefix("/console/pushes/")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    if push_page {
+        back.to_owned()
+    } else {
+        "/console/dead".to_owned()
+    }
+}
+
+async fn retry_delivery(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<RetryDeliveryForm>,
+) -> Response {
+    let visitor = match console.poster(&headers, &form.csrf) {
+        Ok(v) => v,
+        Err(refused) => return refused.into_response(),
+    };
+    let frame = visitor.frame(&console);
+    match console.store.retry_delivery(DeliveryId(id)).await {
+        Ok(retried) => {
+            tracing::info!(target: "wechat_push::console", delivery = id, retried, "console: retried a delivery");
+            after_retry(&back_to(&form.back), 0, usize::from(retried), "")
+        }
+        Err(e) => visitor.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&frame, &store_error(&e)),
+        ),
+    }
+}
+
+async fn dead(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(query): Query<Requeued>,
+) -> Response {
+    let visitor = match console.visitor(&headers) {
+        Ok(v) => v,
+        Err(answer) => return answer.into_response(),
+    };
+    let frame = visitor.frame(&console);
+    let app = non_empty(&query.app);
+    let store = &console.store;
+    let read = async {
+        let pushes = store
+            .list(ListFilter {
+                appid: app.clone(),
+                status: Some(Status::Dead),
+                limit: DEAD_SHOWN,
+                ..ListFilter::default()
+            })
+            .await?;
+        let deliveries = store.dead_deliveries(app.clone(), DEAD_SHOWN).await?;
+        Ok::<_, crate::store::StoreError>((pushes, deliveries))
+    };
+    match read.await {
+        Ok((pushes, deliveries)) => {
+            let page = pages::dead(
+                &frame,
+                app.as_deref().unwrap_or(""),
+                &console.appids,
+                &pushes,
+                &deliveries,
+                query.counts(),
+            );
+            visitor.page(StatusCode::OK, page)
+        }
+        Err(e) => visitor.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&frame, &store_error(&e)),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct RetryAllForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    app: String,
+}
+
+async fn retry_dead(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<RetryAllForm>,
+) -> Response {
+    let visitor = match console.poster(&headers, &form.csrf) {
+        Ok(v) => v,
+        Err(refused) => return refused.into_response(),
+    };
+    let frame = visitor.frame(&console);
+    let app = non_empty(&form.app);
+    match console.store.retry_dead(app.clone()).await {
+        Ok(r) => {
+            tracing::info!(target: "wechat_push::console", app = app.as_deref().unwrap_or("all"), pushes = r.pushes, deliveries = r.deliveries, "console: retried every dead push and delivery");
+            after_retry("/console/dead", r.pushes, r.deliveries, &form.app)
+        }
+        Err(e) => visitor.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(&frame, &store_error(&e)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_read_as_utc_in_the_forms_the_form_sends() {
+        assert_eq!(parse_time(""), Ok(None));
+        assert_eq!(parse_time("1970-01-01T00:01"), Ok(Some(Millis(60_000))));
+        assert_eq!(parse_time("1970-01-01T00:01:02"), Ok(Some(Millis(62_000))));
+        assert_eq!(parse_time("1970-01-01T00:01:02Z"), Ok(Some(Millis(62_000))));
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; wp_console=abc; b=2"),
+        );
+        assert_eq!(cookie(&headers, COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, SIGN_IN_COOKIE), None);
+    }
+}

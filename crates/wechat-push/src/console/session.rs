@@ -1,0 +1,186 @@
+//! Sign-in for the console: the password check (constant time, one at a
+//! time, slowed after a failure), sessions held in memory, and the CSRF
+//! token each session's forms carry.
+//!
+//! Sessions live in this process: the console is served on one host's
+//! admin listener, and a restart signs everyone out.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use crate::config::Secret;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "wp_console";
+
+/// The sign-in form's own CSRF cookie (there is no session yet).
+pub const SIGN_IN_COOKIE: &str = "wp_console_sign_in";
+
+/// How long a failed sign-in holds the next one back. Sign-ins are
+/// checked one at a time, so this bounds guesses to about one a second.
+const FAILED_SIGN_IN_DELAY: Duration = Duration::from_secs(1);
+
+/// Most sessions held at once; past it, the one closest to expiring goes.
+const MAX_SESSIONS: usize = 10_000;
+
+/// 32 random bytes as 64 hex digits: a session id or a CSRF token.
+///
+/// # Errors
+/// When the system's random source fails, nothing is signed in.
+pub fn random_token() -> Option<String> {
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether two tokens are equal, in time independent of where they differ.
+pub fn same_token(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.ct_eq(&b).into()
+}
+
+/// A signed-in session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The token its forms carry (`csrf`), checked on every POST.
+    pub csrf: String,
+    expires: Instant,
+}
+
+/// The password, if any, and the sessions signed in with it.
+pub struct Sessions {
+    password: Option<Secret>,
+    ttl: Duration,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// One sign-in checked at a time.
+    checking: Semaphore,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// Sessions signed in with `password` (none: anyone reaching the
+    /// admin listener, which is then on loopback), lasting `ttl`.
+    pub fn new(password: Option<Secret>, ttl: Duration) -> Self {
+        Sessions {
+            password,
+            ttl,
+            sessions: Mutex::default(),
+            checking: Semaphore::new(1),
+        }
+    }
+
+    /// Whether a password is needed.
+    pub fn needs_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// The session whose id is `id`, if it has not expired.
+    pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
+        let mut sessions = self.lock();
+        match sessions.get(id) {
+            Some(s) if s.expires > now => Some(s.clone()),
+            Some(_) => {
+                sessions.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Start a session without a password (none is configured): its id.
+    pub fn open(&self, now: Instant) -> Option<String> {
+        if self.password.is_some() {
+            return None;
+        }
+        self.start(now)
+    }
+
+    /// Check `password` and start a session: its id, or `None` after the
+    /// failure delay. Checks wait for each other.
+    pub async fn sign_in(&self, password: &str, now: Instant) -> Option<String> {
+        let expected = self.password.as_ref()?;
+        let _one_at_a_time = self.checking.acquire().await.ok()?;
+        if same_token(password, expected.expose()) {
+            return self.start(now);
+        }
+        tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
+        None
+    }
+
+    /// End session `id`.
+    pub fn sign_out(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn start(&self, now: Instant) -> Option<String> {
+        let id = random_token()?;
+        let csrf = random_token()?;
+        let mut sessions = self.lock();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(id, _)| id.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                csrf,
+                expires: now + self.ttl,
+            },
+        );
+        Some(id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // A panic while holding it leaves a map that is still whole.
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wrong_password_is_refused_after_a_delay_and_sessions_expire() {
+        let sessions = Sessions::new(Some(Secret::new("correct horse")), Duration::from_secs(60));
+        let now = Instant::now();
+        let started = tokio::time::Instant::now();
+        assert!(sessions.sign_in("wrong", now).await.is_none());
+        assert!(started.elapsed() >= FAILED_SIGN_IN_DELAY);
+        assert!(sessions.open(now).is_none(), "a password is configured");
+        let id = sessions.sign_in("correct horse", now).await.unwrap();
+        let session = sessions.get(&id, now).unwrap();
+        assert_eq!(session.csrf.len(), 64);
+        assert!(sessions.get(&id, now + Duration::from_secs(61)).is_none());
+        assert!(sessions.get(&id, now).is_none(), "expired is gone");
+        let id = sessions.sign_in("correct horse", now).await.unwrap();
+        sessions.sign_out(&id);
+        assert!(sessions.get(&id, now).is_none());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("abc", "abd"));
+        assert!(!same_token("abc", "abcd"));
+        assert!(!same_token("", "a"));
+    }
+}
