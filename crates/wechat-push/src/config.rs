@@ -1104,7 +1104,10 @@ fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<()
             )));
         };
         let Some(Value::Table(section)) = table.get_mut(section) else {
-            return Err(err(format!("section {section} is missing")));
+            // Only `[console]` has no defaults: it is on when the file has it.
+            return Err(err(format!(
+                "the config file has no [{section}]; add it (it may be empty) to turn {section} on"
+            )));
         };
         (section, key.to_owned())
     };

@@ -214,6 +214,31 @@ async fn every_page_needs_a_session_and_every_form_its_csrf_token() {
     assert!(page.contains("Overview"));
     let good = csrf_of(&page);
 
+    // A form posted from another site is refused, even with the token.
+    let r = b
+        .client
+        .post(format!("{}/console/dead/retry", b.base))
+        .header(COOKIE, b.cookie_header())
+        .header("origin", "http://evil.example")
+        .form(&[("csrf", good.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // No other site may frame a page or load anything into it.
+    let r = b
+        .client
+        .get(format!("{}/console", b.base))
+        .header(COOKIE, b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+
     // A form with another token is refused, with the session's it is taken.
     assert_eq!(
         b.post("/console/dead/retry", &[("csrf", "0".repeat(64).as_str())])
@@ -272,6 +297,33 @@ async fn without_a_password_only_on_loopback_and_forms_still_need_the_token() {
             .0,
         303
     );
+    // Without a password, only requests made directly to a loopback name:
+    // not a name re-pointed at 127.0.0.1, not through a proxy.
+    let url = format!("{}/console", b.base);
+    let r = b
+        .client
+        .get(&url)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = b
+        .client
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = b
+        .client
+        .get(&url)
+        .header("host", "localhost:9090")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     let dir = temp_dir("console-exposed");
     let config = write_config(&dir, 0);
@@ -331,6 +383,7 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
         (101, "你好 👋 order 42"),
         (102, "hello there"),
         (103, "你好 again"),
+        (104, "<script>alert(1)</script>"),
     ] {
         assert_eq!(send_text(&server.addr, id, text).await.0, 200);
     }
@@ -346,6 +399,9 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     ] {
         assert!(page.contains(text), "{text} not in the inbox");
     }
+    // What users write is shown, never run.
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.contains("<script>"));
     let (_, page, _) = b.get("/console/inbox?q=%E4%BD%A0%E5%A5%BD").await;
     assert!(
         page.contains("你好 👋") && page.contains("你好 again") && !page.contains("hello there")
@@ -360,7 +416,7 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let page = loop {
         let (_, page, _) = b.get("/console/dead").await;
-        if page.matches("/console/deliveries/").count() >= 3 {
+        if page.matches("/console/deliveries/").count() >= 4 {
             break page;
         }
         assert!(Instant::now() < deadline, "deliveries never died:\n{page}");
@@ -453,4 +509,140 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
         page.contains(super::APPID) && page.contains("text"),
         "{page}"
     );
+}
+
+/// A conversation shows the user's messages and every answer, in order;
+/// an answer by hand reaches WeChat's API (mock-wechat) once however often
+/// its form is posted; past the 48-hour window the box is closed and an
+/// answer posted anyway is refused before WeChat is asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_is_answered_by_hand_within_the_48_hour_window_only() {
+    use super::serve::{mock_json, spawn_mock, wait_sent, write_answering_config};
+    let mock = spawn_mock().await;
+    let dir = temp_dir("console-answer");
+    let config = write_answering_config(&dir, 2, &mock);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\n",
+        1,
+    ) + &format!("[console]\npassword = \"{PASSWORD}\"\n");
+    std::fs::write(&config, text).unwrap();
+    // A user last heard from 49 hours ago.
+    let store = SqliteStore::open(&dir.join("data/inbox.db")).unwrap();
+    let old = wechat_push::clock::now_ms() - Duration::from_secs(49 * 3600);
+    store
+        .insert(
+            std::sync::Arc::new(NewPush {
+                appid: super::APPID.into(),
+                dedup_key: DedupKey::from_stored("m:oOld:5:abc"),
+                kind: "text".into(),
+                from_user: OpenId::new("oOld"),
+                create_time: 1,
+                format: Format::Json,
+                body: br#"{"MsgType":"text","Content":"anyone there?","FromUserName":"oOld","ToUserName":"gh_1","CreateTime":1,"MsgId":5}"#.to_vec(),
+                received_at_ms: old,
+            }),
+            Some(Millis(0)),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let server = start(&config, &[]);
+
+    assert_eq!(send_text(&server.addr, 201, "hello 你好").await.0, 200);
+    wait_sent(&mock, 1).await;
+    let mut b = signed_in(&server).await;
+    let path = format!("/console/conversations/{}/oUser201", super::APPID);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let (status, page, _) = b.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        if page.contains("Hi from wechat-push") && page.contains("badge sent") {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rule's answer never showed:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page.find("hello 你好").unwrap() < page.find("Hi from wechat-push").unwrap());
+    assert!(page.contains("Open until"));
+    let (_, listing, _) = b.get("/console/conversations").await;
+    assert!(listing.contains("oUser201") && listing.contains("oOld"));
+
+    // Answered by hand; the same form posted twice is one answer.
+    let csrf = csrf_of(&page);
+    let at = page.find("name=\"answer_id\" value=\"").unwrap() + 24;
+    let answer_id = page[at..at + 64].to_owned();
+    for _ in 0..2 {
+        let (status, _, location) = b
+            .post(
+                &format!("{path}/answer"),
+                &[
+                    ("csrf", &csrf),
+                    ("answer_id", &answer_id),
+                    ("text", "我们马上处理 🙏"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 303);
+        assert!(location.unwrap().ends_with("?answered=1"));
+    }
+    let sent = wait_sent(&mock, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_now = mock_json(&format!("{mock}/_mock/sent")).await;
+    assert_eq!(sent_now.as_array().unwrap().len(), 2, "{sent_now}");
+    let manual = &sent.as_array().unwrap()[1];
+    assert_eq!(manual["touser"], "oUser201", "{manual}");
+    assert_eq!(
+        manual["body"]["text"]["content"], "我们马上处理 🙏",
+        "{manual}"
+    );
+    let (_, page, _) = b.get(&path).await;
+    assert!(
+        page.contains("我们马上处理 🙏") && page.contains("console:"),
+        "{page}"
+    );
+    // Without the session's token, nothing is sent.
+    assert_eq!(
+        b.post(
+            &format!("{path}/answer"),
+            &[
+                ("csrf", "x"),
+                ("answer_id", &"a".repeat(64)),
+                ("text", "forged")
+            ],
+        )
+        .await
+        .0,
+        403
+    );
+
+    // The user heard from 49 hours ago: the box is closed, and a post is refused.
+    let old_path = format!("/console/conversations/{}/oOld", super::APPID);
+    let (_, page, _) = b.get(&old_path).await;
+    assert!(page.contains("48-hour window has passed"), "{page}");
+    assert!(page.contains("disabled"), "{page}");
+    let (status, _, location) = b
+        .post(
+            &format!("{old_path}/answer"),
+            &[
+                ("csrf", &csrf),
+                ("answer_id", &"b".repeat(64)),
+                ("text", "late"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let location = location.unwrap();
+    assert!(location.ends_with("?error=window"), "{location}");
+    let (_, page, _) = b.get(&location).await;
+    assert!(
+        page.contains("Not sent: WeChat&#39;s 48-hour window")
+            || page.contains("Not sent: WeChat's 48-hour window"),
+        "{page}"
+    );
+    let sent_now = mock_json(&format!("{mock}/_mock/sent")).await;
+    assert_eq!(sent_now.as_array().unwrap().len(), 2, "{sent_now}");
 }

@@ -9,6 +9,7 @@
 //! session cookie is `HttpOnly` and `SameSite=Strict` (and `Secure` when
 //! the request came over HTTPS through a proxy).
 
+pub mod conversation;
 pub mod pages;
 pub mod session;
 
@@ -36,13 +37,37 @@ const PAGE_SIZE: usize = 50;
 /// Dead pushes and dead deliveries shown on the dead-letter page.
 const DEAD_SHOWN: usize = 200;
 
-/// The console: the store it reads, the apps it knows, who is signed in.
+/// An app as the console knows it.
+#[derive(Debug, Clone)]
+pub struct ConsoleApp {
+    /// Its appid.
+    pub appid: String,
+    /// Mini Program or Official Account.
+    pub kind: crate::protocol::AppKind,
+    /// Whether it has an AppSecret: the customer-service API needs one.
+    pub can_answer: bool,
+}
+
+/// The console: the store it reads, the apps it knows, who is signed in,
+/// and the outbox it answers users through.
 pub struct Console {
     store: Arc<dyn Store>,
     appids: Vec<String>,
+    apps: Vec<ConsoleApp>,
+    outbox: Option<crate::outbox::Outbox>,
     sessions: Sessions,
     session_ttl: Duration,
+    /// The overview's counts of the last hour and day, and when they were
+    /// read: a day of pushes is read at most once per [`COUNTS_FOR`],
+    /// however many people watch the overview.
+    counts: tokio::sync::Mutex<Option<(Instant, Counted)>>,
 }
+
+/// Pushes by app and kind: the last hour's and the last day's.
+type Counted = (Vec<crate::store::KindCount>, Vec<crate::store::KindCount>);
+
+/// How long the overview's counts are reused.
+const COUNTS_FOR: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Console {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,14 +78,49 @@ impl std::fmt::Debug for Console {
 }
 
 impl Console {
-    /// A console over `store` for the apps `appids`, as `config` says.
-    pub fn new(config: &ConsoleConfig, store: Arc<dyn Store>, appids: Vec<String>) -> Self {
+    /// A console over `store` for `apps`, as `config` says, answering
+    /// users by hand through `outbox` (none: no app has an AppSecret).
+    pub fn new(
+        config: &ConsoleConfig,
+        store: Arc<dyn Store>,
+        mut apps: Vec<ConsoleApp>,
+        outbox: Option<crate::outbox::Outbox>,
+    ) -> Self {
+        apps.sort_by(|a, b| a.appid.cmp(&b.appid));
         Console {
             store,
-            appids,
+            appids: apps.iter().map(|a| a.appid.clone()).collect(),
+            apps,
+            outbox,
             sessions: Sessions::new(config.password.clone(), config.session_ttl),
             session_ttl: config.session_ttl,
+            counts: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The last hour's and day's counts, read again when older than
+    /// [`COUNTS_FOR`] (one reader at a time; the others wait for it).
+    async fn counted(&self, now: Millis) -> Result<Counted, crate::store::StoreError> {
+        let mut cached = self.counts.lock().await;
+        if let Some((at, counted)) = cached.as_ref() {
+            if at.elapsed() < COUNTS_FOR {
+                return Ok(counted.clone());
+            }
+        }
+        let hour = self
+            .store
+            .kinds_since(now - Duration::from_secs(3600))
+            .await?;
+        let day = self
+            .store
+            .kinds_since(now - Duration::from_secs(86_400))
+            .await?;
+        *cached = Some((Instant::now(), (hour.clone(), day.clone())));
+        Ok((hour, day))
+    }
+
+    fn app(&self, appid: &str) -> Option<&ConsoleApp> {
+        self.apps.iter().find(|a| a.appid == appid)
     }
 
     /// The console's routes, all under `/console`.
@@ -77,12 +137,23 @@ impl Console {
             .route("/console/deliveries/{id}/retry", post(retry_delivery))
             .route("/console/dead", get(dead))
             .route("/console/dead/retry", post(retry_dead))
+            .route("/console/conversations", get(conversation::list))
+            .route(
+                "/console/conversations/{appid}/{openid}",
+                get(conversation::page),
+            )
+            .route(
+                "/console/conversations/{appid}/{openid}/answer",
+                post(conversation::answer),
+            )
+            .layer(axum::middleware::map_response(guard_headers))
             .with_state(self)
     }
 
     /// The visitor's session, or what to answer instead: to sign in, or
     /// (no password) a new session and its cookie.
-    fn visitor(&self, headers: &HeaderMap) -> Result<Visitor, TurnedAway> {
+    pub(crate) fn visitor(&self, headers: &HeaderMap) -> Result<Visitor, TurnedAway> {
+        self.check_origin(headers)?;
         let now = Instant::now();
         if let Some(id) = cookie(headers, COOKIE) {
             if let Some(session) = self.sessions.get(&id, now) {
@@ -111,7 +182,8 @@ impl Console {
 
     /// The session of a form's POST, if it carries the session's CSRF
     /// token; else 403.
-    fn poster(&self, headers: &HeaderMap, csrf: &str) -> Result<Visitor, TurnedAway> {
+    pub(crate) fn poster(&self, headers: &HeaderMap, csrf: &str) -> Result<Visitor, TurnedAway> {
+        self.check_origin(headers)?;
         let now = Instant::now();
         let id = cookie(headers, COOKIE).ok_or(TurnedAway::Forbidden)?;
         let session = self.sessions.get(&id, now).ok_or(TurnedAway::Forbidden)?;
@@ -123,6 +195,42 @@ impl Console {
             session,
             set_cookie: None,
         })
+    }
+
+    /// Refuse what a page elsewhere could make a browser send: a form
+    /// posted from another origin (its `Origin` differs from `Host`);
+    /// and, without a password, any request not addressed to a loopback
+    /// name or one relayed by a proxy, since a loopback listener is the
+    /// only guard then (a site whose name is re-pointed at 127.0.0.1, or a
+    /// proxy in front, would otherwise pass it).
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), TurnedAway> {
+        let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let host = text(header::HOST).unwrap_or("");
+        if let Some(origin) = text(header::ORIGIN) {
+            let same = url::Url::parse(origin).ok().is_some_and(|o| {
+                let port = o.port().map(|p| format!(":{p}")).unwrap_or_default();
+                o.host_str().is_some_and(|h| format!("{h}{port}") == host)
+            });
+            if !same {
+                return Err(TurnedAway::Forbidden);
+            }
+        }
+        if !self.sessions.needs_password() {
+            let name = host
+                .rsplit_once(':')
+                .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(host, |(name, _)| name);
+            let loopback = matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+                || name
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            let relayed =
+                headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED);
+            if !loopback || relayed {
+                return Err(TurnedAway::NotLoopback);
+            }
+        }
+        Ok(())
     }
 
     fn session_cookie(&self, headers: &HeaderMap, id: &str) -> HeaderValue {
@@ -141,13 +249,16 @@ impl Console {
 
 /// Why a request gets no page.
 #[derive(Debug, Clone, Copy)]
-enum TurnedAway {
+pub(crate) enum TurnedAway {
     /// No session, and a password is needed: to the sign-in page.
     SignIn,
     /// A POST without the session's CSRF token (or without a session).
     Forbidden,
     /// No random bytes for a new session.
     NoRandomness,
+    /// No password, and the request is not addressed to a loopback name
+    /// directly.
+    NotLoopback,
 }
 
 impl IntoResponse for TurnedAway {
@@ -156,19 +267,26 @@ impl IntoResponse for TurnedAway {
             TurnedAway::SignIn => Redirect::to("/console/sign-in").into_response(),
             TurnedAway::Forbidden => forbidden(),
             TurnedAway::NoRandomness => no_randomness().into_response(),
+            TurnedAway::NotLoopback => (
+                StatusCode::FORBIDDEN,
+                "403: the console has no password, so it answers only requests made directly \
+                 to a loopback address (localhost, 127.0.0.1, [::1]); set [console] password \
+                 to reach it any other way",
+            )
+                .into_response(),
         }
     }
 }
 
 /// Who is asking, and the cookie to set when the session is new.
-struct Visitor {
+pub(crate) struct Visitor {
     id: String,
     session: Session,
     set_cookie: Option<HeaderValue>,
 }
 
 impl Visitor {
-    fn frame<'a>(&'a self, console: &Console) -> Frame<'a> {
+    pub(crate) fn frame<'a>(&'a self, console: &Console) -> Frame<'a> {
         Frame {
             csrf: &self.session.csrf,
             signed_in: console.sessions.needs_password(),
@@ -177,7 +295,7 @@ impl Visitor {
 
     /// `markup` as the answer, with the session's cookie if it is new.
     /// Pages are never cached: they show what is stored now.
-    fn page(&self, status: StatusCode, markup: Markup) -> Response {
+    pub(crate) fn page(&self, status: StatusCode, markup: Markup) -> Response {
         let mut response = (status, markup).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -186,6 +304,28 @@ impl Visitor {
         }
         response
     }
+}
+
+/// On every console answer: nothing but the console's own pages and
+/// stylesheet load, no other site frames it, and types are not guessed.
+async fn guard_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
 }
 
 /// Whether the request came over HTTPS: a proxy in front says so. A
@@ -230,7 +370,7 @@ fn no_randomness() -> impl IntoResponse {
 }
 
 /// A store error, for a page.
-fn store_error(error: &crate::store::StoreError) -> String {
+pub(crate) fn store_error(error: &crate::store::StoreError) -> String {
     crate::display_chain(error)
 }
 
@@ -299,26 +439,32 @@ async fn sign_in(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
+    if let Err(turned) = console.check_origin(&headers) {
+        return turned.into_response();
+    }
     let expected = cookie(&headers, SIGN_IN_COOKIE);
     if !expected.is_some_and(|t| session::same_token(&form.csrf, &t)) {
         return forbidden();
     }
-    match console
-        .sessions
-        .sign_in(&form.password, Instant::now())
-        .await
-    {
-        Some(id) => {
+    match console.sessions.sign_in(&form.password).await {
+        Ok(id) => {
             tracing::info!(target: "wechat_push::console", "console: signed in");
             let mut response = Redirect::to("/console").into_response();
             let cookie = console.session_cookie(&headers, &id);
             response.headers_mut().insert(header::SET_COOKIE, cookie);
             response
         }
-        None => {
+        Err(session::SignInRefused::Wrong) => {
             tracing::warn!(target: "wechat_push::console", "console: a sign-in with a wrong password");
             sign_in_form(&headers, true)
         }
+        Err(session::SignInRefused::Busy) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "429: another sign-in is being checked; try again in a second",
+        )
+            .into_response(),
+        Err(session::SignInRefused::NoRandomness) => no_randomness().into_response(),
     }
 }
 
@@ -352,9 +498,10 @@ async fn overview(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
     let now = now_ms();
     let store = &console.store;
     let read = async {
+        let (last_hour, last_day) = console.counted(now).await?;
         Ok::<_, crate::store::StoreError>(pages::Overview {
-            last_hour: store.kinds_since(now - Duration::from_secs(3600)).await?,
-            last_day: store.kinds_since(now - Duration::from_secs(86_400)).await?,
+            last_hour,
+            last_day,
             depth: store.depth().await?,
             backlog: store.delivery_backlog().await?,
             appids: console.appids.clone(),
@@ -393,7 +540,7 @@ fn parse_time(text: &str) -> Result<Option<Millis>, String> {
     Ok(Some(Millis(i64::try_from(ms).unwrap_or(i64::MAX))))
 }
 
-fn non_empty(s: &str) -> Option<String> {
+pub(crate) fn non_empty(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
 }

@@ -22,6 +22,8 @@ pub enum Nav {
     Inbox,
     /// `/console/dead`.
     Dead,
+    /// `/console/conversations`.
+    Conversations,
     /// None of them.
     Other,
 }
@@ -36,7 +38,7 @@ pub struct Frame<'a> {
     pub signed_in: bool,
 }
 
-fn layout(title: &str, nav: Nav, frame: Option<&Frame<'_>>, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, nav: Nav, frame: Option<&Frame<'_>>, body: Markup) -> Markup {
     let link = |href: &str, label: &str, this: Nav| {
         html! { a href=(href) aria-current=[(nav == this).then_some("page")] { (label) } }
     };
@@ -56,6 +58,7 @@ fn layout(title: &str, nav: Nav, frame: Option<&Frame<'_>>, body: Markup) -> Mar
                         nav {
                             (link("/console", "Overview", Nav::Overview))
                             (link("/console/inbox", "Inbox", Nav::Inbox))
+                            (link("/console/conversations", "Conversations", Nav::Conversations))
                             (link("/console/dead", "Dead letters", Nav::Dead))
                         }
                         @if frame.signed_in {
@@ -115,13 +118,32 @@ pub fn not_found(frame: &Frame<'_>, what: &str) -> Markup {
     )
 }
 
+/// The inbox filtered by `pairs`, each value URL-encoded.
+pub fn inbox_url(pairs: &[(&str, &str)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
+    format!("/console/inbox?{}", query.finish())
+}
+
+/// A conversation's page: `/console/conversations/{appid}/{openid}`.
+pub fn conversation_url(appid: &str, openid: &str) -> String {
+    let segment = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "/console/conversations/{}/{}",
+        segment(appid),
+        segment(openid)
+    )
+}
+
 /// A moment as RFC 3339 in UTC, in a `<time>`.
-fn time(at: Millis) -> Markup {
+pub(crate) fn time(at: Millis) -> Markup {
     let text = at.to_rfc3339();
     html! { time datetime=(text) { (text) } }
 }
 
-fn status_badge(status: &str) -> Markup {
+pub(crate) fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge " (status) } { (status) } }
 }
 
@@ -186,7 +208,7 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
                 tbody {
                     @for appid in &o.appids {
                         tr {
-                            td { a href={ "/console/inbox?app=" (appid) } { (appid) } }
+                            td { a href=(inbox_url(&[("app", appid)])) { (appid) } }
                             td class="num" { (total(&o.last_hour, appid)) }
                             td class="num" { (total(&o.last_day, appid)) }
                         }
@@ -203,7 +225,7 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
                         @for (appid, kind) in &rows {
                             tr {
                                 td { (appid) }
-                                td { a href={ "/console/inbox?app=" (appid) "&kind=" (kind) } { (kind) } }
+                                td { a href=(inbox_url(&[("app", appid), ("kind", kind)])) { (kind) } }
                                 td class="num" { (count(&o.last_hour, appid, kind)) }
                                 td class="num" { (count(&o.last_day, appid, kind)) }
                             }
@@ -364,7 +386,7 @@ fn push_row(p: &StoredPush) -> Markup {
             td { a href=(link) { (time(p.received_at)) } }
             td { (p.appid) }
             td { (p.kind) }
-            td class="mono wrap" { a href={ "/console/inbox?openid=" (p.from.as_str()) } { (p.from.as_str()) } }
+            td class="mono wrap" { a href=(conversation_url(&p.appid, p.from.as_str())) { (p.from.as_str()) } }
             td { (status_badge(p.status.as_str())) }
             td class="wrap" { a href=(link) { (summary(p)) } }
         }
@@ -417,7 +439,10 @@ pub fn push(frame: &Frame<'_>, page: &PushPage) -> Markup {
             dl class="facts" {
                 dt { "App" } dd { (p.appid) }
                 dt { "Kind" } dd { (p.kind) }
-                dt { "User" } dd class="mono" { a href={ "/console/inbox?openid=" (p.from.as_str()) } { (p.from.as_str()) } }
+                dt { "User" } dd class="mono wrap" {
+                    a href=(conversation_url(&p.appid, p.from.as_str())) { (p.from.as_str()) } " "
+                    a class="muted" href=(inbox_url(&[("app", &p.appid), ("openid", p.from.as_str())])) { "(pushes)" }
+                }
                 dt { "Dedup key" } dd class="mono wrap" { (p.dedup_key.as_str()) }
                 dt { "Created (CreateTime)" } dd { (time(Millis(p.create_time.saturating_mul(1000)))) }
                 dt { "Received" } dd { (time(p.received_at)) }

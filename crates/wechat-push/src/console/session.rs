@@ -44,6 +44,17 @@ pub fn same_token(a: &str, b: &str) -> bool {
     a.ct_eq(&b).into()
 }
 
+/// Why a sign-in did not start a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInRefused {
+    /// Not the password.
+    Wrong,
+    /// Another sign-in is being checked (or waits out its failure delay).
+    Busy,
+    /// No random bytes for the session id.
+    NoRandomness,
+}
+
 /// A signed-in session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -105,16 +116,22 @@ impl Sessions {
         self.start(now)
     }
 
-    /// Check `password` and start a session: its id, or `None` after the
-    /// failure delay. Checks wait for each other.
-    pub async fn sign_in(&self, password: &str, now: Instant) -> Option<String> {
-        let expected = self.password.as_ref()?;
-        let _one_at_a_time = self.checking.acquire().await.ok()?;
+    /// Check `password` and start a session: its id, or why not (after
+    /// the failure delay for a wrong password). One check at a time: a
+    /// sign-in arriving during another's is turned away at once rather
+    /// than queued, so guesses cannot line up to hold the others back.
+    pub async fn sign_in(&self, password: &str) -> Result<String, SignInRefused> {
+        let expected = self.password.as_ref().ok_or(SignInRefused::Wrong)?;
+        let Ok(_one_at_a_time) = self.checking.try_acquire() else {
+            return Err(SignInRefused::Busy);
+        };
         if same_token(password, expected.expose()) {
-            return self.start(now);
+            return self
+                .start(Instant::now())
+                .ok_or(SignInRefused::NoRandomness);
         }
         tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
-        None
+        Err(SignInRefused::Wrong)
     }
 
     /// End session `id`.
@@ -161,19 +178,38 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wrong_password_is_refused_after_a_delay_and_sessions_expire() {
         let sessions = Sessions::new(Some(Secret::new("correct horse")), Duration::from_secs(60));
-        let now = Instant::now();
         let started = tokio::time::Instant::now();
-        assert!(sessions.sign_in("wrong", now).await.is_none());
+        assert_eq!(sessions.sign_in("wrong").await, Err(SignInRefused::Wrong));
         assert!(started.elapsed() >= FAILED_SIGN_IN_DELAY);
+        let now = Instant::now();
         assert!(sessions.open(now).is_none(), "a password is configured");
-        let id = sessions.sign_in("correct horse", now).await.unwrap();
+        let id = sessions.sign_in("correct horse").await.unwrap();
         let session = sessions.get(&id, now).unwrap();
         assert_eq!(session.csrf.len(), 64);
         assert!(sessions.get(&id, now + Duration::from_secs(61)).is_none());
         assert!(sessions.get(&id, now).is_none(), "expired is gone");
-        let id = sessions.sign_in("correct horse", now).await.unwrap();
+        let id = sessions.sign_in("correct horse").await.unwrap();
         sessions.sign_out(&id);
         assert!(sessions.get(&id, now).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sign_in_during_anothers_failure_delay_is_turned_away_not_queued() {
+        let sessions = std::sync::Arc::new(Sessions::new(
+            Some(Secret::new("correct horse")),
+            Duration::from_secs(60),
+        ));
+        let guessing = {
+            let sessions = sessions.clone();
+            tokio::spawn(async move { sessions.sign_in("guess").await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(
+            sessions.sign_in("correct horse").await,
+            Err(SignInRefused::Busy)
+        );
+        assert_eq!(guessing.await.unwrap(), Err(SignInRefused::Wrong));
+        assert!(sessions.sign_in("correct horse").await.is_ok());
     }
 
     #[test]

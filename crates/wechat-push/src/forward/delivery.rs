@@ -138,7 +138,9 @@ impl Forwarder {
             .await;
         let result = match sent {
             Err(e) if e.is_timeout() => Err(DeliveryError::Timeout(route.config.timeout)),
-            Err(e) => Err(DeliveryError::Unreachable(e)),
+            // Without the URL: reqwest's message quotes it whole, with any
+            // credentials in it, and this error is stored and shown.
+            Err(e) => Err(DeliveryError::Unreachable(e.without_url())),
             Ok(mut response) => {
                 let status = response.status();
                 let answer = read_bounded(&mut response).await;

@@ -265,9 +265,23 @@ impl Application {
             None => None,
         };
         let console = config.console.as_ref().map(|c| {
-            let mut appids: Vec<String> = config.apps.iter().map(|a| a.appid.clone()).collect();
-            appids.sort();
-            Arc::new(crate::console::Console::new(c, store.clone(), appids))
+            let apps = config
+                .apps
+                .iter()
+                .map(|a| crate::console::ConsoleApp {
+                    appid: a.appid.clone(),
+                    kind: a.kind,
+                    can_answer: a.secret.is_some(),
+                })
+                .collect();
+            // Answers by hand go through the outbox like every other answer,
+            // with the tokens every instance shares through the store.
+            let outbox = config.apps.iter().any(|a| a.secret.is_some()).then(|| {
+                let api =
+                    WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
+                Outbox::new(store.clone(), api)
+            });
+            Arc::new(crate::console::Console::new(c, store.clone(), apps, outbox))
         });
         let running: reload::Running = Arc::new(std::sync::Mutex::new(config.clone()));
         let (reloader, reloads) = reload::channel(store.clone(), metrics.clone(), running.clone());

@@ -743,6 +743,19 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreErro
 /// How long a waiting instance sleeps between tries for the schema lock.
 const SCHEMA_LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Say, at the first try and every 30 s after, that another instance is
+/// migrating: an index built concurrently on a large table takes minutes,
+/// and a silent start would look hung.
+fn waiting_for_the_schema_lock(tries: &mut u32) {
+    if *tries % 300 == 0 {
+        tracing::info!(
+            waited_s = *tries / 10,
+            "PostgreSQL store: another instance is migrating the schema; waiting for it"
+        );
+    }
+    *tries += 1;
+}
+
 /// The version the schema is at (0: none yet).
 async fn schema_version(client: &impl GenericClient) -> Result<i32, StoreError> {
     client
@@ -772,6 +785,7 @@ async fn migrate_in_transaction(
     // holds a snapshot, and `CREATE INDEX CONCURRENTLY` in the session
     // that has the lock waits for every older snapshot: each would wait
     // for the other.
+    let mut waited = 0;
     let tx = loop {
         let tx = client.transaction().await?;
         let locked: bool = tx
@@ -785,6 +799,7 @@ async fn migrate_in_transaction(
             break tx;
         }
         tx.rollback().await?;
+        waiting_for_the_schema_lock(&mut waited);
         tokio::time::sleep(SCHEMA_LOCK_RETRY).await;
     };
     // A migration may rewrite a large table: no statement timeout for it.
@@ -834,6 +849,7 @@ async fn build_index_concurrently(
     name: &str,
     sql: &str,
 ) -> Result<(), StoreError> {
+    let mut waited = 0;
     loop {
         let locked: bool = client
             .query_one(
@@ -845,6 +861,7 @@ async fn build_index_concurrently(
         if locked {
             break;
         }
+        waiting_for_the_schema_lock(&mut waited);
         tokio::time::sleep(SCHEMA_LOCK_RETRY).await;
     }
     let built = async {
@@ -1778,16 +1795,20 @@ async fn first_id_at(client: &deadpool_postgres::Object, at: Millis) -> Result<i
     if seek(high).await?.1 < at {
         return Ok(high + 1);
     }
-    // Invariant: the push at `high` (an id that exists) arrived at or after `at`.
+    // Bisected on id values, not on the ids found: ids have gaps (pruned
+    // pushes, sequence values of duplicates), and a probe in a gap finds
+    // the id after it. Invariant: the first push at or after id `high`
+    // arrived at or after `at`; none before id `low` did.
     while low < high {
-        let (id, received_at) = seek(low + (high - low) / 2).await?;
+        let mid = low + (high - low) / 2;
+        let (id, received_at) = seek(mid).await?;
         if received_at >= at {
-            high = id;
+            high = mid;
         } else {
             low = id + 1;
         }
     }
-    Ok(high)
+    Ok(low)
 }
 
 /// `columns` with each name qualified by `table` (`pushes.id, pushes.appid, …`).

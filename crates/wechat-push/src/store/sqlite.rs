@@ -798,16 +798,20 @@ fn first_id_at(conn: &Connection, at: Millis) -> rusqlite::Result<i64> {
     if seek(high)?.1 < at {
         return Ok(high + 1);
     }
-    // Invariant: the push at `high` (an id that exists) arrived at or after `at`.
+    // Bisected on id values, not on the ids found: ids have gaps (pruned
+    // pushes), and a probe in a gap finds the id after it. Invariant: the
+    // first push at or after id `high` arrived at or after `at`; none
+    // before id `low` did.
     while low < high {
-        let (id, received_at) = seek(low + (high - low) / 2)?;
+        let mid = low + (high - low) / 2;
+        let (id, received_at) = seek(mid)?;
         if received_at >= at {
-            high = id;
+            high = mid;
         } else {
             low = id + 1;
         }
     }
-    Ok(high)
+    Ok(low)
 }
 
 fn format_of(s: &str) -> Format {
@@ -1027,36 +1031,73 @@ impl Inbox for SqliteStore {
             if let Some(before) = filter.before {
                 high = high.min(before.0);
             }
-            let sql = format!(
-                "SELECT {COLUMNS} FROM pushes \
-                 WHERE id >= ?1 AND id < ?2 \
-                   AND (?3 IS NULL OR appid = ?3) AND (?4 IS NULL OR status = ?4) \
-                   AND (?5 IS NULL OR kind = ?5) AND (?6 IS NULL OR from_user = ?6) \
-                   AND (?7 IS NULL OR received_at >= ?7) AND (?8 IS NULL OR received_at < ?8) \
-                   AND (?9 IS NULL OR instr(body, ?9) > 0) \
-                 ORDER BY id DESC LIMIT ?10"
-            );
+            // Only the conditions set, so that the plan SQLite makes once
+            // for the statement fits them (a `?n IS NULL OR …` hides from
+            // the planner which index a condition could use). Each `?` is
+            // the next value.
+            let mut conditions = vec!["id >= ?", "id < ?"];
+            let mut values: Vec<rusqlite::types::Value> = vec![low.into(), high.into()];
+            if let Some(appid) = filter.appid.clone() {
+                conditions.push("appid = ?");
+                values.push(appid.into());
+            }
+            // Written out, not bound: the partial indexes (`pushes_dead`,
+            // `pushes_ready`) serve only a statement whose WHERE names
+            // their status.
+            match filter.status {
+                Some(Status::Pending) => conditions.push("status = 'pending'"),
+                Some(Status::Working) => conditions.push("status = 'working'"),
+                Some(Status::Done) => conditions.push("status = 'done'"),
+                Some(Status::Dead) => conditions.push("status = 'dead'"),
+                None => {}
+            }
+            if let Some(kind) = filter.kind {
+                conditions.push("kind = ?");
+                values.push(kind.into());
+            }
+            if let Some(from) = filter.from {
+                conditions.push("from_user = ?");
+                values.push(from.clone().into());
+                if filter.appid.is_some() {
+                    // Every key begins `m:<FromUserName>:` or
+                    // `e:<FromUserName>:` (DedupKey): a user's pushes of one
+                    // app are two ranges of the dedup index, not a scan.
+                    // Keys of before 0.2 (`msg:<MsgId>`, `evt:<user>:…`)
+                    // are two more ranges.
+                    conditions.push(
+                        "((dedup_key >= ? AND dedup_key < ?) OR (dedup_key >= ? AND dedup_key < ?) \
+                          OR (dedup_key >= ? AND dedup_key < ?) OR (dedup_key >= 'msg:' AND dedup_key < 'msg;'))",
+                    );
+                    for prefix in ["m", "e", "evt"] {
+                        values.push(format!("{prefix}:{from}:").into());
+                        values.push(format!("{prefix}:{from};").into());
+                    }
+                }
+            }
+            if let Some(since) = filter.since {
+                conditions.push("received_at >= ?");
+                values.push(since.0.into());
+            }
+            if let Some(until) = filter.until {
+                conditions.push("received_at < ?");
+                values.push(until.0.into());
+            }
+            if let Some(text) = filter.text {
+                conditions.push("instr(body, ?) > 0");
+                values.push(text.into_bytes().into());
+            }
             let limit = if filter.limit == 0 {
                 -1
             } else {
                 i64::try_from(filter.limit).unwrap_or(i64::MAX)
             };
+            values.push(limit.into());
+            let sql = format!(
+                "SELECT {COLUMNS} FROM pushes WHERE {} ORDER BY id DESC LIMIT ?",
+                conditions.join(" AND ")
+            );
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![
-                    low,
-                    high,
-                    filter.appid,
-                    filter.status.map(Status::as_str),
-                    filter.kind,
-                    filter.from,
-                    filter.since,
-                    filter.until,
-                    filter.text.map(String::into_bytes),
-                    limit
-                ],
-                read_push,
-            )?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), read_push)?;
             rows.collect()
         }))
     }
