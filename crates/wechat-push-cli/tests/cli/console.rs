@@ -646,3 +646,83 @@ async fn a_user_is_answered_by_hand_within_the_48_hour_window_only() {
     let sent_now = mock_json(&format!("{mock}/_mock/sent")).await;
     assert_eq!(sent_now.as_array().unwrap().len(), 2, "{sent_now}");
 }
+
+/// A push shows on a live page without a reload: the page's event stream
+/// sends its row (the page's filter applied); an open stream does not hold
+/// a shutdown up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_push_reaches_an_open_page_and_an_open_stream_does_not_hold_shutdown() {
+    let (mut server, _dir) = console_server("console-live", Some(PASSWORD), "");
+    assert_eq!(send_text(&server.addr, 301, "before the page").await.0, 200);
+    let mut b = signed_in(&server).await;
+    let (_, page, _) = b.get("/console/inbox?q=live").await;
+    let at = page.find("data-live=\"").unwrap() + 11;
+    let live = page[at..].split('"').next().unwrap().replace("&amp;", "&");
+    assert!(live.starts_with("/console/events?q=live&after="), "{live}");
+    let mut stream = b
+        .client
+        .get(format!("{}{live}", b.base))
+        .header(COOKIE, b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert_eq!(
+        send_text(&server.addr, 302, "not for this page").await.0,
+        200
+    );
+    assert_eq!(send_text(&server.addr, 303, "live 直播 🎥").await.0, 200);
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !got.contains("live 直播 🎥") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no push event in 10 s: {got}"))
+            .unwrap()
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(got.contains("event: push"), "{got}");
+    assert!(
+        !got.contains("not for this page") && !got.contains("before the page"),
+        "{got}"
+    );
+    // Without a session, no stream.
+    let r = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}{live}", b.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+
+    // SIGTERM with the stream open: the server is gone well before its
+    // 10 s grace.
+    let started = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "an open stream held the shutdown up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stream);
+}

@@ -10,6 +10,7 @@
 //! the request came over HTTPS through a proxy).
 
 pub mod conversation;
+pub mod live;
 pub mod pages;
 pub mod session;
 
@@ -61,6 +62,9 @@ pub struct Console {
     /// read: a day of pushes is read at most once per [`COUNTS_FOR`],
     /// however many people watch the overview.
     counts: tokio::sync::Mutex<Option<(Instant, Counted)>>,
+    /// Set when the server stops: live streams end, so that they do not
+    /// hold the shutdown up.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Pushes by app and kind: the last hour's and the last day's.
@@ -95,7 +99,14 @@ impl Console {
             sessions: Sessions::new(config.password.clone(), config.session_ttl),
             session_ttl: config.session_ttl,
             counts: tokio::sync::Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The server is stopping: end the live streams.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The last hour's and day's counts, read again when older than
@@ -129,6 +140,8 @@ impl Console {
             .route("/console", get(overview))
             .route("/console/", get(overview))
             .route("/console/assets/console.css", get(stylesheet))
+            .route("/console/assets/console.js", get(script))
+            .route("/console/events", get(live::events))
             .route("/console/sign-in", get(sign_in_page).post(sign_in))
             .route("/console/sign-out", post(sign_out))
             .route("/console/inbox", get(inbox))
@@ -385,6 +398,17 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        pages::SCRIPT,
+    )
+        .into_response()
+}
+
 async fn sign_in_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
     if !console.sessions.needs_password() {
         return Redirect::to("/console").into_response();
@@ -506,6 +530,14 @@ async fn overview(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
             backlog: store.delivery_backlog().await?,
             appids: console.appids.clone(),
             now,
+            newest: store
+                .list(ListFilter {
+                    limit: 1,
+                    ..ListFilter::default()
+                })
+                .await?
+                .first()
+                .map_or(0, |p| p.id.0),
         })
     };
     match read.await {
@@ -545,6 +577,20 @@ pub(crate) fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
+/// The inbox's filter (without its page), as the store takes it.
+pub(crate) fn inbox_filter(query: &InboxQuery) -> Result<ListFilter, String> {
+    Ok(ListFilter {
+        appid: non_empty(&query.app),
+        status: Status::parse(query.status.trim()),
+        kind: non_empty(&query.kind),
+        from: non_empty(&query.openid),
+        since: parse_time(&query.since)?,
+        until: parse_time(&query.until)?,
+        text: non_empty(&query.q),
+        ..ListFilter::default()
+    })
+}
+
 async fn inbox(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
@@ -555,24 +601,17 @@ async fn inbox(
         Err(answer) => return answer.into_response(),
     };
     let frame = visitor.frame(&console);
-    let times = parse_time(&query.since).and_then(|s| Ok((s, parse_time(&query.until)?)));
-    let (since, until) = match times {
-        Ok(t) => t,
+    let filter = match inbox_filter(&query) {
+        Ok(f) => f,
         Err(e) => {
             let page = pages::inbox(&frame, &query, &console.appids, &[], None, Some(&e));
             return visitor.page(StatusCode::BAD_REQUEST, page);
         }
     };
     let filter = ListFilter {
-        appid: non_empty(&query.app),
-        status: Status::parse(query.status.trim()),
-        kind: non_empty(&query.kind),
-        from: non_empty(&query.openid),
-        since,
-        until,
-        text: non_empty(&query.q),
         before: query.before.map(PushId),
         limit: PAGE_SIZE + 1,
+        ..filter
     };
     match console.store.list(filter).await {
         Ok(mut pushes) => {

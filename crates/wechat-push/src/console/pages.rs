@@ -13,6 +13,9 @@ use crate::store::{
 /// (with CJK and emoji faces), one column on a phone.
 pub const CSS: &str = include_str!("console.css");
 
+/// The one script, served at `/console/assets/console.js`: live pages.
+pub const SCRIPT: &str = include_str!("console.js");
+
 /// Where a page sits in the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
@@ -39,6 +42,17 @@ pub struct Frame<'a> {
 }
 
 pub(crate) fn layout(title: &str, nav: Nav, frame: Option<&Frame<'_>>, body: Markup) -> Markup {
+    layout_live(title, nav, frame, None, body)
+}
+
+/// [`layout`] of a live page: `live` is its event stream's URL.
+pub(crate) fn layout_live(
+    title: &str,
+    nav: Nav,
+    frame: Option<&Frame<'_>>,
+    live: Option<&str>,
+    body: Markup,
+) -> Markup {
     let link = |href: &str, label: &str, this: Nav| {
         html! { a href=(href) aria-current=[(nav == this).then_some("page")] { (label) } }
     };
@@ -50,6 +64,7 @@ pub(crate) fn layout(title: &str, nav: Nav, frame: Option<&Frame<'_>>, body: Mar
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · wechat-push" }
                 link rel="stylesheet" href="/console/assets/console.css";
+                script src="/console/assets/console.js" defer {}
             }
             body {
                 header {
@@ -69,7 +84,7 @@ pub(crate) fn layout(title: &str, nav: Nav, frame: Option<&Frame<'_>>, body: Mar
                         }
                     }
                 }
-                main { (body) }
+                main data-live=[live] { (body) }
             }
         }
     }
@@ -162,6 +177,8 @@ pub struct Overview {
     pub appids: Vec<String>,
     /// When these were read.
     pub now: Millis,
+    /// The newest push's id: the live page shows what comes after it.
+    pub newest: i64,
 }
 
 /// `/console`: what came in, what is stuck.
@@ -184,10 +201,12 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
             .map(|k| k.count)
             .sum::<u64>()
     };
-    layout(
+    let live = format!("/console/events?after={}", o.newest);
+    layout_live(
         "Overview",
         Nav::Overview,
         Some(frame),
+        Some(&live),
         html! {
             h1 { "Overview" }
             p class="muted" { "As of " (time(o.now)) "." }
@@ -281,11 +300,19 @@ pub struct InboxQuery {
     /// Older than this push id (the next page).
     #[serde(default)]
     pub before: Option<i64>,
+    /// Newer than this push id (what a live page has not shown yet).
+    #[serde(default)]
+    pub after: Option<i64>,
 }
 
 impl InboxQuery {
     /// This query's string, with `before` set to `next`.
     pub fn with_before(&self, next: i64) -> String {
+        self.with("before", next)
+    }
+
+    /// This query's string, with `name` set to `id`.
+    fn with(&self, name: &str, id: i64) -> String {
         let mut url = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("app", &self.app),
@@ -300,7 +327,7 @@ impl InboxQuery {
                 url.append_pair(k, v);
             }
         }
-        url.append_pair("before", &next.to_string());
+        url.append_pair(name, &id.to_string());
         url.finish()
     }
 }
@@ -332,10 +359,16 @@ pub fn inbox(
     error: Option<&str>,
 ) -> Markup {
     let statuses = ["pending", "working", "done", "dead"];
-    layout(
+    // Live on the first page only: a later page is history.
+    let live = query.before.is_none().then(|| {
+        let newest = pushes.first().map_or(0, |p| p.id.0);
+        format!("/console/events?{}", query.with("after", newest))
+    });
+    layout_live(
         "Inbox",
         Nav::Inbox,
         Some(frame),
+        live.as_deref(),
         html! {
             h1 { "Inbox" }
             form method="get" action="/console/inbox" class="filters" {
@@ -362,14 +395,13 @@ pub fn inbox(
             @if let Some(error) = error {
                 p class="error" role="alert" { (error) }
             }
-            @if pushes.is_empty() {
-                p class="muted" { "No push matches." }
-            } @else {
-                table class="pushes" {
-                    thead { tr { th { "Received" } th { "App" } th { "Kind" } th { "User" } th { "Status" } th { "Says" } } }
-                    tbody id="pushes" {
-                        @for p in pushes { (push_row(p)) }
+            table class="pushes" {
+                thead { tr { th { "Received" } th { "App" } th { "Kind" } th { "User" } th { "Status" } th { "Says" } } }
+                tbody id="pushes" {
+                    @if pushes.is_empty() {
+                        tr id="no-push" { td colspan="6" class="muted" { "No push matches." } }
                     }
+                    @for p in pushes { (push_row(p)) }
                 }
             }
             @if let Some(next) = next {
@@ -379,7 +411,8 @@ pub fn inbox(
     )
 }
 
-fn push_row(p: &StoredPush) -> Markup {
+/// One push's row in the inbox (also what a live page gets).
+pub fn push_row(p: &StoredPush) -> Markup {
     let link = format!("/console/pushes/{}", p.id.0);
     html! {
         tr data-id=(p.id.0) {

@@ -365,11 +365,15 @@ impl Application {
             .run(self.reloads, until.clone()),
         );
         let began = Arc::new(std::sync::OnceLock::new());
+        let console_stop = self.console.clone();
         let shutdown = {
             let (began, shared) = (began.clone(), shared.clone());
             async move {
                 shutdown.await;
                 shared.draining.store(true, Ordering::SeqCst);
+                if let Some(console) = &console_stop {
+                    console.stop();
+                }
                 let delay = shared.server.drain_delay;
                 if !delay.is_zero() {
                     tracing::info!(?delay, "draining: /readyz answers 503, pushes still taken");

@@ -276,6 +276,8 @@ pub struct ListFilter {
     /// Only older than this push (the next page after a page ending with
     /// it: pages by id, which stay right while pushes arrive).
     pub before: Option<PushId>,
+    /// Only newer than this push (what arrived since a page was shown).
+    pub after: Option<PushId>,
     /// At most this many, newest first (0: all).
     pub limit: usize,
 }

@@ -1107,10 +1107,13 @@ impl Inbox for PostgresStore {
             // A time span becomes a span of ids: read by the primary key,
             // newest first, never every push kept.
             let client = self.client().await?;
-            let low = match filter.since {
+            let mut low = match filter.since {
                 Some(since) => first_id_at(&client, since).await?,
                 None => 0,
             };
+            if let Some(after) = filter.after {
+                low = low.max(after.0.saturating_add(1));
+            }
             let mut high = match filter.until {
                 Some(until) => first_id_at(&client, until).await?,
                 None => i64::MAX,

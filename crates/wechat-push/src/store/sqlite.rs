@@ -1020,10 +1020,13 @@ impl Inbox for SqliteStore {
         Box::pin(self.read(move |conn| {
             // A time span becomes a span of ids: read by the primary key,
             // newest first, never every push kept.
-            let low = match filter.since {
+            let mut low = match filter.since {
                 Some(since) => first_id_at(conn, since)?,
                 None => 0,
             };
+            if let Some(after) = filter.after {
+                low = low.max(after.0.saturating_add(1));
+            }
             let mut high = match filter.until {
                 Some(until) => first_id_at(conn, until)?,
                 None => i64::MAX,
