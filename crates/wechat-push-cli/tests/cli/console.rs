@@ -502,13 +502,29 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     let (_, page, _) = b.get(&location).await;
     assert!(page.contains(&format!("Re-queued 0 push(es) and {requeued} deliveries")));
 
-    // The overview counts what came in.
+    // The overview counts what came in, and charts it: pushes per minute
+    // (a bar for the minute they came in) and this host's latency.
     let (status, page, _) = b.get("/console").await;
     assert_eq!(status, 200);
     assert!(
         page.contains(super::APPID) && page.contains("text"),
         "{page}"
     );
+    assert!(
+        page.contains("Pushes per minute") && page.contains("class=\"bar\""),
+        "{page}"
+    );
+    let points = page
+        .split("polyline class=\"p50\" points=\"")
+        .nth(1)
+        .unwrap();
+    assert!(
+        points.starts_with(|c: char| c.is_ascii_digit()),
+        "no latency point: {page}"
+    );
+    let (status, page, _) = b.get("/console?span=day").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Pushes per 15 minutes") && page.contains("class=\"bar\""));
 }
 
 /// A conversation shows the user's messages and every answer, in order;

@@ -56,6 +56,8 @@ pub struct Console {
     appids: Vec<String>,
     apps: Vec<ConsoleApp>,
     outbox: Option<crate::outbox::Outbox>,
+    /// This process's metrics: the acknowledgement latency chart.
+    metrics: Arc<crate::metrics::Metrics>,
     sessions: Sessions,
     session_ttl: Duration,
     /// The overview's counts of the last hour and day, and when they were
@@ -89,6 +91,7 @@ impl Console {
         store: Arc<dyn Store>,
         mut apps: Vec<ConsoleApp>,
         outbox: Option<crate::outbox::Outbox>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         apps.sort_by(|a, b| a.appid.cmp(&b.appid));
         Console {
@@ -96,6 +99,7 @@ impl Console {
             appids: apps.iter().map(|a| a.appid.clone()).collect(),
             apps,
             outbox,
+            metrics,
             sessions: Sessions::new(config.password.clone(), config.session_ttl),
             session_ttl: config.session_ttl,
             counts: tokio::sync::Mutex::new(None),
@@ -513,7 +517,18 @@ async fn sign_out(
     response
 }
 
-async fn overview(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
+/// The overview's span: the last hour (by minute) or day (by 15 minutes).
+#[derive(Deserialize, Default)]
+struct OverviewQuery {
+    #[serde(default)]
+    span: String,
+}
+
+async fn overview(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(query): Query<OverviewQuery>,
+) -> Response {
     let visitor = match console.visitor(&headers) {
         Ok(v) => v,
         Err(answer) => return answer.into_response(),
@@ -523,6 +538,20 @@ async fn overview(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
     let store = &console.store;
     let read = async {
         let (last_hour, last_day) = console.counted(now).await?;
+        let day = query.span == "day";
+        let (since, per_minutes): (Millis, i64) = if day {
+            (now - Duration::from_secs(86_400), 15)
+        } else {
+            (now - Duration::from_secs(3600), 1)
+        };
+        let charts = pages::Charts {
+            day,
+            since,
+            now,
+            per: Duration::from_secs(60 * per_minutes.unsigned_abs()),
+            arrivals: store.arrivals(since, per_minutes * 60_000).await?,
+            latency: console.metrics.ack_series(since, per_minutes),
+        };
         Ok::<_, crate::store::StoreError>(pages::Overview {
             last_hour,
             last_day,
@@ -530,6 +559,7 @@ async fn overview(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
             backlog: store.delivery_backlog().await?,
             appids: console.appids.clone(),
             now,
+            charts,
             newest: store
                 .list(ListFilter {
                     limit: 1,

@@ -179,6 +179,131 @@ pub struct Overview {
     pub now: Millis,
     /// The newest push's id: the live page shows what comes after it.
     pub newest: i64,
+    /// The two charts.
+    pub charts: Charts,
+}
+
+/// The overview's charts: pushes per span, and this process's
+/// acknowledgement latency per span.
+#[derive(Debug, Clone)]
+pub struct Charts {
+    /// The last day (else the last hour).
+    pub day: bool,
+    /// The first span's start.
+    pub since: Millis,
+    /// The end.
+    pub now: Millis,
+    /// How long a span is.
+    pub per: std::time::Duration,
+    /// Pushes that arrived, by span start.
+    pub arrivals: Vec<(Millis, u64)>,
+    /// Acknowledgement latency, by span.
+    pub latency: Vec<crate::metrics::minutes::Span>,
+}
+
+/// The chart's drawing area, in SVG units.
+const CHART_W: f64 = 600.0;
+const CHART_H: f64 = 140.0;
+const CHART_LEFT: f64 = 44.0;
+const CHART_BOTTOM: f64 = 18.0;
+
+/// A count as a coordinate (exact below 2^53, and a chart needs no more).
+#[allow(clippy::cast_precision_loss)]
+fn as_f64(n: u64) -> f64 {
+    n as f64
+}
+
+fn x_of(c: &Charts, at: Millis) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let f = (at - c.since) as f64 / ((c.now - c.since).max(1) as f64);
+    CHART_LEFT + f.clamp(0.0, 1.0) * (CHART_W - CHART_LEFT)
+}
+
+fn y_of(value: f64, max: f64) -> f64 {
+    let plot = CHART_H - CHART_BOTTOM;
+    plot - (value / max.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0) * (plot - 6.0)
+}
+
+/// A round top for an axis: 1, 2 or 5 times a power of ten.
+fn nice(max: f64) -> f64 {
+    if max <= 0.0 {
+        return 1.0;
+    }
+    let power = 10_f64.powf(max.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * power)
+        .find(|v| *v >= max)
+        .unwrap_or(10.0 * power)
+}
+
+/// `HH:MM` of a moment, UTC.
+fn hour_minute(at: Millis) -> String {
+    at.to_rfc3339().get(11..16).unwrap_or_default().to_owned()
+}
+
+fn axes(c: &Charts, top: &str) -> Markup {
+    let plot = CHART_H - CHART_BOTTOM;
+    html! {
+        line x1=(CHART_LEFT) y1=(plot) x2=(CHART_W) y2=(plot) class="axis" {}
+        line x1=(CHART_LEFT) y1="6" x2=(CHART_LEFT) y2=(plot) class="axis" {}
+        text x=(CHART_LEFT - 4.0) y="12" text-anchor="end" { (top) }
+        text x=(CHART_LEFT - 4.0) y=(plot) text-anchor="end" { "0" }
+        text x=(CHART_LEFT) y=(CHART_H - 4.0) { (hour_minute(c.since)) " UTC" }
+        text x=(CHART_W) y=(CHART_H - 4.0) text-anchor="end" { (hour_minute(c.now)) }
+    }
+}
+
+fn arrivals_chart(c: &Charts) -> Markup {
+    let max = nice(as_f64(
+        c.arrivals.iter().map(|(_, n)| *n).max().unwrap_or(0),
+    ));
+    let width = (x_of(c, c.since + c.per) - CHART_LEFT).max(1.0);
+    let per = if c.day { "15 minutes" } else { "minute" };
+    html! {
+        figure class="chart" {
+            figcaption { "Pushes per " (per) }
+            svg viewBox={ "0 0 " (CHART_W) " " (CHART_H) } role="img" aria-label={ "Pushes per " (per) } {
+                (axes(c, &format!("{max}")))
+                @for (at, n) in &c.arrivals {
+                    @let y = y_of(as_f64(*n), max);
+                    rect class="bar" x=(x_of(c, *at)) y=(y) width=((width - 1.0).max(0.5)) height=((CHART_H - CHART_BOTTOM - y).max(0.0)) {
+                        title { (at.to_rfc3339()) ": " (n) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn latency_chart(c: &Charts) -> Markup {
+    let max = nice(c.latency.iter().map(|s| s.p99_ms).fold(0.0, f64::max));
+    let half = (x_of(c, c.since + c.per) - CHART_LEFT) / 2.0;
+    let line = |pick: fn(&crate::metrics::minutes::Span) -> f64| {
+        c.latency
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", x_of(c, s.start) + half, y_of(pick(s), max)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    html! {
+        figure class="chart" {
+            figcaption {
+                "Acknowledgement latency (this host): "
+                span class="p50" { "p50" } " and " span class="p99" { "p99" } ", ms"
+            }
+            svg viewBox={ "0 0 " (CHART_W) " " (CHART_H) } role="img" aria-label="Acknowledgement latency, p50 and p99" {
+                (axes(c, &format!("{max} ms")))
+                polyline class="p99" points=(line(|s| s.p99_ms)) {}
+                polyline class="p50" points=(line(|s| s.p50_ms)) {}
+                @for s in &c.latency {
+                    circle class="p99" cx=(x_of(c, s.start) + half) cy=(y_of(s.p99_ms, max)) r="1.6" {
+                        title { (s.start.to_rfc3339()) ": p50 " (format!("{:.2}", s.p50_ms)) " ms, p99 " (format!("{:.2}", s.p99_ms)) " ms, " (s.count) " pushes" }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `/console`: what came in, what is stuck.
@@ -220,6 +345,15 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
                 a class={ "card" @if dead_deliveries > 0 { " alert" } } href="/console/dead" {
                     span class="figure" { (dead_deliveries) } " dead deliveries"
                 }
+            }
+            p class="spans" {
+                a href="/console" aria-current=[(!o.charts.day).then_some("page")] { "Last hour" }
+                " · "
+                a href="/console?span=day" aria-current=[o.charts.day.then_some("page")] { "Last day" }
+            }
+            div class="charts" {
+                (arrivals_chart(&o.charts))
+                (latency_chart(&o.charts))
             }
             h2 { "Pushes by app" }
             table {

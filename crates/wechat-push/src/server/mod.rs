@@ -281,7 +281,13 @@ impl Application {
                     WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
                 Outbox::new(store.clone(), api)
             });
-            Arc::new(crate::console::Console::new(c, store.clone(), apps, outbox))
+            Arc::new(crate::console::Console::new(
+                c,
+                store.clone(),
+                apps,
+                outbox,
+                metrics.clone(),
+            ))
         });
         let running: reload::Running = Arc::new(std::sync::Mutex::new(config.clone()));
         let (reloader, reloads) = reload::channel(store.clone(), metrics.clone(), running.clone());

@@ -715,6 +715,16 @@ pub trait Inbox: Send + Sync + 'static {
     /// (found by id, which grows with arrival), not every push kept.
     fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>>;
 
+    /// How many pushes arrived in each span of `bucket` milliseconds since
+    /// `since`: `(start of the span, count)`, oldest first, spans with none
+    /// left out. Reads only the pushes of that time (as
+    /// [`Inbox::kinds_since`]).
+    fn arrivals(
+        &self,
+        since: Millis,
+        bucket: i64,
+    ) -> BoxFuture<'_, Result<Vec<(Millis, u64)>, StoreError>>;
+
     /// Delete done pushes finished before `before`, with their answers and
     /// deliveries, unless a delivery is unfinished or dead; returns how many.
     fn prune(&self, before: Millis) -> BoxFuture<'_, Result<usize, StoreError>>;

@@ -1199,6 +1199,34 @@ impl Inbox for PostgresStore {
         })
     }
 
+    fn arrivals(
+        &self,
+        since: Millis,
+        bucket: i64,
+    ) -> BoxFuture<'_, Result<Vec<(Millis, u64)>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let low = first_id_at(&client, since).await?;
+            let bucket = bucket.max(1);
+            let rows = client
+                .query(
+                    "SELECT received_at / $3 * $3 AS span, COUNT(*) FROM pushes \
+                     WHERE id >= $1 AND received_at >= $2 GROUP BY span ORDER BY span",
+                    &[&low, &since, &bucket],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    (
+                        Millis(row.get(0)),
+                        u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+                    )
+                })
+                .collect())
+        })
+    }
+
     fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;

@@ -1132,6 +1132,25 @@ impl Inbox for SqliteStore {
         }))
     }
 
+    fn arrivals(
+        &self,
+        since: Millis,
+        bucket: i64,
+    ) -> BoxFuture<'_, Result<Vec<(Millis, u64)>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let low = first_id_at(conn, since)?;
+            let bucket = bucket.max(1);
+            let mut stmt = conn.prepare_cached(
+                "SELECT received_at / ?3 * ?3 AS span, COUNT(*) FROM pushes \
+                 WHERE id >= ?1 AND received_at >= ?2 GROUP BY span ORDER BY span",
+            )?;
+            let rows = stmt.query_map(params![low, since, bucket], |row| {
+                Ok((Millis(row.get(0)?), row.get::<_, i64>(1)?.max(0) as u64))
+            })?;
+            rows.collect()
+        }))
+    }
+
     fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>> {
         Box::pin(self.read(move |conn| {
             let low = first_id_at(conn, since)?;

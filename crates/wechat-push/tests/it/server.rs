@@ -626,6 +626,10 @@ impl Inbox for DownStore {
         down()
     }
 
+    fn arrivals(&self, _: Millis, _: i64) -> BoxFuture<'_, Result<Vec<(Millis, u64)>, StoreError>> {
+        down()
+    }
+
     fn kinds_since(
         &self,
         _: Millis,

@@ -1157,6 +1157,26 @@ pub async fn kinds_are_counted_over_the_span_asked_only(f: Fixture) {
         ]
     );
     assert!(count(10_000).await.is_empty());
+    // By spans of 500 ms from t=1000: 5 in each, the first span cut at 1250.
+    assert_eq!(
+        store.arrivals(Millis(1000), 500).await.unwrap(),
+        vec![
+            (Millis(1000), 5),
+            (Millis(1500), 5),
+            (Millis(2000), 5),
+            (Millis(2500), 5)
+        ]
+    );
+    assert_eq!(
+        store.arrivals(Millis(1250), 500).await.unwrap(),
+        vec![
+            (Millis(1000), 2),
+            (Millis(1500), 5),
+            (Millis(2000), 5),
+            (Millis(2500), 5)
+        ]
+    );
+    assert!(store.arrivals(Millis(9000), 500).await.unwrap().is_empty());
 }
 
 /// The dead letters: dead pushes and dead deliveries listed (by app) and

@@ -3,6 +3,8 @@
 //! store writer's measurements, the process's own (`process_*`, Linux) and
 //! `wechat_push_build_info`.
 
+pub mod minutes;
+
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Duration;
@@ -162,6 +164,8 @@ pub struct Metrics {
     plain: HashMap<&'static str, Counter>,
     histograms: HashMap<&'static str, Histograms>,
     ack: Histogram,
+    /// The same latencies minute by minute, for the console's chart.
+    ack_minutes: minutes::AckMinutes,
     /// Connections open now.
     open_connections: Gauge,
 }
@@ -228,6 +232,7 @@ impl Default for Metrics {
             plain,
             histograms,
             ack,
+            ack_minutes: minutes::AckMinutes::default(),
             open_connections,
         }
     }
@@ -296,6 +301,14 @@ impl Metrics {
     /// Record how long a push took from arrival to answer.
     pub fn observe_ack(&self, elapsed: Duration) {
         self.ack.observe(elapsed.as_secs_f64());
+        self.ack_minutes
+            .record(crate::clock::now_ms(), elapsed.as_secs_f64());
+    }
+
+    /// Acknowledgement latency in spans of `per` minutes since `since`
+    /// (this process's; a day at most), for the console's chart.
+    pub fn ack_series(&self, since: crate::clock::Millis, per: i64) -> Vec<minutes::Span> {
+        self.ack_minutes.series(since, crate::clock::now_ms(), per)
     }
 
     /// A connection opened (`wechat_push_open_connections`).
