@@ -607,16 +607,26 @@ pub(crate) fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
+/// How far back a text search looks when no start is given: a search
+/// reads every push in its span (300 ms for a million, 45 ms for a day of
+/// them at 140,000 a day).
+pub const TEXT_SEARCH_SPAN: Duration = Duration::from_secs(86_400);
+
 /// The inbox's filter (without its page), as the store takes it.
 pub(crate) fn inbox_filter(query: &InboxQuery) -> Result<ListFilter, String> {
+    let text = non_empty(&query.q);
+    let since = match parse_time(&query.since)? {
+        None if text.is_some() => Some(now_ms() - TEXT_SEARCH_SPAN),
+        since => since,
+    };
     Ok(ListFilter {
         appid: non_empty(&query.app),
         status: Status::parse(query.status.trim()),
         kind: non_empty(&query.kind),
         from: non_empty(&query.openid),
-        since: parse_time(&query.since)?,
+        since,
         until: parse_time(&query.until)?,
-        text: non_empty(&query.q),
+        text,
         ..ListFilter::default()
     })
 }

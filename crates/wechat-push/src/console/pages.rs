@@ -529,6 +529,9 @@ pub fn inbox(
             @if let Some(error) = error {
                 p class="error" role="alert" { (error) }
             }
+            @if !query.q.trim().is_empty() && query.since.trim().is_empty() {
+                p class="muted" { "Text is searched in the last 24 hours; set From to search further back." }
+            }
             table class="pushes" {
                 thead { tr { th { "Received" } th { "App" } th { "Kind" } th { "User" } th { "Status" } th { "Says" } } }
                 tbody id="pushes" {

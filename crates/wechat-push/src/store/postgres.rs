@@ -1806,7 +1806,10 @@ impl DeliveryLog for PostgresStore {
 /// milliseconds off the edge.
 async fn first_id_at(client: &deadpool_postgres::Object, at: Millis) -> Result<i64, StoreError> {
     let row = client
-        .query_one("SELECT MIN(id), MAX(id) FROM pushes", &[])
+        .query_one(
+            "SELECT (SELECT MIN(id) FROM pushes), (SELECT MAX(id) FROM pushes)",
+            &[],
+        )
         .await?;
     let (Some(mut low), Some(mut high)) =
         (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))

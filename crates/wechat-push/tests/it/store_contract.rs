@@ -1219,6 +1219,35 @@ pub async fn dead_pushes_and_deliveries_are_listed_and_retried(f: Fixture) {
             .await
             .unwrap());
     }
+    // Listed by status (read off the partial index), newest first, by app.
+    let listed = |appid: Option<&str>, status: Status| {
+        let store = store.clone();
+        let appid = appid.map(str::to_owned);
+        async move {
+            store
+                .list(ListFilter {
+                    appid,
+                    status: Some(status),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(None, Status::Dead).await,
+        vec![ids[2], ids[1], ids[0]]
+    );
+    assert_eq!(
+        listed(Some("wxA"), Status::Dead).await,
+        vec![ids[1], ids[0]]
+    );
+    assert!(listed(None, Status::Pending).await.is_empty());
+    assert!(listed(None, Status::Working).await.is_empty());
+    assert!(listed(None, Status::Done).await.is_empty());
     let dead = store.dead_deliveries(None, 10).await.unwrap();
     assert_eq!(dead.len(), 3);
     // Newest first, each with its push.
@@ -1246,6 +1275,11 @@ pub async fn dead_pushes_and_deliveries_are_listed_and_retried(f: Fixture) {
     assert!(store.dead_deliveries(None, 10).await.unwrap().is_empty());
     let p = store.push(ids[0]).await.unwrap().unwrap();
     assert_eq!((p.status, p.attempts), (Status::Pending, 0));
+    assert_eq!(
+        listed(None, Status::Pending).await,
+        vec![ids[2], ids[1], ids[0]]
+    );
+    assert!(listed(None, Status::Dead).await.is_empty());
 }
 
 /// The bug: finding the first push of a time span bisected on the ids it
