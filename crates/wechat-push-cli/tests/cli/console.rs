@@ -719,6 +719,29 @@ async fn a_new_push_reaches_an_open_page_and_an_open_stream_does_not_hold_shutdo
         .unwrap();
     assert_eq!(r.status(), 303);
 
+    // The overview counts each push as it arrives (its counts are reused
+    // for a few seconds, and brought up to date with what came since).
+    let last_hour = |page: &str| -> u64 {
+        let row = page
+            .split(&format!(">{}</a></td>", super::APPID))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no app row: {page}"));
+        row.split("class=\"num\">")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (_, page, _) = b.get("/console").await;
+    let before = last_hour(&page);
+    assert_eq!(before, 3, "{page}");
+    assert_eq!(send_text(&server.addr, 304, "one more").await.0, 200);
+    let (_, page, _) = b.get("/console").await;
+    assert_eq!(last_hour(&page), before + 1);
+
     // SIGTERM with the stream open: the server is gone well before its
     // 10 s grace.
     let started = Instant::now();

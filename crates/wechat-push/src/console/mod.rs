@@ -63,7 +63,7 @@ pub struct Console {
     /// The overview's counts of the last hour and day, and when they were
     /// read: a day of pushes is read at most once per [`COUNTS_FOR`],
     /// however many people watch the overview.
-    counts: tokio::sync::Mutex<Option<(Instant, Counted)>>,
+    counts: tokio::sync::Mutex<Option<(Instant, i64, Counted)>>,
     /// Set when the server stops: live streams end, so that they do not
     /// hold the shutdown up.
     stopping: std::sync::atomic::AtomicBool,
@@ -71,6 +71,21 @@ pub struct Console {
 
 /// Pushes by app and kind: the last hour's and the last day's.
 type Counted = (Vec<crate::store::KindCount>, Vec<crate::store::KindCount>);
+
+/// One more push of its app and kind in `counts`.
+fn count_in(counts: &mut Vec<crate::store::KindCount>, push: &crate::store::StoredPush) {
+    match counts
+        .iter_mut()
+        .find(|k| k.appid == push.appid && k.kind == push.kind)
+    {
+        Some(k) => k.count += 1,
+        None => counts.push(crate::store::KindCount {
+            appid: push.appid.clone(),
+            kind: push.kind.clone(),
+            count: 1,
+        }),
+    }
+}
 
 /// How long the overview's counts are reused.
 const COUNTS_FOR: Duration = Duration::from_secs(10);
@@ -113,24 +128,48 @@ impl Console {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The last hour's and day's counts, read again when older than
-    /// [`COUNTS_FOR`] (one reader at a time; the others wait for it).
-    async fn counted(&self, now: Millis) -> Result<Counted, crate::store::StoreError> {
+    /// The last hour's and day's counts up to push `newest`: read again
+    /// when older than [`COUNTS_FOR`] (one reader at a time; the others
+    /// wait for it), and in between brought up to date with the pushes
+    /// stored since, which are few, so that a live overview counts each
+    /// push as it arrives.
+    async fn counted(&self, now: Millis, newest: i64) -> Result<Counted, crate::store::StoreError> {
+        /// More new pushes than this: count afresh.
+        const TOPPED_UP: usize = 1_000;
+        let hour_ago = now - Duration::from_secs(3600);
+        let day_ago = now - Duration::from_secs(86_400);
         let mut cached = self.counts.lock().await;
-        if let Some((at, counted)) = cached.as_ref() {
+        if let Some((at, upto, (hour, day))) = cached.as_mut() {
             if at.elapsed() < COUNTS_FOR {
-                return Ok(counted.clone());
+                if newest > *upto {
+                    let new = self
+                        .store
+                        .list(ListFilter {
+                            after: Some(PushId(*upto)),
+                            limit: TOPPED_UP + 1,
+                            ..ListFilter::default()
+                        })
+                        .await?;
+                    if new.len() <= TOPPED_UP {
+                        for p in &new {
+                            if p.received_at >= hour_ago {
+                                count_in(hour, p);
+                            }
+                            if p.received_at >= day_ago {
+                                count_in(day, p);
+                            }
+                        }
+                        *upto = new.first().map_or(*upto, |p| p.id.0.max(*upto));
+                        return Ok((hour.clone(), day.clone()));
+                    }
+                } else {
+                    return Ok((hour.clone(), day.clone()));
+                }
             }
         }
-        let hour = self
-            .store
-            .kinds_since(now - Duration::from_secs(3600))
-            .await?;
-        let day = self
-            .store
-            .kinds_since(now - Duration::from_secs(86_400))
-            .await?;
-        *cached = Some((Instant::now(), (hour.clone(), day.clone())));
+        let hour = self.store.kinds_since(hour_ago).await?;
+        let day = self.store.kinds_since(day_ago).await?;
+        *cached = Some((Instant::now(), newest, (hour.clone(), day.clone())));
         Ok((hour, day))
     }
 
@@ -537,7 +576,15 @@ async fn overview(
     let now = now_ms();
     let store = &console.store;
     let read = async {
-        let (last_hour, last_day) = console.counted(now).await?;
+        let newest = store
+            .list(ListFilter {
+                limit: 1,
+                ..ListFilter::default()
+            })
+            .await?
+            .first()
+            .map_or(0, |p| p.id.0);
+        let (last_hour, last_day) = console.counted(now, newest).await?;
         let day = query.span == "day";
         let (since, per_minutes): (Millis, i64) = if day {
             (now - Duration::from_secs(86_400), 15)
@@ -560,14 +607,7 @@ async fn overview(
             appids: console.appids.clone(),
             now,
             charts,
-            newest: store
-                .list(ListFilter {
-                    limit: 1,
-                    ..ListFilter::default()
-                })
-                .await?
-                .first()
-                .map_or(0, |p| p.id.0),
+            newest,
         })
     };
     match read.await {

@@ -279,10 +279,12 @@ fn arrivals_chart(c: &Charts) -> Markup {
 fn latency_chart(c: &Charts) -> Markup {
     let max = nice(c.latency.iter().map(|s| s.p99_ms).fold(0.0, f64::max));
     let half = (x_of(c, c.since + c.per) - CHART_LEFT) / 2.0;
+    // The middle of a span; the span still running ends at the chart's edge.
+    let mid = |s: &crate::metrics::minutes::Span| (x_of(c, s.start) + half).min(CHART_W - 3.0);
     let line = |pick: fn(&crate::metrics::minutes::Span) -> f64| {
         c.latency
             .iter()
-            .map(|s| format!("{:.1},{:.1}", x_of(c, s.start) + half, y_of(pick(s), max)))
+            .map(|s| format!("{:.1},{:.1}", mid(s), y_of(pick(s), max)))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -297,7 +299,8 @@ fn latency_chart(c: &Charts) -> Markup {
                 polyline class="p99" points=(line(|s| s.p99_ms)) {}
                 polyline class="p50" points=(line(|s| s.p50_ms)) {}
                 @for s in &c.latency {
-                    circle class="p99" cx=(x_of(c, s.start) + half) cy=(y_of(s.p99_ms, max)) r="1.6" {
+                    circle class="p50" cx=(mid(s)) cy=(y_of(s.p50_ms, max)) r="2.5" {}
+                    circle class="p99" cx=(mid(s)) cy=(y_of(s.p99_ms, max)) r="2.5" {
                         title { (s.start.to_rfc3339()) ": p50 " (format!("{:.2}", s.p50_ms)) " ms, p99 " (format!("{:.2}", s.p99_ms)) " ms, " (s.count) " pushes" }
                     }
                 }
