@@ -438,6 +438,14 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     for shown in ["Content", "你好 👋 order 42", "MsgId", "101", "dead"] {
         assert!(page.contains(shown), "{shown} not on the push's page");
     }
+    // Each attempt of the delivery: the first retried, the second dead.
+    let attempts = page
+        .split("<tr class=\"attempts\">")
+        .nth(1)
+        .expect("no attempts");
+    let retry = attempts.find("badge retry").expect("no retried attempt");
+    let dead = attempts.find("badge dead").expect("no dead attempt");
+    assert!(retry < dead && attempts.contains(" ms"), "{attempts}");
     let at = page.find("/console/deliveries/").unwrap();
     let delivery: String = page[at + 20..]
         .chars()

@@ -748,6 +748,7 @@ async fn push(
         Ok::<_, crate::store::StoreError>(Some(pages::PushPage {
             answers: store.answers(push.id).await?,
             deliveries: store.deliveries(push.id).await?,
+            attempts: store.delivery_attempts(push.id).await?,
             push,
             requeued: requeued.counts(),
         }))

@@ -575,6 +575,8 @@ pub struct PushPage {
     pub answers: Vec<AnswerRecord>,
     /// Its deliveries.
     pub deliveries: Vec<Delivery>,
+    /// Every attempt of its deliveries, oldest first.
+    pub attempts: Vec<crate::store::DeliveryAttempt>,
     /// What a retry re-queued, when the page follows one.
     pub requeued: Option<(u64, u64)>,
 }
@@ -671,7 +673,24 @@ pub fn push(frame: &Frame<'_>, page: &PushPage) -> Markup {
                 table {
                     thead { tr { th { "Target" } th { "Status" } th { "Attempts" } th { "Updated" } th { "Last error" } th {} } }
                     tbody {
-                        @for d in &page.deliveries { (delivery_row(frame, d, &format!("/console/pushes/{}", p.id.0))) }
+                        @for d in &page.deliveries {
+                            (delivery_row(frame, d, &format!("/console/pushes/{}", p.id.0)))
+                            @let tries: Vec<_> = page.attempts.iter().filter(|a| a.delivery_id == d.id).collect();
+                            @if !tries.is_empty() {
+                                tr class="attempts" {
+                                    td colspan="6" {
+                                        ol {
+                                            @for a in tries {
+                                                li {
+                                                    (time(a.at)) " · " (status_badge(&a.outcome)) " · " (a.took_ms) " ms"
+                                                    @if let Some(e) = &a.error { " · " span class="error wrap" { (e) } }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -65,6 +65,7 @@ impl Forwarder {
         push: StoredPush,
         passive: Option<(Message, AppKind)>,
     ) -> Option<PassiveReply> {
+        let started = Instant::now();
         let (parsed, app_kind) = match passive {
             Some((message, kind)) => (Some(message), Some(kind)),
             None => (None, None),
@@ -83,7 +84,8 @@ impl Forwarder {
                 let outcome = DeliveryOutcome::Dead {
                     error: crate::display_chain(&error),
                 };
-                self.finish(target, &push.appid, &delivery, outcome).await;
+                self.finish(target, &push.appid, &delivery, outcome, started.elapsed())
+                    .await;
                 return None;
             }
         };
@@ -97,7 +99,8 @@ impl Forwarder {
         if let (Some(kind), Ok(Some(Ok(spec)))) = (app_kind, &reply) {
             if let Some(passive) = passive_reply(spec, kind, &message) {
                 let outcome = DeliveryOutcome::Delivered { note: None };
-                self.finish(target, &push.appid, &delivery, outcome).await;
+                self.finish(target, &push.appid, &delivery, outcome, started.elapsed())
+                    .await;
                 return Some(passive);
             }
         }
@@ -108,7 +111,8 @@ impl Forwarder {
                 Err(error) => self.failed(route, &delivery, error, true),
             },
         };
-        self.finish(target, &push.appid, &delivery, outcome).await;
+        self.finish(target, &push.appid, &delivery, outcome, started.elapsed())
+            .await;
         None
     }
 
@@ -242,6 +246,7 @@ impl Forwarder {
         appid: &str,
         delivery: &Delivery,
         outcome: DeliveryOutcome,
+        took: std::time::Duration,
     ) {
         let (name, attempts) = (&target.label, delivery.attempts);
         let kind = match &outcome {
@@ -267,7 +272,12 @@ impl Forwarder {
         );
         match self
             .store
-            .finish_delivery(delivery.claim(), outcome, now_ms())
+            .finish_delivery(
+                delivery.claim(),
+                outcome,
+                i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
+                now_ms(),
+            )
             .await
         {
             Ok(true) => {}

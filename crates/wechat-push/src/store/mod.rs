@@ -520,6 +520,32 @@ impl Delivery {
     }
 }
 
+/// One attempt of a delivery, as recorded when it finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryAttempt {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// When it finished, milliseconds since the epoch.
+    pub at: Millis,
+    /// How long it took, in milliseconds (0: no request was made).
+    pub took_ms: i64,
+    /// `delivered`, `retry` (failed, tried again later) or `dead`.
+    pub outcome: String,
+    /// Why it failed, or a note on an ignored reply.
+    pub error: Option<String>,
+}
+
+impl DeliveryOutcome {
+    /// The outcome's name in [`DeliveryAttempt::outcome`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered { .. } => "delivered",
+            DeliveryOutcome::Retry { .. } => "retry",
+            DeliveryOutcome::Dead { .. } => "dead",
+        }
+    }
+}
+
 /// How many deliveries to one target are in one unfinished status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backlog {
@@ -864,12 +890,22 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// whether the claim still held; when it did not (another forwarder
     /// claimed the delivery after this one's lease ran out), nothing
     /// changes.
+    /// The attempt (which took `took_ms` milliseconds, 0 when no request
+    /// was made) is recorded among the delivery's attempts
+    /// ([`DeliveryLog::delivery_attempts`]) when the claim held.
     fn finish_delivery(
         &self,
         claim: DeliveryClaim,
         outcome: DeliveryOutcome,
+        took_ms: i64,
         now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Every recorded attempt of `push`'s deliveries, oldest first.
+    fn delivery_attempts(
+        &self,
+        push: PushId,
+    ) -> BoxFuture<'_, Result<Vec<DeliveryAttempt>, StoreError>>;
 
     /// The deliveries of a push.
     fn deliveries(&self, push: PushId) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;

@@ -31,9 +31,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::{
     AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
-    Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
-    Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId, Retried, Status,
-    StoreError, StoredPush, TokenCache,
+    Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome,
+    DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId,
+    Retried, Status, StoreError, StoredPush, TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -176,6 +176,21 @@ DROP INDEX IF EXISTS pushes_key;
         sql: "CREATE INDEX CONCURRENTLY IF NOT EXISTS pushes_dead ON pushes (appid) \
               WHERE status = 'dead'",
     },
+    Migration::Transaction(
+        "
+-- Each attempt of a delivery, for the console's push page.
+CREATE TABLE delivery_attempts (
+    id BIGSERIAL PRIMARY KEY,
+    delivery_id BIGINT NOT NULL,
+    push_id BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    took_ms BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX delivery_attempts_push ON delivery_attempts (push_id);
+",
+    ),
 ];
 
 const COLUMNS: &str = "id, appid, dedup_key, kind, from_user, create_time, format, body, \
@@ -1323,7 +1338,8 @@ impl Inbox for PostgresStore {
                              WHERE d.push_id = pushes.id AND d.status <> 'delivered') \
                            ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
                          a AS (DELETE FROM answers WHERE push_id IN (SELECT id FROM gone)), \
-                         d AS (DELETE FROM deliveries WHERE push_id IN (SELECT id FROM gone)) \
+                         d AS (DELETE FROM deliveries WHERE push_id IN (SELECT id FROM gone)), \
+                         t AS (DELETE FROM delivery_attempts WHERE push_id IN (SELECT id FROM gone)) \
                          DELETE FROM pushes WHERE id IN (SELECT id FROM gone) RETURNING id",
                         &[&before, &PRUNE_CHUNK],
                     )
@@ -1671,9 +1687,11 @@ impl DeliveryLog for PostgresStore {
         &self,
         claim: DeliveryClaim,
         outcome: DeliveryOutcome,
+        took_ms: i64,
         now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
+            let name = outcome.name();
             let (status, due_at, error, responded) = match outcome {
                 DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
                 DeliveryOutcome::Retry {
@@ -1683,11 +1701,15 @@ impl DeliveryLog for PostgresStore {
                 } => ("pending", at, Some(error), responded),
                 DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
             };
+            // One statement: the attempt is recorded only if the update
+            // took (the claim held).
             let changed = self
                 .execute_relaxed(
-                    "UPDATE deliveries SET status = $3, due_at = $4, last_error = $5, \
+                    "WITH done AS (UPDATE deliveries SET status = $3, due_at = $4, last_error = $5, \
                        responded = responded OR $6, updated_at = $7 \
-                     WHERE id = $1 AND claims = $2 AND status = 'working'",
+                     WHERE id = $1 AND claims = $2 AND status = 'working' RETURNING id, push_id) \
+                     INSERT INTO delivery_attempts (delivery_id, push_id, at, took_ms, outcome, error) \
+                     SELECT id, push_id, $7, $8, $9, $5 FROM done",
                     &[
                         &claim.id.0,
                         &claim.fence,
@@ -1696,10 +1718,37 @@ impl DeliveryLog for PostgresStore {
                         &error.as_deref().map(pg_text),
                         &responded,
                         &now,
+                        &took_ms,
+                        &name,
                     ],
                 )
                 .await?;
             Ok(changed == 1)
+        })
+    }
+
+    fn delivery_attempts(
+        &self,
+        push: PushId,
+    ) -> BoxFuture<'_, Result<Vec<DeliveryAttempt>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT delivery_id, at, took_ms, outcome, error FROM delivery_attempts \
+                     WHERE push_id = $1 ORDER BY id",
+                    &[&push.0],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| DeliveryAttempt {
+                    delivery_id: DeliveryId(row.get(0)),
+                    at: row.get(1),
+                    took_ms: row.get(2),
+                    outcome: row.get(3),
+                    error: row.get(4),
+                })
+                .collect())
         })
     }
 
@@ -2024,8 +2073,8 @@ mod tests {
                    body, received_at, status, due_at) \
                  SELECT 'wx1', g::text, 'text', 'o1', 0, 'xml', '\\x00', 0, 'dead', g \
                  FROM generate_series(1, 50) g; \
-                 DROP INDEX pushes_dead; \
-                 DELETE FROM wechat_push_schema WHERE version = 4",
+                 DROP INDEX pushes_dead; DROP TABLE delivery_attempts; \
+                 DELETE FROM wechat_push_schema WHERE version >= 4",
             )
             .await
             .unwrap();

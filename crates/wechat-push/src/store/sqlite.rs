@@ -43,9 +43,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
-    Counts, Delivery, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome, DeliveryStatus,
-    Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId, Retried, Status,
-    StoreError, StoredPush, TokenCache, WriterStats,
+    Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome,
+    DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId,
+    Retried, Status, StoreError, StoredPush, TokenCache, WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -167,6 +167,16 @@ CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (target, due_at)
     WHERE status IN ('pending', 'working');
 -- Dead deliveries, counted for /metrics without reading the delivered ones.
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (target) WHERE status = 'dead';
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL,
+    push_id INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    took_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS delivery_attempts_push ON delivery_attempts (push_id);
 CREATE UNIQUE INDEX IF NOT EXISTS pushes_dedup ON pushes (appid, dedup_key);
 -- Only pushes still to handle are indexed by when they are due: marking one
 -- done removes its entry instead of moving it.
@@ -1271,7 +1281,7 @@ impl Inbox for SqliteStore {
                             .query_map(params![before, PRUNE_CHUNK as i64], |r| r.get(0))?
                             .collect::<rusqlite::Result<_>>()?;
                         let ids_json = serde_json::to_string(&ids).unwrap_or_default();
-                        for table in ["answers", "deliveries"] {
+                        for table in ["answers", "deliveries", "delivery_attempts"] {
                             conn.prepare_cached(&format!(
                                 "DELETE FROM {table} WHERE push_id IN (SELECT value FROM json_each(?1))"
                             ))?
@@ -1614,9 +1624,11 @@ impl DeliveryLog for SqliteStore {
         &self,
         claim: DeliveryClaim,
         outcome: DeliveryOutcome,
+        took_ms: i64,
         now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("finish_delivery", move |conn| {
+            let name = outcome.name();
             let (status, due_at, error, responded) = match outcome {
                 DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
                 DeliveryOutcome::Retry {
@@ -1641,7 +1653,36 @@ impl DeliveryLog for SqliteStore {
                     responded,
                     now
                 ])?;
+            if changed == 1 {
+                conn.prepare_cached(
+                    "INSERT INTO delivery_attempts (delivery_id, push_id, at, took_ms, outcome, error) \
+                     SELECT id, push_id, ?2, ?3, ?4, ?5 FROM deliveries WHERE id = ?1",
+                )?
+                .execute(params![claim.id.0, now, took_ms, name, error])?;
+            }
             Ok(changed == 1)
+        }))
+    }
+
+    fn delivery_attempts(
+        &self,
+        push: PushId,
+    ) -> BoxFuture<'_, Result<Vec<DeliveryAttempt>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT delivery_id, at, took_ms, outcome, error FROM delivery_attempts \
+                 WHERE push_id = ?1 ORDER BY id",
+            )?
+            .query_map(params![push.0], |row| {
+                Ok(DeliveryAttempt {
+                    delivery_id: DeliveryId(row.get(0)?),
+                    at: row.get(1)?,
+                    took_ms: row.get(2)?,
+                    outcome: row.get(3)?,
+                    error: row.get(4)?,
+                })
+            })?
+            .collect()
         }))
     }
 
@@ -1961,7 +2002,7 @@ mod tests {
         assert_eq!((d.attempts, d.fence), (3, 3));
         let done = DeliveryOutcome::Delivered { note: None };
         assert!(store
-            .finish_delivery(d.claim(), done, Millis(5))
+            .finish_delivery(d.claim(), done, 0, Millis(5))
             .await
             .unwrap());
         assert_eq!(

@@ -816,8 +816,16 @@ impl DeliveryLog for DownStore {
         &self,
         _: DeliveryClaim,
         _: DeliveryOutcome,
+        _: i64,
         _: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        down()
+    }
+
+    fn delivery_attempts(
+        &self,
+        _: PushId,
+    ) -> BoxFuture<'_, Result<Vec<wechat_push::store::DeliveryAttempt>, StoreError>> {
         down()
     }
 

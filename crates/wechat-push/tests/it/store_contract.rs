@@ -412,12 +412,12 @@ pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
     };
     // The first claim's lease ran out and `again` holds the delivery now.
     assert!(!store
-        .finish_delivery(d.claim(), retry.clone(), Millis(600))
+        .finish_delivery(d.claim(), retry.clone(), 12, Millis(600))
         .await
         .unwrap());
     let d = &again[0].0;
     assert!(store
-        .finish_delivery(d.claim(), retry, Millis(600))
+        .finish_delivery(d.claim(), retry, 34, Millis(600))
         .await
         .unwrap());
     let d1 = &store.deliveries(id).await.unwrap()[0];
@@ -433,10 +433,27 @@ pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
             DeliveryOutcome::Dead {
                 error: "gone".into(),
             },
+            56,
             Millis(700),
         )
         .await
         .unwrap();
+    // Each attempt whose claim held is recorded, with how long it took;
+    // the stale one (12 ms) is not.
+    let attempts: Vec<(i64, String, Millis, bool)> = store
+        .delivery_attempts(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.took_ms, a.outcome, a.at, a.error.is_some()))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![
+            (34, "retry".to_owned(), Millis(600), true),
+            (56, "dead".to_owned(), Millis(700), true)
+        ]
+    );
     // The push is done, but a dead delivery keeps it from being pruned.
     assert_eq!(
         store
@@ -456,7 +473,7 @@ pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
             .remove(0);
         let done = DeliveryOutcome::Delivered { note: None };
         assert!(store
-            .finish_delivery(d.claim(), done, Millis(10_001))
+            .finish_delivery(d.claim(), done, 0, Millis(10_001))
             .await
             .unwrap());
     }
@@ -473,6 +490,7 @@ pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
     assert_eq!(store.prune(Millis(10_000)).await.unwrap(), 1);
     assert!(store.deliveries(id).await.unwrap().is_empty());
     assert!(store.answers(id).await.unwrap().is_empty());
+    assert!(store.delivery_attempts(id).await.unwrap().is_empty());
 }
 
 pub async fn answers_of_each_source_are_recorded_once(f: Fixture) {
@@ -853,14 +871,14 @@ pub async fn a_stale_delivery_outcome_leaves_the_newer_one(f: Fixture) {
         .remove(0);
     let delivered = DeliveryOutcome::Delivered { note: None };
     assert!(theirs
-        .finish_delivery(fresh.claim(), delivered, Millis(150))
+        .finish_delivery(fresh.claim(), delivered, 0, Millis(150))
         .await
         .unwrap());
     let dead = DeliveryOutcome::Dead {
         error: "late".into(),
     };
     assert!(!mine
-        .finish_delivery(stale.claim(), dead, Millis(160))
+        .finish_delivery(stale.claim(), dead, 0, Millis(160))
         .await
         .unwrap());
     let d = &mine.deliveries(claim.id).await.unwrap()[0];
@@ -1215,7 +1233,7 @@ pub async fn dead_pushes_and_deliveries_are_listed_and_retried(f: Fixture) {
             error: "410 Gone".into(),
         };
         assert!(store
-            .finish_delivery(d.claim(), dead, Millis(40))
+            .finish_delivery(d.claim(), dead, 0, Millis(40))
             .await
             .unwrap());
     }
