@@ -246,8 +246,11 @@ async fn the_console_in_chromium() {
         sent.as_array().unwrap()[1]["body"]["text"]["content"],
         "您好，我们马上处理"
     );
+    // The answer's own bubble says sent.
+    let mine = "//li[contains(@class, 'to-user')][.//div[contains(., '您好，我们马上处理')]]\
+                //span[contains(@class, 'badge') and contains(@class, 'sent')]";
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !browser.source().await.unwrap().contains("badge sent") {
+    while browser.find(Locator::XPath(mine)).await.is_err() {
         assert!(Instant::now() < deadline, "the answer never showed as sent");
         browser.refresh().await.unwrap();
     }

@@ -595,23 +595,29 @@ async fn a_user_is_answered_by_hand_within_the_48_hour_window_only() {
     let (_, listing, _) = b.get("/console/conversations").await;
     assert!(listing.contains("oUser201") && listing.contains("oOld"));
 
-    // Answered by hand; the same form posted twice is one answer.
+    // Answered by hand; the same form posted twice is one answer, even
+    // when the user wrote again in between.
     let csrf = csrf_of(&page);
-    let at = page.find("name=\"answer_id\" value=\"").unwrap() + 24;
-    let answer_id = page[at..at + 64].to_owned();
-    for _ in 0..2 {
+    let answer_id = hidden(&page, "answer_id");
+    let push_id = hidden(&page, "push_id");
+    for round in 0..2 {
         let (status, _, location) = b
             .post(
                 &format!("{path}/answer"),
                 &[
                     ("csrf", &csrf),
                     ("answer_id", &answer_id),
+                    ("push_id", &push_id),
                     ("text", "我们马上处理 🙏"),
                 ],
             )
             .await;
         assert_eq!(status, 303);
         assert!(location.unwrap().ends_with("?answered=1"));
+        if round == 0 {
+            // Not "hello": no rule answers it.
+            assert_eq!(send_text_as(&server.addr, 201, 2011, "还在吗").await, 200);
+        }
     }
     let sent = wait_sent(&mock, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -628,19 +634,77 @@ async fn a_user_is_answered_by_hand_within_the_48_hour_window_only() {
         page.contains("我们马上处理 🙏") && page.contains("console:"),
         "{page}"
     );
-    // Without the session's token, nothing is sent.
+    // Without the session's token, nothing is sent; nor under a push of
+    // another conversation.
     assert_eq!(
         b.post(
             &format!("{path}/answer"),
             &[
                 ("csrf", "x"),
                 ("answer_id", &"a".repeat(64)),
+                ("push_id", &push_id),
                 ("text", "forged")
             ],
         )
         .await
         .0,
         403
+    );
+
+    // WeChat busy: the answer is recorded, not sent, and the page offers
+    // to send the same answer again, which then goes once.
+    reqwest::Client::new()
+        .post(format!("{mock}/_mock/faults"))
+        // Busy four times: the API client's own three retries too.
+        .json(
+            &serde_json::json!({"path": "/cgi-bin/message/custom/send", "errcode": -1, "times": 4}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (_, page, _) = b.get(&path).await;
+    let (status, _, location) = b
+        .post(
+            &format!("{path}/answer"),
+            &[
+                ("csrf", &csrf),
+                ("answer_id", &hidden(&page, "answer_id")),
+                ("push_id", &hidden(&page, "push_id")),
+                ("text", "稍等"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let location = location.unwrap();
+    assert!(location.contains("error=not_sent"), "{location}");
+    let (_, page, _) = b.get(&location).await;
+    assert!(page.contains("Send the recorded answer again"), "{page}");
+    assert!(
+        page.contains("稍等") && page.contains("badge pending"),
+        "{page}"
+    );
+    let (status, _, location) = b
+        .post(
+            &format!("{path}/answer"),
+            &[
+                ("csrf", &csrf),
+                ("answer_id", &hidden(&page, "answer_id")),
+                ("push_id", &hidden(&page, "push_id")),
+                ("text", &hidden(&page, "text")),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            location.as_deref().map(|l| l.ends_with("?answered=1"))
+        ),
+        (303, Some(true))
+    );
+    let sent = wait_sent(&mock, 3).await;
+    assert_eq!(
+        sent.as_array().unwrap()[2]["body"]["text"]["content"],
+        "稍等"
     );
 
     // The user heard from 49 hours ago: the box is closed, and a post is refused.
@@ -654,6 +718,7 @@ async fn a_user_is_answered_by_hand_within_the_48_hour_window_only() {
             &[
                 ("csrf", &csrf),
                 ("answer_id", &"b".repeat(64)),
+                ("push_id", &hidden(&page, "push_id")),
                 ("text", "late"),
             ],
         )
@@ -668,7 +733,33 @@ async fn a_user_is_answered_by_hand_within_the_48_hour_window_only() {
         "{page}"
     );
     let sent_now = mock_json(&format!("{mock}/_mock/sent")).await;
-    assert_eq!(sent_now.as_array().unwrap().len(), 2, "{sent_now}");
+    assert_eq!(sent_now.as_array().unwrap().len(), 3, "{sent_now}");
+}
+
+/// The value of the hidden input `name` in `page`.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+/// A text push from user `oUser<user>` with MsgId `msg_id`.
+async fn send_text_as(addr: &str, user: u64, msg_id: u64, content: &str) -> u16 {
+    let from = format!("oUser{user}");
+    super::serve::try_send_text_from(
+        &reqwest::Client::new(),
+        addr,
+        "AAAAA",
+        &from,
+        msg_id,
+        content,
+    )
+    .await
+    .unwrap()
+    .0
 }
 
 /// A push shows on a live page without a reload: the page's event stream
@@ -678,6 +769,12 @@ async fn a_user_is_answered_by_hand_within_the_48_hour_window_only() {
 async fn a_new_push_reaches_an_open_page_and_an_open_stream_does_not_hold_shutdown() {
     let (mut server, _dir) = console_server("console-live", Some(PASSWORD), "");
     assert_eq!(send_text(&server.addr, 301, "before the page").await.0, 200);
+    assert_eq!(
+        send_text(&server.addr, 300, "live, on the page already")
+            .await
+            .0,
+        200
+    );
     let mut b = signed_in(&server).await;
     let (_, page, _) = b.get("/console/inbox?q=live").await;
     let at = page.find("data-live=\"").unwrap() + 11;
@@ -713,7 +810,9 @@ async fn a_new_push_reaches_an_open_page_and_an_open_stream_does_not_hold_shutdo
     }
     assert!(got.contains("event: push"), "{got}");
     assert!(
-        !got.contains("not for this page") && !got.contains("before the page"),
+        !got.contains("not for this page")
+            && !got.contains("before the page")
+            && !got.contains("on the page already"),
         "{got}"
     );
     // Without a session, no stream.
@@ -745,7 +844,7 @@ async fn a_new_push_reaches_an_open_page_and_an_open_stream_does_not_hold_shutdo
     };
     let (_, page, _) = b.get("/console").await;
     let before = last_hour(&page);
-    assert_eq!(before, 3, "{page}");
+    assert_eq!(before, 4, "{page}");
     assert_eq!(send_text(&server.addr, 304, "one more").await.0, 200);
     let (_, page, _) = b.get("/console").await;
     assert_eq!(last_hour(&page), before + 1);
@@ -772,4 +871,29 @@ async fn a_new_push_reaches_an_open_page_and_an_open_stream_does_not_hold_shutdo
         started.elapsed()
     );
     drop(stream);
+}
+
+/// Apps added by a reload (SIGHUP) show in the console's filters; the
+/// console's own settings are kept until a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_adds_its_apps_to_the_console() {
+    let (server, dir) = console_server("console-reload", Some(PASSWORD), "");
+    let mut b = signed_in(&server).await;
+    let (_, page, _) = b.get("/console/inbox").await;
+    assert!(!page.contains("wxadded00000001"));
+    let config = dir.join("wechat-push.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[console]",
+        "[[apps]]\nappid = \"wxadded00000001\"\nkind = \"mini_program\"\ntoken = \"BBBBB\"\nmode = \"plaintext\"\n[console]",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    server.wait_log("configuration reloaded");
+    let (_, page, _) = b.get("/console/inbox").await;
+    assert!(page.contains("<option value=\"wxadded00000001\""), "{page}");
 }

@@ -605,10 +605,23 @@ pub(crate) async fn try_send_text_signed(
     msg_id: u64,
     content: &str,
 ) -> Result<(u16, String), reqwest::Error> {
+    let from = format!("oUser{msg_id}");
+    try_send_text_from(client, addr, token, &from, msg_id, content).await
+}
+
+/// A text push from `from` (an openid), signed with `token`.
+pub(crate) async fn try_send_text_from(
+    client: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    from: &str,
+    msg_id: u64,
+    content: &str,
+) -> Result<(u16, String), reqwest::Error> {
     let key = AesKey::from_encoding_aes_key(KEY).unwrap();
     let app = AppCrypto::new(APPID, Token::new(token), Some(KeyRing::new(key, None)));
     let inner: Fields = serde_json::from_value(serde_json::json!({
-        "ToUserName": "gh_97417a04a28d", "FromUserName": format!("oUser{msg_id}"), "CreateTime": create_time(),
+        "ToUserName": "gh_97417a04a28d", "FromUserName": from, "CreateTime": create_time(),
         "MsgType": "text", "Content": content, "MsgId": msg_id,
     }))
     .unwrap();

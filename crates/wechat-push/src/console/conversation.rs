@@ -24,7 +24,7 @@ use crate::clock::{now_ms, Millis};
 use crate::protocol::message::OpenId;
 use crate::protocol::AppKind;
 use crate::reply::CsMessage;
-use crate::store::{AnswerRecord, ListFilter, StoredPush};
+use crate::store::{AnswerRecord, ListFilter, PushId, StoredPush};
 
 /// How long after a user's last push WeChat takes customer-service
 /// messages to them.
@@ -116,7 +116,7 @@ pub(super) async fn list(
                 label { "App"
                     select name="app" {
                         option value="" { "all" }
-                        @for a in &console.appids { option value=(a) selected[query.app == *a] { (a) } }
+                        @for a in &console.apps().appids { option value=(a) selected[query.app == *a] { (a) } }
                     }
                 }
                 button type="submit" { "Show" }
@@ -185,6 +185,18 @@ pub(super) struct PageQuery {
     answered: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// An answer recorded but not sent (`error=not_sent`): the form sends
+    /// it again, as the same answer.
+    #[serde(default)]
+    answer_id: Option<String>,
+    /// The push it was recorded under.
+    #[serde(default)]
+    push_id: Option<i64>,
+}
+
+/// Whether `token` is a form's answer id: 64 hex digits.
+fn is_answer_id(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 async fn exchanges(
@@ -222,7 +234,8 @@ pub(super) async fn page(
         Err(answer) => return answer.into_response(),
     };
     let frame = visitor.frame(&console);
-    let Some(app) = console.app(&appid) else {
+    let apps = console.apps();
+    let Some(app) = apps.app(&appid) else {
         return visitor.page(
             StatusCode::NOT_FOUND,
             pages::not_found(&frame, &format!("No app {appid} is configured.")),
@@ -250,7 +263,16 @@ pub(super) async fn page(
     let last = exchanges.last().map_or(Millis(0), |e| e.push.received_at);
     let window_open = now - last < i64::try_from(ANSWER_WINDOW.as_millis()).unwrap_or(i64::MAX);
     let closes = last + ANSWER_WINDOW;
-    let answer_id = super::session::random_token().unwrap_or_default();
+    // The same answer again after a failed send; else a new one, recorded
+    // under the latest push the page shows.
+    let again = query.error.as_deref() == Some("not_sent");
+    let (answer_id, push_id) = match (&query.answer_id, query.push_id) {
+        (Some(id), Some(push)) if again && is_answer_id(id) => (id.clone(), push),
+        _ => (
+            super::session::random_token().unwrap_or_default(),
+            exchanges.last().map_or(0, |e| e.push.id.0),
+        ),
+    };
     let markup = layout(
         &format!("{openid} · {appid}"),
         Nav::Conversations,
@@ -271,7 +293,7 @@ pub(super) async fn page(
             ol class="chat" {
                 @for e in &exchanges { (exchange(e)) }
             }
-            (answer_box(&frame, app, &appid, &openid, &answer_id, window_open, closes))
+            (answer_box(&frame, app, &appid, &openid, (&answer_id, push_id, again), window_open, closes))
         },
     );
     visitor.page(StatusCode::OK, markup)
@@ -312,7 +334,7 @@ fn answer_box(
     app: &super::ConsoleApp,
     appid: &str,
     openid: &str,
-    answer_id: &str,
+    (answer_id, push_id, again): (&str, i64, bool),
     window_open: bool,
     closes: Millis,
 ) -> Markup {
@@ -331,14 +353,21 @@ fn answer_box(
         form method="post" action=(action) class="answer" {
             input type="hidden" name="csrf" value=(frame.csrf);
             input type="hidden" name="answer_id" value=(answer_id);
-            label { "Answer by hand (text, through the customer-service API)"
-                textarea name="text" rows="3" maxlength=(MAX_ANSWER_CHARS) required disabled[closed.is_some()] {}
-            }
-            @match &closed {
-                Some(note) => p class="muted" { (note) },
-                None => {
-                    p class="muted" { "Open until " (closes.to_rfc3339()) " (48 hours after the user's last push)." }
-                    button type="submit" { "Send" }
+            input type="hidden" name="push_id" value=(push_id);
+            @if again && closed.is_none() {
+                // The recorded answer is what goes: the text is not asked again.
+                input type="hidden" name="text" value="(recorded)";
+                button type="submit" { "Send the recorded answer again" }
+            } @else {
+                label { "Answer by hand (text, through the customer-service API)"
+                    textarea name="text" rows="3" maxlength=(MAX_ANSWER_CHARS) required disabled[closed.is_some()] {}
+                }
+                @match &closed {
+                    Some(note) => p class="muted" { (note) },
+                    None => {
+                        p class="muted" { "Open until " (closes.to_rfc3339()) " (48 hours after the user's last push)." }
+                        button type="submit" { "Send" }
+                    }
                 }
             }
         }
@@ -352,6 +381,11 @@ pub(super) struct AnswerForm {
     /// A token the page made: the same form posted twice is one answer.
     #[serde(default)]
     answer_id: String,
+    /// The push the answer is recorded under: the user's latest when the
+    /// page was shown (a form posted again after the user wrote once more
+    /// is still the same answer).
+    #[serde(default)]
+    push_id: i64,
     #[serde(default)]
     text: String,
 }
@@ -363,15 +397,22 @@ fn error_text(code: &str) -> Option<&'static str> {
         "empty" => "Not sent: an answer is 1 to 600 characters.",
         "no_secret" => "Not sent: this app has no AppSecret, which the customer-service API needs.",
         "window" => "Not sent: WeChat's 48-hour window has passed since the user's last push.",
-        "not_sent" => "Not sent yet: WeChat or the store did not answer. The answer is recorded (below); `wechat-push inbox retry` sends what is pending.",
+        "not_sent" => "Not sent yet: WeChat or the store did not answer. The answer is recorded (below, pending): send it again with the button under the conversation.",
         _ => return None,
     })
 }
 
 /// Back to the conversation, with what happened.
 fn back(appid: &str, openid: &str, key: &str, value: &str) -> Response {
+    back_with(appid, openid, &[(key, value)])
+}
+
+/// Back to the conversation, with `pairs` in the query.
+fn back_with(appid: &str, openid: &str, pairs: &[(&str, &str)]) -> Response {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair(key, value);
+    for (key, value) in pairs {
+        query.append_pair(key, value);
+    }
     Redirect::to(&format!(
         "{}?{}",
         conversation_url(appid, openid),
@@ -396,38 +437,50 @@ pub(super) async fn answer(
     if text.is_empty() || text.chars().count() > MAX_ANSWER_CHARS {
         return back(&appid, &openid, "error", "empty");
     }
-    let token_ok =
-        form.answer_id.len() == 64 && form.answer_id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !token_ok {
+    if !is_answer_id(&form.answer_id) {
         return (
             StatusCode::BAD_REQUEST,
             "400: the form is incomplete; reload the page",
         )
             .into_response();
     }
-    let (Some(app), Some(outbox)) = (console.app(&appid), console.outbox.as_ref()) else {
+    let apps = console.apps();
+    let (Some(app), Some(outbox)) = (apps.app(&appid), apps.outbox.as_ref()) else {
         return back(&appid, &openid, "error", "no_secret");
     };
     if !app.can_answer {
         return back(&appid, &openid, "error", "no_secret");
     }
-    let latest = match console
-        .store
-        .list(ListFilter {
-            appid: Some(appid.clone()),
-            from: Some(openid.clone()),
-            limit: 1,
-            ..ListFilter::default()
-        })
-        .await
-    {
-        Ok(mut p) => p.pop(),
+    let read = async {
+        let latest = console
+            .store
+            .list(ListFilter {
+                appid: Some(appid.clone()),
+                from: Some(openid.clone()),
+                limit: 1,
+                ..ListFilter::default()
+            })
+            .await?
+            .pop();
+        let under = console.store.push(PushId(form.push_id)).await?;
+        Ok::<_, crate::store::StoreError>((latest, under))
+    };
+    let (latest, under) = match read.await {
+        Ok(read) => read,
         Err(e) => {
             return visitor.page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 pages::unavailable(&frame, &store_error(&e)),
             )
         }
+    };
+    // The push named by the form must be this user's, of this app.
+    let Some(under) = under.filter(|p| p.appid == appid && p.from.as_str() == openid) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "400: the form names no push of this conversation; reload the page",
+        )
+            .into_response();
     };
     let Some(latest) = latest else {
         return visitor.page(
@@ -442,15 +495,15 @@ pub(super) async fn answer(
     if now_ms() - latest.received_at >= window {
         return back(&appid, &openid, "error", "window");
     }
-    // Recorded under the user's latest push, as an answer of its own
-    // source: recorded once however often the form is posted, and sent
-    // once.
+    // Recorded under the push the page showed last, as an answer of its
+    // own source: recorded once however often the form is posted (and
+    // whatever the user wrote since), and sent once.
     let source = format!("console:{}", &form.answer_id[..16]);
     let to = OpenId::new(openid.clone());
     let sent = outbox
         .deliver(
             &appid,
-            latest.id,
+            under.id,
             &source,
             &to,
             &[CsMessage::Text(text.to_owned())],
@@ -458,13 +511,22 @@ pub(super) async fn answer(
         .await;
     match sent {
         Ok(()) => {
-            tracing::info!(target: "wechat_push::console", %appid, push = latest.id.0, "console: answered a user by hand");
+            tracing::info!(target: "wechat_push::console", %appid, push = under.id.0, "console: answered a user by hand");
             back(&appid, &openid, "answered", "1")
         }
         Err(e) => {
             let reason = crate::display_chain(&e);
             tracing::warn!(target: "wechat_push::console", %appid, error = %reason, "console: an answer by hand was not sent");
-            back(&appid, &openid, "error", "not_sent")
+            let push = under.id.0.to_string();
+            back_with(
+                &appid,
+                &openid,
+                &[
+                    ("error", "not_sent"),
+                    ("answer_id", &form.answer_id),
+                    ("push_id", &push),
+                ],
+            )
         }
     }
 }

@@ -49,13 +49,58 @@ pub struct ConsoleApp {
     pub can_answer: bool,
 }
 
-/// The console: the store it reads, the apps it knows, who is signed in,
-/// and the outbox it answers users through.
+/// The apps the console knows, and the outbox it answers their users
+/// through: replaced whole when a reload changes the apps.
+#[derive(Debug)]
+pub struct ConsoleApps {
+    /// The apps, by appid.
+    pub apps: Vec<ConsoleApp>,
+    /// Their appids, sorted.
+    pub appids: Vec<String>,
+    /// The outbox (none: no app has an AppSecret).
+    pub outbox: Option<crate::outbox::Outbox>,
+}
+
+impl ConsoleApps {
+    /// The apps of `config`, answering through the customer-service API
+    /// with tokens every instance shares through `store`.
+    pub fn of(
+        config: &crate::config::Config,
+        store: &Arc<dyn Store>,
+        metrics: &Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        let mut apps: Vec<ConsoleApp> = config
+            .apps
+            .iter()
+            .map(|a| ConsoleApp {
+                appid: a.appid.clone(),
+                kind: a.kind,
+                can_answer: a.secret.is_some(),
+            })
+            .collect();
+        apps.sort_by(|a, b| a.appid.cmp(&b.appid));
+        let outbox = apps.iter().any(|a| a.can_answer).then(|| {
+            let api = crate::api::WechatApi::for_config(config, store.clone())
+                .with_metrics(metrics.clone());
+            crate::outbox::Outbox::new(store.clone(), api)
+        });
+        ConsoleApps {
+            appids: apps.iter().map(|a| a.appid.clone()).collect(),
+            apps,
+            outbox,
+        }
+    }
+
+    /// The app `appid`, if configured.
+    pub fn app(&self, appid: &str) -> Option<&ConsoleApp> {
+        self.apps.iter().find(|a| a.appid == appid)
+    }
+}
+
+/// The console: the store it reads, the apps it knows, who is signed in.
 pub struct Console {
     store: Arc<dyn Store>,
-    appids: Vec<String>,
-    apps: Vec<ConsoleApp>,
-    outbox: Option<crate::outbox::Outbox>,
+    apps: std::sync::RwLock<Arc<ConsoleApps>>,
     /// This process's metrics: the acknowledgement latency chart.
     metrics: Arc<crate::metrics::Metrics>,
     sessions: Sessions,
@@ -67,6 +112,10 @@ pub struct Console {
     /// Set when the server stops: live streams end, so that they do not
     /// hold the shutdown up.
     stopping: std::sync::atomic::AtomicBool,
+    /// The newest push id, for live pages (see [`live`]).
+    newest: live::Newest,
+    /// The task that reads it, started by the first live page.
+    poller: std::sync::OnceLock<()>,
 }
 
 /// Pushes by app and kind: the last hour's and the last day's.
@@ -93,33 +142,37 @@ const COUNTS_FOR: Duration = Duration::from_secs(10);
 impl std::fmt::Debug for Console {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Console")
-            .field("appids", &self.appids)
+            .field("apps", &self.apps())
             .finish_non_exhaustive()
     }
 }
 
 impl Console {
-    /// A console over `store` for `apps`, as `config` says, answering
-    /// users by hand through `outbox` (none: no app has an AppSecret).
+    /// A console over `store` for `apps`, as `config` says.
     pub fn new(
         config: &ConsoleConfig,
         store: Arc<dyn Store>,
-        mut apps: Vec<ConsoleApp>,
-        outbox: Option<crate::outbox::Outbox>,
+        apps: ConsoleApps,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
-        apps.sort_by(|a, b| a.appid.cmp(&b.appid));
         Console {
             store,
-            appids: apps.iter().map(|a| a.appid.clone()).collect(),
-            apps,
-            outbox,
+            apps: std::sync::RwLock::new(Arc::new(apps)),
             metrics,
             sessions: Sessions::new(config.password.clone(), config.session_ttl),
             session_ttl: config.session_ttl,
             counts: tokio::sync::Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            newest: tokio::sync::watch::Sender::new(0),
+            poller: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Start the one task that reads the newest push id, once.
+    fn start_poller(self: &Arc<Self>) {
+        self.poller.get_or_init(|| {
+            tokio::spawn(live::poll_newest(self.clone()));
+        });
     }
 
     /// The server is stopping: end the live streams.
@@ -173,8 +226,20 @@ impl Console {
         Ok((hour, day))
     }
 
-    fn app(&self, appid: &str) -> Option<&ConsoleApp> {
-        self.apps.iter().find(|a| a.appid == appid)
+    /// The apps in force.
+    pub fn apps(&self) -> Arc<ConsoleApps> {
+        match self.apps.read() {
+            Ok(apps) => apps.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Take up the apps of a reloaded configuration.
+    pub fn replace_apps(&self, apps: ConsoleApps) {
+        match self.apps.write() {
+            Ok(mut current) => *current = Arc::new(apps),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(apps),
+        }
     }
 
     /// The console's routes, all under `/console`.
@@ -604,7 +669,7 @@ async fn overview(
             last_day,
             depth: store.depth().await?,
             backlog: store.delivery_backlog().await?,
-            appids: console.appids.clone(),
+            appids: console.apps().appids.clone(),
             now,
             charts,
             newest,
@@ -655,8 +720,10 @@ pub const TEXT_SEARCH_SPAN: Duration = Duration::from_secs(86_400);
 /// The inbox's filter (without its page), as the store takes it.
 pub(crate) fn inbox_filter(query: &InboxQuery) -> Result<ListFilter, String> {
     let text = non_empty(&query.q);
+    let until = parse_time(&query.until)?;
     let since = match parse_time(&query.since)? {
-        None if text.is_some() => Some(now_ms() - TEXT_SEARCH_SPAN),
+        // The 24 hours before the end asked, or before now.
+        None if text.is_some() => Some(until.unwrap_or_else(now_ms) - TEXT_SEARCH_SPAN),
         since => since,
     };
     Ok(ListFilter {
@@ -665,7 +732,7 @@ pub(crate) fn inbox_filter(query: &InboxQuery) -> Result<ListFilter, String> {
         kind: non_empty(&query.kind),
         from: non_empty(&query.openid),
         since,
-        until: parse_time(&query.until)?,
+        until,
         text,
         ..ListFilter::default()
     })
@@ -684,7 +751,7 @@ async fn inbox(
     let filter = match inbox_filter(&query) {
         Ok(f) => f,
         Err(e) => {
-            let page = pages::inbox(&frame, &query, &console.appids, &[], None, Some(&e));
+            let page = pages::inbox(&frame, &query, &console.apps().appids, &[], None, Some(&e));
             return visitor.page(StatusCode::BAD_REQUEST, page);
         }
     };
@@ -699,7 +766,7 @@ async fn inbox(
                 pushes.truncate(PAGE_SIZE);
                 pushes.last().map_or(0, |p| p.id.0)
             });
-            let page = pages::inbox(&frame, &query, &console.appids, &pushes, next, None);
+            let page = pages::inbox(&frame, &query, &console.apps().appids, &pushes, next, None);
             visitor.page(StatusCode::OK, page)
         }
         Err(e) => visitor.page(
@@ -887,7 +954,7 @@ async fn dead(
             let page = pages::dead(
                 &frame,
                 app.as_deref().unwrap_or(""),
-                &console.appids,
+                &console.apps().appids,
                 &pushes,
                 &deliveries,
                 query.counts(),

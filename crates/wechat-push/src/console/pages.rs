@@ -329,7 +329,7 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
             .map(|k| k.count)
             .sum::<u64>()
     };
-    let live = format!("/console/events?after={}", o.newest);
+    let live = format!("/console/events?page=overview&after={}", o.newest);
     layout_live(
         "Overview",
         Nav::Overview,
@@ -440,6 +440,10 @@ pub struct InboxQuery {
     /// Newer than this push id (what a live page has not shown yet).
     #[serde(default)]
     pub after: Option<i64>,
+    /// For `/console/events`: `overview` streams a note to read the page
+    /// again; anything else, the inbox's rows.
+    #[serde(default)]
+    pub page: String,
 }
 
 impl InboxQuery {
@@ -533,7 +537,7 @@ pub fn inbox(
                 p class="error" role="alert" { (error) }
             }
             @if !query.q.trim().is_empty() && query.since.trim().is_empty() {
-                p class="muted" { "Text is searched in the last 24 hours; set From to search further back." }
+                p class="muted" { "Text is searched in the 24 hours before Until (or now); set From to search further back." }
             }
             table class="pushes" {
                 thead { tr { th { "Received" } th { "App" } th { "Kind" } th { "User" } th { "Status" } th { "Says" } } }

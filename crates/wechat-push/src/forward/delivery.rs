@@ -2,7 +2,7 @@
 //! ([`super::webhook`]), read its answer (and the reply in it), and record
 //! the outcome: delivered, retried on the target's schedule, or dead.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -22,7 +22,7 @@ use crate::store::{Delivery, DeliveryOutcome, StoredPush};
 pub enum DeliveryError {
     /// The target did not answer within its `timeout`. Retried.
     #[error("no answer within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
     /// The request could not be sent or its answer read (connection
     /// refused, reset, TLS, DNS). Retried.
     #[error("cannot reach the target")]
@@ -65,7 +65,6 @@ impl Forwarder {
         push: StoredPush,
         passive: Option<(Message, AppKind)>,
     ) -> Option<PassiveReply> {
-        let started = Instant::now();
         let (parsed, app_kind) = match passive {
             Some((message, kind)) => (Some(message), Some(kind)),
             None => (None, None),
@@ -84,22 +83,26 @@ impl Forwarder {
                 let outcome = DeliveryOutcome::Dead {
                     error: crate::display_chain(&error),
                 };
-                self.finish(target, &push.appid, &delivery, outcome, started.elapsed())
+                self.finish(target, &push.appid, &delivery, outcome, Duration::ZERO)
                     .await;
                 return None;
             }
         };
+        // The attempt's time is the target's: its reply's sending (WeChat's
+        // API) is not counted.
+        let posted = Instant::now();
         let reply = if delivery.responded {
             // The target has answered already: only its reply is left to send.
             Ok(None)
         } else {
             self.post(target, route, &push, &message).await
         };
+        let took = posted.elapsed();
         // A passive reply rides on the push's answer while it is still open.
         if let (Some(kind), Ok(Some(Ok(spec)))) = (app_kind, &reply) {
             if let Some(passive) = passive_reply(spec, kind, &message) {
                 let outcome = DeliveryOutcome::Delivered { note: None };
-                self.finish(target, &push.appid, &delivery, outcome, started.elapsed())
+                self.finish(target, &push.appid, &delivery, outcome, took)
                     .await;
                 return Some(passive);
             }
@@ -111,7 +114,7 @@ impl Forwarder {
                 Err(error) => self.failed(route, &delivery, error, true),
             },
         };
-        self.finish(target, &push.appid, &delivery, outcome, started.elapsed())
+        self.finish(target, &push.appid, &delivery, outcome, took)
             .await;
         None
     }
@@ -246,7 +249,7 @@ impl Forwarder {
         appid: &str,
         delivery: &Delivery,
         outcome: DeliveryOutcome,
-        took: std::time::Duration,
+        took: Duration,
     ) {
         let (name, attempts) = (&target.label, delivery.attempts);
         let kind = match &outcome {

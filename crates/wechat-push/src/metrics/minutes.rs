@@ -55,7 +55,9 @@ impl AckMinutes {
     /// A push answered `seconds` after it arrived, at `now`.
     pub fn record(&self, now: Millis, seconds: f64) {
         let minute = now.0.div_euclid(60_000);
-        if self.minute.load(Ordering::Acquire) != minute {
+        // Only forward: after the clock steps back, pushes count into the
+        // later minute rather than each taking the lock.
+        if minute > self.minute.load(Ordering::Acquire) {
             self.roll(minute);
         }
         let i = BOUNDS
@@ -86,7 +88,8 @@ impl AckMinutes {
     }
 
     /// Spans of `per` minutes from `since` to `now`, oldest first; spans
-    /// with no push answered are left out.
+    /// with no push answered are left out. Spans start at multiples of
+    /// `per` minutes since the epoch, as the store's arrival counts do.
     pub fn series(&self, since: Millis, now: Millis, per: i64) -> Vec<Span> {
         let per = per.max(1);
         let first = since.0.div_euclid(60_000);
@@ -104,7 +107,7 @@ impl AckMinutes {
         }
         let mut spans: Vec<(i64, Counts)> = Vec::new();
         for (minute, counts) in minutes {
-            let span = minute - (minute - first).rem_euclid(per);
+            let span = minute - minute.rem_euclid(per);
             match spans.last_mut() {
                 Some((s, total)) if *s == span => {
                     for (t, c) in total.iter_mut().zip(counts) {

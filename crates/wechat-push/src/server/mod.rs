@@ -265,27 +265,11 @@ impl Application {
             None => None,
         };
         let console = config.console.as_ref().map(|c| {
-            let apps = config
-                .apps
-                .iter()
-                .map(|a| crate::console::ConsoleApp {
-                    appid: a.appid.clone(),
-                    kind: a.kind,
-                    can_answer: a.secret.is_some(),
-                })
-                .collect();
-            // Answers by hand go through the outbox like every other answer,
-            // with the tokens every instance shares through the store.
-            let outbox = config.apps.iter().any(|a| a.secret.is_some()).then(|| {
-                let api =
-                    WechatApi::for_config(&config, store.clone()).with_metrics(metrics.clone());
-                Outbox::new(store.clone(), api)
-            });
+            let apps = crate::console::ConsoleApps::of(&config, &store, &metrics);
             Arc::new(crate::console::Console::new(
                 c,
                 store.clone(),
                 apps,
-                outbox,
                 metrics.clone(),
             ))
         });
@@ -366,6 +350,7 @@ impl Application {
                 running: self.running,
                 certificates: self.certificates,
                 forwarder: self.forwarder,
+                console: self.console.clone(),
                 grace,
             }
             .run(self.reloads, until.clone()),

@@ -215,6 +215,8 @@ pub(super) struct Task {
     pub(super) running: Running,
     pub(super) certificates: Option<Arc<CertificateFiles>>,
     pub(super) forwarder: Option<Arc<Forwarder>>,
+    /// The web console, whose apps (and their outbox) follow the reload.
+    pub(super) console: Option<Arc<crate::console::Console>>,
     /// `server.shutdown_grace`: how long a replaced forwarder's deliveries
     /// in flight may run on.
     pub(super) grace: std::time::Duration,
@@ -285,6 +287,13 @@ impl Task {
         // once the apps are replaced, and then finds a handler that knows it.
         self.shared.pool.processor().handling.replace(handling);
         self.shared.replace_apps(apps);
+        if let Some(console) = &self.console {
+            console.replace_apps(crate::console::ConsoleApps::of(
+                &config,
+                &self.shared.store,
+                &self.shared.metrics,
+            ));
+        }
         match self.running.lock() {
             Ok(mut running) => *running = config,
             Err(poisoned) => *poisoned.into_inner() = config,

@@ -787,6 +787,49 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// [`DeliveryLog::finish_delivery`] on the writer's connection.
+fn finish_delivery_in(
+    conn: &Connection,
+    claim: DeliveryClaim,
+    outcome: DeliveryOutcome,
+    took_ms: i64,
+    now: Millis,
+) -> rusqlite::Result<bool> {
+    let name = outcome.name();
+    let (status, due_at, error, responded) = match outcome {
+        DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
+        DeliveryOutcome::Retry {
+            at,
+            error,
+            responded,
+        } => ("pending", at, Some(error), responded),
+        DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
+    };
+    let changed = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?3, due_at = ?4, last_error = ?5, \
+               responded = MAX(responded, ?6), updated_at = ?7 \
+             WHERE id = ?1 AND claims = ?2 AND status = 'working'",
+        )?
+        .execute(params![
+            claim.id.0,
+            claim.fence,
+            status,
+            due_at,
+            error,
+            responded,
+            now
+        ])?;
+    if changed == 1 {
+        conn.prepare_cached(
+            "INSERT INTO delivery_attempts (delivery_id, push_id, at, took_ms, outcome, error) \
+             SELECT id, push_id, ?2, ?3, ?4, ?5 FROM deliveries WHERE id = ?1",
+        )?
+        .execute(params![claim.id.0, now, took_ms, name, error])?;
+    }
+    Ok(changed == 1)
+}
+
 /// The first id of a push received at or after `at` (past the last id
 /// when none was), found by bisecting ids: ids grow with arrival, and
 /// each probe is one primary-key seek, so a million pushes cost about
@@ -1098,7 +1141,14 @@ impl Inbox for SqliteStore {
                 values.push(high.into());
             }
             if let Some(appid) = filter.appid.clone() {
-                conditions.push("appid = ?");
+                // With a user too, the ranges of the dedup index below find
+                // the pushes; `appid = ?` here would have SQLite read all of
+                // the app's instead (88 ms against 1 at a million).
+                conditions.push(if filter.from.is_some() {
+                    "+appid = ?"
+                } else {
+                    "appid = ?"
+                });
                 values.push(appid.into());
             }
             if let Some(kind) = filter.kind {
@@ -1628,39 +1678,15 @@ impl DeliveryLog for SqliteStore {
         now: Millis,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("finish_delivery", move |conn| {
-            let name = outcome.name();
-            let (status, due_at, error, responded) = match outcome {
-                DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
-                DeliveryOutcome::Retry {
-                    at,
-                    error,
-                    responded,
-                } => ("pending", at, Some(error), responded),
-                DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
-            };
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE deliveries SET status = ?3, due_at = ?4, last_error = ?5, \
-                       responded = MAX(responded, ?6), updated_at = ?7 \
-                     WHERE id = ?1 AND claims = ?2 AND status = 'working'",
-                )?
-                .execute(params![
-                    claim.id.0,
-                    claim.fence,
-                    status,
-                    due_at,
-                    error,
-                    responded,
-                    now
-                ])?;
-            if changed == 1 {
-                conn.prepare_cached(
-                    "INSERT INTO delivery_attempts (delivery_id, push_id, at, took_ms, outcome, error) \
-                     SELECT id, push_id, ?2, ?3, ?4, ?5 FROM deliveries WHERE id = ?1",
-                )?
-                .execute(params![claim.id.0, now, took_ms, name, error])?;
-            }
-            Ok(changed == 1)
+            // The outcome and its attempt's record together, or neither.
+            conn.execute_batch("SAVEPOINT finish_delivery")?;
+            let finished = finish_delivery_in(conn, claim, outcome, took_ms, now);
+            conn.execute_batch(if finished.is_ok() {
+                "RELEASE finish_delivery"
+            } else {
+                "ROLLBACK TO finish_delivery; RELEASE finish_delivery"
+            })?;
+            finished
         }))
     }
 

@@ -1077,6 +1077,59 @@ pub async fn lists_filter_by_every_condition_and_page_by_id(f: Fixture) {
         .await,
         expect(&|i| i % 2 == 0 && i % 3 != 0 && i >= 5 && i % 5 != 0)
     );
+    // Newer than a push (what a live page asks), with other conditions.
+    let tenth = store
+        .list(ListFilter {
+            limit: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[19]
+        .id;
+    assert_eq!(
+        list(ListFilter {
+            after: Some(tenth),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i > 10)
+    );
+    assert_eq!(
+        list(ListFilter {
+            after: Some(tenth),
+            appid: Some("wxB".into()),
+            from: Some("o1".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i > 10 && i % 3 == 1 && i % 2 == 1)
+    );
+    // A status with a user of one app, and a page of them.
+    assert_eq!(
+        list(ListFilter {
+            status: Some(Status::Pending),
+            appid: Some("wxA".into()),
+            from: Some("o2".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i % 3 == 2 && i % 2 == 0)
+    );
+    assert_eq!(
+        list(ListFilter {
+            status: Some(Status::Pending),
+            appid: Some("wxA".into()),
+            from: Some("o2".into()),
+            before: Some(tenth),
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i < 10 && i % 3 == 2 && i % 2 == 0)
+            .into_iter()
+            .take(2)
+            .collect::<Vec<_>>()
+    );
     // Pages of 7 by id, while more pushes arrive: each page goes on where
     // the last ended, and together they are the list.
     let mut pages = Vec::new();
