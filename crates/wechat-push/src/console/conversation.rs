@@ -113,12 +113,7 @@ pub(super) async fn list(
         html! {
             h1 { "Conversations" }
             form method="get" action="/console/conversations" class="filters" {
-                label { "App"
-                    select name="app" {
-                        option value="" { "all" }
-                        @for a in &console.apps().appids { option value=(a) selected[query.app == *a] { (a) } }
-                    }
-                }
+                (pages::app_select(&console.apps().appids, &query.app))
                 button type="submit" { "Show" }
             }
             p class="muted" { "Users heard from in the last " (RECENT_PUSHES) " pushes, most recent first." }

@@ -44,14 +44,7 @@ pub(super) async fn poll_newest(console: Arc<Console>) {
         if console.newest.receiver_count() == 0 {
             continue;
         }
-        let newest = console
-            .store
-            .list(ListFilter {
-                limit: 1,
-                ..ListFilter::default()
-            })
-            .await;
-        if let Ok(Some(id)) = newest.map(|p| p.first().map(|p| p.id.0)) {
+        if let Ok(id) = console.newest_id().await {
             console.newest.send_if_modified(|old| {
                 let moved = *old != id;
                 *old = id;

@@ -226,6 +226,18 @@ impl Console {
         Ok((hour, day))
     }
 
+    /// The id of the newest push stored (0: none yet).
+    async fn newest_id(&self) -> Result<i64, crate::store::StoreError> {
+        let newest = self
+            .store
+            .list(ListFilter {
+                limit: 1,
+                ..ListFilter::default()
+            })
+            .await?;
+        Ok(newest.first().map_or(0, |p| p.id.0))
+    }
+
     /// The apps in force.
     pub fn apps(&self) -> Arc<ConsoleApps> {
         match self.apps.read() {
@@ -641,14 +653,7 @@ async fn overview(
     let now = now_ms();
     let store = &console.store;
     let read = async {
-        let newest = store
-            .list(ListFilter {
-                limit: 1,
-                ..ListFilter::default()
-            })
-            .await?
-            .first()
-            .map_or(0, |p| p.id.0);
+        let newest = console.newest_id().await?;
         let (last_hour, last_day) = console.counted(now, newest).await?;
         let day = query.span == "day";
         let (since, per_minutes): (Millis, i64) = if day {

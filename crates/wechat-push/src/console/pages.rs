@@ -133,6 +133,18 @@ pub fn not_found(frame: &Frame<'_>, what: &str) -> Markup {
     )
 }
 
+/// The filter forms' app choice: all, or one of `appids`.
+pub(crate) fn app_select(appids: &[String], selected: &str) -> Markup {
+    html! {
+        label { "App"
+            select name="app" {
+                option value="" { "all" }
+                @for a in appids { option value=(a) selected[selected == a] { (a) } }
+            }
+        }
+    }
+}
+
 /// The inbox filtered by `pairs`, each value URL-encoded.
 pub fn inbox_url(pairs: &[(&str, &str)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -513,12 +525,7 @@ pub fn inbox(
         html! {
             h1 { "Inbox" }
             form method="get" action="/console/inbox" class="filters" {
-                label { "App"
-                    select name="app" {
-                        option value="" { "all" }
-                        @for a in appids { option value=(a) selected[query.app == *a] { (a) } }
-                    }
-                }
+                (app_select(appids, &query.app))
                 label { "Status"
                     select name="status" {
                         option value="" { "any" }
@@ -746,12 +753,7 @@ pub fn dead(
                 p class="notice" role="status" { "Re-queued " (pushes) " push(es) and " (deliveries) " deliveries." }
             }
             form method="get" action="/console/dead" class="filters" {
-                label { "App"
-                    select name="app" {
-                        option value="" { "all" }
-                        @for a in appids { option value=(a) selected[app == a] { (a) } }
-                    }
-                }
+                (app_select(appids, app))
                 button type="submit" { "Show" }
             }
             form method="post" action="/console/dead/retry" class="inline" {

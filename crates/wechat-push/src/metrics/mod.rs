@@ -259,13 +259,7 @@ impl Metrics {
     /// Add one to counter `name` (one of this module's constants) with
     /// `labels`; a name not declared here is not counted.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        if let Some(counter) = self.plain.get(name) {
-            counter.inc();
-        } else if let Some(family) = self.counters.get(name) {
-            family.get_or_create(&self::labels(labels)).inc();
-        } else {
-            debug_assert!(false, "counter {name} is not declared in metrics::HELP");
-        }
+        self.add(name, labels, 1);
     }
 
     /// Add `n` to counter `name` with `labels`, as [`Metrics::inc`] adds one.

@@ -536,6 +536,20 @@ pub struct DeliveryAttempt {
 }
 
 impl DeliveryOutcome {
+    /// What the outcome leaves in a delivery's row, finished at `now`:
+    /// `(status, due_at, last_error, responded)`. The same in every backend.
+    pub fn row(self, now: Millis) -> (&'static str, Millis, Option<String>, bool) {
+        match self {
+            DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
+            DeliveryOutcome::Retry {
+                at,
+                error,
+                responded,
+            } => ("pending", at, Some(error), responded),
+            DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
+        }
+    }
+
     /// The outcome's name in [`DeliveryAttempt::outcome`].
     pub fn name(&self) -> &'static str {
         match self {
@@ -934,4 +948,14 @@ pub trait DeliveryLog: Send + Sync + 'static {
         targets: Vec<String>,
         now: Millis,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+/// `columns` (a backend's column list) with each name qualified by
+/// `table` (`pushes.id, pushes.appid, …`), for joins.
+fn prefixed(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

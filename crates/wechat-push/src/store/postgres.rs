@@ -30,10 +30,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
-    Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome,
-    DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId,
-    Retried, Status, StoreError, StoredPush, TokenCache,
+    prefixed, AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken,
+    Claim, Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog,
+    DeliveryOutcome, DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis,
+    NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -1692,15 +1692,7 @@ impl DeliveryLog for PostgresStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let name = outcome.name();
-            let (status, due_at, error, responded) = match outcome {
-                DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
-                DeliveryOutcome::Retry {
-                    at,
-                    error,
-                    responded,
-                } => ("pending", at, Some(error), responded),
-                DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
-            };
+            let (status, due_at, error, responded) = outcome.row(now);
             // One statement: the attempt is recorded only if the update
             // took (the claim held).
             let changed = self
@@ -1894,15 +1886,6 @@ async fn first_id_at(client: &deadpool_postgres::Object, at: Millis) -> Result<i
     Ok(low)
 }
 
-/// `columns` with each name qualified by `table` (`pushes.id, pushes.appid, …`).
-fn prefixed(table: &str, columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|c| format!("{table}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A push read from `row`'s columns starting at `at` (after a delivery's).
 fn read_push_at(row: &Row, at: usize) -> StoredPush {
     let status: String = row.get(at + 9);
@@ -1967,27 +1950,10 @@ mod tests {
     /// parameters and the table as it is.
     #[tokio::test]
     async fn complete_prepared_on_an_empty_table_still_looks_pushes_up_by_id() {
-        let Ok(base) = std::env::var("WP_TEST_POSTGRES_URL") else {
-            eprintln!("WP_TEST_POSTGRES_URL is not set, not run against PostgreSQL");
+        let Some((admin, schema, url)) = test_schema("plan").await else {
             return;
         };
-        let schema = format!("unit_{}_plan", std::process::id());
-        let (admin, conn) = tokio_postgres::connect(&base, NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("WP_TEST_POSTGRES_URL={base} does not answer: {e}"));
-        tokio::spawn(conn);
-        admin
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-            ))
-            .await
-            .unwrap();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let store = PostgresStore::open(&format!(
-            "{base}{separator}options=-csearch_path%3D{schema}"
-        ))
-        .await
-        .unwrap();
+        let store = PostgresStore::open(&url).await.unwrap();
         let client = store.relaxed.get().await.unwrap();
         let fill = |from: i64, to: i64| {
             format!(

@@ -42,10 +42,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken, Claim,
-    Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog, DeliveryOutcome,
-    DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis, NewPush, PushId,
-    Retried, Status, StoreError, StoredPush, TokenCache, WriterStats,
+    prefixed, AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken,
+    Claim, Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog,
+    DeliveryOutcome, DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis,
+    NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache, WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -796,15 +796,7 @@ fn finish_delivery_in(
     now: Millis,
 ) -> rusqlite::Result<bool> {
     let name = outcome.name();
-    let (status, due_at, error, responded) = match outcome {
-        DeliveryOutcome::Delivered { note } => ("delivered", now, note, true),
-        DeliveryOutcome::Retry {
-            at,
-            error,
-            responded,
-        } => ("pending", at, Some(error), responded),
-        DeliveryOutcome::Dead { error } => ("dead", now, Some(error), false),
-    };
+    let (status, due_at, error, responded) = outcome.row(now);
     let changed = conn
         .prepare_cached(
             "UPDATE deliveries SET status = ?3, due_at = ?4, last_error = ?5, \
@@ -907,15 +899,6 @@ fn read_push_at(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredPush> {
         finished_at: row.get(at + 13)?,
         fence: row.get(at + 14)?,
     })
-}
-
-/// `columns` with each name qualified by `table` (`p.id, p.appid, …`).
-fn prefixed(table: &str, columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|c| format!("{table}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Inbox for SqliteStore {
