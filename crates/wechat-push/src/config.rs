@@ -813,10 +813,10 @@ impl Config {
                          (set WECHAT_PUSH_CONSOLE_PASSWORD)",
                     ))
                 }
-                Some(password) if password.expose().chars().count() < 8 => {
+                Some(password) if password.expose().trim().chars().count() < 8 => {
                     return Err(invalid(
                         "console.password".into(),
-                        "must be at least 8 characters",
+                        "must be at least 8 characters, not counting spaces around it",
                     ))
                 }
                 _ => {}
@@ -1106,7 +1106,7 @@ fn apply_env(table: &mut Table, var: &str, rest: &str, value: &str) -> Result<()
         let Some(Value::Table(section)) = table.get_mut(section) else {
             // Only `[console]` has no defaults: it is on when the file has it.
             return Err(err(format!(
-                "the config file has no [{section}]; add it (it may be empty) to turn {section} on"
+                "the config file has no [{section}]; add it (it may be empty) to turn the {section} on"
             )));
         };
         (section, key.to_owned())

@@ -208,7 +208,7 @@ async fn the_console_in_chromium() {
     };
     shoot(&browser, "push").await;
     retry.click().await.unwrap();
-    wait_text(&browser, "Re-queued 0 push(es) and 1 deliveries").await;
+    wait_text(&browser, "Re-queued 0 pushes and 1 delivery").await;
 
     // Dead letters.
     browser

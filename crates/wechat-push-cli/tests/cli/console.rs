@@ -134,6 +134,12 @@ async fn signed_in(server: &Server) -> Browser {
 async fn every_page_needs_a_session_and_every_form_its_csrf_token() {
     let (server, _dir) = console_server("console-auth", Some(PASSWORD), "");
     let admin = server.admin.clone().unwrap();
+    // The start-up line says where the console is.
+    let listening = server.start_logs.last().unwrap();
+    assert!(
+        listening.contains(&format!("\"console\":\"http://{admin}/console\"")),
+        "{listening}"
+    );
     let mut b = Browser::new(&admin);
     for path in [
         "/console",
@@ -508,7 +514,7 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     let requeued: u32 = location.rsplit('=').next().unwrap().parse().unwrap();
     assert!(requeued >= 2, "{location}");
     let (_, page, _) = b.get(&location).await;
-    assert!(page.contains(&format!("Re-queued 0 push(es) and {requeued} deliveries")));
+    assert!(page.contains(&format!("Re-queued 0 pushes and {requeued} deliveries")));
 
     // The overview counts what came in, and charts it: pushes per minute
     // (a bar for the minute they came in) and this host's latency.
@@ -873,20 +879,44 @@ async fn a_new_push_reaches_an_open_page_and_an_open_stream_does_not_hold_shutdo
     drop(stream);
 }
 
-/// Apps added by a reload (SIGHUP) show in the console's filters; the
-/// console's own settings are kept until a restart.
+/// A reload (SIGHUP) reaches the console: apps added show in its filters,
+/// a new password signs everyone out and is the one that signs in, and a
+/// forward target removed is not retried into (its dead deliveries stay
+/// dead: nothing would deliver them).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reload_adds_its_apps_to_the_console() {
-    let (server, dir) = console_server("console-reload", Some(PASSWORD), "");
+async fn a_reload_reaches_the_console_and_deliveries_to_removed_targets_stay_dead() {
+    let target = "[[apps.forward]]\nurl = \"http://127.0.0.1:9/hook\"\n\
+                  secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry_schedule = [\"50ms\"]\n";
+    let (server, dir) = console_server("console-reload", Some(PASSWORD), target);
+    assert_eq!(
+        send_text(&server.addr, 401, "to a target that is gone")
+            .await
+            .0,
+        200
+    );
     let mut b = signed_in(&server).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b
+        .get("/console/dead")
+        .await
+        .1
+        .contains("/console/deliveries/")
+    {
+        assert!(Instant::now() < deadline, "the delivery never died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (_, page, _) = b.get("/console/inbox").await;
     assert!(!page.contains("wxadded00000001"));
     let config = dir.join("wechat-push.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[console]",
-        "[[apps]]\nappid = \"wxadded00000001\"\nkind = \"mini_program\"\ntoken = \"BBBBB\"\nmode = \"plaintext\"\n[console]",
-        1,
-    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen(target, "", 1)
+        .replacen(
+            "[console]\npassword = \"correct horse battery\"",
+            "[[apps]]\nappid = \"wxadded00000001\"\nkind = \"mini_program\"\ntoken = \"BBBBB\"\n\
+             mode = \"plaintext\"\n[console]\npassword = \"battery staple horse\"",
+            1,
+        );
     std::fs::write(&config, text).unwrap();
     assert!(std::process::Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])
@@ -894,6 +924,35 @@ async fn a_reload_adds_its_apps_to_the_console() {
         .unwrap()
         .success());
     server.wait_log("configuration reloaded");
+    // Signed out by the new password; the new one signs in.
+    assert_eq!(b.get("/console").await.0, 303);
+    let mut b = Browser::new(server.admin.as_deref().unwrap());
+    let (_, page, _) = b.get("/console/sign-in").await;
+    let csrf = csrf_of(&page);
+    let (status, _, _) = b
+        .post(
+            "/console/sign-in",
+            &[("csrf", &csrf), ("password", "battery staple horse")],
+        )
+        .await;
+    assert_eq!(status, 303);
     let (_, page, _) = b.get("/console/inbox").await;
     assert!(page.contains("<option value=\"wxadded00000001\""), "{page}");
+    let (_, page, _) = b.get("/console/dead").await;
+    let (status, _, location) = b
+        .post("/console/dead/retry", &[("csrf", &csrf_of(&page))])
+        .await;
+    assert_eq!(status, 303);
+    assert!(
+        location
+            .as_deref()
+            .unwrap()
+            .contains("requeued_deliveries=0"),
+        "{location:?}"
+    );
+    assert!(b
+        .get("/console/dead")
+        .await
+        .1
+        .contains("/console/deliveries/"));
 }

@@ -335,7 +335,7 @@ fn answer_box(
 ) -> Markup {
     let action = format!("{}/answer", conversation_url(appid, openid));
     let closed = if !app.can_answer {
-        Some("Answering needs the app's AppSecret (`secret` in its [[apps]] entry): the customer-service API takes none without it.".to_owned())
+        Some("Answering needs the app's AppSecret (secret in its [[apps]] entry): the customer-service API takes none without it.".to_owned())
     } else if !window_open {
         Some(format!(
             "WeChat's 48-hour window has passed (it closed at {}): the user has to write again before they can be answered.",

@@ -59,6 +59,9 @@ pub struct ConsoleApps {
     pub appids: Vec<String>,
     /// The outbox (none: no app has an AppSecret).
     pub outbox: Option<crate::outbox::Outbox>,
+    /// The forward targets configured, by URL: a dead delivery to any
+    /// other is not re-queued, since nothing would deliver it.
+    pub targets: Vec<String>,
 }
 
 impl ConsoleApps {
@@ -84,10 +87,18 @@ impl ConsoleApps {
                 .with_metrics(metrics.clone());
             crate::outbox::Outbox::new(store.clone(), api)
         });
+        let mut targets: Vec<String> = config
+            .apps
+            .iter()
+            .flat_map(|a| a.forward.iter().map(|f| f.url.clone()))
+            .collect();
+        targets.sort();
+        targets.dedup();
         ConsoleApps {
             appids: apps.iter().map(|a| a.appid.clone()).collect(),
             apps,
             outbox,
+            targets,
         }
     }
 
@@ -104,7 +115,6 @@ pub struct Console {
     /// This process's metrics: the acknowledgement latency chart.
     metrics: Arc<crate::metrics::Metrics>,
     sessions: Sessions,
-    session_ttl: Duration,
     /// The overview's counts of the last hour and day, and when they were
     /// read: a day of pushes is read at most once per [`COUNTS_FOR`],
     /// however many people watch the overview.
@@ -160,7 +170,6 @@ impl Console {
             apps: std::sync::RwLock::new(Arc::new(apps)),
             metrics,
             sessions: Sessions::new(config.password.clone(), config.session_ttl),
-            session_ttl: config.session_ttl,
             counts: tokio::sync::Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
             newest: tokio::sync::watch::Sender::new(0),
@@ -244,6 +253,19 @@ impl Console {
             Ok(apps) => apps.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// After a retry: the re-queued deliveries to targets no longer
+    /// configured go back to dead; how many.
+    async fn bury_unconfigured(&self) -> Result<usize, crate::store::StoreError> {
+        let targets = self.apps().targets.clone();
+        self.store.bury_unknown_targets(targets, now_ms()).await
+    }
+
+    /// Take up a reloaded `[console]` (see [`Sessions::reconfigure`]).
+    pub fn reconfigure(&self, config: &ConsoleConfig) {
+        self.sessions
+            .reconfigure(config.password.clone(), config.session_ttl);
     }
 
     /// Take up the apps of a reloaded configuration.
@@ -373,7 +395,7 @@ impl Console {
             .same_site(SameSite::Strict)
             .secure(over_https(headers))
             .max_age(cookie::time::Duration::seconds(
-                i64::try_from(self.session_ttl.as_secs()).unwrap_or(i64::MAX),
+                i64::try_from(self.sessions.ttl().as_secs()).unwrap_or(i64::MAX),
             ))
             .build();
         header_value(&cookie)
@@ -596,6 +618,14 @@ async fn sign_in(
             let mut response = Redirect::to("/console").into_response();
             let cookie = console.session_cookie(&headers, &id);
             response.headers_mut().insert(header::SET_COOKIE, cookie);
+            // The sign-in form's token has done its work.
+            let spent = Cookie::build((SIGN_IN_COOKIE, ""))
+                .path("/console")
+                .max_age(cookie::time::Duration::ZERO)
+                .build();
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, header_value(&spent));
             response
         }
         Err(session::SignInRefused::Wrong) => {
@@ -673,6 +703,7 @@ async fn overview(
             last_hour,
             last_day,
             depth: store.depth().await?,
+            depth_by_app: store.depth_by_app().await?,
             backlog: store.delivery_backlog().await?,
             appids: console.apps().appids.clone(),
             now,
@@ -866,7 +897,11 @@ async fn retry_push(
         };
         // By its exact key and app: this push, not others sharing a prefix.
         let key = push.dedup_key.as_str().to_owned();
-        Ok::<_, crate::store::StoreError>(Some(store.retry(key, Some(push.appid)).await?))
+        let mut retried = store.retry(key, Some(push.appid)).await?;
+        retried.deliveries = retried
+            .deliveries
+            .saturating_sub(console.bury_unconfigured().await?);
+        Ok::<_, crate::store::StoreError>(Some(retried))
     };
     let frame = visitor.frame(&console);
     match retried.await {
@@ -918,7 +953,11 @@ async fn retry_delivery(
         Err(refused) => return refused.into_response(),
     };
     let frame = visitor.frame(&console);
-    match console.store.retry_delivery(DeliveryId(id)).await {
+    let retried = async {
+        let retried = console.store.retry_delivery(DeliveryId(id)).await?;
+        Ok::<_, crate::store::StoreError>(retried && console.bury_unconfigured().await? == 0)
+    };
+    match retried.await {
         Ok(retried) => {
             tracing::info!(target: "wechat_push::console", delivery = id, retried, "console: retried a delivery");
             after_retry(&back_to(&form.back), 0, usize::from(retried), "")
@@ -992,7 +1031,14 @@ async fn retry_dead(
     };
     let frame = visitor.frame(&console);
     let app = non_empty(&form.app);
-    match console.store.retry_dead(app.clone()).await {
+    let retried = async {
+        let mut r = console.store.retry_dead(app.clone()).await?;
+        r.deliveries = r
+            .deliveries
+            .saturating_sub(console.bury_unconfigured().await?);
+        Ok::<_, crate::store::StoreError>(r)
+    };
+    match retried.await {
         Ok(r) => {
             tracing::info!(target: "wechat_push::console", app = app.as_deref().unwrap_or("all"), pushes = r.pushes, deliveries = r.deliveries, "console: retried every dead push and delivery");
             after_retry("/console/dead", r.pushes, r.deliveries, &form.app)

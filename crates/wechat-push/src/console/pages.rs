@@ -133,6 +133,17 @@ pub fn not_found(frame: &Frame<'_>, what: &str) -> Markup {
     )
 }
 
+/// "Re-queued 1 push and 2 deliveries."
+pub(crate) fn requeued_text(pushes: u64, deliveries: u64) -> String {
+    let push = if pushes == 1 { "push" } else { "pushes" };
+    let delivery = if deliveries == 1 {
+        "delivery"
+    } else {
+        "deliveries"
+    };
+    format!("Re-queued {pushes} {push} and {deliveries} {delivery}.")
+}
+
 /// The filter forms' app choice: all, or one of `appids`.
 pub(crate) fn app_select(appids: &[String], selected: &str) -> Markup {
     html! {
@@ -183,6 +194,8 @@ pub struct Overview {
     pub last_day: Vec<KindCount>,
     /// Pending, working and dead pushes.
     pub depth: Depth,
+    /// The same, by app.
+    pub depth_by_app: Vec<(String, Depth)>,
     /// Deliveries owed, by target and status.
     pub backlog: Vec<Backlog>,
     /// The configured apps.
@@ -372,13 +385,17 @@ pub fn overview(frame: &Frame<'_>, o: &Overview) -> Markup {
             }
             h2 { "Pushes by app" }
             table {
-                thead { tr { th { "App" } th { "Last hour" } th { "Last day" } } }
+                thead { tr { th { "App" } th { "Last hour" } th { "Last day" } th { "Pending" } th { "Working" } th { "Dead" } } }
                 tbody {
                     @for appid in &o.appids {
+                        @let depth = o.depth_by_app.iter().find(|(a, _)| a == appid).map(|(_, d)| *d).unwrap_or_default();
                         tr {
                             td { a href=(inbox_url(&[("app", appid)])) { (appid) } }
                             td class="num" { (total(&o.last_hour, appid)) }
                             td class="num" { (total(&o.last_day, appid)) }
+                            td class="num" { a href=(inbox_url(&[("app", appid), ("status", "pending")])) { (depth.pending) } }
+                            td class="num" { a href=(inbox_url(&[("app", appid), ("status", "working")])) { (depth.working) } }
+                            td class="num" { a href=(inbox_url(&[("app", appid), ("status", "dead")])) { (depth.dead) } }
                         }
                     }
                 }
@@ -614,7 +631,7 @@ pub fn push(frame: &Frame<'_>, page: &PushPage) -> Markup {
         html! {
             h1 { "Push " (p.id.0) " " (status_badge(p.status.as_str())) }
             @if let Some((pushes, deliveries)) = page.requeued {
-                p class="notice" role="status" { "Re-queued " (pushes) " push(es) and " (deliveries) " deliveries." }
+                p class="notice" role="status" { (requeued_text(pushes, deliveries)) }
             }
             @if p.status == Status::Dead || page.deliveries.iter().any(|d| d.status == DeliveryStatus::Dead) {
                 form method="post" action={ "/console/pushes/" (p.id.0) "/retry" } class="inline" {
@@ -750,7 +767,7 @@ pub fn dead(
         html! {
             h1 { "Dead letters" }
             @if let Some((pushes, deliveries)) = requeued {
-                p class="notice" role="status" { "Re-queued " (pushes) " push(es) and " (deliveries) " deliveries." }
+                p class="notice" role="status" { (requeued_text(pushes, deliveries)) }
             }
             form method="get" action="/console/dead" class="filters" {
                 (app_select(appids, app))

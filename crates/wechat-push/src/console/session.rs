@@ -65,8 +65,8 @@ pub struct Session {
 
 /// The password, if any, and the sessions signed in with it.
 pub struct Sessions {
-    password: Option<Secret>,
-    ttl: Duration,
+    /// The password and how long a sign-in lasts, which a reload may change.
+    settings: std::sync::RwLock<(Option<Secret>, Duration)>,
     sessions: Mutex<HashMap<String, Session>>,
     /// One sign-in checked at a time.
     checking: Semaphore,
@@ -83,8 +83,7 @@ impl Sessions {
     /// admin listener, which is then on loopback), lasting `ttl`.
     pub fn new(password: Option<Secret>, ttl: Duration) -> Self {
         Sessions {
-            password,
-            ttl,
+            settings: std::sync::RwLock::new((password, ttl)),
             sessions: Mutex::default(),
             checking: Semaphore::new(1),
         }
@@ -92,7 +91,38 @@ impl Sessions {
 
     /// Whether a password is needed.
     pub fn needs_password(&self) -> bool {
-        self.password.is_some()
+        self.settings().0.is_some()
+    }
+
+    /// How long a sign-in lasts.
+    pub fn ttl(&self) -> Duration {
+        self.settings().1
+    }
+
+    /// Take up a reloaded `[console]`: a new password signs everyone out
+    /// (it is how a leaked one is rotated); a new `ttl` holds for sign-ins
+    /// from now on.
+    pub fn reconfigure(&self, password: Option<Secret>, ttl: Duration) {
+        let changed = {
+            let mut settings = self
+                .settings
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let changed =
+                settings.0.as_ref().map(Secret::expose) != password.as_ref().map(Secret::expose);
+            *settings = (password, ttl);
+            changed
+        };
+        if changed {
+            self.lock().clear();
+        }
+    }
+
+    fn settings(&self) -> (Option<Secret>, Duration) {
+        self.settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The session whose id is `id`, if it has not expired.
@@ -110,7 +140,7 @@ impl Sessions {
 
     /// Start a session without a password (none is configured): its id.
     pub fn open(&self, now: Instant) -> Option<String> {
-        if self.password.is_some() {
+        if self.needs_password() {
             return None;
         }
         self.start(now)
@@ -121,7 +151,7 @@ impl Sessions {
     /// sign-in arriving during another's is turned away at once rather
     /// than queued, so guesses cannot line up to hold the others back.
     pub async fn sign_in(&self, password: &str) -> Result<String, SignInRefused> {
-        let expected = self.password.as_ref().ok_or(SignInRefused::Wrong)?;
+        let expected = self.settings().0.ok_or(SignInRefused::Wrong)?;
         let Ok(_one_at_a_time) = self.checking.try_acquire() else {
             return Err(SignInRefused::Busy);
         };
@@ -157,7 +187,7 @@ impl Sessions {
             id.clone(),
             Session {
                 csrf,
-                expires: now + self.ttl,
+                expires: now + self.ttl(),
             },
         );
         Some(id)
@@ -191,6 +221,13 @@ mod tests {
         let id = sessions.sign_in("correct horse").await.unwrap();
         sessions.sign_out(&id);
         assert!(sessions.get(&id, now).is_none());
+        // A new password (a reload) signs everyone out; the same one does not.
+        let id = sessions.sign_in("correct horse").await.unwrap();
+        sessions.reconfigure(Some(Secret::new("correct horse")), Duration::from_secs(60));
+        assert!(sessions.get(&id, now).is_some());
+        sessions.reconfigure(Some(Secret::new("battery staple")), Duration::from_secs(60));
+        assert!(sessions.get(&id, now).is_none());
+        assert!(sessions.sign_in("battery staple").await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -378,6 +378,7 @@ impl Application {
         // connection, and metrics are scraped until the end.
         let (admin_stop, admin_stopped) = watch::channel(false);
         let console = self.console;
+        let console_on = console.is_some();
         let admin = self.admin.map(|listener| {
             let (shared, config) = (shared.clone(), shared.server.clone());
             let mut stopped = admin_stopped;
@@ -417,7 +418,12 @@ impl Application {
         let store = &self.store_url;
         match admin_addr {
             Some(admin) => {
-                tracing::info!(version, %addr, scheme, %admin, store, apps = appids.len(), push_urls, "listening")
+                let console = if console_on {
+                    format!("http://{admin}/console")
+                } else {
+                    "off".to_owned()
+                };
+                tracing::info!(version, %addr, scheme, %admin, console, store, apps = appids.len(), push_urls, "listening")
             }
             None => {
                 tracing::info!(version, %addr, scheme, store, apps = appids.len(), push_urls, "listening")

@@ -172,7 +172,9 @@ impl Reloader {
         }
         config.store = running.store.clone();
         config.inbox = running.inbox.clone();
-        config.console = running.console.clone();
+        if config.console.is_some() != running.console.is_some() {
+            config.console = running.console.clone();
+        }
         config.validate()?;
         let handler = make_handler(&config).map_err(|e| ReloadError::Handler(e.into()))?;
         let (handling, forwarder) = handling(&config, &self.store, &self.metrics, handler)?;
@@ -287,6 +289,9 @@ impl Task {
         // once the apps are replaced, and then finds a handler that knows it.
         self.shared.pool.processor().handling.replace(handling);
         self.shared.replace_apps(apps);
+        if let (Some(console), Some(settings)) = (&self.console, &config.console) {
+            console.reconfigure(settings);
+        }
         if let Some(console) = &self.console {
             console.replace_apps(crate::console::ConsoleApps::of(
                 &config,
@@ -344,7 +349,12 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         ("server.drain_delay", a.drain_delay != b.drain_delay),
         ("store.url", running.store.url != new.store.url),
         ("inbox", running.inbox != new.inbox),
-        ("console", running.console != new.console),
+        // On or off only at a restart (the admin listener's routes are
+        // made then); its settings follow a reload.
+        (
+            "console",
+            running.console.is_some() != new.console.is_some(),
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -341,6 +341,18 @@ impl Counts {
     }
 }
 
+/// Per-app depths from `(appid, status, count)` rows, by appid.
+fn depth_by_app(rows: impl IntoIterator<Item = (String, String, u64)>) -> Vec<(String, Depth)> {
+    let mut by_app: std::collections::BTreeMap<String, Counts> = std::collections::BTreeMap::new();
+    for (appid, status, n) in rows {
+        by_app.entry(appid).or_default().add(&status, n);
+    }
+    by_app
+        .into_iter()
+        .map(|(appid, counts)| (appid, Depth::from(counts)))
+        .collect()
+}
+
 impl From<Counts> for Depth {
     fn from(c: Counts) -> Depth {
         Depth {
@@ -777,6 +789,10 @@ pub trait Inbox: Send + Sync + 'static {
     /// indexes that hold only those: as cheap with ten million done pushes
     /// as with none (what each `/metrics` scrape reads).
     fn depth(&self) -> BoxFuture<'_, Result<Depth, StoreError>>;
+
+    /// [`Inbox::depth`] of each app (apps with none left out), off the
+    /// same partial indexes: what the console's overview shows per app.
+    fn depth_by_app(&self) -> BoxFuture<'_, Result<Vec<(String, Depth)>, StoreError>>;
 
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -1390,6 +1390,28 @@ impl Inbox for PostgresStore {
         })
     }
 
+    fn depth_by_app(&self) -> BoxFuture<'_, Result<Vec<(String, Depth)>, StoreError>> {
+        Box::pin(async move {
+            // Each term matches a partial index's WHERE (pushes_ready, pushes_dead).
+            let rows = self
+                .query(
+                    "SELECT appid, status, COUNT(*) FROM pushes \
+                       WHERE status IN ('pending', 'working') GROUP BY appid, status \
+                     UNION ALL \
+                     SELECT appid, 'dead', COUNT(*) FROM pushes WHERE status = 'dead' GROUP BY appid",
+                    &[],
+                )
+                .await?;
+            Ok(super::depth_by_app(rows.iter().map(|row| {
+                (
+                    row.get::<_, String>(0),
+                    row.get::<_, String>(1),
+                    u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                )
+            })))
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             // A write, not a read: a database that takes reads but no

@@ -1393,6 +1393,27 @@ impl Inbox for SqliteStore {
         }))
     }
 
+    fn depth_by_app(&self) -> BoxFuture<'_, Result<Vec<(String, Depth)>, StoreError>> {
+        Box::pin(self.read(|conn| {
+            // Each half read off its partial index (the rows of the
+            // backlog and the dead ones only), never the done pushes.
+            let mut stmt = conn.prepare_cached(
+                "SELECT appid, status, COUNT(*) FROM pushes INDEXED BY pushes_ready \
+                   WHERE status IN ('pending', 'working') GROUP BY appid, status \
+                 UNION ALL \
+                 SELECT appid, 'dead', COUNT(*) FROM pushes INDEXED BY pushes_dead \
+                   WHERE status = 'dead' GROUP BY appid",
+            )?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let n = u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+                    Ok((row.get(0)?, row.get(1)?, n))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(super::depth_by_app(rows))
+        }))
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             // Through the writer's queue: a store that cannot take a batch

@@ -622,6 +622,12 @@ impl Inbox for DownStore {
         down()
     }
 
+    fn depth_by_app(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<(String, wechat_push::store::Depth)>, StoreError>> {
+        down()
+    }
+
     fn retry_dead(&self, _: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
         down()
     }

@@ -270,6 +270,24 @@ pub async fn depth_counts_what_is_left_without_the_done(f: Fixture) {
         (counts.pending, counts.working, counts.dead, counts.done),
         (2, 1, 1, 1)
     );
+    // By app: another app's pending push counts for it alone.
+    store
+        .insert(push_of("wxZ", "m:oZ:1:d", "text", "oZ", "x", 1), None)
+        .await
+        .unwrap();
+    let by_app = store.depth_by_app().await.unwrap();
+    let depth = |pending, working, dead| wechat_push::store::Depth {
+        pending,
+        working,
+        dead,
+    };
+    assert_eq!(
+        by_app,
+        vec![
+            ("wx1".to_owned(), depth(2, 1, 1)),
+            ("wxZ".to_owned(), depth(1, 0, 0))
+        ]
+    );
 }
 
 pub async fn prune_deletes_in_chunks_until_done(f: Fixture) {
