@@ -305,7 +305,18 @@ async fn retry(a: KeyArgs) -> Result<()> {
             if keys.len() > 5 { ", …" } else { "" }
         );
     }
-    let r = store.retry(a.key.clone(), a.app.clone()).await?;
+    // Deliveries only to the targets configured: one to a target removed
+    // since would wait for ever.
+    let targets = a
+        .config
+        .load()?
+        .apps
+        .iter()
+        .flat_map(|app| app.forward.iter().map(|f| f.url.clone()))
+        .collect();
+    let r = store
+        .retry(a.key.clone(), a.app.clone(), Some(targets))
+        .await?;
     // Answers whose fate is unknown are resent now, by hand: WeChat may have
     // delivered them, which only the person asking can judge.
     let mut uncertain = Vec::new();

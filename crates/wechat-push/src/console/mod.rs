@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::clock::{now_ms, Millis};
 use crate::config::ConsoleConfig;
-use crate::store::{DeliveryId, ListFilter, PushId, Status, Store};
+use crate::store::{DeliveryId, Depth, ListFilter, PushId, Status, Store};
 use pages::{Frame, InboxQuery};
 use session::{Session, Sessions, COOKIE, SIGN_IN_COOKIE};
 
@@ -255,11 +255,10 @@ impl Console {
         }
     }
 
-    /// After a retry: the re-queued deliveries to targets no longer
-    /// configured go back to dead; how many.
-    async fn bury_unconfigured(&self) -> Result<usize, crate::store::StoreError> {
-        let targets = self.apps().targets.clone();
-        self.store.bury_unknown_targets(targets, now_ms()).await
+    /// The targets a retry may re-queue deliveries to: those configured
+    /// (a delivery to any other would wait for ever).
+    fn targets(&self) -> Option<Vec<String>> {
+        Some(self.apps().targets.clone())
     }
 
     /// Take up a reloaded `[console]` (see [`Sessions::reconfigure`]).
@@ -685,6 +684,7 @@ async fn overview(
     let read = async {
         let newest = console.newest_id().await?;
         let (last_hour, last_day) = console.counted(now, newest).await?;
+        let depth_by_app = store.depth_by_app().await?;
         let day = query.span == "day";
         let (since, per_minutes): (Millis, i64) = if day {
             (now - Duration::from_secs(86_400), 15)
@@ -702,8 +702,14 @@ async fn overview(
         Ok::<_, crate::store::StoreError>(pages::Overview {
             last_hour,
             last_day,
-            depth: store.depth().await?,
-            depth_by_app: store.depth_by_app().await?,
+            depth: depth_by_app
+                .iter()
+                .fold(Depth::default(), |all, (_, d)| Depth {
+                    pending: all.pending + d.pending,
+                    working: all.working + d.working,
+                    dead: all.dead + d.dead,
+                }),
+            depth_by_app,
             backlog: store.delivery_backlog().await?,
             appids: console.apps().appids.clone(),
             now,
@@ -897,10 +903,9 @@ async fn retry_push(
         };
         // By its exact key and app: this push, not others sharing a prefix.
         let key = push.dedup_key.as_str().to_owned();
-        let mut retried = store.retry(key, Some(push.appid)).await?;
-        retried.deliveries = retried
-            .deliveries
-            .saturating_sub(console.bury_unconfigured().await?);
+        let retried = store
+            .retry(key, Some(push.appid), console.targets())
+            .await?;
         Ok::<_, crate::store::StoreError>(Some(retried))
     };
     let frame = visitor.frame(&console);
@@ -953,11 +958,11 @@ async fn retry_delivery(
         Err(refused) => return refused.into_response(),
     };
     let frame = visitor.frame(&console);
-    let retried = async {
-        let retried = console.store.retry_delivery(DeliveryId(id)).await?;
-        Ok::<_, crate::store::StoreError>(retried && console.bury_unconfigured().await? == 0)
-    };
-    match retried.await {
+    match console
+        .store
+        .retry_delivery(DeliveryId(id), console.targets())
+        .await
+    {
         Ok(retried) => {
             tracing::info!(target: "wechat_push::console", delivery = id, retried, "console: retried a delivery");
             after_retry(&back_to(&form.back), 0, usize::from(retried), "")
@@ -1031,14 +1036,11 @@ async fn retry_dead(
     };
     let frame = visitor.frame(&console);
     let app = non_empty(&form.app);
-    let retried = async {
-        let mut r = console.store.retry_dead(app.clone()).await?;
-        r.deliveries = r
-            .deliveries
-            .saturating_sub(console.bury_unconfigured().await?);
-        Ok::<_, crate::store::StoreError>(r)
-    };
-    match retried.await {
+    match console
+        .store
+        .retry_dead(app.clone(), console.targets())
+        .await
+    {
         Ok(r) => {
             tracing::info!(target: "wechat_push::console", app = app.as_deref().unwrap_or("all"), pushes = r.pushes, deliveries = r.deliveries, "console: retried every dead push and delivery");
             after_retry("/console/dead", r.pushes, r.deliveries, &form.app)

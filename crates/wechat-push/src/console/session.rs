@@ -103,16 +103,16 @@ impl Sessions {
     /// (it is how a leaked one is rotated); a new `ttl` holds for sign-ins
     /// from now on.
     pub fn reconfigure(&self, password: Option<Secret>, ttl: Duration) {
-        let changed = {
-            let mut settings = self
-                .settings
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let changed =
-                settings.0.as_ref().map(Secret::expose) != password.as_ref().map(Secret::expose);
-            *settings = (password, ttl);
-            changed
-        };
+        // Under the settings' lock: a sign-in checked against the old
+        // password either started before (and is cleared here) or sees the
+        // new one.
+        let mut settings = self
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed =
+            settings.0.as_ref().map(Secret::expose) != password.as_ref().map(Secret::expose);
+        *settings = (password, ttl);
         if changed {
             self.lock().clear();
         }
@@ -156,8 +156,18 @@ impl Sessions {
             return Err(SignInRefused::Busy);
         };
         if same_token(password, expected.expose()) {
+            // Started under the settings' lock, with the password checked
+            // again: a reload that changes it in between (and signs
+            // everyone out) cannot be outlived by this session.
+            let settings = self
+                .settings
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if settings.0.as_ref().map(Secret::expose) != Some(expected.expose()) {
+                return Err(SignInRefused::Wrong);
+            }
             return self
-                .start(Instant::now())
+                .start_with(Instant::now(), settings.1)
                 .ok_or(SignInRefused::NoRandomness);
         }
         tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
@@ -170,6 +180,10 @@ impl Sessions {
     }
 
     fn start(&self, now: Instant) -> Option<String> {
+        self.start_with(now, self.ttl())
+    }
+
+    fn start_with(&self, now: Instant, ttl: Duration) -> Option<String> {
         let id = random_token()?;
         let csrf = random_token()?;
         let mut sessions = self.lock();
@@ -187,7 +201,7 @@ impl Sessions {
             id.clone(),
             Session {
                 csrf,
-                expires: now + self.ttl(),
+                expires: now + ttl,
             },
         );
         Some(id)

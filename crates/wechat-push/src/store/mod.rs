@@ -746,21 +746,28 @@ pub trait Inbox: Send + Sync + 'static {
     fn get(&self, dedup_key: String) -> BoxFuture<'_, Result<Vec<StoredPush>, StoreError>>;
 
     /// Re-queue dead pushes with this dedup key (matched as by
-    /// [`Inbox::get`]), and the dead deliveries of pushes with it; returns
-    /// how many of each. (Uncertain answers are resent by the caller,
+    /// [`Inbox::get`]), and the dead deliveries of pushes with it (to
+    /// `targets` only, when given: a delivery to a target no longer
+    /// configured would wait for ever); returns how many of each. (Uncertain answers are resent by the caller,
     /// see [`crate::outbox::Outbox::resend`].)
     fn retry(
         &self,
         dedup_key: String,
         appid: Option<String>,
+        targets: Option<Vec<String>>,
     ) -> BoxFuture<'_, Result<Retried, StoreError>>;
 
     /// The push with this id, if it is stored.
     fn push(&self, id: PushId) -> BoxFuture<'_, Result<Option<StoredPush>, StoreError>>;
 
     /// Re-queue every dead push and every dead delivery (of `appid`'s
-    /// pushes only, when given); returns how many of each.
-    fn retry_dead(&self, appid: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>>;
+    /// pushes only, when given; to `targets` only, when given); returns
+    /// how many of each.
+    fn retry_dead(
+        &self,
+        appid: Option<String>,
+        targets: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<Retried, StoreError>>;
 
     /// How many pushes each app received of each kind since `since`
     /// (milliseconds since the epoch). Reads only the pushes of that span
@@ -948,8 +955,13 @@ pub trait DeliveryLog: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredPush)>, StoreError>>;
 
-    /// Re-queue delivery `id` if it is dead; returns whether it was.
-    fn retry_delivery(&self, id: DeliveryId) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Re-queue delivery `id` if it is dead (and to one of `targets`,
+    /// when given); returns whether it was.
+    fn retry_delivery(
+        &self,
+        id: DeliveryId,
+        targets: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// How many deliveries wait (pending), are being sent (working) or are
     /// dead, by target URL: what a forward target owes. Delivered ones are

@@ -1186,7 +1186,11 @@ impl Inbox for PostgresStore {
         })
     }
 
-    fn retry_dead(&self, appid: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
+    fn retry_dead(
+        &self,
+        appid: Option<String>,
+        targets: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<Retried, StoreError>> {
         Box::pin(async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
@@ -1202,8 +1206,9 @@ impl Inbox for PostgresStore {
                 .execute(
                     "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
                      WHERE status = 'dead' AND ($1::text IS NULL OR push_id IN \
-                       (SELECT id FROM pushes WHERE appid = $1))",
-                    &[&appid],
+                       (SELECT id FROM pushes WHERE appid = $1)) \
+                       AND ($2::text[] IS NULL OR target = ANY($2))",
+                    &[&appid, &targets],
                 )
                 .await?;
             tx.commit().await?;
@@ -1277,6 +1282,7 @@ impl Inbox for PostgresStore {
         &self,
         dedup_key: String,
         appid: Option<String>,
+        targets: Option<Vec<String>>,
     ) -> BoxFuture<'_, Result<Retried, StoreError>> {
         Box::pin(async move {
             let mut client = self.client().await?;
@@ -1297,9 +1303,10 @@ impl Inbox for PostgresStore {
                     &format!(
                         "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
                          WHERE status = 'dead' AND push_id IN (SELECT id FROM pushes \
-                           WHERE {KEY_MATCHES} AND ($2::text IS NULL OR appid = $2))"
+                           WHERE {KEY_MATCHES} AND ($2::text IS NULL OR appid = $2)) \
+                           AND ($3::text[] IS NULL OR target = ANY($3))"
                     ),
-                    &[&dedup_key, &appid],
+                    &[&dedup_key, &appid, &targets],
                 )
                 .await?;
             tx.commit().await?;
@@ -1802,13 +1809,17 @@ impl DeliveryLog for PostgresStore {
         })
     }
 
-    fn retry_delivery(&self, id: DeliveryId) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn retry_delivery(
+        &self,
+        id: DeliveryId,
+        targets: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let n = self
                 .execute(
                     "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
-                     WHERE id = $1 AND status = 'dead'",
-                    &[&id.0],
+                     WHERE id = $1 AND status = 'dead' AND ($2::text[] IS NULL OR target = ANY($2))",
+                    &[&id.0, &targets],
                 )
                 .await?;
             Ok(n == 1)

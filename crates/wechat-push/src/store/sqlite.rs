@@ -787,6 +787,11 @@ fn read_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// A list of targets as SQLite's `json_each` reads it (`None`: any).
+fn targets_json(targets: Option<Vec<String>>) -> Option<String> {
+    targets.map(|t| serde_json::Value::from(t).to_string())
+}
+
 /// [`DeliveryLog::finish_delivery`] on the writer's connection.
 fn finish_delivery_in(
     conn: &Connection,
@@ -1202,7 +1207,12 @@ impl Inbox for SqliteStore {
         }))
     }
 
-    fn retry_dead(&self, appid: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
+    fn retry_dead(
+        &self,
+        appid: Option<String>,
+        targets: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<Retried, StoreError>> {
+        let targets = targets_json(targets);
         Box::pin(self.call("retry", move |conn| {
             let pushes = conn
                 .prepare_cached(
@@ -1214,9 +1224,10 @@ impl Inbox for SqliteStore {
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
                      WHERE status = 'dead' AND (?1 IS NULL OR push_id IN \
-                       (SELECT id FROM pushes WHERE appid = ?1))",
+                       (SELECT id FROM pushes WHERE appid = ?1)) \
+                       AND (?2 IS NULL OR target IN (SELECT value FROM json_each(?2)))",
                 )?
-                .execute(params![appid])?;
+                .execute(params![appid, targets])?;
             Ok(Retried { pushes, deliveries })
         }))
     }
@@ -1271,7 +1282,9 @@ impl Inbox for SqliteStore {
         &self,
         dedup_key: String,
         appid: Option<String>,
+        targets: Option<Vec<String>>,
     ) -> BoxFuture<'_, Result<Retried, StoreError>> {
+        let targets = targets_json(targets);
         Box::pin(self.call("retry", move |conn| {
             let pushes = conn
                 .prepare_cached(
@@ -1286,10 +1299,11 @@ impl Inbox for SqliteStore {
                     &format!(
                         "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
                          WHERE status = 'dead' AND push_id IN (SELECT id FROM pushes \
-                           WHERE {KEY_MATCHES} AND (?2 IS NULL OR appid = ?2))"
+                           WHERE {KEY_MATCHES} AND (?2 IS NULL OR appid = ?2)) \
+                           AND (?3 IS NULL OR target IN (SELECT value FROM json_each(?3)))"
                     ),
                 )?
-                .execute(params![dedup_key, appid])?;
+                .execute(params![dedup_key, appid, targets])?;
             Ok(Retried { pushes, deliveries })
         }))
     }
@@ -1749,14 +1763,20 @@ impl DeliveryLog for SqliteStore {
         }))
     }
 
-    fn retry_delivery(&self, id: DeliveryId) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn retry_delivery(
+        &self,
+        id: DeliveryId,
+        targets: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let targets = targets_json(targets);
         Box::pin(self.call("retry", move |conn| {
             let n = conn
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
-                     WHERE id = ?1 AND status = 'dead'",
+                     WHERE id = ?1 AND status = 'dead' \
+                       AND (?2 IS NULL OR target IN (SELECT value FROM json_each(?2)))",
                 )?
-                .execute(params![id.0])?;
+                .execute(params![id.0, targets])?;
             Ok(n == 1)
         }))
     }

@@ -366,7 +366,11 @@ async fn a_delivery_out_of_retries_is_dead_until_retried() {
         "{metrics}"
     );
     // The push itself was handled; `inbox retry` re-sends the delivery.
-    let retried = w.store.retry("m:oUser:704".into(), None).await.unwrap();
+    let retried = w
+        .store
+        .retry("m:oUser:704".into(), None, None)
+        .await
+        .unwrap();
     assert_eq!((retried.pushes, retried.deliveries), (0, 1));
     receiver.wait_for(5).await;
     let d = w.settled("m:oUser:704").await;

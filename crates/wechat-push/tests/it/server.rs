@@ -537,7 +537,7 @@ async fn failing_handlers_are_retried_then_dead_then_retried_by_hand() {
     let store = app.store().await;
     assert_eq!(
         store
-            .retry("m:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:13".into(), None)
+            .retry("m:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:13".into(), None, None)
             .await
             .unwrap()
             .pushes,
@@ -628,7 +628,11 @@ impl Inbox for DownStore {
         down()
     }
 
-    fn retry_dead(&self, _: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
+    fn retry_dead(
+        &self,
+        _: Option<String>,
+        _: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<Retried, StoreError>> {
         down()
     }
 
@@ -690,7 +694,12 @@ impl Inbox for DownStore {
         down()
     }
 
-    fn retry(&self, _: String, _: Option<String>) -> BoxFuture<'_, Result<Retried, StoreError>> {
+    fn retry(
+        &self,
+        _: String,
+        _: Option<String>,
+        _: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<Retried, StoreError>> {
         down()
     }
 
@@ -794,6 +803,7 @@ impl DeliveryLog for DownStore {
     fn retry_delivery(
         &self,
         _: wechat_push::store::DeliveryId,
+        _: Option<Vec<String>>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         down()
     }

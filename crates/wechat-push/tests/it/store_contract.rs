@@ -209,7 +209,7 @@ pub async fn claim_complete_fail_retry_prune(f: Fixture) {
     let dead = store.get("b".into()).await.unwrap();
     assert_eq!(dead[0].status, Status::Dead);
     assert_eq!(dead[0].last_error.as_deref(), Some("boom again"));
-    assert_eq!(store.retry("b".into(), None).await.unwrap().pushes, 1);
+    assert_eq!(store.retry("b".into(), None, None).await.unwrap().pushes, 1);
     assert_eq!(
         store.claim(Millis(5002), Millis(9000), 10).await.unwrap()[0].attempts,
         1
@@ -481,7 +481,7 @@ pub async fn deliveries_claim_retry_die_and_hold_back_pruning(f: Fixture) {
         1
     );
     assert_eq!(store.prune(Millis(10_000)).await.unwrap(), 0);
-    let retried = store.retry("a".into(), None).await.unwrap();
+    let retried = store.retry("a".into(), None, None).await.unwrap();
     assert_eq!((retried.pushes, retried.deliveries), (0, 1));
     for target in ["http://t1/", "http://t2/"] {
         let (d, _) = store
@@ -1349,16 +1349,42 @@ pub async fn dead_pushes_and_deliveries_are_listed_and_retried(f: Fixture) {
     );
     assert_eq!(store.dead_deliveries(None, 1).await.unwrap().len(), 1);
 
+    // Not to a target that is no longer configured: it stays dead.
+    let elsewhere = Some(vec!["http://other/".to_owned()]);
+    assert!(!store
+        .retry_delivery(of_a[0].0.id, elsewhere.clone())
+        .await
+        .unwrap());
+    let r = store.retry_dead(None, elsewhere.clone()).await.unwrap();
+    assert_eq!((r.pushes, r.deliveries), (3, 0));
+    let r = store
+        .retry(dead[0].1.dedup_key.as_str().to_owned(), None, elsewhere)
+        .await
+        .unwrap();
+    assert_eq!((r.pushes, r.deliveries), (0, 0));
+    assert_eq!(store.dead_deliveries(None, 10).await.unwrap().len(), 3);
+    // The pushes were re-queued: dead again, for what follows.
+    for p in store.claim(Millis(50), Millis(10_000), 10).await.unwrap() {
+        assert!(store
+            .fail(p.claim(), "boom".into(), None, Millis(60))
+            .await
+            .unwrap());
+    }
+    assert_eq!(store.depth().await.unwrap().dead, 3);
+
     // One delivery, then once more (no longer dead: nothing to do).
     let one = of_a[0].0.id;
-    assert!(store.retry_delivery(one).await.unwrap());
-    assert!(!store.retry_delivery(one).await.unwrap());
+    assert!(store
+        .retry_delivery(one, Some(vec!["http://t/".to_owned()]))
+        .await
+        .unwrap());
+    assert!(!store.retry_delivery(one, None).await.unwrap());
     assert_eq!(store.dead_deliveries(None, 10).await.unwrap().len(), 2);
 
     // All of wxB's, then all.
-    let r = store.retry_dead(Some("wxB".into())).await.unwrap();
+    let r = store.retry_dead(Some("wxB".into()), None).await.unwrap();
     assert_eq!((r.pushes, r.deliveries), (1, 1));
-    let r = store.retry_dead(None).await.unwrap();
+    let r = store.retry_dead(None, None).await.unwrap();
     assert_eq!((r.pushes, r.deliveries), (2, 1));
     assert_eq!(store.depth().await.unwrap().dead, 0);
     assert!(store.dead_deliveries(None, 10).await.unwrap().is_empty());
