@@ -1,10 +1,12 @@
-//! The console in a real browser: headless Chromium driven through
-//! chromedriver (WebDriver). Run with `WP_TEST_BROWSER=1` (`.ci/run` sets
-//! it after making sure Chromium runs); without it the test passes with a
-//! note. With it, a browser that does not start fails the test.
+//! The console in real browsers: headless Chromium through chromedriver
+//! and headless Firefox through geckodriver (WebDriver). Run with
+//! `WP_TEST_BROWSER=1` (Chromium) and `WP_TEST_FIREFOX=1` (Firefox);
+//! `.ci/run` sets them after making sure each browser runs. Without them
+//! the tests pass with a note; with them, a browser that does not start
+//! fails its test.
 //!
 //! Screenshots of each page are saved under
-//! `target/console-screenshots/` (the README's come from there).
+//! `target/console-screenshots/` (the README's come from Chromium's).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -42,35 +44,70 @@ fn screenshots() -> PathBuf {
     dir
 }
 
-async fn shoot(browser: &Client, name: &str) {
-    let png = browser.screenshot().await.unwrap();
-    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+/// Which browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chromium,
+    Firefox,
 }
 
-async fn browser() -> (Driver, Client) {
-    let driver_bin =
-        std::env::var("WP_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-    let chromium = std::env::var("WP_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+impl Kind {
+    /// The screenshots' name prefix: none for Chromium (the README's).
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Chromium => "",
+            Kind::Firefox => "firefox-",
+        }
+    }
+}
+
+async fn shoot(browser: &Client, kind: Kind, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    let file = format!("{}{name}.png", kind.prefix());
+    std::fs::write(screenshots().join(file), png).unwrap();
+}
+
+async fn browser(kind: Kind) -> (Driver, Client) {
+    let env = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.into());
+    let (driver_bin, port_arg, capability) = match kind {
+        Kind::Chromium => (
+            env("WP_TEST_CHROMEDRIVER", "chromedriver"),
+            "--port=",
+            (
+                "goog:chromeOptions",
+                serde_json::json!({
+                    "binary": env("WP_TEST_CHROMIUM", "/usr/bin/chromium"),
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                             "--disable-dev-shm-usage", "--window-size=1280,1000", "--lang=zh-CN"],
+                }),
+            ),
+        ),
+        Kind::Firefox => (
+            env("WP_TEST_GECKODRIVER", "geckodriver"),
+            "--port=",
+            (
+                "moz:firefoxOptions",
+                serde_json::json!({
+                    "binary": env("WP_TEST_FIREFOX_BIN", "/usr/bin/firefox-esr"),
+                    "args": ["-headless", "--width=1280", "--height=1000"],
+                    "prefs": {"intl.accept_languages": "zh-CN"},
+                }),
+            ),
+        ),
+    };
     let port = free_port();
     let driver = Driver(
         Command::new(&driver_bin)
-            .arg(format!("--port={port}"))
+            .arg(format!("{port_arg}{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("WP_TEST_BROWSER is set but {driver_bin} does not start: {e}")
+                panic!("{kind:?} is asked for but {driver_bin} does not start: {e}")
             }),
     );
     let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--lang=zh-CN"],
-        }),
-    );
+    capabilities.insert(capability.0.into(), capability.1);
     let deadline = Instant::now() + Duration::from_secs(20);
     let client = loop {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -114,11 +151,25 @@ async fn wait_text(browser: &Client, needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_in_chromium() {
     if std::env::var("WP_TEST_BROWSER").is_err() {
-        eprintln!("WP_TEST_BROWSER is not set: the browser test does not run");
+        eprintln!("WP_TEST_BROWSER is not set: the Chromium test does not run");
         return;
     }
+    the_console_in(Kind::Chromium).await;
+}
+
+/// The same in Firefox.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_in_firefox() {
+    if std::env::var("WP_TEST_FIREFOX").is_err() {
+        eprintln!("WP_TEST_FIREFOX is not set: the Firefox test does not run");
+        return;
+    }
+    the_console_in(Kind::Firefox).await;
+}
+
+async fn the_console_in(kind: Kind) {
     let mock = spawn_mock().await;
-    let dir = temp_dir("browser");
+    let dir = temp_dir(&format!("browser-{kind:?}"));
     let config = write_answering_config(&dir, 2, &mock);
     let text = std::fs::read_to_string(&config)
         .unwrap()
@@ -143,7 +194,7 @@ async fn the_console_in_chromium() {
     simulate("oAlice", "hello 你好，第一条消息");
     wait_sent(&mock, 1).await;
 
-    let (_driver, browser) = browser().await;
+    let (_driver, browser) = browser(kind).await;
 
     // Sign in.
     browser.goto(&format!("{console}/console")).await.unwrap();
@@ -152,7 +203,7 @@ async fn the_console_in_chromium() {
         .for_element(Locator::Css("input[name=password]"))
         .await
         .unwrap();
-    shoot(&browser, "sign-in").await;
+    shoot(&browser, kind, "sign-in").await;
     password.send_keys(PASSWORD).await.unwrap();
     browser
         .find(Locator::Css("form button[type=submit]"))
@@ -181,7 +232,7 @@ async fn the_console_in_chromium() {
     wait_text(&browser, "新消息 🎉 arrives live").await;
     let url_after = browser.current_url().await.unwrap();
     assert_eq!(url_after.path(), "/console/inbox", "the page was left");
-    shoot(&browser, "inbox").await;
+    shoot(&browser, kind, "inbox").await;
 
     // Its deliveries die; open the push and retry one.
     browser
@@ -206,7 +257,7 @@ async fn the_console_in_chromium() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         browser.refresh().await.unwrap();
     };
-    shoot(&browser, "push").await;
+    shoot(&browser, kind, "push").await;
     retry.click().await.unwrap();
     wait_text(&browser, "Re-queued 0 pushes and 1 delivery").await;
 
@@ -216,7 +267,7 @@ async fn the_console_in_chromium() {
         .await
         .unwrap();
     wait_text(&browser, "Dead deliveries").await;
-    shoot(&browser, "dead-letters").await;
+    shoot(&browser, kind, "dead-letters").await;
 
     // Answer Alice by hand, and see it in the conversation.
     browser
@@ -254,12 +305,12 @@ async fn the_console_in_chromium() {
         assert!(Instant::now() < deadline, "the answer never showed as sent");
         browser.refresh().await.unwrap();
     }
-    shoot(&browser, "conversation").await;
+    shoot(&browser, kind, "conversation").await;
 
     // The overview, after all that; and a phone-width inbox.
     browser.goto(&format!("{console}/console")).await.unwrap();
     wait_text(&browser, "Pushes per minute").await;
-    shoot(&browser, "overview").await;
+    shoot(&browser, kind, "overview").await;
     browser.set_window_size(390, 844).await.unwrap();
     browser
         .goto(&format!("{console}/console/inbox"))
@@ -278,7 +329,7 @@ async fn the_console_in_chromium() {
         serde_json::Value::Bool(true),
         "the inbox is wider than a phone"
     );
-    shoot(&browser, "inbox-phone").await;
+    shoot(&browser, kind, "inbox-phone").await;
     let all = mock_json(&format!("{mock}/_mock/sent")).await;
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
     browser.close().await.unwrap();
