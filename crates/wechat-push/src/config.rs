@@ -650,6 +650,21 @@ impl Config {
         }
         let mut shown = table.clone();
         redact(&mut shown);
+        // What `[console]` leaves out is shown with its default, as every
+        // other section's is (its defaults are not in DEFAULTS: the
+        // section's presence turns the console on).
+        if let Some(Value::Table(console)) = shown.get_mut("console") {
+            console
+                .entry("session_ttl")
+                .or_insert_with(|| Value::String("12h".into()));
+            if !console.contains_key("password") {
+                console.insert(
+                    "password".into(),
+                    Value::String("[none: loopback admin_listen only]".into()),
+                );
+            }
+        }
+
         let checked = |table: Table| {
             let config = Self::from_table(table)?;
             config.validate()?;

@@ -181,7 +181,8 @@ impl Request {
             method = %self.method,
             path = %self.path,
             status = response.status().as_u16(),
-            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            // To the microsecond: `1.517`, not `1.5165440000000001`.
+            latency_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             peer = %peer,
             forwarded = self.forwarded.map(tracing::field::display),
             appid,

@@ -276,7 +276,18 @@ async fn every_page_needs_a_session_and_every_form_its_csrf_token() {
 /// is required when the admin listener is not on loopback.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_password_only_on_loopback_and_forms_still_need_the_token() {
-    let (server, _dir) = console_server("console-open", None, "");
+    let (server, dir) = console_server("console-open", None, "");
+    // `config check` shows the console's settings, defaults included.
+    let out = std::process::Command::new(super::bin())
+        .args(["config", "check", "-c"])
+        .arg(dir.join("wechat-push.toml"))
+        .output()
+        .unwrap();
+    let shown = super::text(&out);
+    assert!(
+        shown.contains("session_ttl = \"12h\"") && shown.contains("password = \"[none: loopback"),
+        "{shown}"
+    );
     let mut b = Browser::new(server.admin.as_deref().unwrap());
     let (status, page, _) = b.get("/console").await;
     assert_eq!(status, 200);
