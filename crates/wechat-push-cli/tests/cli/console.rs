@@ -370,8 +370,9 @@ async fn without_a_password_only_on_loopback_and_forms_still_need_the_token() {
 /// and deliveries; a dead push and a dead delivery are retried from them.
 #[tokio::test(flavor = "multi_thread")]
 async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
-    // A forward target that refuses every connection: deliveries die.
-    let extra = "[[apps.forward]]\nurl = \"http://127.0.0.1:9/hook\"\n\
+    // A forward target that refuses every connection: deliveries die. Its
+    // URL holds credentials, which no page may show.
+    let extra = "[[apps.forward]]\nurl = \"http://hook:s3cretpw@127.0.0.1:9/hook?token=t0ken\"\n\
                  secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
                  retry_schedule = [\"50ms\"]\n";
     let (server, dir) = console_server("console-pages", Some(PASSWORD), extra);
@@ -526,6 +527,25 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     assert!(requeued >= 2, "{location}");
     let (_, page, _) = b.get(&location).await;
     assert!(page.contains(&format!("Re-queued 0 pushes and {requeued} deliveries")));
+
+    // No secret on any page: the target's password and query, its webhook
+    // secret, the app's Token and EncodingAESKey.
+    for path in [
+        "/console".to_owned(),
+        "/console/dead".to_owned(),
+        format!("/console/pushes/{id}"),
+        format!("/console/conversations/{}/oUser101", super::APPID),
+    ] {
+        let (_, page, _) = b.get(&path).await;
+        for secret in [
+            "s3cretpw",
+            "t0ken",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            super::KEY,
+        ] {
+            assert!(!page.contains(secret), "{secret} shown on {path}");
+        }
+    }
 
     // The overview counts what came in, and charts it: pushes per minute
     // (a bar for the minute they came in) and this host's latency.
