@@ -18,6 +18,7 @@ report comes from this run on this machine.
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -111,14 +112,15 @@ def write_config(dir_, port, apps=1, workers=16):
 class Server:
     """A server process pinned to core 0."""
 
-    def __init__(self, cmd, port, env=None, pin=True):
+    def __init__(self, cmd, port, env=None, pin=True, log=None):
         self.port = port
         full_env = dict(os.environ)
         full_env.update(env or {})
+        self.log = open(log, "w") if log else None
         self.proc = subprocess.Popen(
             (["taskset", "-c", "0"] if pin else []) + [str(c) for c in cmd],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self.log or subprocess.DEVNULL,
             env=full_env,
             cwd=ROOT,
         )
@@ -132,6 +134,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.log:
+            self.log.close()
         return rss
 
 
@@ -212,11 +216,12 @@ def scrape(port):
         return r.read().decode()
 
 
-def batch_histogram(metrics_text):
-    """The store writer's batch times from /metrics: [(bound, cumulative count)]."""
+def batch_histogram(metrics_text, name="wechat_push_store_batch_seconds"):
+    """A histogram of the store writer's from /metrics (its batches, or with `name`
+    its WAL restarts): [(bound, cumulative count)]."""
     rows = []
     for line in metrics_text.splitlines():
-        if line.startswith("wechat_push_store_batch_seconds_bucket"):
+        if line.startswith(f"{name}_bucket"):
             bound = line.split('le="')[1].split('"')[0]
             rows.append((bound, int(float(line.rsplit(" ", 1)[1]))))
     return rows
@@ -366,10 +371,13 @@ def bench_open_loop(rate, duration, before=None):
             config = write_config(d, port)
             pushes = Path(d) / "pushes.tsv"
             seal_pushes(config, rate * duration + rate, pushes)
+            log_path = Path(d) / "serve.log"
             if kind == "bare":
                 server = Server([binary, f"127.0.0.1:{port}", config], port)
             else:
-                server = Server([binary, "serve", "--config", config], port)
+                # The writer's log of its slow batches names what ran beside each.
+                server = Server([binary, "serve", "--config", config], port, log=log_path,
+                                env={"RUST_LOG": "info,wechat_push::access=off,wechat_push::store::sqlite=debug"})
             try:
                 cmd = [
                     "taskset", "-c", "1", str(OPEN_LOOP), f"http://127.0.0.1:{port}", str(pushes),
@@ -383,13 +391,33 @@ def bench_open_loop(rate, duration, before=None):
             finally:
                 rss = server.stop()
             histogram = batch_histogram(metrics) if metrics else None
+            restarts = batch_histogram(metrics, "wechat_push_store_wal_restart_seconds") if metrics else None
+            slow = slow_batches(log_path) if kind != "bare" else None
             ack = ack_percentiles(metrics) if metrics else None
             stored = stored_pushes(Path(d) / "inbox.db") if kind != "bare" else 0
             log(f"{label} open loop {rate}/s: p99 {report['p99_ms']:.2f} ms p99.9 {report['p999_ms']:.2f} ms "
                 f"max {report['max_ms']:.1f} ms, sent late {report['sent_late']}, {stored:,} stored")
             results.append({"server": label, "kind": kind, "rate": rate, "peak_rss_kb": rss, "stored": stored,
-                            "batch_histogram": histogram, "ack": ack, **report})
+                            "batch_histogram": histogram, "restart_histogram": restarts, "slow_batches": slow,
+                            "ack": ack, **report})
     return results
+
+
+def slow_batches(log_path):
+    """The writer's slow batches (over 10 ms) from its debug log: how many, how many
+    spent most of their time in the commit (the WAL's fsync), how many had a
+    checkpoint pass (copying into the database file and fsyncing it) beside them."""
+    rows = []
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        if "slow batch" in line:
+            rows.append(dict(re.findall(r"(\w+)=(\S+)", line)))
+    took = lambda r: float(r.get("ms", 0))
+    return {
+        "n": len(rows),
+        "commit": sum(1 for r in rows if float(r.get("commit_ms", 0)) >= 0.8 * took(r)),
+        "checkpoint": sum(1 for r in rows if int(r.get("checkpoint_passes", 0)) > 0),
+        "max_ms": max((took(r) for r in rows), default=0),
+    }
 
 
 def fill_done_pushes(db, n):
@@ -1011,14 +1039,14 @@ def render(results):
             )
         out.append(line + ".")
 
-    def histogram_table(title, hist_rows):
+    def histogram_table(title, hist_rows, what=("batch", "batches")):
         total = {}
         for hist in hist_rows:
             for bound, n in hist or []:
                 total[bound] = total.get(bound, 0) + n
         if not total:
             return []
-        lines = ["", title, "", "| batch took at most | batches | share |", "|---|---|---|"]
+        lines = ["", title, "", f"| {what[0]} took at most | {what[1]} | share |", "|---|---|---|"]
         everything = total.get("+Inf", 0) or 1
         previous = 0
         for bound, n in total.items():
@@ -1086,6 +1114,22 @@ def render(results):
             "Batches of `serve` in the open-loop run:",
             [r["batch_histogram"] for r in ol if r["kind"] == "serve"],
         )
+        out += histogram_table(
+            "WAL restarts on the writer's thread in the open-loop run (`wechat_push_store_wal_restart_seconds`): "
+            "between two batches, so the next batch's pushes waited for each, outside the batch times above:",
+            [r.get("restart_histogram") for r in ol if r["kind"] == "serve"],
+            what=("restart", "restarts"),
+        )
+        for r in ol:
+            slow = r.get("slow_batches")
+            if slow and slow["n"]:
+                out += [
+                    "",
+                    f"What ran beside the slow batches (over 10 ms) of `{r['server']}`, from the writer's debug log: "
+                    f"{slow['n']:,} slow batches, the slowest {slow['max_ms']:.1f} ms; {slow['commit']:,} spent most "
+                    f"of their time in the commit (the WAL's fsync), and {slow['checkpoint']:,} had a checkpoint "
+                    "pass (copying pages into the database file and fsyncing it) running beside them.",
+                ]
     # The issues' targets, judged on this run.
     serve64, bare64 = summary[("serve", 64)], summary[("bare", 64)]
     peer64 = [summary[(k, 64)] for k in ("aiohttp", "express") if (k, 64) in summary]

@@ -406,31 +406,23 @@ impl Metrics {
 /// The store writer's measurements in Prometheus text:
 /// `wechat_push_store_batch_seconds` (a histogram of the time each batch of
 /// writes took, begin to commit, which its acknowledgements waited for),
+/// `wechat_push_store_wal_restart_seconds` (a histogram of the WAL restarts
+/// the writer ran between two batches, which the next batch waited for),
 /// `wechat_push_store_checkpoints_total`, `wechat_push_store_wal_restarts_total`
 /// and `wechat_push_store_wal_backlog_pages`.
 pub fn render_writer(stats: &crate::store::WriterStats) -> String {
     let mut out = String::new();
-    let name = "wechat_push_store_batch_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time each batch of store writes took, from its start to its commit.\n# TYPE {name} histogram"
+    render_histogram(
+        &mut out,
+        "wechat_push_store_batch_seconds",
+        "Time each batch of store writes took, from its start to its commit.",
+        &stats.batches,
     );
-    for (n, bound) in stats
-        .batches
-        .iter()
-        .zip(crate::store::BATCH_SECONDS_BUCKETS)
-    {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
-    }
-    // Read apart from the buckets: a batch counted in between must not
-    // show a bucket above the total.
-    let count = stats
-        .batch_count
-        .max(stats.batches.last().copied().unwrap_or(0));
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
-        stats.batch_seconds
+    render_histogram(
+        &mut out,
+        "wechat_push_store_wal_restart_seconds",
+        "Time each WAL restart took on the store's writer, between two batches.",
+        &stats.wal_restart_time,
     );
     // OpenMetrics: a counter's family is named without `_total`.
     let name = "wechat_push_store_checkpoints";
@@ -452,6 +444,21 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
         stats.wal_backlog_pages
     );
     out
+}
+
+fn render_histogram(out: &mut String, name: &str, help: &str, h: &crate::store::Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (n, bound) in h.buckets.iter().zip(crate::store::BATCH_SECONDS_BUCKETS) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    // Read apart from the buckets: one counted in between must not show a
+    // bucket above the total.
+    let count = h.count.max(h.buckets.last().copied().unwrap_or(0));
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
+        h.seconds
+    );
 }
 
 /// The process's soft limit on open file descriptors, from
@@ -547,6 +554,43 @@ pub fn render_process() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writers_batches_and_wal_restarts_are_histograms() {
+        let n = crate::store::BATCH_SECONDS_BUCKETS.len();
+        let histogram = |count: u64, seconds| crate::store::Histogram {
+            buckets: (0..n as u64).map(|i| count.min(i)).collect(),
+            count,
+            seconds,
+        };
+        let stats = crate::store::WriterStats {
+            batches: histogram(40, 0.5),
+            wal_restart_time: histogram(3, 0.012),
+            ..Default::default()
+        };
+        let text = render_writer(&stats);
+        for (name, count, sum) in [
+            ("wechat_push_store_batch_seconds", 40, "0.5"),
+            ("wechat_push_store_wal_restart_seconds", 3, "0.012"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} histogram\n")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("{name}_bucket{{le=\"0.0005\"}} 0\n")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("{name}_sum {sum}\n{name}_count {count}\n")),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn renders_counters_histogram_and_depth() {

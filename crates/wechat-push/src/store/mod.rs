@@ -40,13 +40,11 @@ pub const BATCH_SECONDS_BUCKETS: [f64; 10] = [
 /// the batch waited for, and the WAL's checkpoints (SQLite).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriterStats {
-    /// Batches that took at most each bound of [`BATCH_SECONDS_BUCKETS`]
-    /// (cumulative, as Prometheus histograms count).
-    pub batches: Vec<u64>,
-    /// Every batch.
-    pub batch_count: u64,
-    /// Their total time, in seconds.
-    pub batch_seconds: f64,
+    /// Batches by the time each took, from its start to its commit.
+    pub batches: Histogram,
+    /// The WAL restarts the writer ran between two batches (SQLite), by
+    /// the time each took: the pushes of the next batch waited for them.
+    pub wal_restart_time: Histogram,
     /// Checkpoints run (off the writer's thread).
     pub checkpoints: u64,
     /// Times the writer restarted the WAL from its beginning, between two
@@ -55,6 +53,18 @@ pub struct WriterStats {
     /// WAL pages (4 KiB) not yet copied back into the database file after
     /// the last checkpoint.
     pub wal_backlog_pages: u64,
+}
+
+/// Durations counted in [`BATCH_SECONDS_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// How many took at most each bound of [`BATCH_SECONDS_BUCKETS`]
+    /// (cumulative, as Prometheus histograms count).
+    pub buckets: Vec<u64>,
+    /// How many there were.
+    pub count: u64,
+    /// Their total time, in seconds.
+    pub seconds: f64,
 }
 
 /// The row id of a stored push.

@@ -391,11 +391,12 @@ impl SqliteStore {
 /// What the writer and the checkpointer measured, for `/metrics`.
 #[derive(Debug, Default)]
 struct WriterCounters {
-    /// Batches by time taken (begin to commit), cumulative per
-    /// [`super::BATCH_SECONDS_BUCKETS`] bound.
-    buckets: [AtomicU64; super::BATCH_SECONDS_BUCKETS.len()],
-    batches: AtomicU64,
-    batch_micros: AtomicU64,
+    /// Batches by time taken (begin to commit).
+    batches: Timings,
+    /// The writer's WAL restarts by time taken, whether they restarted it
+    /// or found a reader in the way: between two batches, so the next
+    /// batch's pushes waited for them too.
+    restarting: Timings,
     /// Batches committed: the checkpointer has work when this moved.
     commits: AtomicU64,
     checkpoints: AtomicU64,
@@ -408,9 +409,32 @@ struct WriterCounters {
     caught_up: AtomicU64,
     /// Times the writer restarted the WAL.
     restarts: AtomicU64,
+    /// When the checkpoint running now began, in microseconds since
+    /// [`EPOCH`] (0: none is running), for the log of a slow batch.
+    checkpoint_since: AtomicU64,
 }
 
-impl WriterCounters {
+/// The start of [`WriterCounters::checkpoint_since`]'s clock.
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+fn micros_since_epoch() -> u64 {
+    // Never 0, which means "none running".
+    u64::try_from(EPOCH.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Durations counted per [`super::BATCH_SECONDS_BUCKETS`] bound
+/// (cumulative, as Prometheus histograms count), with their number and sum.
+#[derive(Debug, Default)]
+struct Timings {
+    buckets: [AtomicU64; super::BATCH_SECONDS_BUCKETS.len()],
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Timings {
     fn observe(&self, took: Duration) {
         let seconds = took.as_secs_f64();
         for (bucket, bound) in self.buckets.iter().zip(super::BATCH_SECONDS_BUCKETS) {
@@ -418,9 +442,21 @@ impl WriterCounters {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.batch_micros.fetch_add(micros, Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn histogram(&self) -> super::Histogram {
+        super::Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            count: self.count.load(Ordering::Relaxed),
+            seconds: self.micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 }
 
@@ -450,9 +486,13 @@ fn checkpoint(
         let mut passes = 0;
         loop {
             let started_at = stats.commits.load(Ordering::Relaxed);
+            stats
+                .checkpoint_since
+                .store(micros_since_epoch(), Ordering::Relaxed);
             let checkpointed = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
             });
+            stats.checkpoint_since.store(0, Ordering::Relaxed);
             let (log, copied) = match checkpointed {
                 Ok(counts) => counts,
                 Err(e) => {
@@ -493,6 +533,7 @@ fn restart_wal(conn: &Connection, stats: &WriterCounters) {
         conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
     });
     let _ = conn.busy_timeout(Duration::from_secs(5));
+    stats.restarting.observe(started.elapsed());
     match restarted {
         Ok(0) => {
             tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "WAL restarted");
@@ -626,6 +667,8 @@ fn run(
     let mut kinds: Vec<&'static str> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let started = std::time::Instant::now();
+        let checkpoints_before = stats.checkpoints.load(Ordering::Relaxed);
+        let checkpointing_before = stats.checkpoint_since.load(Ordering::Relaxed);
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
         drain(&mut rx, &mut batch);
@@ -667,14 +710,28 @@ fn run(
             .err()
             .map(StoreError::from);
         let took = started.elapsed();
-        stats.observe(took);
+        stats.batches.observe(took);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         if took >= SLOW_BATCH {
+            // What ran beside the batch: checkpoint passes (copying pages
+            // into the database file and fsyncing it) share the disk with
+            // the commit's fsync of the WAL.
+            let running = stats.checkpoint_since.load(Ordering::Relaxed);
+            let passes = stats.checkpoints.load(Ordering::Relaxed) - checkpoints_before
+                + u64::from(running != 0);
+            let checkpoint_ms = if running == 0 {
+                0.0
+            } else {
+                micros_since_epoch().saturating_sub(running) as f64 / 1e3
+            };
             tracing::debug!(
                 ms = took.as_secs_f64() * 1e3,
                 commit_ms = committing.elapsed().as_secs_f64() * 1e3,
                 ops = kinds.len(),
                 kinds = %summarize(&kinds),
+                checkpoint_passes = passes,
+                checkpoint_running_ms = checkpoint_ms,
+                began_during_checkpoint = checkpointing_before != 0,
                 "slow batch"
             );
         }
@@ -1455,13 +1512,8 @@ impl Inbox for SqliteStore {
     fn writer_stats(&self) -> Option<WriterStats> {
         let s = &self.stats;
         Some(WriterStats {
-            batches: s
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
-            batch_count: s.batches.load(Ordering::Relaxed),
-            batch_seconds: s.batch_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            batches: s.batches.histogram(),
+            wal_restart_time: s.restarting.histogram(),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
             wal_restarts: s.restarts.load(Ordering::Relaxed),
             wal_backlog_pages: s.wal_backlog.load(Ordering::Relaxed),
@@ -1971,6 +2023,17 @@ mod tests {
         let stats = store.writer_stats().unwrap();
         assert!(stats.wal_restarts >= 1, "{stats:?}");
         assert!(stats.checkpoints >= 1, "{stats:?}");
+        // Every restart the writer ran is timed, the ones a reader
+        // prevented too: the next batch waited for each.
+        let restarting = &stats.wal_restart_time;
+        assert!(restarting.count >= stats.wal_restarts, "{stats:?}");
+        assert_eq!(
+            restarting.buckets.last(),
+            Some(&restarting.count),
+            "{stats:?}"
+        );
+        assert!(restarting.seconds > 0.0, "{stats:?}");
+        assert_eq!(stats.batches.buckets.last(), Some(&stats.batches.count));
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
         let wal = std::fs::metadata(&wal).unwrap().len();
