@@ -116,15 +116,23 @@ class Server:
         self.port = port
         full_env = dict(os.environ)
         full_env.update(env or {})
+        # `serve` logs to standard output.
         self.log = open(log, "w") if log else None
         self.proc = subprocess.Popen(
             (["taskset", "-c", "0"] if pin else []) + [str(c) for c in cmd],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log or subprocess.DEVNULL,
+            stdout=self.log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
             env=full_env,
             cwd=ROOT,
         )
-        wait_port(port)
+        try:
+            wait_port(port)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            if self.log:
+                self.log.close()
+            raise
 
     def stop(self):
         rss = peak_rss_kb(self.proc.pid)
@@ -392,7 +400,8 @@ def bench_open_loop(rate, duration, before=None):
                 rss = server.stop()
             histogram = batch_histogram(metrics) if metrics else None
             restarts = batch_histogram(metrics, "wechat_push_store_wal_restart_seconds") if metrics else None
-            slow = slow_batches(log_path) if kind != "bare" else None
+            # The build before may not log what ran beside a batch.
+            slow = slow_batches(log_path) if kind == "serve" else None
             ack = ack_percentiles(metrics) if metrics else None
             stored = stored_pushes(Path(d) / "inbox.db") if kind != "bare" else 0
             log(f"{label} open loop {rate}/s: p99 {report['p99_ms']:.2f} ms p99.9 {report['p999_ms']:.2f} ms "

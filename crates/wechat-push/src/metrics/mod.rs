@@ -407,7 +407,7 @@ impl Metrics {
 /// `wechat_push_store_batch_seconds` (a histogram of the time each batch of
 /// writes took, begin to commit, which its acknowledgements waited for),
 /// `wechat_push_store_wal_restart_seconds` (a histogram of the WAL restarts
-/// the writer ran between two batches, which the next batch waited for),
+/// the writer tried between two batches, which the next batch waited for),
 /// `wechat_push_store_checkpoints_total`, `wechat_push_store_wal_restarts_total`
 /// and `wechat_push_store_wal_backlog_pages`.
 pub fn render_writer(stats: &crate::store::WriterStats) -> String {
@@ -421,7 +421,7 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
     render_histogram(
         &mut out,
         "wechat_push_store_wal_restart_seconds",
-        "Time each WAL restart took on the store's writer, between two batches.",
+        "Time each WAL restart the store's writer tried between two batches took, whether it restarted the WAL or a reader held it.",
         &stats.wal_restart_time,
     );
     // OpenMetrics: a counter's family is named without `_total`.
