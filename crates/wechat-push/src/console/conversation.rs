@@ -19,7 +19,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::pages::{self, conversation_url, layout, status_badge, time, Frame, Nav};
-use super::{store_error, Console};
+use super::{store_error, Console, Visitor};
 use crate::clock::{now_ms, Millis};
 use crate::protocol::message::OpenId;
 use crate::protocol::AppKind;
@@ -61,13 +61,9 @@ struct Recent {
 /// `/console/conversations`: the users heard from most recently.
 pub(super) async fn list(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    visitor: Visitor,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let visitor = match console.visitor(&headers) {
-        Ok(v) => v,
-        Err(answer) => return answer.into_response(),
-    };
     let frame = visitor.frame(&console);
     let app = super::non_empty(&query.app);
     let pushes = match console
@@ -220,14 +216,10 @@ async fn exchanges(
 /// `/console/conversations/{appid}/{openid}`.
 pub(super) async fn page(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    visitor: Visitor,
     Path((appid, openid)): Path<(String, String)>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let visitor = match console.visitor(&headers) {
-        Ok(v) => v,
-        Err(answer) => return answer.into_response(),
-    };
     let frame = visitor.frame(&console);
     let apps = console.apps();
     let Some(app) = apps.app(&appid) else {

@@ -18,7 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 
 use super::pages::{self, InboxQuery};
-use super::Console;
+use super::{Console, Visitor};
 use crate::store::{ListFilter, PushId};
 
 /// How often the poller reads the newest push id.
@@ -57,13 +57,10 @@ pub(super) async fn poll_newest(console: Arc<Console>) {
 /// `/console/events?after=ID&…the inbox's filter…` (or `page=overview`).
 pub(super) async fn events(
     State(console): State<Arc<Console>>,
+    visitor: Visitor,
     headers: HeaderMap,
     Query(query): Query<InboxQuery>,
 ) -> Response {
-    let visitor = match console.visitor(&headers) {
-        Ok(v) => v,
-        Err(turned) => return turned.into_response(),
-    };
     let Ok(filter) = super::inbox_filter(&query) else {
         return (axum::http::StatusCode::BAD_REQUEST, "400: not a filter").into_response();
     };

@@ -439,6 +439,19 @@ pub(crate) struct Visitor {
     set_cookie: Option<HeaderValue>,
 }
 
+/// A page's visitor, as an extractor: a request without a session (or
+/// from another origin) gets [`TurnedAway`]'s answer instead of the page.
+impl axum::extract::FromRequestParts<Arc<Console>> for Visitor {
+    type Rejection = TurnedAway;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, TurnedAway> {
+        console.visitor(&parts.headers)
+    }
+}
+
 impl Visitor {
     pub(crate) fn frame<'a>(&'a self, console: &Console) -> Frame<'a> {
         Frame {
@@ -671,13 +684,9 @@ struct OverviewQuery {
 
 async fn overview(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    visitor: Visitor,
     Query(query): Query<OverviewQuery>,
 ) -> Response {
-    let visitor = match console.visitor(&headers) {
-        Ok(v) => v,
-        Err(answer) => return answer.into_response(),
-    };
     let frame = visitor.frame(&console);
     let now = now_ms();
     let store = &console.store;
@@ -782,13 +791,9 @@ pub(crate) fn inbox_filter(query: &InboxQuery) -> Result<ListFilter, String> {
 
 async fn inbox(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    visitor: Visitor,
     Query(query): Query<InboxQuery>,
 ) -> Response {
-    let visitor = match console.visitor(&headers) {
-        Ok(v) => v,
-        Err(answer) => return answer.into_response(),
-    };
     let frame = visitor.frame(&console);
     let filter = match inbox_filter(&query) {
         Ok(f) => f,
@@ -840,14 +845,10 @@ impl Requeued {
 
 async fn push(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    visitor: Visitor,
     Path(id): Path<i64>,
     Query(requeued): Query<Requeued>,
 ) -> Response {
-    let visitor = match console.visitor(&headers) {
-        Ok(v) => v,
-        Err(answer) => return answer.into_response(),
-    };
     let frame = visitor.frame(&console);
     let store = &console.store;
     let read = async {
@@ -976,13 +977,9 @@ async fn retry_delivery(
 
 async fn dead(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    visitor: Visitor,
     Query(query): Query<Requeued>,
 ) -> Response {
-    let visitor = match console.visitor(&headers) {
-        Ok(v) => v,
-        Err(answer) => return answer.into_response(),
-    };
     let frame = visitor.frame(&console);
     let app = non_empty(&query.app);
     let store = &console.store;
