@@ -30,6 +30,11 @@ use crate::store::{AnswerRecord, ListFilter, PushId, StoredPush};
 /// messages to them.
 pub const ANSWER_WINDOW: Duration = Duration::from_secs(48 * 3600);
 
+/// Whether a user last heard from at `last` may still be answered at `now`.
+fn window_open(last: Millis, now: Millis) -> bool {
+    now < last + ANSWER_WINDOW
+}
+
 /// The newest pushes read to find the recent conversations.
 const RECENT_PUSHES: usize = 2_000;
 
@@ -248,7 +253,7 @@ pub(super) async fn page(
     }
     let now = now_ms();
     let last = exchanges.last().map_or(Millis(0), |e| e.push.received_at);
-    let window_open = now - last < i64::try_from(ANSWER_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let window_open = window_open(last, now);
     let closes = last + ANSWER_WINDOW;
     // The same answer again after a failed send; else a new one, recorded
     // under the latest push the page shows.
@@ -478,8 +483,7 @@ pub(super) async fn answer(
             ),
         );
     };
-    let window = i64::try_from(ANSWER_WINDOW.as_millis()).unwrap_or(i64::MAX);
-    if now_ms() - latest.received_at >= window {
+    if !window_open(latest.received_at, now_ms()) {
         return back(&appid, &openid, "error", "window");
     }
     // Recorded under the push the page showed last, as an answer of its
