@@ -1174,12 +1174,10 @@ impl Inbox for SqliteStore {
                     conditions.push("status = 'dead'");
                     "pushes INDEXED BY pushes_dead"
                 }
-                Some(Status::Pending) => {
-                    conditions.push("status IN ('pending', 'working') AND status = 'pending'");
-                    "pushes INDEXED BY pushes_ready"
-                }
-                Some(Status::Working) => {
-                    conditions.push("status IN ('pending', 'working') AND status = 'working'");
+                Some(status @ (Status::Pending | Status::Working)) => {
+                    // The first condition: its `?` comes first.
+                    conditions.push("status IN ('pending', 'working') AND status = ?");
+                    values.push(status.as_str().to_owned().into());
                     "pushes INDEXED BY pushes_ready"
                 }
                 Some(Status::Done) => {
@@ -1771,13 +1769,16 @@ impl DeliveryLog for SqliteStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.call("finish_delivery", move |conn| {
             // The outcome and its attempt's record together, or neither.
-            conn.execute_batch("SAVEPOINT finish_delivery")?;
+            // Prepared once, as BEGIN and COMMIT are: one of these per delivery.
+            conn.prepare_cached("SAVEPOINT finish_delivery")?
+                .execute([])?;
             let finished = finish_delivery_in(conn, claim, outcome, took_ms, now);
-            conn.execute_batch(if finished.is_ok() {
-                "RELEASE finish_delivery"
+            if finished.is_ok() {
+                conn.prepare_cached("RELEASE finish_delivery")?
+                    .execute([])?;
             } else {
-                "ROLLBACK TO finish_delivery; RELEASE finish_delivery"
-            })?;
+                conn.execute_batch("ROLLBACK TO finish_delivery; RELEASE finish_delivery")?;
+            }
             finished
         }))
     }
