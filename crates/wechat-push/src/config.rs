@@ -457,6 +457,18 @@ fn default_max_in_flight() -> usize {
     16
 }
 
+/// The forward targets of `apps` (`[[apps.forward]]`'s `url`s), sorted,
+/// each once.
+pub fn forward_targets<'a>(apps: impl IntoIterator<Item = &'a AppConfig>) -> Vec<String> {
+    let mut targets: Vec<String> = apps
+        .into_iter()
+        .flat_map(|app| app.forward.iter().map(|f| f.url.clone()))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
 /// A URL fit to show in logs, metric labels, errors and `inbox show`:
 /// without its query and fragment, and with the password of its userinfo
 /// replaced by `***` (both may carry credentials:

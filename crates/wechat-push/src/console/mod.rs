@@ -87,13 +87,7 @@ impl ConsoleApps {
                 .with_metrics(metrics.clone());
             crate::outbox::Outbox::new(store.clone(), api)
         });
-        let mut targets: Vec<String> = config
-            .apps
-            .iter()
-            .flat_map(|a| a.forward.iter().map(|f| f.url.clone()))
-            .collect();
-        targets.sort();
-        targets.dedup();
+        let targets = crate::config::forward_targets(&config.apps);
         ConsoleApps {
             appids: apps.iter().map(|a| a.appid.clone()).collect(),
             apps,

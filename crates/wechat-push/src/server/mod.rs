@@ -907,13 +907,7 @@ async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {
     };
     // Every configured target shows, at 0 when it owes nothing: a gauge
     // that vanishes cannot be told from a target that stopped reporting.
-    let mut targets: Vec<String> = apps
-        .by_appid
-        .values()
-        .flat_map(|app| app.config.forward.iter().map(|f| f.url.clone()))
-        .collect();
-    targets.sort();
-    targets.dedup();
+    let targets = crate::config::forward_targets(apps.by_appid.values().map(|app| &app.config));
     let scrape = metrics::Scrape {
         depth,
         done: shared.done_count(),
