@@ -429,6 +429,43 @@ async fn pushes_show_and_dead_ones_are_retried_from_the_console() {
     let (status, page, _) = b.get("/console/inbox?since=yesterday").await;
     assert_eq!(status, 400);
     assert!(page.contains("is not a time"));
+    // By app, kind, time span and page: (query, shown, not shown).
+    for (query, shown, hidden) in [
+        (format!("app={}", super::APPID), Some("hello there"), None),
+        (
+            "app=wx00000000000000ff".to_owned(),
+            None,
+            Some("hello there"),
+        ),
+        ("kind=text".to_owned(), Some("hello there"), None),
+        ("kind=event".to_owned(), None, Some("hello there")),
+        (
+            "since=2000-01-01T00:00".to_owned(),
+            Some("hello there"),
+            Some("stuck"),
+        ),
+        (
+            "since=2999-01-01T00:00".to_owned(),
+            None,
+            Some("hello there"),
+        ),
+        (
+            "until=2000-01-01T00:00".to_owned(),
+            Some("stuck"),
+            Some("hello there"),
+        ),
+        // The dead push was stored first (id 1): the page before id 2.
+        ("before=2".to_owned(), Some("stuck"), Some("hello there")),
+    ] {
+        let (status, page, _) = b.get(&format!("/console/inbox?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        if let Some(shown) = shown {
+            assert!(page.contains(shown), "{shown} not shown for {query}");
+        }
+        if let Some(hidden) = hidden {
+            assert!(!page.contains(hidden), "{hidden} shown for {query}");
+        }
+    }
 
     // Each push's deliveries die (two attempts, 50 ms apart).
     let deadline = Instant::now() + Duration::from_secs(15);
