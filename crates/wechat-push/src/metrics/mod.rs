@@ -408,8 +408,9 @@ impl Metrics {
 /// writes took, begin to commit, which its acknowledgements waited for),
 /// `wechat_push_store_wal_restart_seconds` (a histogram of the WAL restarts
 /// the writer tried between two batches, which the next batch waited for),
-/// `wechat_push_store_checkpoints_total`, `wechat_push_store_wal_restarts_total`
-/// and `wechat_push_store_wal_backlog_pages`.
+/// `wechat_push_store_checkpoints_total`, `wechat_push_store_wal_restarts_total`,
+/// `wechat_push_store_commit_delays_total` (batches that waited a moment
+/// for more writes: group commit) and `wechat_push_store_wal_backlog_pages`.
 pub fn render_writer(stats: &crate::store::WriterStats) -> String {
     let mut out = String::new();
     render_histogram(
@@ -436,6 +437,12 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
         out,
         "# HELP {name} Times the store's writer restarted the WAL from its beginning, between two batches.\n# TYPE {name} counter\n{name}_total {}",
         stats.wal_restarts
+    );
+    let name = "wechat_push_store_commit_delays";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Batches of store writes that waited a moment for more before they began (group commit).\n# TYPE {name} counter\n{name}_total {}",
+        stats.commit_delays
     );
     let name = "wechat_push_store_wal_backlog_pages";
     let _ = writeln!(
@@ -566,9 +573,14 @@ mod tests {
         let stats = crate::store::WriterStats {
             batches: histogram(40, 0.5),
             wal_restart_time: histogram(3, 0.012),
+            commit_delays: 7,
             ..Default::default()
         };
         let text = render_writer(&stats);
+        assert!(
+            text.contains("# TYPE wechat_push_store_commit_delays counter\nwechat_push_store_commit_delays_total 7\n"),
+            "{text}"
+        );
         for (name, count, sum) in [
             ("wechat_push_store_batch_seconds", 40, "0.5"),
             ("wechat_push_store_wal_restart_seconds", 3, "0.012"),

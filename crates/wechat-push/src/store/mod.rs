@@ -53,6 +53,9 @@ pub struct WriterStats {
     /// WAL pages (4 KiB) not yet copied back into the database file after
     /// the last checkpoint.
     pub wal_backlog_pages: u64,
+    /// Batches that waited a moment for more writes before they began
+    /// (group commit, SQLite: few writes waiting right after a commit).
+    pub commit_delays: u64,
 }
 
 /// Durations counted in [`BATCH_SECONDS_BUCKETS`].

