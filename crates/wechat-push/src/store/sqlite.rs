@@ -84,25 +84,26 @@ const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// the same bytes again would cost one frame.
 const HEALTH_WRITE: i64 = 64 * 1024;
 
-/// Group commit's wait: a batch that found fewer than [`COMMIT_SIBLINGS`]
-/// operations waiting, right after another commit, waits this long for more
-/// before it begins (PostgreSQL's `commit_delay` and `commit_siblings`, for
-/// the same reason). Each commit costs the writer about 100 µs of the core
-/// (the WAL's write and fsync, whatever the batch holds), so at 10,000
-/// pushes/s arriving one at a time, batches of two or three spent more of
-/// the core on commits than on pushes: measured on one core, open loop at
-/// 10,000/s, the wait cut batches from about 3,300 to 1,400 a second and the
-/// server's core from 82% to 68% busy, for 0.2 ms more at the median.
-/// Pushes arriving alone (under about 500 a second) never wait, and a closed
-/// loop of many connections fills its batches without it.
+/// Group commit's wait: a batch that found fewer than [`SMALL_BATCH`]
+/// operations waiting, within [`BUSY_WITHIN`] of the last commit, waits this
+/// long for more before it begins (the idea of PostgreSQL's `commit_delay`;
+/// PostgreSQL waits when enough other transactions are active, this writer
+/// when too few operations are waiting, since its batch is the group). Each
+/// commit costs the writer about 100 µs of the core (the WAL's writes and
+/// fsync, whatever the batch holds), so at 10,000 pushes/s arriving one at
+/// a time, batches of two or three spent as much of the one core on commits
+/// as the request path on pushes. Measured side by side on one core, open
+/// loop at 10,000/s: batches fell from about 3,300 to 1,850 a second and the
+/// server's core from 83% to 72% busy, for about 0.1 ms more at the median
+/// (ARCHITECTURE.md, docs/BENCHMARKS.md).
 const COMMIT_DELAY: Duration = Duration::from_micros(250);
 
-/// Fewer operations than this in a batch, right after a commit, make it
-/// wait [`COMMIT_DELAY`] for more.
-const COMMIT_SIBLINGS: usize = 4;
+/// Fewer operations than this waiting when a batch begins, right after a
+/// commit, make it wait [`COMMIT_DELAY`] for more.
+const SMALL_BATCH: usize = 4;
 
-/// A commit that ended this recently says pushes are arriving faster than
-/// one per commit: only then is a small batch worth its wait.
+/// A commit this recent says writes arrive faster than one per commit: only
+/// then is a small batch worth its wait.
 const BUSY_WITHIN: Duration = Duration::from_millis(2);
 
 /// A batch slower than this is logged (at debug, target
@@ -704,14 +705,25 @@ fn run(
     // Reused: the kinds of each batch, for the log of a slow one.
     let mut kinds: Vec<&'static str> = Vec::with_capacity(MAX_BATCH);
     let mut last_commit: Option<std::time::Instant> = None;
+    // A wait that gathered nothing says the writes come one at a time from
+    // callers that each wait for their answer (a client sending one push
+    // after another): another wait would only slow them. Waits resume once
+    // a batch finds two operations waiting without one.
+    let mut waits_gather = true;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
         drain(&mut rx, &mut batch);
-        if batch.len() < COMMIT_SIBLINGS && last_commit.is_some_and(|t| t.elapsed() < BUSY_WITHIN) {
+        waits_gather |= batch.len() > 1;
+        if waits_gather
+            && batch.len() < SMALL_BATCH
+            && last_commit.is_some_and(|t| t.elapsed() < BUSY_WITHIN)
+        {
+            let found = batch.len();
             std::thread::sleep(COMMIT_DELAY);
             drain(&mut rx, &mut batch);
             stats.delayed.fetch_add(1, Ordering::Relaxed);
+            waits_gather = batch.len() > found;
         }
         // The wait above is not the batch's: the histogram times the
         // transaction, begin to commit.
@@ -754,6 +766,7 @@ fn run(
             .and_then(|mut s| s.execute([]))
             .err()
             .map(StoreError::from);
+        last_commit = Some(std::time::Instant::now());
         let took = started.elapsed();
         stats.batches.observe(took);
         stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -799,7 +812,6 @@ fn run(
         if commit_error.is_none() {
             restart_wal(&conn, stats);
         }
-        last_commit = Some(std::time::Instant::now());
     }
 }
 
@@ -2067,18 +2079,19 @@ mod tests {
         let delays = || store.writer_stats().unwrap().commit_delays;
         store.insert(push("m:first", 1), None).await.unwrap();
         // Alone: no commit within BUSY_WITHIN before it.
-        tokio::time::sleep(BUSY_WITHIN * 10).await;
+        tokio::time::sleep(BUSY_WITHIN * 50).await;
         store.insert(push("m:alone", 1), None).await.unwrap();
         assert_eq!(delays(), 0);
         // One after another, each sent as the last one's commit answered:
-        // pushes arriving faster than one per commit.
+        // the first right after a commit waits, gathers nothing, and the
+        // others, still one at a time, do not wait again.
         for i in 0..50 {
             store
                 .insert(push(&format!("m:{i}"), 1), None)
                 .await
                 .unwrap();
         }
-        assert!(delays() >= 1, "{:?}", store.writer_stats());
+        assert_eq!(delays(), 1, "{:?}", store.writer_stats());
         assert_eq!(store.counts().await.unwrap().pending, 52);
     }
 
