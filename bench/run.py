@@ -1122,6 +1122,15 @@ def render(results):
             "Batches of `serve` in the open-loop run:",
             [r["batch_histogram"] for r in ol if r["kind"] == "serve"],
         )
+        # Each commit costs the writer's core about the same whatever it holds
+        # (ARCHITECTURE.md, group commit): fewer batches for the same pushes is
+        # CPU left for the request path.
+        committed = [
+            f"`{r['server']}` {r['batch_histogram'][-1][1]:,} ({r['batch_histogram'][-1][1] / r['seconds']:,.0f} a second)"
+            for r in ol if r.get("batch_histogram")
+        ]
+        if committed:
+            out += ["", f"Batches committed for the same {ol[0]['ok']:,} pushes: " + "; ".join(committed) + "."]
         out += histogram_table(
             "WAL restarts on the writer's thread in the open-loop run (`wechat_push_store_wal_restart_seconds`): "
             "between two batches, so the next batch's pushes waited for each, outside the batch times above:",

@@ -93,9 +93,9 @@ const HEALTH_WRITE: i64 = 64 * 1024;
 /// fsync, whatever the batch holds), so at 10,000 pushes/s arriving one at
 /// a time, batches of two or three spent as much of the one core on commits
 /// as the request path on pushes. Measured side by side on one core, open
-/// loop at 10,000/s: batches fell from about 3,300 to 1,850 a second and the
-/// server's core from 83% to 72% busy, for about 0.1 ms more at the median
-/// (ARCHITECTURE.md, docs/BENCHMARKS.md).
+/// loop at 10,000/s: batches fell from about 3,100 to 1,850 a second
+/// (docs/BENCHMARKS.md) and the server's core from 83% to 72% busy, for
+/// about 0.1 ms more at the median (development runs, ARCHITECTURE.md).
 const COMMIT_DELAY: Duration = Duration::from_micros(250);
 
 /// Fewer operations than this waiting when a batch begins, right after a
