@@ -186,6 +186,15 @@ def seal_pushes(config, n, path):
     """`n` distinct safe-mode pushes to the config's app, signed now, one per line."""
     with open(path, "w") as f:
         subprocess.run([SEALED, str(n), str(config)], stdout=f, check=True, cwd=ROOT)
+        # On disk before the server starts: left to the kernel, the file's
+        # hundreds of MB are written back about 30 s later (vm.dirty_expire_centisecs),
+        # in the middle of the run, and the store's fsyncs queue behind them
+        # (commits of 40-180 ms, all within half a second, 20-25 s into each run).
+        f.flush()
+        os.fsync(f.fileno())
+    # The last run's files, deleted, are discarded by the disk (the `discard`
+    # mount option) at the next journal commit: done now, not during the run.
+    os.sync()
 
 
 def wrk_load(port, concurrency, duration, pushes, expected="success"):
