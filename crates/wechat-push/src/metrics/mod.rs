@@ -408,6 +408,8 @@ impl Metrics {
 /// writes took, begin to commit, which its acknowledgements waited for),
 /// `wechat_push_store_wal_restart_seconds` (a histogram of the WAL restarts
 /// the writer tried between two batches, which the next batch waited for),
+/// `wechat_push_store_database_sync_seconds` (a histogram of the
+/// checkpointer's syncs of the database file),
 /// `wechat_push_store_checkpoints_total`, `wechat_push_store_wal_restarts_total`,
 /// `wechat_push_store_commit_delays_total` (batches that waited a moment
 /// for more writes: group commit) and `wechat_push_store_wal_backlog_pages`.
@@ -424,6 +426,12 @@ pub fn render_writer(stats: &crate::store::WriterStats) -> String {
         "wechat_push_store_wal_restart_seconds",
         "Time each WAL restart the store's writer tried between two batches took, whether it restarted the WAL or a reader held it.",
         &stats.wal_restart_time,
+    );
+    render_histogram(
+        &mut out,
+        "wechat_push_store_database_sync_seconds",
+        "Time each fdatasync of the database file after a checkpoint pass took (off the writer's thread, on its disk).",
+        &stats.database_sync_time,
     );
     // OpenMetrics: a counter's family is named without `_total`.
     let name = "wechat_push_store_checkpoints";
@@ -563,7 +571,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_writers_batches_and_wal_restarts_are_histograms() {
+    fn the_writers_batches_wal_restarts_and_database_syncs_are_histograms() {
         let n = crate::store::BATCH_SECONDS_BUCKETS.len();
         let histogram = |count: u64, seconds| crate::store::Histogram {
             buckets: (0..n as u64).map(|i| count.min(i)).collect(),
@@ -573,6 +581,7 @@ mod tests {
         let stats = crate::store::WriterStats {
             batches: histogram(40, 0.5),
             wal_restart_time: histogram(3, 0.012),
+            database_sync_time: histogram(5, 0.004),
             commit_delays: 7,
             ..Default::default()
         };
@@ -584,6 +593,7 @@ mod tests {
         for (name, count, sum) in [
             ("wechat_push_store_batch_seconds", 40, "0.5"),
             ("wechat_push_store_wal_restart_seconds", 3, "0.012"),
+            ("wechat_push_store_database_sync_seconds", 5, "0.004"),
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} histogram\n")),

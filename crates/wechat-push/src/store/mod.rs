@@ -45,6 +45,10 @@ pub struct WriterStats {
     /// The WAL restarts the writer ran between two batches (SQLite), by
     /// the time each took: the pushes of the next batch waited for them.
     pub wal_restart_time: Histogram,
+    /// The checkpointer's fdatasyncs of the database file (SQLite), one
+    /// after each checkpoint pass that copied pages, by the time each took:
+    /// off the writer's thread, but on its disk.
+    pub database_sync_time: Histogram,
     /// Checkpoints run (off the writer's thread).
     pub checkpoints: u64,
     /// Times the writer restarted the WAL from its beginning, between two
