@@ -400,7 +400,9 @@ def bench_open_loop(rate, duration, before=None):
                     "taskset", "-c", "1", str(OPEN_LOOP), f"http://127.0.0.1:{port}", str(pushes),
                     str(rate), str(duration), "64",
                 ]
+                disk_before = disk_counters(d)
                 out = subprocess.run(cmd, capture_output=True, text=True)
+                disk_after = disk_counters(d)
                 if not out.stdout.strip():
                     raise RuntimeError(f"open-loop generator failed: {out.stderr}")
                 report = json.loads(out.stdout)
@@ -415,7 +417,12 @@ def bench_open_loop(rate, duration, before=None):
             stored = stored_pushes(Path(d) / "inbox.db") if kind != "bare" else 0
             log(f"{label} open loop {rate}/s: p99 {report['p99_ms']:.2f} ms p99.9 {report['p999_ms']:.2f} ms "
                 f"max {report['max_ms']:.1f} ms, sent late {report['sent_late']}, {stored:,} stored")
+            disk = None
+            if disk_before and disk_after:
+                disk = {"writes_per_s": (disk_after[0] - disk_before[0]) / duration,
+                        "flushes_per_s": (disk_after[1] - disk_before[1]) / duration}
             results.append({"server": label, "kind": kind, "rate": rate, "peak_rss_kb": rss, "stored": stored,
+                            "disk": disk,
                             "batch_histogram": histogram, "restart_histogram": restarts, "slow_batches": slow,
                             "ack": ack, **report})
     return results
@@ -716,6 +723,71 @@ def disk_fsync_floor(seconds=10):
     floor = {"n": len(lat), "p50_ms": pick(.5), "p99_ms": pick(.99), "p999_ms": pick(.999), "max_ms": lat[-1]}
     log(f"fdatasync floor: p50 {floor['p50_ms']:.2f} ms p99 {floor['p99_ms']:.2f} ms max {floor['max_ms']:.1f} ms")
     return floor
+
+
+STALL_PROBE = r"""
+import os, sys, time
+rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+fd = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT, 0o600)
+block, start, i = b"x" * 16384, time.time(), 0
+while time.time() - start < seconds:
+    os.pwrite(fd, block, (i % 4096) * 16384)
+    os.fdatasync(fd)
+    i += 1
+    due = start + i / rate
+    while time.time() < due:
+        pass
+"""
+
+
+def machine_stalls(seconds=3, rates=(0, 1_000, 4_000)):
+    """How much of its time a thread spinning on core 0 loses in gaps over 1 ms while
+    core 1 runs `rate` write+fdatasync pairs a second (busy-waiting between them, as the
+    open-loop generator does). On a virtual machine whose host charges its disk
+    emulation to the machine's CPU time, the gaps grow with the disk's requests: the
+    whole machine stalls, the server's core included."""
+    rows = []
+    mask = os.sched_getaffinity(0)
+    with tempfile.TemporaryDirectory() as d:
+        for rate in rates:
+            io = None
+            if rate:
+                io = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", STALL_PROBE,
+                                       str(rate), str(seconds + 1), str(Path(d) / "stall.bin")])
+                time.sleep(0.5)
+            os.sched_setaffinity(0, {0})
+            try:
+                gaps, last = [], time.perf_counter()
+                end = last + seconds
+                while last < end:
+                    now = time.perf_counter()
+                    if now - last > 0.001:
+                        gaps.append((now - last) * 1000)
+                    last = now
+            finally:
+                os.sched_setaffinity(0, mask)
+            if io:
+                io.wait()
+            row = {"rate": rate, "gaps": len(gaps), "lost_ms_per_s": sum(gaps) / seconds,
+                   "max_ms": max(gaps, default=0.0)}
+            log(f"stalls with {rate:,} fsyncs/s on the other core: {row['gaps']} gaps over 1 ms, "
+                f"{row['lost_ms_per_s']:.1f} ms lost a second, longest {row['max_ms']:.1f} ms")
+            rows.append(row)
+    return rows
+
+
+def disk_counters(path):
+    """(write requests, flush requests) completed so far by the disk holding `path`,
+    from /proc/diskstats; None where the kernel does not say."""
+    dev = os.stat(path).st_dev
+    try:
+        for line in Path("/proc/diskstats").read_text().splitlines():
+            f = line.split()
+            if (int(f[0]), int(f[1])) == (os.major(dev), os.minor(dev)) and len(f) > 18:
+                return int(f[7]), int(f[18])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 PG_ADMIN = os.environ.get("WP_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -1127,6 +1199,25 @@ def render(results):
                 f"max {floor['max_ms']:.1f} ms. Every acknowledgement waits for at least one such fsync "
                 "(its batch's commit), and usually for part of the batch before it.",
             ]
+        disk_rows = [r for r in ol if r.get("disk")]
+        if disk_rows:
+            out += ["", "Requests the disk completed during the open-loop runs (`/proc/diskstats`, whole disk): " +
+                    "; ".join(f"`{r['server']}` {r['disk']['writes_per_s']:,.0f} writes and "
+                              f"{r['disk']['flushes_per_s']:,.0f} flushes a second" for r in disk_rows) + "."]
+        stalls = results.get("stalls")
+        if stalls:
+            out += [
+                "",
+                "What the machine loses to its disk: a thread spinning on core 0 while core 1 writes 16 KiB and "
+                "calls `fdatasync`, at each rate below (`machine_stalls`). Gaps over 1 ms are time the whole "
+                "virtual machine did not run; on a host that charges its disk emulation to the machine's CPU "
+                "time they grow with the disk's requests, and every push that arrives during one waits for it.",
+                "",
+                "| fsyncs a second on core 1 | gaps over 1 ms | lost a second | longest |",
+                "|---|---|---|---|",
+            ]
+            out += [f"| {r['rate']:,} | {r['gaps']} | {r['lost_ms_per_s']:.1f} ms | {r['max_ms']:.1f} ms |"
+                    for r in stalls]
         out += histogram_table(
             "Batches of `serve` in the open-loop run:",
             [r["batch_histogram"] for r in ol if r["kind"] == "serve"],
@@ -1239,7 +1330,7 @@ def main():
     ap.add_argument("--before", metavar="REV", help="also measure `serve` as built from git revision REV")
     ap.add_argument("--only", metavar="SECTIONS",
                     help="run only these sections (comma-separated: pipeline, pipeline_peers, servers, "
-                         "fsync_floor, open_loop, postgres, apps, scrape, console) and keep the others from bench/results.json")
+                         "fsync_floor, stalls, open_loop, postgres, apps, scrape, console) and keep the others from bench/results.json")
     args = ap.parse_args()
     if shutil.which("taskset") is None:
         sys.exit("taskset (util-linux) is required to pin server and load generator to cores")
@@ -1255,6 +1346,7 @@ def main():
         "pipeline_peers": lambda: bench_pipeline_peers(0.5 if args.quick else 2.0),
         "servers": lambda: bench_servers(duration, [16, 64], before),
         "fsync_floor": lambda: disk_fsync_floor(2 if args.quick else 10),
+        "stalls": lambda: machine_stalls(1 if args.quick else 3),
         "open_loop": lambda: bench_open_loop(args.rate, 10 if args.quick else args.open_loop_seconds, before),
         "postgres": lambda: bench_postgres(duration),
         "apps": lambda: bench_apps(max(2, duration // 2), [1, 10, 100]),

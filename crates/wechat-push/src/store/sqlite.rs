@@ -18,7 +18,7 @@
 //! - **Checkpoints** (copying the WAL back into the database file, with an
 //!   fdatasync of that file after each pass that copied pages) run on a
 //!   thread and connection of their own, every
-//!   `CHECKPOINT_EVERY` (10 ms) while pushes arrive. SQLite's automatic checkpoint
+//!   `CHECKPOINT_EVERY` (100 ms) while pushes arrive. SQLite's automatic checkpoint
 //!   is off on the writer: it ran *inside* the commit that crossed 1,000 WAL
 //!   pages, so the pushes of that batch waited for the copy of 4 MB and an
 //!   fsync of the main file. The WAL only starts over from its beginning
@@ -59,10 +59,17 @@ const MAX_BATCH: usize = 1024;
 const PRUNE_CHUNK: usize = 200;
 
 /// How often the checkpointer copies committed pages back into the
-/// database file while batches are being committed. Often, so that each
-/// pass is short: a pass of 100 ms of pages (about 12 MB at 25,000 pushes/s)
-/// took the one core from the server for long enough to show in its p99.9.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(10);
+/// database file while batches are being committed. Each pass costs the
+/// disk two flushes (SQLite syncs the WAL before copying, and the pass's
+/// own sync of the database file) and a write per page it copies; the pages
+/// every commit rewrites (the table's last leaf, the indexes' newest) are
+/// copied once per pass however often they changed. Every 10 ms, at 8,000
+/// pushes/s open loop, the disk took 3,700–4,100 writes and 1,400–1,600
+/// flushes a second; every 100 ms, 2,800 and 1,200 (alternating 30 s
+/// development runs, ARCHITECTURE.md). The fewer requests matter beyond
+/// the disk: on a virtual machine whose host charges its disk emulation to
+/// the machine's CPU time, each one costs the whole machine stalls.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// WAL frames (a 4 KiB page each: about 16 MB) at which the writer restarts
 /// the log, right after the checkpointer copied all but the last batches.
@@ -93,15 +100,18 @@ const HEALTH_WRITE: i64 = 64 * 1024;
 /// commit costs the writer about 100 µs of the core (the WAL's writes and
 /// fsync, whatever the batch holds), so at 10,000 pushes/s arriving one at
 /// a time, batches of two or three spent as much of the one core on commits
-/// as the request path on pushes. Measured side by side on one core, open
-/// loop at 10,000/s: batches fell from about 3,100 to 1,850 a second
-/// (docs/BENCHMARKS.md) and the server's core from 83% to 72% busy, for
-/// about 0.1 ms more at the median (development runs, ARCHITECTURE.md).
-const COMMIT_DELAY: Duration = Duration::from_micros(250);
+/// as the request path on pushes; and each commit is a write and a flush
+/// for the disk. Waiting 800 µs for 12 (it was 250 µs for 4), with
+/// [`CHECKPOINT_EVERY`]'s passes every 100 ms, open loop at 8,000/s: the
+/// disk's writes fell from 3,700–4,100 to 1,600–1,900 a second and its
+/// flushes from 1,400–1,600 to 620–750, batches over 10 ms from 45–119 to
+/// 0–6 per 30 s run, CPU per push from 81–96 µs to 63–94 µs, for 0.2–0.4 ms
+/// more at the median (alternating development runs, ARCHITECTURE.md).
+const COMMIT_DELAY: Duration = Duration::from_micros(800);
 
 /// Fewer operations than this waiting when a batch begins, right after a
 /// commit, make it wait [`COMMIT_DELAY`] for more.
-const SMALL_BATCH: usize = 4;
+const SMALL_BATCH: usize = 12;
 
 /// A commit this recent says writes arrive faster than one per commit: only
 /// then is a small batch worth its wait.
