@@ -59,22 +59,27 @@ const MAX_BATCH: usize = 1024;
 const PRUNE_CHUNK: usize = 200;
 
 /// How often the checkpointer copies committed pages back into the
-/// database file while batches are being committed. Each pass costs the
-/// disk two flushes (SQLite syncs the WAL before copying, and the pass's
-/// own sync of the database file) and a write per page it copies; the pages
+/// database file while batches are being committed. Each pass that copies
+/// costs the disk two flushes (SQLite syncs the WAL before copying, then
+/// the pass's own sync of the database file; a third when it copied the
+/// whole WAL) and a write per page it copies; the pages
 /// every commit rewrites (the table's last leaf, the indexes' newest) are
 /// copied once per pass however often they changed. Every 10 ms, at 8,000
 /// pushes/s open loop, the disk took 3,700–4,100 writes and 1,400–1,600
-/// flushes a second; every 100 ms, 2,800 and 1,200 (alternating 30 s
-/// development runs, ARCHITECTURE.md). The fewer requests matter beyond
-/// the disk: on a virtual machine whose host charges its disk emulation to
-/// the machine's CPU time, each one costs the whole machine stalls.
+/// flushes a second; every 100 ms, 2,800 and 1,200 (two alternating pairs
+/// of 30 s development runs). The fewer requests matter beyond the disk: on
+/// a virtual machine whose host charges its disk emulation to the machine's
+/// CPU time, they cost the whole machine stalls (ARCHITECTURE.md, "What the
+/// host takes"). The WAL may pass [`WAL_RESTART_AT`] by one interval's
+/// frames before a pass sees it (about 1,200 at 8,000 pushes/s).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// WAL frames (a 4 KiB page each: about 16 MB) at which the writer restarts
 /// the log, right after the checkpointer copied all but the last batches.
-/// Measured at concurrency 64: a restart held the writer 0.7–3 ms; with
-/// 16,384 frames and passes every 100 ms, 3–15 ms.
+/// Measured at concurrency 64 with passes every 10 ms: a restart held the
+/// writer 0.7–3 ms; with 16,384 frames and passes every 100 ms, 3–15 ms.
+/// Its copy is the batches committed since the checkpointer caught up
+/// (at most [`RESTART_WINDOW`]), whatever the pass interval.
 const WAL_RESTART_AT: u64 = 4_096;
 
 /// Batches committed since the checkpointer caught up within which the
@@ -574,7 +579,9 @@ fn checkpoint(
             let caught_up = if backlog == 0 { started_at } else { u64::MAX };
             stats.caught_up.store(caught_up, Ordering::Relaxed);
             let behind = stats.commits.load(Ordering::Relaxed) - started_at;
-            if frames < WAL_RESTART_AT || backlog > 0 || behind <= RESTART_WINDOW || passes == 8 {
+            // The writer looks after its next commit, one batch later: stop
+            // while that still leaves it within the window.
+            if frames < WAL_RESTART_AT || backlog > 0 || behind < RESTART_WINDOW || passes == 8 {
                 break;
             }
         }
@@ -636,7 +643,8 @@ fn database_handle(path: &Path) -> std::io::Result<Arc<std::fs::File>> {
 /// Restart the WAL from its beginning if it has grown to `WAL_RESTART_AT` (4,096)
 /// frames and the checkpointer copied all of it but the last few batches:
 /// on the writer's thread, between two batches, so that nothing else
-/// writes; readers are not waited for (another chance comes soon).
+/// writes; readers are not waited for (another chance comes after the
+/// checkpointer's next pass, within [`CHECKPOINT_EVERY`]).
 fn restart_wal(conn: &Connection, stats: &WriterCounters) {
     let commits = stats.commits.load(Ordering::Relaxed);
     let caught_up = stats.caught_up.load(Ordering::Relaxed);
@@ -2190,6 +2198,9 @@ mod tests {
                 tokio::spawn(async move { s.insert(Arc::new(p), None).await.unwrap() })
             });
             futures_join(inserts).await;
+            // A pass every CHECKPOINT_EVERY: a machine that writes the
+            // rounds faster than that must still see passes between them.
+            tokio::time::sleep(CHECKPOINT_EVERY + Duration::from_millis(20)).await;
         }
         let stats = store.writer_stats().unwrap();
         assert!(stats.wal_restarts >= 1, "{stats:?}");
