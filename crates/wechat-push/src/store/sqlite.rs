@@ -66,12 +66,12 @@ const PRUNE_CHUNK: usize = 200;
 /// every commit rewrites (the table's last leaf, the indexes' newest) are
 /// copied once per pass however often they changed. Every 10 ms, at 8,000
 /// pushes/s open loop, the disk took 3,700–4,100 writes and 1,400–1,600
-/// flushes a second; every 100 ms, 2,800 and 1,200 (two alternating pairs
-/// of 30 s development runs). The fewer requests matter beyond the disk: on
+/// flushes a second; every 100 ms, 2,800 and 1,200 (both with the 250 µs
+/// wait; two alternating pairs of 30 s development runs). The fewer requests matter beyond the disk: on
 /// a virtual machine whose host charges its disk emulation to the machine's
 /// CPU time, they cost the whole machine stalls (ARCHITECTURE.md, "What the
 /// host takes"). The WAL may pass [`WAL_RESTART_AT`] by one interval's
-/// frames before a pass sees it (about 1,200 at 8,000 pushes/s).
+/// frames before a pass sees it.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// WAL frames (a 4 KiB page each: about 16 MB) at which the writer restarts
@@ -648,7 +648,10 @@ fn database_handle(path: &Path) -> std::io::Result<Arc<std::fs::File>> {
 fn restart_wal(conn: &Connection, stats: &WriterCounters) {
     let commits = stats.commits.load(Ordering::Relaxed);
     let caught_up = stats.caught_up.load(Ordering::Relaxed);
+    // `u64::MAX`: the last pass left frames uncopied (a reader holds an
+    // older snapshot); a restart would copy them all while pushes wait.
     if stats.wal_frames.load(Ordering::Relaxed) < WAL_RESTART_AT
+        || caught_up == u64::MAX
         || commits.saturating_sub(caught_up) > RESTART_WINDOW
     {
         return;
@@ -2223,6 +2226,28 @@ mod tests {
         // Without restarts the WAL would hold all 80 MB written.
         assert!(wal < 40 << 20, "WAL of {} MB", wal >> 20);
         assert_eq!(store.counts().await.unwrap().pending, 20_000);
+    }
+
+    #[test]
+    fn the_writer_does_not_restart_a_wal_its_checkpointer_left_behind() {
+        let path = temp_db("wal-behind");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        let stats = WriterCounters::default();
+        stats
+            .wal_frames
+            .store(WAL_RESTART_AT + 1, Ordering::Relaxed);
+        stats.commits.store(10, Ordering::Relaxed);
+        // The last pass did not copy every frame: no attempt, not even timed.
+        stats.caught_up.store(u64::MAX, Ordering::Relaxed);
+        restart_wal(&conn, &stats);
+        assert_eq!(stats.restarting.histogram().count, 0);
+        // Caught up one batch ago: within the window, so it restarts.
+        stats.caught_up.store(9, Ordering::Relaxed);
+        restart_wal(&conn, &stats);
+        assert_eq!(stats.restarting.histogram().count, 1);
+        assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
     }
 
     #[test]
