@@ -67,11 +67,11 @@ const PRUNE_CHUNK: usize = 200;
 /// copied once per pass however often they changed. Every 10 ms, at 8,000
 /// pushes/s open loop, the disk took 3,700–4,100 writes and 1,400–1,600
 /// flushes a second; every 100 ms, 2,800 and 1,200 (both with the 250 µs
-/// wait; two alternating pairs of 30 s development runs). The fewer requests matter beyond the disk: on
-/// a virtual machine whose host charges its disk emulation to the machine's
-/// CPU time, they cost the whole machine stalls (ARCHITECTURE.md, "What the
-/// host takes"). The WAL may pass [`WAL_RESTART_AT`] by one interval's
-/// frames before a pass sees it.
+/// wait; two alternating pairs of 30 s development runs). The fewer
+/// requests matter beyond the disk: on a virtual machine whose host charges
+/// its disk emulation to the machine's CPU time, they cost the whole
+/// machine stalls (ARCHITECTURE.md, "What the host takes"). The WAL may
+/// pass [`WAL_RESTART_AT`] by one interval's frames before a pass sees it.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// WAL frames (a 4 KiB page each: about 16 MB) at which the writer restarts
@@ -648,12 +648,13 @@ fn database_handle(path: &Path) -> std::io::Result<Arc<std::fs::File>> {
 fn restart_wal(conn: &Connection, stats: &WriterCounters) {
     let commits = stats.commits.load(Ordering::Relaxed);
     let caught_up = stats.caught_up.load(Ordering::Relaxed);
-    // `u64::MAX`: the last pass left frames uncopied (a reader holds an
-    // older snapshot); a restart would copy them all while pushes wait.
-    if stats.wal_frames.load(Ordering::Relaxed) < WAL_RESTART_AT
-        || caught_up == u64::MAX
-        || commits.saturating_sub(caught_up) > RESTART_WINDOW
-    {
+    // No difference when the last pass left frames uncopied (`caught_up`
+    // is `u64::MAX`: a reader holds an older snapshot); a restart would
+    // copy them all while pushes wait.
+    let within_window = commits
+        .checked_sub(caught_up)
+        .is_some_and(|since| since <= RESTART_WINDOW);
+    if stats.wal_frames.load(Ordering::Relaxed) < WAL_RESTART_AT || !within_window {
         return;
     }
     let started = std::time::Instant::now();
