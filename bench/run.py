@@ -41,6 +41,8 @@ SEALED = TARGET / "examples" / "sealed_pushes"
 OPEN_LOOP = TARGET / "examples" / "open_loop"
 WRK_SCRIPT = Path(__file__).resolve().parent / "pushes.lua"
 RUNS = 3
+# Open-loop runs of the bare handler: the floor the latency targets are judged against.
+FLOOR_RUNS = 3
 BENCH = ROOT / "bench"
 VENV_PY = BENCH / ".venv" / "bin" / "python"
 APPID = "wxba5fad812f8e6fb9"
@@ -381,7 +383,10 @@ def bench_open_loop(rate, duration, before=None):
     results = []
     # The bare handler answers in microseconds: its tail is the generator's
     # and the machine's (the kernel, the other core's neighbours).
-    floor = [("bare axum: verify + decrypt, stores nothing (the generator's floor)", "bare", BARE)]
+    # Three runs: one floor run can be lucky or unlucky on a shared machine,
+    # and the targets are judged against what it reaches.
+    floor = [(f"bare axum: verify + decrypt, stores nothing (the generator's floor), run {n}", "bare", BARE)
+             for n in range(1, FLOOR_RUNS + 1)]
     for label, kind, binary in serve_contenders(before) + floor:
         with tempfile.TemporaryDirectory() as d:
             port = free_port()
@@ -808,6 +813,20 @@ def machine_stalls(seconds=3, rates=(0, 1_000, 4_000)):
     return rows
 
 
+def stalls_verdict(rows):
+    """Whether the machine's gaps followed the disk's requests in this run."""
+    idle = next((r for r in rows if r["rate"] == 0), None)
+    busiest = max(rows, key=lambda r: r["rate"])
+    if not idle or busiest is idle:
+        return ""
+    if busiest["lost_ms_per_s"] > 2 * idle["lost_ms_per_s"] + 1:
+        return (f"In this run they did: {idle['lost_ms_per_s']:.1f} ms lost a second with no fsyncs, "
+                f"{busiest['lost_ms_per_s']:.1f} ms beside {busiest.get('achieved', busiest['rate']):,.0f} a second.")
+    return (f"In this run they did not: {idle['lost_ms_per_s']:.1f} ms lost a second (longest {idle['max_ms']:.1f} ms) "
+            f"with no fsyncs at all, {busiest['lost_ms_per_s']:.1f} ms beside "
+            f"{busiest.get('achieved', busiest['rate']):,.0f} a second: the machine stalls whatever the disk does.")
+
+
 def disk_counters(path):
     """(write requests, flush requests) completed so far by the disk holding `path`,
     from /proc/diskstats; None where the kernel does not say. A partition's flushes
@@ -1212,7 +1231,8 @@ def render(results):
             "200 µs after they were due while their connection was idle, which is the generator's (or the "
             "machine's) lateness, not the server's. One run per server, from an empty store that grows past a "
             "million pushes; the bare handler, which answers in microseconds and stores nothing, shows the "
-            "floor that the generator, the kernel and this shared machine set. `server's p50/p99/p99.9` are "
+            f"floor that the generator, the kernel and this shared machine set ({sum(r['kind'] == 'bare' for r in ol)} "
+            "runs, each on a fresh server). `server's p50/p99/p99.9` are "
             "the upper bounds of the buckets of `wechat_push_ack_seconds`, the server's own view of each "
             "acknowledgement from request to answer.",
             "",
@@ -1246,12 +1266,12 @@ def render(results):
         if stalls:
             out += [
                 "",
-                "What the machine loses to its disk: a thread spinning on core 0 while core 1 writes 16 KiB and "
-                "calls `fdatasync`, at each rate below (`machine_stalls`). Gaps over 1 ms with no involuntary "
-                "context switch of the spinning thread were not the guest's scheduler: the virtual CPU did not run "
-                "(the hypervisor's steal time counts it too). On a host that charges its disk emulation to the "
-                "machine's CPU time they grow with the disk's requests, and every push that arrives during one waits "
-                "for it.",
+                "What the machine takes from a running thread: a thread spinning on core 0 while core 1 writes "
+                "16 KiB and calls `fdatasync`, at each rate below (0: core 1 only spins) (`machine_stalls`). Gaps "
+                "over 1 ms with no involuntary context switch of the spinning thread were not the guest's scheduler: "
+                "the virtual CPU did not run (the hypervisor's steal time counts it too). On a host that charges its "
+                "disk emulation to the machine's CPU time they grow with the disk's requests; every push that "
+                "arrives during one waits for it. " + stalls_verdict(stalls),
                 "",
                 "| fsyncs a second on core 1 | gaps over 1 ms | lost a second | longest | involuntary switches | core 0 stolen a second |",
                 "|---|---|---|---|---|---|",
@@ -1322,9 +1342,26 @@ def render(results):
             ("open loop: the store grew from empty to over a million pushes", f"{ours_ol['stored']:,}", ours_ol["stored"] > 1_000_000),
             ("open loop: every push answered rightly", f"{ours_ol['errors']} errors", ours_ol["errors"] == 0),
         ]
-    out += ["", "## Targets, judged on this run", "", "| target | measured | met |", "|---|---|---|"]
+    # What a server that stores nothing reached in the same run, beside each
+    # latency target: a target it misses too is below what this machine gives
+    # any server, not a stall of the store's.
+    floor_of = {"`serve`: p99 under 5 ms at concurrency 64, in each of three runs":
+                (", ".join(f"{r['p99_ms']:.2f}" for r in bare64["rows"]) + " ms", bare64["worst_p99"] < 5)}
+    bare_ol = [r for r in ol if r["kind"] == "bare"]
+    if ours_ol and bare_ol:
+        for key, unit, limit, name in (("p99_ms", "ms", 2, "p99 under 2 ms"), ("p999_ms", "ms", 10, "p99.9 under 10 ms"),
+                                       ("max_ms", "ms", 50, "max under 50 ms")):
+            floor_of[f"open loop at {ours_ol['rate']:,}/s: {name}"] = (
+                ", ".join(f"{r[key]:.2f}" for r in bare_ol) + f" {unit}", all(r[key] < limit for r in bare_ol))
+    out += ["", "## Targets, judged on this run", "",
+            "`bare axum, same run` is what the bare handler (verify and decrypt, store nothing) measured against "
+            "the same target, in each of its runs: where it misses too, the target is below what this machine "
+            "gives a server that does no work beyond the protocol.", "",
+            "| target | measured | met | bare axum, same run | met by bare axum |", "|---|---|---|---|---|"]
     for target, measured, met in checks:
-        out.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
+        floor_text, floor_met = floor_of.get(target, ("—", None))
+        floor_cell = "—" if floor_met is None else ("yes" if floor_met else "**no**")
+        out.append(f"| {target} | {measured} | {'yes' if met else '**no**'} | {floor_text} | {floor_cell} |")
     bare_mid = sorted(bare64["rows"], key=lambda r: r["throughput"])[1 if len(bare64["rows"]) > 1 else 0]
     serve_mid = sorted(serve64["rows"], key=lambda r: r["throughput"])[1 if len(serve64["rows"]) > 1 else 0]
     note = (
