@@ -7,6 +7,7 @@
 //! at once on several instances, store one push; and it must not report an
 //! insert before it is durable, because the server says `success` on it.
 
+mod arrival;
 pub mod postgres;
 pub mod sqlite;
 

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::arrival::{FirstIdAt, Step};
 use super::{
     prefixed, AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken,
     Claim, Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog,
@@ -1874,10 +1875,7 @@ impl DeliveryLog for PostgresStore {
 }
 
 /// The first id of a push received at or after `at` (past the last id
-/// when none was), found by bisecting ids: ids grow with arrival, and each
-/// probe is one primary-key seek, so a million pushes cost about twenty.
-/// Instances' clocks and commits a moment late may put a push a few
-/// milliseconds off the edge.
+/// when none was): [`FirstIdAt`]'s search, each probe one primary-key seek.
 async fn first_id_at(client: &deadpool_postgres::Object, at: Millis) -> Result<i64, StoreError> {
     let row = client
         .query_one(
@@ -1885,42 +1883,22 @@ async fn first_id_at(client: &deadpool_postgres::Object, at: Millis) -> Result<i
             &[],
         )
         .await?;
-    let (Some(mut low), Some(mut high)) =
-        (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
-    else {
-        return Ok(0);
-    };
+    let mut search = FirstIdAt::new(row.get(0), row.get(1), at);
     let probe = client
         .prepare_cached("SELECT id, received_at FROM pushes WHERE id >= $1 ORDER BY id LIMIT 1")
         .await?;
-    // Each seek reads its own snapshot: pushes pruned since MAX was read
-    // leave nothing at or after `id`, which counts as arriving last.
-    let seek = |id: i64| {
-        let probe = probe.clone();
-        async move {
-            let row = client.query_opt(&probe, &[&id]).await?;
-            Ok::<_, StoreError>(row.map_or((i64::MAX, Millis(i64::MAX)), |row| {
-                (row.get::<_, i64>(0), row.get::<_, Millis>(1))
-            }))
-        }
-    };
-    if seek(high).await?.1 < at {
-        return Ok(high + 1);
-    }
-    // Bisected on id values, not on the ids found: ids have gaps (pruned
-    // pushes, sequence values of duplicates), and a probe in a gap finds
-    // the id after it. Invariant: the first push at or after id `high`
-    // arrived at or after `at`; none before id `low` did.
-    while low < high {
-        let mid = low + (high - low) / 2;
-        let (id, received_at) = seek(mid).await?;
-        if received_at >= at {
-            high = mid;
-        } else {
-            low = id + 1;
+    loop {
+        match search.next() {
+            Step::Done(id) => return Ok(id),
+            Step::Probe(id) => {
+                let first = client
+                    .query_opt(&probe, &[&id])
+                    .await?
+                    .map(|row| (row.get::<_, i64>(0), row.get::<_, Millis>(1)));
+                search.found(id, first);
+            }
         }
     }
-    Ok(low)
 }
 
 /// A push read from `row`'s columns starting at `at` (after a delivery's).

@@ -42,6 +42,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::arrival::{FirstIdAt, Step};
 use super::{
     prefixed, AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken,
     Claim, Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog,
@@ -1033,52 +1034,31 @@ fn finish_delivery_in(
 }
 
 /// The first id of a push received at or after `at` (past the last id
-/// when none was), found by bisecting ids: ids grow with arrival, and
-/// each probe is one primary-key seek, so a million pushes cost about
-/// twenty. Pushes whose arrival order and id order differ (a batch
-/// committed a moment late) may fall a few milliseconds off the edge.
+/// when none was): [`FirstIdAt`]'s search, each probe one primary-key seek.
 fn first_id_at(conn: &Connection, at: Millis) -> rusqlite::Result<i64> {
-    let (low, high): (Option<i64>, Option<i64>) =
+    let (lowest, highest): (Option<i64>, Option<i64>) =
         // Two subqueries: SQLite reads a lone MIN or MAX off the primary
         // key, but scans the table for both in one SELECT (115 ms at a
         // million pushes).
         conn.query_row(
             "SELECT (SELECT MIN(id) FROM pushes), (SELECT MAX(id) FROM pushes)",
             [],
-            |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        },
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-    let (Some(mut low), Some(mut high)) = (low, high) else {
-        return Ok(0);
-    };
+    let mut search = FirstIdAt::new(lowest, highest, at);
     let mut probe = conn
         .prepare_cached("SELECT id, received_at FROM pushes WHERE id >= ?1 ORDER BY id LIMIT 1")?;
-    // Each seek reads its own snapshot: pushes pruned since MAX was read
-    // leave nothing at or after `id`, which counts as arriving last.
-    let mut seek = |id: i64| -> rusqlite::Result<(i64, Millis)> {
-        Ok(probe
-            .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?
-            .unwrap_or((i64::MAX, Millis(i64::MAX))))
-    };
-    if seek(high)?.1 < at {
-        return Ok(high + 1);
-    }
-    // Bisected on id values, not on the ids found: ids have gaps (pruned
-    // pushes), and a probe in a gap finds the id after it. Invariant: the
-    // first push at or after id `high` arrived at or after `at`; none
-    // before id `low` did.
-    while low < high {
-        let mid = low + (high - low) / 2;
-        let (id, received_at) = seek(mid)?;
-        if received_at >= at {
-            high = mid;
-        } else {
-            low = id + 1;
+    loop {
+        match search.next() {
+            Step::Done(id) => return Ok(id),
+            Step::Probe(id) => {
+                let first = probe
+                    .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                search.found(id, first);
+            }
         }
     }
-    Ok(low)
 }
 
 fn format_of(s: &str) -> Format {
