@@ -342,39 +342,43 @@ def bench_servers(duration, concurrencies, before=None):
         ("aiohttp + wechatpy (stores nothing)", "aiohttp", None),
         ("express + node wechat (stores nothing)", "express", None),
     ]
-    for label, kind, binary in contenders:
-        for c in concurrencies:
-            for run_no in range(1, RUNS + 1):
-                with tempfile.TemporaryDirectory() as d:
-                    port = free_port()
-                    config = write_config(d, port)
-                    pushes = Path(d) / "pushes.tsv"
-                    # More than the contender can take in `duration` (wrk is faster than
-                    # any load generator that seals: the bare handler takes ~70k/s).
-                    seal_pushes(config, (100_000 if kind == "bare" else 50_000) * duration, pushes)
-                    if kind in ("serve", "before"):
-                        server = Server([binary, "serve", "--config", config], port)
-                    elif kind == "bare":
-                        server = Server([binary, f"127.0.0.1:{port}", config], port)
-                    elif kind == "aiohttp":
-                        server = Server([VENV_PY, BENCH / "peers" / "aiohttp_server.py", port, TOKEN, KEY, APPID], port)
-                    else:
-                        server = Server(["node", BENCH / "peers" / "express_server.js", port, TOKEN, KEY, APPID], port)
-                    try:
-                        cpu_before = cpu_seconds(server.proc.pid)
-                        report = wrk_load(port, c, duration, pushes, "" if kind == "express" else "success")
-                        cpu_after = cpu_seconds(server.proc.pid)
-                        histogram = batch_histogram(scrape(port)) if kind == "serve" else None
-                    finally:
-                        rss = server.stop()
-                    if cpu_before is not None and cpu_after is not None:
-                        report["server_cpu_s"] = cpu_after - cpu_before
-                    stored = stored_pushes(Path(d) / "inbox.db") if kind in ("serve", "before") else None
-                    row = {"server": label, "kind": kind, "concurrency": c, "run": run_no, "peak_rss_kb": rss,
-                           "stored": stored, "batch_histogram": histogram, **report}
-                    log(f"{label} c={c} run {run_no}: {report['throughput']:.0f}/s p99 {report['p99_ms']:.2f} ms "
-                        f"p99.9 {report['p999_ms']:.2f} ms max {report['max_ms']:.1f} ms rss {rss} kB")
-                    results.append(row)
+    # Interleaved: each round runs every contender once, so that the shared
+    # machine's drift over the section (its speed moved by a quarter within
+    # minutes on 2026-12-01) falls on all of them alike, not on whichever
+    # ran last.
+    rounds = [(run_no, c, contender) for run_no in range(1, RUNS + 1) for c in concurrencies
+              for contender in contenders]
+    for run_no, c, (label, kind, binary) in rounds:
+        with tempfile.TemporaryDirectory() as d:
+            port = free_port()
+            config = write_config(d, port)
+            pushes = Path(d) / "pushes.tsv"
+            # More than the contender can take in `duration` (wrk is faster than
+            # any load generator that seals: the bare handler takes ~70k/s).
+            seal_pushes(config, (100_000 if kind == "bare" else 50_000) * duration, pushes)
+            if kind in ("serve", "before"):
+                server = Server([binary, "serve", "--config", config], port)
+            elif kind == "bare":
+                server = Server([binary, f"127.0.0.1:{port}", config], port)
+            elif kind == "aiohttp":
+                server = Server([VENV_PY, BENCH / "peers" / "aiohttp_server.py", port, TOKEN, KEY, APPID], port)
+            else:
+                server = Server(["node", BENCH / "peers" / "express_server.js", port, TOKEN, KEY, APPID], port)
+            try:
+                cpu_before = cpu_seconds(server.proc.pid)
+                report = wrk_load(port, c, duration, pushes, "" if kind == "express" else "success")
+                cpu_after = cpu_seconds(server.proc.pid)
+                histogram = batch_histogram(scrape(port)) if kind == "serve" else None
+            finally:
+                rss = server.stop()
+            if cpu_before is not None and cpu_after is not None:
+                report["server_cpu_s"] = cpu_after - cpu_before
+            stored = stored_pushes(Path(d) / "inbox.db") if kind in ("serve", "before") else None
+            row = {"server": label, "kind": kind, "concurrency": c, "run": run_no, "peak_rss_kb": rss,
+                   "stored": stored, "batch_histogram": histogram, **report}
+            log(f"{label} c={c} run {run_no}: {report['throughput']:.0f}/s p99 {report['p99_ms']:.2f} ms "
+                f"p99.9 {report['p999_ms']:.2f} ms max {report['max_ms']:.1f} ms rss {rss} kB")
+            results.append(row)
     return results
 
 
@@ -1110,7 +1114,8 @@ def render(results):
         "closed loop: each connection sends its next push when the last is answered) sending distinct "
         "safe-mode XML pushes sealed beforehand (`examples/sealed_pushes.rs`), each sent once, every answer "
         "checked (`bench/pushes.lua`). Each contender runs three times at each concurrency, each time on a "
-        "fresh server and store; the tables give the median of the three runs and, in brackets, the worst. "
+        "fresh server and store, in rounds that run every contender once (the machine's drift falls on "
+        "all alike); the tables give the median of the three runs and, in brackets, the worst. "
         "`wechat-push serve` (default config, log level info) stores every push durably (SQLite, WAL, "
         "`synchronous=FULL`, group commit) before answering `success`, and its workers handle each one "
         "after; the bare axum handler and the peers verify and decrypt but store nothing. The peers: a "
