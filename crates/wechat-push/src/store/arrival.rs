@@ -85,8 +85,10 @@ impl FirstIdAt {
         if received_at >= self.at {
             self.high = probe;
         } else {
-            // Past `probe` itself: the push found may lie beyond a gap.
-            self.low = id.saturating_add(1).max(probe + 1);
+            // Past the push found, which may lie beyond a gap; never below
+            // the probe, so that every probe narrows the range and the
+            // search ends whatever a store answers.
+            self.low = id.max(probe).saturating_add(1);
         }
     }
 }
@@ -97,11 +99,19 @@ mod tests {
 
     /// Runs the search over `pushes` (id, received at), sorted by id.
     fn search(pushes: &[(i64, i64)], at: i64) -> (i64, usize) {
-        let mut search = FirstIdAt::new(
-            pushes.first().map(|p| p.0),
-            pushes.last().map(|p| p.0),
-            Millis(at),
-        );
+        let (lowest, highest) = (pushes.first().map(|p| p.0), pushes.last().map(|p| p.0));
+        search_from(lowest, highest, pushes, at)
+    }
+
+    /// Runs the search with the lowest and highest id read beforehand,
+    /// probing `pushes` (which may no longer hold them).
+    fn search_from(
+        lowest: Option<i64>,
+        highest: Option<i64>,
+        pushes: &[(i64, i64)],
+        at: i64,
+    ) -> (i64, usize) {
+        let mut search = FirstIdAt::new(lowest, highest, Millis(at));
         let mut probes = 0;
         loop {
             match search.next() {
@@ -166,11 +176,12 @@ mod tests {
 
     #[test]
     fn pushes_pruned_during_the_search_count_as_arriving_last() {
-        // The highest id, read first, is gone when probed.
-        let mut search = FirstIdAt::new(Some(1), Some(50), Millis(100));
-        assert_eq!(search.next(), Step::Probe(50));
-        search.found(50, None);
-        // Not "nothing since": the search goes on below the vanished id.
-        assert!(matches!(search.next(), Step::Probe(id) if id < 50));
+        // Lowest 1 and highest 50 were read; by the first probe, every push
+        // from 30 on has been pruned.
+        let pushes = [(1, 10), (10, 90), (20, 110), (29, 120)];
+        let (found, _) = search_from(Some(1), Some(50), &pushes, 100);
+        // Not "nothing since" (51): the vanished highest id counted as
+        // arriving last, and the search went on below it to the push at 110.
+        assert!((11..=20).contains(&found), "{found}");
     }
 }

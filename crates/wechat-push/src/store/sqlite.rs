@@ -649,9 +649,10 @@ fn database_handle(path: &Path) -> std::io::Result<Arc<std::fs::File>> {
 fn restart_wal(conn: &Connection, stats: &WriterCounters) {
     let commits = stats.commits.load(Ordering::Relaxed);
     let caught_up = stats.caught_up.load(Ordering::Relaxed);
-    // No difference when the last pass left frames uncopied (`caught_up`
-    // is `u64::MAX`: a reader holds an older snapshot); a restart would
-    // copy them all while pushes wait.
+    // While the last pass left frames uncopied (a reader holds an older
+    // snapshot), `caught_up` is `u64::MAX`: `checked_sub` gives no
+    // difference, so it is outside the window, where a restart would copy
+    // that whole backlog while pushes wait.
     let within_window = commits
         .checked_sub(caught_up)
         .is_some_and(|since| since <= RESTART_WINDOW);
