@@ -109,8 +109,8 @@ impl Processor {
         slot: Option<Slot>,
         reply_to: Option<oneshot::Sender<Vec<u8>>>,
     ) {
-        // Debug: the server's `push` span already carries appid, dedup key and
-        // outcome at info; failures below name their push themselves.
+        // Debug, like the server's `push` span: failures below name their
+        // push themselves.
         let span = tracing::debug_span!(
             "handle",
             appid = %stored.appid,
@@ -180,9 +180,13 @@ impl Processor {
                     .complete(vec![(claim, Some(rendered.clone()))], now_ms())
                     .await
                 {
-                    Ok(0) => tracing::warn!("push handled, but its lease ran out and another worker has claimed it since: that worker's outcome stands"),
+                    Ok(0) => {
+                        tracing::warn!(%appid, dedup_key = %stored.dedup_key, "push handled, but its lease ran out and another worker has claimed it since: that worker's outcome stands")
+                    }
                     Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again"),
+                    Err(e) => {
+                        tracing::error!(%appid, dedup_key = %stored.dedup_key, error = %e, "push handled, but marking it done failed; it will be handled again")
+                    }
                 }
                 let delivered = reply_to.is_some_and(|tx| tx.send(rendered).is_ok());
                 self.passive_reply_sent(&handling, &push, claim, &reply, delivered, waiting)
@@ -201,7 +205,7 @@ impl Processor {
                 // Pushes without a reply are marked done in batches.
                 if !completed && self.completions.send(claim).await.is_err() {
                     if let Err(e) = self.store.complete(vec![(claim, None)], now_ms()).await {
-                        tracing::error!(error = %e, "push handled, but marking it done failed; it will be handled again");
+                        tracing::error!(%appid, dedup_key = %stored.dedup_key, error = %e, "push handled, but marking it done failed; it will be handled again");
                     }
                 }
                 self.metrics
@@ -322,7 +326,7 @@ impl Processor {
                 tracing::warn!(%appid, %dedup_key, "the push's lease ran out and another worker has claimed it since: its outcome stands, this failure is not recorded")
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot record the failure; the lease will bring the push back")
+                tracing::error!(%appid, %dedup_key, error = %e, "cannot record the failure; the lease will bring the push back")
             }
         }
     }
@@ -518,7 +522,7 @@ impl Pool {
                                     pool.untrack(claim);
                                     if let Err(e) = pool.processor.store.release(vec![claim]).await
                                     {
-                                        tracing::warn!(error = %e, "cannot give a push back to the inbox; its lease will run out instead");
+                                        tracing::warn!(appid = %stored.appid, dedup_key = %stored.dedup_key, error = %e, "cannot give a push back to the inbox; its lease will run out instead");
                                     }
                                     pool.notify.notify_one();
                                 }
@@ -535,6 +539,8 @@ impl Pool {
         let (tx, mut rx) = oneshot::channel();
         let processor = processor.clone();
         let budget = processor.reply_budget;
+        // For the line below: the server's span is at debug.
+        let (appid, dedup_key) = (stored.appid.clone(), stored.dedup_key.clone());
         tokio::spawn(
             async move {
                 processor.process(stored, Some(message), Some(tx)).await;
@@ -551,7 +557,7 @@ impl Pool {
                 rx.close();
                 let late = rx.try_recv().ok();
                 if late.is_none() {
-                    tracing::warn!("handler exceeded the reply budget; answered without a reply");
+                    tracing::warn!(%appid, %dedup_key, "handler exceeded the reply budget; answered without a reply");
                 }
                 late
             }

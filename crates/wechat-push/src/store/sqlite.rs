@@ -786,6 +786,39 @@ fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((meta.dev(), meta.ino()))
 }
 
+/// How far below the process's nice value the writer's thread runs.
+///
+/// Why: on a core the request path keeps busy, Linux's scheduler shares it
+/// evenly between the runnable threads, so a batch's statements took twice
+/// their CPU time in wall time while every push of the batch, and of the
+/// batch behind it, waited. Nice 10 lower weighs the writer 9,548 against
+/// the request path's 1,024 (the kernel's `sched_prio_to_weight`): a batch
+/// runs nearly as if alone, and the request path gets the core back while
+/// the commit's fsync waits for the disk. The writer runs a few hundred
+/// microseconds a batch, so it cannot starve the request path. Open loop
+/// at 10,000 pushes/s, alternating 20 s development runs on one core: p50
+/// 1.25–1.28 ms against 1.45–1.48, p99 3.1–3.2 ms against 4.5–7.2.
+///
+/// Lowering a nice value needs `CAP_SYS_NICE` or a nice limit
+/// (`RLIMIT_NICE`, systemd's `LimitNICE=-10`); without either the writer
+/// runs at the process's priority and says so once.
+const WRITER_NICE_BELOW: i32 = 10;
+
+/// Run the calling thread (the writer) [`WRITER_NICE_BELOW`] below the
+/// process's nice value; the nice value it runs at, or why not.
+#[cfg(target_os = "linux")]
+fn raise_writer_priority() -> std::io::Result<i32> {
+    // `None` is the calling thread: on Linux a nice value is a thread's.
+    let nice = rustix::process::getpriority_process(None)? - WRITER_NICE_BELOW;
+    rustix::process::setpriority_process(None, nice)?;
+    Ok(nice)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_writer_priority() -> std::io::Result<i32> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 /// The connection's thread: batch, run, commit, answer.
 fn run(
     conn: Connection,
@@ -794,6 +827,13 @@ fn run(
     health: &Health,
     stats: &WriterCounters,
 ) {
+    match raise_writer_priority() {
+        Ok(nice) => tracing::debug!(nice, "SQLite store: the writer runs above the request path"),
+        Err(e) => tracing::info!(
+            error = %e,
+            "SQLite store: cannot raise the writer's priority (it needs CAP_SYS_NICE or a nice limit, e.g. systemd's LimitNICE=-10): under load, acknowledgements wait longer"
+        ),
+    }
     // Reused: the kinds of each batch, for the log of a slow one.
     let mut kinds: Vec<&'static str> = Vec::with_capacity(MAX_BATCH);
     let mut last_commit: Option<std::time::Instant> = None;
@@ -2141,6 +2181,55 @@ mod tests {
         assert!(matches!(e, StoreError::Lost { .. }), "{e}");
         let e = store.list(ListFilter::default()).await.unwrap_err();
         assert!(matches!(e, StoreError::Lost { .. }), "{e}");
+    }
+
+    /// The writer's thread runs [`WRITER_NICE_BELOW`] below the test's own
+    /// nice value where the system lets a thread lower it (root,
+    /// `CAP_SYS_NICE`, `RLIMIT_NICE`), and at the process's where it does not.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_writer_runs_above_the_request_path_where_the_system_allows() {
+        let base = rustix::process::getpriority_process(None).unwrap();
+        let allowed = std::thread::spawn(move || {
+            rustix::process::setpriority_process(None, base - WRITER_NICE_BELOW).is_ok()
+        })
+        .join()
+        .unwrap();
+        let path = temp_db("writer-priority");
+        let store = SqliteStore::open(&path).unwrap();
+        // Answered: this store's writer is running.
+        store.insert(push("m:1", 1), None).await.unwrap();
+        // Every writer thread of the test process (other tests open stores too).
+        let mut writers = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+                continue; // the thread ended
+            };
+            let (comm, rest) = stat.rsplit_once(')').unwrap();
+            if comm.ends_with("(wechat-push-sql") {
+                // Field 19 of proc_pid_stat(5): the 17th after the name.
+                writers.push(
+                    rest.split_whitespace()
+                        .nth(16)
+                        .unwrap()
+                        .parse::<i32>()
+                        .unwrap(),
+                );
+            }
+        }
+        let expected = if allowed {
+            base - WRITER_NICE_BELOW
+        } else {
+            base
+        };
+        assert!(
+            writers.contains(&expected),
+            "base {base}, allowed {allowed}, writers {writers:?}"
+        );
+        if !allowed {
+            assert!(writers.iter().all(|&n| n == base), "{writers:?}");
+        }
     }
 
     /// Group commit: the wait is only for batches that follow a commit.
