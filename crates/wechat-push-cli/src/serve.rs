@@ -35,7 +35,8 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
     let queue_drops = writer.error_counter();
     match config.server.log_format {
         // Fields at the top level of each object, beside `timestamp`,
-        // `level`, `target` and `message`; the push's span as `span`.
+        // `level`, `target` and `message`; the current span, if any, as
+        // `span` (the push's at `debug`, a held reply's at `info`).
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .flatten_event(true)

@@ -261,7 +261,7 @@ impl Processor {
                 .forget_reply(claim)
                 .await
                 .map_err(|e| HandlerError::caused_by("cannot forget the missed reply", e))?;
-            tracing::warn!(appid = %push.appid, msg_type = reply.msg_type(), %why, %instead, "passive reply missed its answer");
+            tracing::warn!(appid = %push.appid, push = %push.id, msg_type = reply.msg_type(), %why, %instead, "passive reply missed its answer");
             Some(format!("{why}; {instead}"))
         };
         let body = serde_json::Value::Object(reply.to_fields(
@@ -539,13 +539,16 @@ impl Pool {
         let (tx, mut rx) = oneshot::channel();
         let processor = processor.clone();
         let budget = processor.reply_budget;
-        // For the line below: the server's span is at debug.
+        // As when the server's `push` span was at `info`: the lines of a
+        // handler whose reply is awaited (the library's, and a library
+        // user's own) carry the push's appid and dedup key.
         let (appid, dedup_key) = (stored.appid.clone(), stored.dedup_key.clone());
+        let span = tracing::info_span!("reply", %appid, %dedup_key);
         tokio::spawn(
             async move {
                 processor.process(stored, Some(message), Some(tx)).await;
             }
-            .in_current_span(),
+            .instrument(span),
         );
         // A reply sent is a reply received: the worker learns from the
         // send whether it rode on this answer (see `Processor::process`),

@@ -978,6 +978,21 @@ async fn refusals_are_logged_with_their_reason_in_words() {
         "{line}"
     );
     assert!(!line.contains("UnsyncBoxBody"), "{line}");
+
+    // An appid not configured: counted as `unknown`, logged as sent (its
+    // first 32 characters), for a mistyped URL.
+    let sent = format!("wx{}", "e".repeat(40));
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/wechat/{sent}?signature=x", server.addr))
+        .body("<xml/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let line = server.wait_log("unknown_app");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["appid"], "unknown", "{line}");
+    assert_eq!(v["sent_appid"].as_str(), Some(&sent[..32]), "{line}");
 }
 
 /// The database (decrypted messages, access tokens) was created 0644.
@@ -1154,6 +1169,14 @@ async fn a_database_deleted_under_load_answers_503_and_turns_health_red() {
         .unwrap();
     assert_eq!(ready.status(), 503);
     server.wait_log("the database file was deleted or replaced");
+    // Each refusal names the push WeChat will send again (it came from the
+    // `push` span, at debug since).
+    let refused = server.wait_log("store_unavailable");
+    let v: Value = serde_json::from_str(&refused).unwrap();
+    assert!(
+        v["dedup_key"].as_str().is_some_and(|k| !k.is_empty()),
+        "{refused}"
+    );
     drop(server);
     // A restart starts from an empty store, and says so.
     let restarted = start(&config, &[]);

@@ -43,6 +43,7 @@ use crate::protocol::crypto::KeySlot;
 use crate::protocol::envelope::{
     is_container_path_check, render, AppCrypto, OpenError, Opened, PushQuery,
 };
+use crate::protocol::message::DedupKey;
 use crate::protocol::wire::{Limits, WireError};
 use crate::protocol::Format;
 use crate::store::{Claim, NewPush, Store, StoreError};
@@ -573,14 +574,24 @@ impl IntoResponse for PushError {
     }
 }
 
-/// Log and count a refusal, then answer it.
-fn refuse(shared: &Shared, appid: &str, err: PushError) -> Response {
+/// Longest unknown appid written to the log (WeChat's are 18 characters):
+/// anyone can send a long one.
+const MAX_LOGGED_APPID: usize = 32;
+
+/// Log and count a refusal, then answer it; `dedup_key` is the push's when
+/// it was opened before being refused (the store failed).
+fn refuse(shared: &Shared, appid: &str, dedup_key: Option<&DedupKey>, err: PushError) -> Response {
     // Unknown appids are not used as labels: anyone can invent them.
-    let label = if shared.apps().by_appid.contains_key(appid) {
-        appid
-    } else {
-        "unknown"
-    };
+    let known = shared.apps().by_appid.contains_key(appid);
+    let label = if known { appid } else { "unknown" };
+    // But the log shows what was sent, for a mistyped URL.
+    let sent = (!known).then(|| {
+        let end = (0..=appid.len().min(MAX_LOGGED_APPID))
+            .rev()
+            .find(|&i| appid.is_char_boundary(i))
+            .unwrap_or(0);
+        &appid[..end]
+    });
     shared.metrics.inc(
         metrics::REJECTIONS,
         &[("appid", label), ("reason", err.reason())],
@@ -589,6 +600,8 @@ fn refuse(shared: &Shared, appid: &str, err: PushError) -> Response {
     // The same words as the metric's reason, and the whole cause chain.
     tracing::warn!(
         appid = label,
+        sent_appid = sent,
+        dedup_key = dedup_key.map(|k| k.as_str()),
         status = status.as_u16(),
         reason = err.reason(),
         error = %crate::display_chain(&err),
@@ -618,7 +631,7 @@ async fn handshake(
             tracing::info!(%appid, "URL handshake verified");
             ([(header::CONTENT_TYPE, "text/plain")], echostr).into_response()
         }
-        Err(e) => refuse(&shared, &appid, e),
+        Err(e) => refuse(&shared, &appid, None, e),
     }
 }
 
@@ -632,16 +645,18 @@ async fn receive(
     let (uri, headers) = (&parts.uri, &parts.headers);
     let started = Instant::now();
     // Debug, like the line that ends it: at `info` every push would pay for
-    // formatting its fields (5% of the pushes a second at concurrency 64),
-    // and the only lines inside it there, refusals, name their app and
-    // reason themselves.
+    // formatting its fields (5% of the pushes a second at concurrency 64).
+    // Lines at `info` and above on the way name their push themselves
+    // (a refusal its app, its key once known, and its reason).
     let span = tracing::debug_span!(
         "push",
         %appid,
         dedup_key = tracing::field::Empty,
         outcome = tracing::field::Empty
     );
-    let result = receive_push(&shared, &appid, uri, headers, body)
+    // Known once the push is opened: a store failure's refusal names it.
+    let mut opened = None;
+    let result = receive_push(&shared, &appid, uri, headers, body, &mut opened)
         .instrument(span.clone())
         .await;
     let response = match result {
@@ -653,7 +668,7 @@ async fn receive(
         Err(e) => {
             span.record("outcome", e.reason());
             let _guard = span.enter();
-            refuse(&shared, &appid, e)
+            refuse(&shared, &appid, opened.as_ref(), e)
         }
     };
     shared.metrics.observe_ack(started.elapsed());
@@ -666,6 +681,7 @@ async fn receive_push(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
+    opened: &mut Option<DedupKey>,
 ) -> Result<(Response, &'static str), PushError> {
     let apps = shared.apps();
     let app = apps.by_appid.get(appid).ok_or(PushError::UnknownApp)?;
@@ -687,7 +703,7 @@ async fn receive_push(
         Ok(Err(_)) => return Err(PushError::TooLarge(max)),
     };
     if is_container_path_check(&bytes) {
-        tracing::info!("WeChat Cloud Run path check answered");
+        tracing::info!(%appid, "WeChat Cloud Run path check answered");
         return Ok((ack(&app.config), "path_check"));
     }
     let Opened {
@@ -714,6 +730,7 @@ async fn receive_push(
 
     let dedup_key = message.dedup_key();
     tracing::Span::current().record("dedup_key", dedup_key.as_str());
+    *opened = Some(dedup_key.clone());
     let new = NewPush {
         appid: appid.to_owned(),
         dedup_key,
