@@ -148,19 +148,24 @@ struct Request {
 /// Longest path written to the log: anyone can send a long one.
 const MAX_LOGGED_PATH: usize = 200;
 
+/// The longest start of `s` within `max` bytes that ends on a character's
+/// boundary: what a log line shows of a client's text.
+pub(crate) fn truncated(s: &str, max: usize) -> &str {
+    let end = (0..=s.len().min(max))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    &s[..end]
+}
+
 impl AccessLog {
     fn begin(&self, request: &hyper::Request<Incoming>, peer: SocketAddr) -> Option<Request> {
         if !self.enabled {
             return None;
         }
-        let path = request.uri().path();
-        let end = (0..=path.len().min(MAX_LOGGED_PATH))
-            .rev()
-            .find(|&i| path.is_char_boundary(i))
-            .unwrap_or(0);
         Some(Request {
             method: request.method().clone(),
-            path: path[..end].to_owned(),
+            path: truncated(request.uri().path(), MAX_LOGGED_PATH).to_owned(),
             forwarded: forwarded_for(request.headers(), peer.ip(), &self.trusted),
             started: Instant::now(),
         })
@@ -386,6 +391,18 @@ async fn connection<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's text cut for the log never splits a character (a slice
+    /// inside one would panic the request's task).
+    #[test]
+    fn text_cut_for_the_log_ends_on_a_character() {
+        assert_eq!(truncated("wx12", 32), "wx12");
+        assert_eq!(truncated("abcdef", 4), "abcd");
+        // "微" is three bytes: 4 bytes hold "a" and one of them.
+        assert_eq!(truncated("a微信", 4), "a微");
+        assert_eq!(truncated("a微信", 3), "a");
+        assert_eq!(truncated("微", 2), "");
+    }
 
     #[test]
     fn the_cap_stays_below_the_descriptor_limit() {

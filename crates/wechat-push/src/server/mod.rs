@@ -585,13 +585,7 @@ fn refuse(shared: &Shared, appid: &str, dedup_key: Option<&DedupKey>, err: PushE
     let known = shared.apps().by_appid.contains_key(appid);
     let label = if known { appid } else { "unknown" };
     // But the log shows what was sent, for a mistyped URL.
-    let sent = (!known).then(|| {
-        let end = (0..=appid.len().min(MAX_LOGGED_APPID))
-            .rev()
-            .find(|&i| appid.is_char_boundary(i))
-            .unwrap_or(0);
-        &appid[..end]
-    });
+    let sent = (!known).then(|| crate::listener::truncated(appid, MAX_LOGGED_APPID));
     shared.metrics.inc(
         metrics::REJECTIONS,
         &[("appid", label), ("reason", err.reason())],
