@@ -980,7 +980,7 @@ async fn refusals_are_logged_with_their_reason_in_words() {
     assert!(!line.contains("UnsyncBoxBody"), "{line}");
 
     // An appid not configured: counted as `unknown`, logged as sent (its
-    // first 32 characters), for a mistyped URL.
+    // first 32 bytes), for a mistyped URL.
     let sent = format!("wx{}", "e".repeat(40));
     let r = reqwest::Client::new()
         .post(format!("http://{}/wechat/{sent}?signature=x", server.addr))
@@ -1171,8 +1171,9 @@ async fn a_database_deleted_under_load_answers_503_and_turns_health_red() {
     server.wait_log("the database file was deleted or replaced");
     // Each refusal names the push WeChat will send again (it came from the
     // `push` span, at debug since).
-    let refused = server.wait_log("store_unavailable");
+    let refused = server.wait_log("\"refused\"");
     let v: Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(v["reason"], "store_unavailable", "{refused}");
     assert!(
         v["dedup_key"].as_str().is_some_and(|k| !k.is_empty()),
         "{refused}"
