@@ -119,6 +119,14 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
+    /// Whether handling `message` may do anything: `false` promises that
+    /// [`Handler::handle`] would return `Ok(None)` at once and do nothing
+    /// else, so the push is stored as handled (`done`, no attempt) and
+    /// not run. The default, `true`, runs every push.
+    fn handles(&self, _appid: &str, _message: &Message) -> bool {
+        true
+    }
+
     /// The passive `reply` this handler gave `push` could not ride on the
     /// push's answer: it was not ready within the reply budget, or the push
     /// was handled when no answer was held open for it (a retry). Answer
@@ -147,6 +155,10 @@ impl<H: Handler> Handler for Arc<H> {
         H::may_reply_passively(self, appid, message)
     }
 
+    fn handles(&self, appid: &str, message: &Message) -> bool {
+        H::handles(self, appid, message)
+    }
+
     fn reply_missed(
         &self,
         push: &Push,
@@ -165,6 +177,7 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
         push: &'a Push,
     ) -> BoxFuture<'a, Result<Option<PassiveReply>, HandlerError>>;
     fn may_reply_passively(&self, appid: &str, message: &Message) -> bool;
+    fn handles(&self, appid: &str, message: &Message) -> bool;
     fn reply_missed<'a>(
         &'a self,
         push: &'a Push,
@@ -182,6 +195,10 @@ impl<H: Handler> ErasedHandler for H {
 
     fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
         Handler::may_reply_passively(self, appid, message)
+    }
+
+    fn handles(&self, appid: &str, message: &Message) -> bool {
+        Handler::handles(self, appid, message)
     }
 
     fn reply_missed<'a>(

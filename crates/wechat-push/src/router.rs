@@ -225,6 +225,10 @@ impl Handler for Router {
     fn may_reply_passively(&self, _appid: &str, message: &Message) -> bool {
         self.find(message).is_some_and(|(_, passive, _)| *passive)
     }
+
+    fn handles(&self, _appid: &str, message: &Message) -> bool {
+        self.find(message).is_some()
+    }
 }
 
 #[cfg(test)]

@@ -420,6 +420,11 @@ impl Handler for RulesHandler {
             .is_some_and(|a| a.via != Via::Api)
     }
 
+    /// `handle` only logs a push no rule matches (at debug).
+    fn handles(&self, appid: &str, message: &Message) -> bool {
+        self.answer(appid, message).is_some()
+    }
+
     async fn reply_missed(
         &self,
         push: &Push,

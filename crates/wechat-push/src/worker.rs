@@ -446,12 +446,27 @@ impl Pool {
         let processor = &self.processor;
         let workers = processor.config.workers > 0;
         let appid = new.appid.as_str();
-        let wait_for_reply = workers
-            && processor
-                .handling
-                .get()
-                .handler
-                .may_reply_passively(appid, &message);
+        let handling = processor.handling.get();
+        // A push the handler would do nothing with is stored done: claimed,
+        // run and marked done it cost a quarter of the CPU of each push at
+        // concurrency 64 (88-108 µs a push against 64-77 µs with no workers,
+        // 2026-12-02), for the same end.
+        if workers && !handling.handler.handles(appid, &message) {
+            let appid = new.appid.clone();
+            return match processor.store.insert_handled(Arc::new(new)).await? {
+                Inserted::New(_) => {
+                    processor
+                        .metrics
+                        .inc(metrics::HANDLED, &[("appid", &appid), ("outcome", "done")]);
+                    Ok(Accepted::Stored)
+                }
+                Inserted::Duplicate { reply, status, .. } => {
+                    Ok(Accepted::Duplicate { status, reply })
+                }
+            };
+        }
+        let wait_for_reply = workers && handling.handler.may_reply_passively(appid, &message);
+        drop(handling);
         // A free slot now means the push is stored claimed and handled from
         // here. The slot itself is taken after the insert: held across it,
         // slots counted inserts waiting for their commit, not handlers, and

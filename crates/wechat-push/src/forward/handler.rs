@@ -42,6 +42,10 @@ impl Handler for ForwardingHandler {
         self.inner.may_reply_passively(appid, message) || self.forwarder.waits_for(appid, message)
     }
 
+    fn handles(&self, appid: &str, message: &Message) -> bool {
+        self.inner.handles(appid, message) || self.forwarder.forwards(appid, message)
+    }
+
     async fn reply_missed(
         &self,
         push: &Push,

@@ -259,6 +259,11 @@ impl Forwarder {
             .collect()
     }
 
+    /// Whether a target of `appid` wants `message`.
+    pub fn forwards(&self, appid: &str, message: &Message) -> bool {
+        self.routes_for(appid, message).next().is_some()
+    }
+
     /// Whether handling `message` waits for a target that may answer with a
     /// passive reply.
     pub fn waits_for(&self, appid: &str, message: &Message) -> bool {

@@ -217,6 +217,36 @@ pub enum Inserted {
     },
 }
 
+/// How a new push is stored: its status, when it is due, its attempts
+/// and when it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoredAs {
+    /// Unclaimed, for a worker to claim.
+    Pending,
+    /// Claimed by the caller until then (milliseconds): its first attempt.
+    Claimed(Millis),
+    /// Handled already: no handler takes it ([`Inbox::insert_handled`]).
+    Handled,
+}
+
+impl StoredAs {
+    /// For [`Inbox::insert`]'s `claim_until`.
+    pub(crate) fn claimed_until(claim_until: Option<Millis>) -> Self {
+        claim_until.map_or(StoredAs::Pending, StoredAs::Claimed)
+    }
+
+    /// The row's `(status, due_at, attempts, finished_at)` for a push that
+    /// arrived at `received_at`. Its fencing token (`claims`) is its
+    /// attempts: a claimed insert is the push's first claim.
+    pub(crate) fn row(self, received_at: Millis) -> (Status, Millis, i32, Option<Millis>) {
+        match self {
+            StoredAs::Pending => (Status::Pending, received_at, 0, None),
+            StoredAs::Claimed(until) => (Status::Working, until, 1, None),
+            StoredAs::Handled => (Status::Done, received_at, 0, Some(received_at)),
+        }
+    }
+}
+
 /// A stored push, as read back.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredPush {
@@ -712,6 +742,14 @@ pub trait Inbox: Send + Sync + 'static {
         push: Arc<NewPush>,
         claim_until: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>>;
+
+    /// Store a push unless `(appid, dedup_key)` is stored already, as
+    /// handled: `done` at its arrival, with no attempt, never claimed. For
+    /// a push the handler in force would do nothing with (no rule, route
+    /// or forward target takes it), which would otherwise be claimed,
+    /// handled by doing nothing and marked done: the same end, without a
+    /// second write. [`Inserted::New`] carries fencing token 0.
+    fn insert_handled(&self, push: Arc<NewPush>) -> BoxFuture<'_, Result<Inserted, StoreError>>;
 
     /// Claim up to `limit` pushes that are due at `now` (pending ones whose
     /// retry time has come, and working ones whose lease has run out), leased

@@ -34,7 +34,7 @@ use super::{
     prefixed, AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken,
     Claim, Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog,
     DeliveryOutcome, DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis,
-    NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache,
+    NewPush, PushId, Retried, Status, StoreError, StoredAs, StoredPush, TokenCache,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -505,7 +505,7 @@ async fn query_on(
 /// A push waiting for its batch.
 struct PendingInsert {
     push: Arc<NewPush>,
-    claim_until: Option<Millis>,
+    stored_as: StoredAs,
     done: oneshot::Sender<Result<Inserted, StoreError>>,
 }
 
@@ -609,6 +609,7 @@ async fn try_insert_batch(
     let mut status = Vec::with_capacity(n);
     let mut attempts: Vec<i32> = Vec::with_capacity(n);
     let mut due_at = Vec::with_capacity(n);
+    let mut finished_at = Vec::with_capacity(n);
     // Copies of one push in one batch (WeChat's retries arriving together):
     // only the first goes into the statement, so that the row stored is the
     // one its request asked for (claimed or not); the others are its
@@ -622,10 +623,7 @@ async fn try_insert_batch(
             continue;
         }
         let push = &p.push;
-        let (s, due, a) = match p.claim_until {
-            Some(until) => (Status::Working, until, 1),
-            None => (Status::Pending, push.received_at_ms, 0),
-        };
+        let (s, due, a, finished) = p.stored_as.row(push.received_at_ms);
         appid.push(push.appid.as_str());
         dedup_key.push(push.dedup_key.as_str());
         kind.push(push.kind.as_str());
@@ -637,19 +635,21 @@ async fn try_insert_batch(
         status.push(s.as_str());
         attempts.push(a);
         due_at.push(due);
+        finished_at.push(finished);
     }
     let client = pool.get().await?;
     // A claimed insert is the push's first claim: its token is its attempts.
     let stmt = client
         .prepare_cached(
             "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, body, \
-               received_at, status, attempts, due_at, claims) \
+               received_at, status, attempts, due_at, claims, finished_at) \
              SELECT appid, dedup_key, kind, from_user, create_time, format, body, received_at, \
-               status, attempts, due_at, attempts \
+               status, attempts, due_at, attempts, finished_at \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-               $6::text[], $7::bytea[], $8::bigint[], $9::text[], $10::int[], $11::bigint[]) \
+               $6::text[], $7::bytea[], $8::bigint[], $9::text[], $10::int[], $11::bigint[], \
+               $12::bigint[]) \
                AS t(appid, dedup_key, kind, from_user, create_time, format, body, received_at, \
-                 status, attempts, due_at) \
+                 status, attempts, due_at, finished_at) \
              ORDER BY appid, dedup_key \
              ON CONFLICT (appid, dedup_key) DO NOTHING \
              RETURNING id, appid, dedup_key, claims",
@@ -670,6 +670,7 @@ async fn try_insert_batch(
                 &status,
                 &attempts,
                 &due_at,
+                &finished_at,
             ],
         )
         .await?;
@@ -994,7 +995,22 @@ impl Inbox for PostgresStore {
             self.inserts
                 .send(PendingInsert {
                     push,
-                    claim_until,
+                    stored_as: StoredAs::claimed_until(claim_until),
+                    done: tx,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn insert_handled(&self, push: Arc<NewPush>) -> BoxFuture<'_, Result<Inserted, StoreError>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.inserts
+                .send(PendingInsert {
+                    push,
+                    stored_as: StoredAs::Handled,
                     done: tx,
                 })
                 .await

@@ -47,7 +47,7 @@ use super::{
     prefixed, AnswerId, AnswerLog, AnswerRecord, AnswerStatus, Backlog, BoxFuture, CachedToken,
     Claim, Counts, Delivery, DeliveryAttempt, DeliveryClaim, DeliveryId, DeliveryLog,
     DeliveryOutcome, DeliveryStatus, Depth, Inbox, Inserted, KindCount, ListFilter, Millis,
-    NewPush, PushId, Retried, Status, StoreError, StoredPush, TokenCache, WriterStats,
+    NewPush, PushId, Retried, Status, StoreError, StoredAs, StoredPush, TokenCache, WriterStats,
 };
 use crate::protocol::message::{DedupKey, OpenId};
 use crate::protocol::Format;
@@ -1148,57 +1148,65 @@ fn read_push_at(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredPush> {
     })
 }
 
+/// Store `push` as `stored_as` asks, or find the push stored first under
+/// its key.
+fn insert_push(
+    conn: &Connection,
+    push: &NewPush,
+    stored_as: StoredAs,
+) -> rusqlite::Result<Inserted> {
+    let (status, due_at, attempts, finished_at) = stored_as.row(push.received_at_ms);
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
+             body, received_at, status, attempts, due_at, claims, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10, ?12) \
+             ON CONFLICT (appid, dedup_key) DO NOTHING",
+        )?
+        .execute(params![
+            push.appid,
+            push.dedup_key.as_str(),
+            push.kind,
+            push.from_user.as_str(),
+            push.create_time,
+            push.format.to_string(),
+            push.body,
+            push.received_at_ms,
+            status.as_str(),
+            attempts,
+            due_at,
+            finished_at,
+        ])?;
+    if inserted == 1 {
+        return Ok(Inserted::New(Claim {
+            id: PushId(conn.last_insert_rowid()),
+            fence: i64::from(attempts),
+        }));
+    }
+    conn.prepare_cached("SELECT id, status, reply FROM pushes WHERE appid = ?1 AND dedup_key = ?2")?
+        .query_row(params![push.appid, push.dedup_key.as_str()], |row| {
+            let status: String = row.get(1)?;
+            Ok(Inserted::Duplicate {
+                id: PushId(row.get(0)?),
+                status: Status::parse(&status).unwrap_or(Status::Pending),
+                reply: row.get(2)?,
+            })
+        })
+}
+
 impl Inbox for SqliteStore {
     fn insert(
         &self,
         push: Arc<NewPush>,
         claim_until: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
+        let stored_as = StoredAs::claimed_until(claim_until);
+        Box::pin(self.call("insert", move |conn| insert_push(conn, &push, stored_as)))
+    }
+
+    fn insert_handled(&self, push: Arc<NewPush>) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         Box::pin(self.call("insert", move |conn| {
-            let (status, due_at, attempts) = match claim_until {
-                Some(until) => (Status::Working, until, 1),
-                None => (Status::Pending, push.received_at_ms, 0),
-            };
-            // A claimed insert is the push's first claim.
-            let claims = attempts;
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
-                     body, received_at, status, attempts, due_at, claims) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-                     ON CONFLICT (appid, dedup_key) DO NOTHING",
-                )?
-                .execute(params![
-                    push.appid,
-                    push.dedup_key.as_str(),
-                    push.kind,
-                    push.from_user.as_str(),
-                    push.create_time,
-                    push.format.to_string(),
-                    push.body,
-                    push.received_at_ms,
-                    status.as_str(),
-                    attempts,
-                    due_at,
-                    claims,
-                ])?;
-            if inserted == 1 {
-                return Ok(Inserted::New(Claim {
-                    id: PushId(conn.last_insert_rowid()),
-                    fence: claims,
-                }));
-            }
-            conn.prepare_cached(
-                "SELECT id, status, reply FROM pushes WHERE appid = ?1 AND dedup_key = ?2",
-            )?
-            .query_row(params![push.appid, push.dedup_key.as_str()], |row| {
-                let status: String = row.get(1)?;
-                Ok(Inserted::Duplicate {
-                    id: PushId(row.get(0)?),
-                    status: Status::parse(&status).unwrap_or(Status::Pending),
-                    reply: row.get(2)?,
-                })
-            })
+            insert_push(conn, &push, StoredAs::Handled)
         }))
     }
 

@@ -239,6 +239,57 @@ async fn official_vectors_handshake_and_posts() {
     app.stop().await;
 }
 
+/// Handles text that starts with "hi", and nothing else.
+#[derive(Default)]
+struct Greetings {
+    calls: AtomicUsize,
+}
+
+impl Handler for Greetings {
+    async fn handle(&self, _push: &Push) -> Result<Option<PassiveReply>, HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(None)
+    }
+
+    fn handles(&self, _appid: &str, message: &Message) -> bool {
+        matches!(&message.body, wechat_push::message::Body::Text(t) if t.content.starts_with("hi"))
+    }
+}
+
+#[tokio::test]
+async fn a_push_the_handler_does_not_take_is_stored_done_without_running_it() {
+    let (config, _) = config(Mode::Safe, Format::Xml, "");
+    let handler = Arc::new(Greetings::default());
+    let app = spawn_app(config, handler.clone()).await;
+    for (msg_id, content) in [(1, "weather?"), (2, "hi there")] {
+        let push = seal(&text(msg_id, content), Mode::Safe, Format::Xml);
+        let r = app.post(APPID, &push).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "success");
+        // A retry of either is a duplicate of the stored push.
+        let r = app.post(APPID, &push).await;
+        assert_eq!(r.text().await.unwrap(), "success");
+    }
+    let done = app.wait_for(Status::Done, 2).await;
+    let attempts = |id: &str| {
+        done.iter()
+            .find(|p| p.dedup_key.as_str().contains(id))
+            .map(|p| (p.attempts, p.finished_at == Some(p.received_at)))
+    };
+    // Stored done as it arrived, with no attempt; the other handled once.
+    assert_eq!(attempts(":1:"), Some((0, true)));
+    assert_eq!(attempts(":2:").map(|a| a.0), Some(1));
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        app.metrics.get(
+            "wechat_push_handled_total",
+            &[("appid", APPID), ("outcome", "done")]
+        ),
+        2
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn every_mode_and_format_is_stored_and_handled() {
     for mode in [Mode::Plaintext, Mode::Compatible, Mode::Safe] {
@@ -652,6 +703,10 @@ impl Inbox for DownStore {
         _: Arc<NewPush>,
         _: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
+        down()
+    }
+
+    fn insert_handled(&self, _: Arc<NewPush>) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         down()
     }
 

@@ -73,6 +73,7 @@ macro_rules! contract {
             a_released_push_claimed_again_is_not_finished_by_its_old_claim,
             a_stale_delivery_outcome_leaves_the_newer_one,
             a_push_inserted_claimed_is_finished_by_its_first_claim,
+            a_push_inserted_handled_is_done_unclaimable_and_pruned,
             lists_filter_by_every_condition_and_page_by_id,
             kinds_are_counted_over_the_span_asked_only,
             dead_pushes_and_deliveries_are_listed_and_retried,
@@ -945,6 +946,54 @@ pub async fn a_push_inserted_claimed_is_finished_by_its_first_claim(f: Fixture) 
     );
     let p = &store.get("a".into()).await.unwrap()[0];
     assert_eq!((p.status, p.attempts, p.id), (Status::Done, 1, claimed.id));
+}
+
+pub async fn a_push_inserted_handled_is_done_unclaimable_and_pruned(f: Fixture) {
+    let store = f.store.clone();
+    let Inserted::New(handled) = store.insert_handled(push("h", 10)).await.unwrap() else {
+        panic!("a new push must be stored")
+    };
+    assert_eq!(handled.fence, 0);
+    let p = &store.get("h".into()).await.unwrap()[0];
+    assert_eq!(
+        (p.status, p.attempts, p.finished_at, p.received_at, p.id),
+        (Status::Done, 0, Some(Millis(10)), Millis(10), handled.id)
+    );
+    // Its retries, either way they come, are duplicates of a done push.
+    for again in [
+        store.insert_handled(push("h", 20)).await.unwrap(),
+        store
+            .insert(push("h", 20), Some(Millis(100)))
+            .await
+            .unwrap(),
+    ] {
+        let Inserted::Duplicate { id, status, .. } = again else {
+            panic!("a retry must not be stored again")
+        };
+        assert_eq!((id, status), (handled.id, Status::Done));
+    }
+    // And a push stored first another way stays as it was.
+    let Inserted::New(_) = store.insert(push("p", 10), None).await.unwrap() else {
+        panic!()
+    };
+    let Inserted::Duplicate { status, .. } = store.insert_handled(push("p", 20)).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(status, Status::Pending);
+    // Nothing to claim but the pending one; the done one is pruned by when
+    // it finished, which is when it arrived.
+    let claimed = store.claim(Millis(1_000), Millis(2_000), 10).await.unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|p| p.dedup_key.as_str())
+            .collect::<Vec<_>>(),
+        ["p"]
+    );
+    assert_eq!(store.prune(Millis(10)).await.unwrap(), 0);
+    assert_eq!(store.prune(Millis(11)).await.unwrap(), 1);
+    assert!(store.get("h".into()).await.unwrap().is_empty());
 }
 
 /// A push of `appid`, `kind`, from `from`, with `body`, received at `at`.
