@@ -1123,8 +1123,9 @@ def render(results):
         "fresh server and store, in rounds that run every contender once (the machine's drift falls on "
         "all alike); the tables give the median of the three runs and, in brackets, the worst. "
         "`wechat-push serve` (default config, log level info) stores every push durably (SQLite, WAL, "
-        "`synchronous=FULL`, group commit) before answering `success`, and its workers handle each one "
-        "after; the bare axum handler and the peers verify and decrypt but store nothing. The peers: a "
+        "`synchronous=FULL`, group commit) before answering `success`; no rule or forward target takes "
+        "these pushes, so each is stored done as it arrives and no worker runs it (builds before e9e8d8b "
+        "claimed each, ran the rules handler to no effect and marked it done); the bare axum handler and the peers verify and decrypt but store nothing. The peers: a "
         "minimal aiohttp server calling wechatpy's `decrypt_message` + `parse_message`, and an express "
         "server with node `wechat`'s middleware answering `res.reply('')` (empty, its way of "
         "acknowledging). One process each: the server has one core.",

@@ -165,7 +165,16 @@ async fn show(show: ShowArgs) -> Result<()> {
             Millis(p.create_time.saturating_mul(1000)).to_rfc3339()
         );
         println!("received:    {}", p.received_at.to_rfc3339());
-        println!("status:      {} after {} attempt(s)", p.status, p.attempts);
+        // A push stored done as it arrived was never handled (Handler::handles).
+        let on_arrival = if p.status == Status::Done && p.attempts == 0 {
+            " (stored done on arrival: no rule or forward target took it)"
+        } else {
+            ""
+        };
+        println!(
+            "status:      {} after {} attempt(s){on_arrival}",
+            p.status, p.attempts
+        );
         if let Some(at) = p.finished_at {
             println!("finished:    {}", at.to_rfc3339());
         }

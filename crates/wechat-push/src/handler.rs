@@ -1,7 +1,8 @@
 //! Handlers: what happens to a push once it is stored and acknowledged.
 //!
 //! [`Handler`] is the seam between the inbox and the application. The worker
-//! pool calls it for each stored push, retrying with backoff when it fails. A
+//! pool calls it for each stored push it takes (every one but those
+//! [`Handler::handles`] turns down), retrying with backoff when it fails. A
 //! handler may return a passive reply; it only reaches the user when it is
 //! ready within the reply budget of the push's HTTP answer, which the server
 //! waits for only when [`Handler::may_reply_passively`] says so.
@@ -122,7 +123,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Whether handling `message` may do anything: `false` promises that
     /// [`Handler::handle`] would return `Ok(None)` at once and do nothing
     /// else, so the push is stored as handled (`done`, no attempt) and
-    /// not run. The default, `true`, runs every push.
+    /// not run, unless [`Handler::may_reply_passively`] says it may reply.
+    /// Asked when the push arrives, of the configuration in force then: a
+    /// push turned down is not handled again after a reload. With
+    /// `inbox.workers = 0` nothing is asked and every push is stored
+    /// pending. The default, `true`, runs every push.
     fn handles(&self, _appid: &str, _message: &Message) -> bool {
         true
     }

@@ -269,7 +269,11 @@ mod tests {
         assert!(router.find(&other).is_none());
         assert!(router.may_reply_passively("wx", &image));
         assert!(!router.may_reply_passively("wx", &text));
+        // What no route takes is stored done, not run.
+        assert!(router.handles("wx", &text) && router.handles("wx", &image));
+        assert!(!router.handles("wx", &other));
         let router = router.fallback(|_| async { Ok(Reply::Nothing) });
         assert_eq!(router.find(&other).map(|r| r.0.clone()), Some(None));
+        assert!(router.handles("wx", &other));
     }
 }

@@ -680,4 +680,19 @@ reply = { news = { articles = [{ title = "a", url = "u" }, { title = "b", url = 
         );
         assert!(RulesHandler::new(&Config::from_toml(oa).unwrap(), None).is_ok());
     }
+
+    #[test]
+    fn a_push_no_rule_matches_is_not_taken() {
+        let app = "[[apps]]\nappid = \"wx1\"\nkind = \"official_account\"\ntoken = \"tok\"\n";
+        let config = format!(
+            "{app}[[apps.rules]]\nkeyword = \"hi\"\nreply = {{ text = \"hello\" }}\n{}",
+            app.replace("wx1", "wx2")
+        );
+        let handler = RulesHandler::new(&Config::from_toml(&config).unwrap(), None).unwrap();
+        assert!(handler.handles("wx1", &text("hi there")));
+        assert!(!handler.handles("wx1", &text("weather?")));
+        // An app without rules, and one not configured.
+        assert!(!handler.handles("wx2", &text("hi there")));
+        assert!(!handler.handles("wx3", &text("hi there")));
+    }
 }

@@ -399,7 +399,8 @@ const MAX_SLOT_WAIT: Duration = Duration::from_millis(250);
 /// server (a push it stored already claimed while a slot was free: no claim
 /// statement, no second parse) and by `Pool::run` (pushes claimed from the
 /// store: stored while all slots were busy, retries, pushes of other
-/// instances or of a process that died).
+/// instances or of a process that died). A push no handler takes is stored
+/// done and never reaches them.
 #[derive(Clone)]
 pub struct Pool {
     processor: Processor,
@@ -437,7 +438,9 @@ impl Pool {
     /// straight from here (no claim statement, no second parse). When the
     /// handler may give a passive reply ([`crate::Handler::may_reply_passively`]),
     /// the push is handled now and the answer waits for the reply within
-    /// `server.reply_budget`. Otherwise the pool claims it later.
+    /// `server.reply_budget`. A push the handler would do nothing with
+    /// ([`crate::Handler::handles`]) is stored done and not run. Otherwise
+    /// the pool claims it later.
     ///
     /// # Errors
     /// [`StoreError`] when the push could not be stored: it must not be
@@ -447,11 +450,13 @@ impl Pool {
         let workers = processor.config.workers > 0;
         let appid = new.appid.as_str();
         let handling = processor.handling.get();
+        let wait_for_reply = workers && handling.handler.may_reply_passively(appid, &message);
         // A push the handler would do nothing with is stored done: claimed,
         // run and marked done it cost a quarter of the CPU of each push at
         // concurrency 64 (88-108 µs a push against 64-77 µs with no workers,
-        // 2026-12-02), for the same end.
-        if workers && !handling.handler.handles(appid, &message) {
+        // 2026-12-02), for the same end. One it may reply to is run whatever
+        // `handles` says.
+        if workers && !wait_for_reply && !handling.handler.handles(appid, &message) {
             let appid = new.appid.clone();
             return match processor.store.insert_handled(Arc::new(new)).await? {
                 Inserted::New(_) => {
@@ -465,7 +470,6 @@ impl Pool {
                 }
             };
         }
-        let wait_for_reply = workers && handling.handler.may_reply_passively(appid, &message);
         drop(handling);
         // A free slot now means the push is stored claimed and handled from
         // here. The slot itself is taken after the insert: held across it,
