@@ -456,20 +456,7 @@ impl Pool {
         // concurrency 64 (88-108 µs a push against 64-77 µs with no workers,
         // 2026-12-02), for the same end. One it may reply to is run whatever
         // `handles` says.
-        if workers && !wait_for_reply && !handling.handler.handles(appid, &message) {
-            let appid = new.appid.clone();
-            return match processor.store.insert_handled(Arc::new(new)).await? {
-                Inserted::New(_) => {
-                    processor
-                        .metrics
-                        .inc(metrics::HANDLED, &[("appid", &appid), ("outcome", "done")]);
-                    Ok(Accepted::Stored)
-                }
-                Inserted::Duplicate { reply, status, .. } => {
-                    Ok(Accepted::Duplicate { status, reply })
-                }
-            };
-        }
+        let handled = workers && !wait_for_reply && !handling.handler.handles(appid, &message);
         drop(handling);
         // A free slot now means the push is stored claimed and handled from
         // here. The slot itself is taken after the insert: held across it,
@@ -477,16 +464,28 @@ impl Pool {
         // with a store a round trip away (PostgreSQL) most pushes were
         // stored pending while the handlers sat idle, each then costing a
         // claim statement (two instances on one PostgreSQL fell behind one).
-        let hand_off = !wait_for_reply && workers && self.slots.available() > 0;
+        let hand_off = !wait_for_reply && !handled && workers && self.slots.available() > 0;
         let now = new.received_at_ms;
         let claim_until = (wait_for_reply || hand_off).then_some(now + processor.config.lease);
         let new = Arc::new(new);
-        let claim = match processor.store.insert(new.clone(), claim_until).await? {
+        let inserted = if handled {
+            processor.store.insert_handled(new.clone()).await?
+        } else {
+            processor.store.insert(new.clone(), claim_until).await?
+        };
+        let claim = match inserted {
             Inserted::New(claim) => claim,
             Inserted::Duplicate { reply, status, .. } => {
                 return Ok(Accepted::Duplicate { status, reply })
             }
         };
+        if handled {
+            processor.metrics.inc(
+                metrics::HANDLED,
+                &[("appid", &new.appid), ("outcome", "done")],
+            );
+            return Ok(Accepted::Stored);
+        }
         if claim_until.is_none() {
             self.notify.notify_one();
             return Ok(Accepted::Stored);

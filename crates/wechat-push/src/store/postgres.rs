@@ -984,39 +984,37 @@ fn limit_of(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+impl PostgresStore {
+    /// Queue `push` for the next insert batch and wait for its outcome.
+    async fn queue_insert(
+        &self,
+        push: Arc<NewPush>,
+        stored_as: StoredAs,
+    ) -> Result<Inserted, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inserts
+            .send(PendingInsert {
+                push,
+                stored_as,
+                done: tx,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 impl Inbox for PostgresStore {
     fn insert(
         &self,
         push: Arc<NewPush>,
         claim_until: Option<Millis>,
     ) -> BoxFuture<'_, Result<Inserted, StoreError>> {
-        Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            self.inserts
-                .send(PendingInsert {
-                    push,
-                    stored_as: StoredAs::claimed_until(claim_until),
-                    done: tx,
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.queue_insert(push, StoredAs::claimed_until(claim_until)))
     }
 
     fn insert_handled(&self, push: Arc<NewPush>) -> BoxFuture<'_, Result<Inserted, StoreError>> {
-        Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            self.inserts
-                .send(PendingInsert {
-                    push,
-                    stored_as: StoredAs::Handled,
-                    done: tx,
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.queue_insert(push, StoredAs::Handled))
     }
 
     fn claim(
