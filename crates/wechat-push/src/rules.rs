@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 
-use regex::Regex;
+use regex::{Captures, Regex};
 
 use crate::api::{CsMessage, WechatApi};
 pub use crate::config::RuleConfig;
@@ -225,13 +225,12 @@ impl Rules {
             .any(|r| r.via != Via::Passive || r.reply.file().is_some())
     }
 
-    /// The answer of the first rule that matches `message`, if any.
-    pub fn answer(&self, message: &Message) -> Option<Matched> {
+    /// The first rule that matches `message`, with its regex's captures.
+    fn first_match<'m>(&self, message: &'m Message) -> Option<(&Rule, Option<Captures<'m>>)> {
         let text = match &message.body {
             Body::Text(t) => Some(t.content.as_str()),
             _ => None,
         };
-        let msg_type = message.msg_type();
         self.rules.iter().find_map(|rule| {
             let kinds = [&rule.msg_type, &rule.event];
             if !kinds.into_iter().flatten().all(|k| k.matches(message)) {
@@ -246,27 +245,39 @@ impl Rules {
                 Some(re) => Some(re.captures(text?)?),
                 None => None,
             };
-            let fill = |template: &str| match &captures {
-                None => template.to_owned(),
-                Some(caps) => {
-                    let mut out = template.to_owned();
-                    for n in 0..caps.len() {
-                        let value = caps.get(n).map_or("", |m| m.as_str());
-                        out = out.replace(&format!("{{{n}}}"), value);
-                    }
-                    out
+            Some((rule, captures))
+        })
+    }
+
+    /// How the first rule that matches `message` answers, if any rule
+    /// does: [`Rules::answer`]'s `via`, without filling in its reply.
+    pub fn via(&self, message: &Message) -> Option<Via> {
+        self.first_match(message).map(|(rule, _)| rule.via)
+    }
+
+    /// The answer of the first rule that matches `message`, if any.
+    pub fn answer(&self, message: &Message) -> Option<Matched> {
+        let (rule, captures) = self.first_match(message)?;
+        let fill = |template: &str| match &captures {
+            None => template.to_owned(),
+            Some(caps) => {
+                let mut out = template.to_owned();
+                for n in 0..caps.len() {
+                    let value = caps.get(n).map_or("", |m| m.as_str());
+                    out = out.replace(&format!("{{{n}}}"), value);
                 }
-            };
-            let max_articles = if USER_MESSAGES.contains(&msg_type) {
-                1
-            } else {
-                MAX_NEWS_ARTICLES
-            };
-            Some(Matched {
-                reply: rule.reply.filled(&fill),
-                via: rule.via,
-                max_articles,
-            })
+                out
+            }
+        };
+        let max_articles = if USER_MESSAGES.contains(&message.msg_type()) {
+            1
+        } else {
+            MAX_NEWS_ARTICLES
+        };
+        Some(Matched {
+            reply: rule.reply.filled(&fill),
+            via: rule.via,
+            max_articles,
         })
     }
 }
@@ -320,6 +331,10 @@ impl RulesHandler {
 
     fn answer(&self, appid: &str, message: &Message) -> Option<Matched> {
         self.rules.get(appid)?.answer(message)
+    }
+
+    fn via(&self, appid: &str, message: &Message) -> Option<Via> {
+        self.rules.get(appid)?.via(message)
     }
 
     fn outbox(&self) -> Result<&Outbox, HandlerError> {
@@ -416,13 +431,12 @@ impl Handler for RulesHandler {
     }
 
     fn may_reply_passively(&self, appid: &str, message: &Message) -> bool {
-        self.answer(appid, message)
-            .is_some_and(|a| a.via != Via::Api)
+        self.via(appid, message).is_some_and(|via| via != Via::Api)
     }
 
     /// `handle` only logs a push no rule matches (at debug).
     fn handles(&self, appid: &str, message: &Message) -> bool {
-        self.answer(appid, message).is_some()
+        self.via(appid, message).is_some()
     }
 
     async fn reply_missed(
@@ -430,9 +444,7 @@ impl Handler for RulesHandler {
         push: &Push,
         reply: &PassiveReply,
     ) -> Result<String, HandlerError> {
-        let via = self
-            .answer(&push.appid, &push.message)
-            .map_or(Via::Passive, |a| a.via);
+        let via = self.via(&push.appid, &push.message).unwrap_or(Via::Passive);
         match (via, reply.to_cs_message()) {
             (Via::Auto, Some(message)) => {
                 self.send(push, &message).await?;
@@ -694,5 +706,31 @@ reply = { news = { articles = [{ title = "a", url = "u" }, { title = "b", url = 
         // An app without rules, and one not configured.
         assert!(!handler.handles("wx2", &text("hi there")));
         assert!(!handler.handles("wx3", &text("hi there")));
+    }
+
+    #[test]
+    fn via_is_the_first_matching_rules_as_answer_gives_it() {
+        let r = rules_for(
+            AppKind::OfficialAccount,
+            r#"
+[[rules]]
+regex = '^order (\d+)$'
+reply = { text = "order {1}" }
+via = "api"
+[[rules]]
+keyword = "hi"
+reply = { text = "hello" }
+"#,
+        )
+        .unwrap();
+        for (content, via) in [
+            ("order 7", Some(Via::Api)),
+            ("hi there", Some(Via::Passive)),
+            ("order x", None),
+        ] {
+            let message = text(content);
+            assert_eq!(r.via(&message), via, "{content}");
+            assert_eq!(r.answer(&message).map(|a| a.via), via, "{content}");
+        }
     }
 }
