@@ -1015,9 +1015,11 @@ def render_postgres(rows):
         "split between them), as a load balancer in front of two hosts would. Beside them, one instance on "
         "PostgreSQL and one on the embedded SQLite store, in the same run. Nothing is pinned: the instances, "
         "PostgreSQL's backends and wrk share this machine's two cores, so two instances here compete for the "
-        "cores that two hosts would each have to themselves. This is below SQLite's single-host figure on "
-        "purpose: SQLite is faster on one host, and PostgreSQL is what lets a second host take over when one "
-        "is deployed or lost. Latencies are the slower instance's; each contender ran three times on a fresh "
+        "cores that two hosts would each have to themselves. The targets are not judged against SQLite's "
+        "single-host figure: PostgreSQL is what lets a second host take over when one is deployed or lost. "
+        "(With users numbered in order, before 2026-12-02 06:12, one instance on SQLite took about twice what "
+        "two on PostgreSQL did; with users spread as real openids, SQLite's one writer writes a random page "
+        "of its dedup index a push, and took less.) Latencies are the slower instance's; each contender ran three times on a fresh "
         "database (median, worst in brackets).",
         "",
         "| store | pushes/s | p50 | p99 | p99.9 | max | errors | acknowledged = stored | CPU: `serve` | CPU: PostgreSQL |",
@@ -1119,7 +1121,11 @@ def render(results):
         "The server is pinned to core 0, the load generator to core 1. The generator is wrk (one thread, "
         "closed loop: each connection sends its next push when the last is answered) sending distinct "
         "safe-mode XML pushes sealed beforehand (`examples/sealed_pushes.rs`), each sent once, every answer "
-        "checked (`bench/pushes.lua`). Each contender runs three times at each concurrency, each time on a "
+        "checked (`bench/pushes.lua`). Each push is from a user of its own, the openids spread at random as "
+        "real ones are, so that each push's entry in the store's dedup index lands on a random page; runs "
+        "before 2026-12-02 numbered the users in order, which appends to the index: a best case (the same "
+        "build, alternating at concurrency 64: 22,768–27,251 pushes/s and 2.0–2.2 KiB written to the disk "
+        "a push in order, 15,010–16,405/s and 11.1–11.3 KiB spread; ARCHITECTURE.md). Each contender runs three times at each concurrency, each time on a "
         "fresh server and store, in rounds that run every contender once (the machine's drift falls on "
         "all alike); the tables give the median of the three runs and, in brackets, the worst. "
         "`wechat-push serve` (default config, log level info) stores every push durably (SQLite, WAL, "

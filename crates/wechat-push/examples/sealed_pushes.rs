@@ -5,9 +5,9 @@
 //! `cargo run --release --example sealed_pushes -- N CONFIG > pushes.tsv`
 //!
 //! One line per push: the path with its query, a tab, the body (one line).
-//! Each is a text message of its own user and `MsgId`, to the config's first
-//! app, in its mode and format, signed now: send them within
-//! `server.timestamp_window`.
+//! Each is a text message of its own user (spread like real openids) and
+//! `MsgId`, to the config's first app, in its mode and format, signed now:
+//! send them within `server.timestamp_window`.
 
 use std::io::Write;
 
@@ -35,7 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     for i in 0..n {
-        let user = format!("oBench{:022}", base.wrapping_add(i));
+        // Spread like real openids, which are random: users numbered in
+        // order would append to the store's dedup index, a best case.
+        let user = format!("oBench{:022x}", splitmix64(base.wrapping_add(i)));
         let fields: Fields = serde_json::from_value(serde_json::json!({
             "ToUserName": "gh_97417a04a28d",
             "FromUserName": user,
@@ -71,4 +73,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// SplitMix64's finaliser: a bijection on `u64`, so users stay distinct.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
