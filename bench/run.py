@@ -1017,9 +1017,8 @@ def render_postgres(rows):
         "PostgreSQL's backends and wrk share this machine's two cores, so two instances here compete for the "
         "cores that two hosts would each have to themselves. The targets are not judged against SQLite's "
         "single-host figure: PostgreSQL is what lets a second host take over when one is deployed or lost. "
-        "(With users numbered in order, before 2026-12-02 06:12, one instance on SQLite took about twice what "
-        "two on PostgreSQL did; with users spread as real openids, SQLite's one writer writes a random page "
-        "of its dedup index a push, and took less.) Latencies are the slower instance's; each contender ran three times on a fresh "
+        "(Before the run of 2026-12-02 06:12, whose users are spread as real openids, they were numbered in "
+        "order, and one instance on SQLite took about twice what two on PostgreSQL did.) Latencies are the slower instance's; each contender ran three times on a fresh "
         "database (median, worst in brackets).",
         "",
         "| store | pushes/s | p50 | p99 | p99.9 | max | errors | acknowledged = stored | CPU: `serve` | CPU: PostgreSQL |",
@@ -1123,7 +1122,7 @@ def render(results):
         "safe-mode XML pushes sealed beforehand (`examples/sealed_pushes.rs`), each sent once, every answer "
         "checked (`bench/pushes.lua`). Each push is from a user of its own, the openids spread at random as "
         "real ones are, so that each push's entry in the store's dedup index lands on a random page; runs "
-        "before 2026-12-02 numbered the users in order, which appends to the index: a best case (the same "
+        "before the one of 2026-12-02 06:12 numbered the users in order, which appends to the index: a best case (the same "
         "build, alternating at concurrency 64: 22,768–27,251 pushes/s and 2.0–2.2 KiB written to the disk "
         "a push in order, 15,010–16,405/s and 11.1–11.3 KiB spread; ARCHITECTURE.md). Each contender runs three times at each concurrency, each time on a "
         "fresh server and store, in rounds that run every contender once (the machine's drift falls on "

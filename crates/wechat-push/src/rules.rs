@@ -718,15 +718,16 @@ regex = '^order (\d+)$'
 reply = { text = "order {1}" }
 via = "api"
 [[rules]]
-keyword = "hi"
-reply = { text = "hello" }
+keyword = "order"
+reply = { text = "which order?" }
 "#,
         )
         .unwrap();
+        // "order 7" matches both rules: the first one answers.
         for (content, via) in [
             ("order 7", Some(Via::Api)),
-            ("hi there", Some(Via::Passive)),
-            ("order x", None),
+            ("order x", Some(Via::Passive)),
+            ("hi there", None),
         ] {
             let message = text(content);
             assert_eq!(r.via(&message), via, "{content}");

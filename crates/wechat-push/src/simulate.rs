@@ -943,13 +943,14 @@ impl LoadReport {
     }
 }
 
-/// The `n`th user of a load run: `from`'s first 12 characters and 16 hex
-/// digits, 28 characters like a real openid. The digits are `n` times an
-/// odd constant (a bijection, so every user is distinct) rather than `n`
-/// itself: real openids are random, so each push's dedup key lands on a
-/// random page of the store's unique index, and users numbered in order
-/// would append to it instead, a best case that wrote a fifth of the bytes
-/// per push (docs/BENCHMARKS.md).
+/// The `n`th user of a load run: `from`'s first 12 characters (all of it
+/// when shorter) and 16 hex digits, 28 characters for a `from` as long as a
+/// real openid. The digits are `n` times an odd constant (a bijection, so
+/// every user is distinct; consecutive users land far apart) rather than
+/// `n` itself: real openids are random, so each push's dedup key lands at
+/// its own place in the store's unique index, while users numbered in order
+/// append to it, a best case (with the benchmark's pushes it wrote a fifth
+/// of the bytes a push: ARCHITECTURE.md).
 fn load_openid(from: &str, n: u64) -> String {
     let prefix = from.get(..12).unwrap_or(from);
     format!("{prefix}{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
