@@ -231,13 +231,20 @@ impl Rules {
             Body::Text(t) => Some(t.content.as_str()),
             _ => None,
         };
+        // Lowercased once a message, not once a keyword rule: this runs on
+        // the request path (`handles`, `may_reply_passively`).
+        let mut lowered: Option<String> = None;
         self.rules.iter().find_map(|rule| {
             let kinds = [&rule.msg_type, &rule.event];
             if !kinds.into_iter().flatten().all(|k| k.matches(message)) {
                 return None;
             }
             if let Some(k) = &rule.keyword {
-                if !text?.to_lowercase().contains(k.as_str()) {
+                let text = text?;
+                if !lowered
+                    .get_or_insert_with(|| text.to_lowercase())
+                    .contains(k.as_str())
+                {
                     return None;
                 }
             }
