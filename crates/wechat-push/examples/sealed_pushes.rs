@@ -7,13 +7,18 @@
 //! One line per push: the path with its query, a tab, the body (one line).
 //! Each is a text message of its own user (spread like real openids) and
 //! `MsgId`, to the config's first app, in its mode and format, signed now:
-//! send them within `server.timestamp_window`.
+//! send them within `server.timestamp_window`. Their `CreateTime`s begin
+//! now and advance as if WeChat created `CREATED_PER_SECOND` a second, as
+//! real traffic's do (a store may index by it).
 
 use std::io::Write;
 
 use wechat_push::protocol::wire::Fields;
 use wechat_push::simulate::query_pairs;
 use wechat_push::Config;
+
+/// Pushes a second of `CreateTime`: the open-loop benchmark's rate.
+const CREATED_PER_SECOND: u64 = 10_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -41,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let fields: Fields = serde_json::from_value(serde_json::json!({
             "ToUserName": "gh_97417a04a28d",
             "FromUserName": user,
-            "CreateTime": now,
+            "CreateTime": now + i / CREATED_PER_SECOND,
             "MsgType": "text",
             "Content": "hello from the benchmark",
             "MsgId": base.wrapping_add(i),

@@ -36,7 +36,9 @@ use crate::protocol::canonical::canonical_digest;
 /// where `<digest>` is 32 lower-case hex digits: the first 128 bits of
 /// SHA-256 over the canonical form of every field of the decrypted message
 /// (see [`canonical_digest`]). `MsgID`, as `TEMPLATESENDJOBFINISH` spells
-/// it, counts as `MsgId`.
+/// it, counts as `MsgId`. Since the digest covers `CreateTime`, one key
+/// never comes with two times: the SQLite store's unique index is led by
+/// `create_time` and relies on it.
 ///
 /// Keys written before version 0.2 (`msg:<MsgId>`, `evt:<user>:<time>:<event>`)
 /// are still read and shown; new pushes never get one, since the prefixes
