@@ -3,7 +3,8 @@
 //!
 //! [`Store`] is the seam between the server and a backend; [`sqlite`] is the
 //! embedded default. A backend must make [`Inbox::insert`] atomic on
-//! `(appid, dedup_key)`, so that WeChat's retries of one push, even arriving
+//! `(appid, dedup_key)` (a key comes with one [`NewPush::create_time`], which
+//! SQLite's index leads by), so that WeChat's retries of one push, even arriving
 //! at once on several instances, store one push; and it must not report an
 //! insert before it is durable, because the server says `success` on it.
 
@@ -191,6 +192,11 @@ pub struct NewPush {
     /// virtual-payment events).
     pub from_user: OpenId,
     /// `CreateTime`: when WeChat created the push, in seconds since the epoch.
+    ///
+    /// Must follow from `dedup_key`, as it does for every push opened (the
+    /// key's digest covers `CreateTime`): the SQLite store de-duplicates on
+    /// `(create_time, appid, dedup_key)`, so one key given with two times
+    /// would be stored twice there (PostgreSQL would keep the first).
     pub create_time: i64,
     /// The format of `body`.
     pub format: Format,
@@ -264,6 +270,11 @@ pub struct StoredPush {
     /// virtual-payment events).
     pub from: OpenId,
     /// `CreateTime`: when WeChat created the push, in seconds since the epoch.
+    ///
+    /// Must follow from `dedup_key`, as it does for every push opened (the
+    /// key's digest covers `CreateTime`): the SQLite store de-duplicates on
+    /// `(create_time, appid, dedup_key)`, so one key given with two times
+    /// would be stored twice there (PostgreSQL would keep the first).
     pub create_time: i64,
     /// Where it is.
     pub status: Status,

@@ -57,6 +57,7 @@ macro_rules! contract {
     ($open:path) => {
         contract!($open;
             concurrent_duplicates_store_one_push,
+            a_retry_is_found_among_pushes_of_other_create_times,
             retries_racing_through_two_handles_store_one_push_each,
             the_copy_stored_is_the_one_told_it_is_new,
             an_answer_is_taken_to_be_sent_by_one_worker_only,
@@ -159,6 +160,43 @@ pub async fn concurrent_duplicates_store_one_push(f: Fixture) {
         .count();
     assert_eq!(new, 1, "{results:?}");
     assert_eq!(store.counts().await.unwrap().pending, 1);
+}
+
+/// SQLite's unique index leads by `create_time` (the digest at the end of
+/// a key covers `CreateTime`, so a key comes with one time): retries must be
+/// found, and different pushes kept, among pushes of other times.
+pub async fn a_retry_is_found_among_pushes_of_other_create_times(f: Fixture) {
+    let at = |key: &str, create_time: i64| {
+        Arc::new(NewPush {
+            create_time,
+            ..(*push(key, 10)).clone()
+        })
+    };
+    let store = f.store.clone();
+    let Inserted::New(first) = store
+        .insert(at("m:oU:1:d1", 1_764_000_000), None)
+        .await
+        .unwrap()
+    else {
+        panic!("the first push is new")
+    };
+    for (key, time) in [
+        ("m:oU:2:d2", 1_764_000_000),
+        ("m:oU:3:d3", 1_764_000_001),
+        ("m:oU:0:d0", 1_763_999_999),
+    ] {
+        let inserted = store.insert(at(key, time), None).await.unwrap();
+        assert!(matches!(inserted, Inserted::New(_)), "{key}: {inserted:?}");
+    }
+    match store
+        .insert(at("m:oU:1:d1", 1_764_000_000), None)
+        .await
+        .unwrap()
+    {
+        Inserted::Duplicate { id, .. } => assert_eq!(id, first.id),
+        other => panic!("a retry stored again: {other:?}"),
+    }
+    assert_eq!(store.counts().await.unwrap().pending, 4);
 }
 
 pub async fn claim_complete_fail_retry_prune(f: Fixture) {
@@ -1043,11 +1081,13 @@ pub async fn lists_filter_by_every_condition_and_page_by_id(f: Fixture) {
             .map(|p| p.dedup_key.as_str().to_owned())
             .collect()
     };
-    // Keys as DedupKey makes them (`m:<user>:…`, `e:<user>:…`), and one of
-    // before 0.2 (`msg:<MsgId>`), which a user's list must not miss.
+    // Keys as DedupKey makes them (`m:<user>:…`, `e:<user>:…`), and two of
+    // before 0.2 (`msg:<MsgId>`, `evt:<user>:…`), which a user's list must
+    // not miss.
     fn key_of(i: i64) -> String {
         match i {
             7 => "msg:7".to_owned(),
+            11 => "evt:o2:11:subscribe".to_owned(),
             _ if i % 3 == 0 => format!("e:o0:{i}:subscribe:d"),
             _ => format!("m:o{}:{i}:d", i % 3),
         }
@@ -1102,6 +1142,16 @@ pub async fn lists_filter_by_every_condition_and_page_by_id(f: Fixture) {
         })
         .await,
         expect(&|i| i % 3 == 0 && i % 2 == 1)
+    );
+    // With a key of before 0.2 that names its user (`evt:o2:…`).
+    assert_eq!(
+        list(ListFilter {
+            appid: Some("wxB".into()),
+            from: Some("o2".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|i| i % 3 == 2 && i % 2 == 1)
     );
     assert_eq!(
         list(ListFilter {
