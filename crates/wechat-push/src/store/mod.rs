@@ -270,11 +270,6 @@ pub struct StoredPush {
     /// virtual-payment events).
     pub from: OpenId,
     /// `CreateTime`: when WeChat created the push, in seconds since the epoch.
-    ///
-    /// Must follow from `dedup_key`, as it does for every push opened (the
-    /// key's digest covers `CreateTime`): the SQLite store de-duplicates on
-    /// `(create_time, appid, dedup_key)`, so one key given with two times
-    /// would be stored twice there (PostgreSQL would keep the first).
     pub create_time: i64,
     /// Where it is.
     pub status: Status,

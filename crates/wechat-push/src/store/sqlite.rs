@@ -743,8 +743,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// Why led: keys begin with the sender's openid, which is random, so an
 /// index on `(appid, dedup_key)` alone put each new push's entry on a random
 /// leaf page of an index as large as the store (some 29,500 pages a million
-/// pushes): each commit wrote one page a push to the WAL, read most of them
-/// from the file first, and each checkpoint copied them all back. Pushes
+/// pushes): each commit wrote one page a push to the WAL, and each
+/// checkpoint copied them all back. Pushes
 /// arrive about in the order WeChat created them, so led by `CreateTime`
 /// their entries go to the few pages at the index's end, which stay in the
 /// page cache and are copied back once a checkpoint however often written.
