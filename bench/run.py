@@ -150,6 +150,36 @@ class Server:
         return rss
 
 
+def thread_times(pid):
+    """Each thread's time so far, summed by thread name: {name: [ran ns, waited ns, slices]}.
+
+    From `/proc/<pid>/task/*/schedstat`: time on a CPU, time runnable but waiting for one,
+    and how many times it ran. A thread that ended before the second reading is missed.
+    """
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            ran, waited, slices = (int(x) for x in (task / "schedstat").read_text().split())
+        except (OSError, ValueError):
+            continue
+        t = out.setdefault(name, [0, 0, 0])
+        t[0] += ran
+        t[1] += waited
+        t[2] += slices
+    return out
+
+
+def threads_per_push(before, after, pushes):
+    """µs each thread name ran and waited for a CPU, per push, between two `thread_times`."""
+    if not before or not after or not pushes:
+        return None
+    zero = [0, 0, 0]
+    return {name: {"ran_us": (a[0] - before.get(name, zero)[0]) / 1e3 / pushes,
+                   "waited_us": (a[1] - before.get(name, zero)[1]) / 1e3 / pushes}
+            for name, a in after.items()}
+
+
 def cpu_seconds(pid):
     """User + system CPU time a process has used so far, in seconds."""
     try:
@@ -367,8 +397,10 @@ def bench_servers(duration, concurrencies, before=None):
                 server = Server(["node", BENCH / "peers" / "express_server.js", port, TOKEN, KEY, APPID], port)
             try:
                 cpu_before = cpu_seconds(server.proc.pid)
+                threads_before = thread_times(server.proc.pid) if kind in ("serve", "before") else None
                 report = wrk_load(port, c, duration, pushes, "" if kind == "express" else "success")
                 cpu_after = cpu_seconds(server.proc.pid)
+                threads_after = thread_times(server.proc.pid) if kind in ("serve", "before") else None
                 histogram = batch_histogram(scrape(port)) if kind == "serve" else None
             finally:
                 rss = server.stop()
@@ -376,7 +408,8 @@ def bench_servers(duration, concurrencies, before=None):
                 report["server_cpu_s"] = cpu_after - cpu_before
             stored = stored_pushes(Path(d) / "inbox.db") if kind in ("serve", "before") else None
             row = {"server": label, "kind": kind, "concurrency": c, "run": run_no, "peak_rss_kb": rss,
-                   "stored": stored, "batch_histogram": histogram, **report}
+                   "stored": stored, "batch_histogram": histogram,
+                   "threads": threads_per_push(threads_before, threads_after, stored), **report}
             log(f"{label} c={c} run {run_no}: {report['throughput']:.0f}/s p99 {report['p99_ms']:.2f} ms "
                 f"p99.9 {report['p999_ms']:.2f} ms max {report['max_ms']:.1f} ms rss {rss} kB")
             results.append(row)
@@ -416,7 +449,9 @@ def bench_open_loop(rate, duration, before=None):
                     str(rate), str(duration), "64",
                 ]
                 disk_before = disk_counters(d)
+                threads_before = thread_times(server.proc.pid)
                 out = subprocess.run(cmd, capture_output=True, text=True)
+                threads_after = thread_times(server.proc.pid)
                 disk_after = disk_counters(d)
                 if not out.stdout.strip():
                     raise RuntimeError(f"open-loop generator failed: {out.stderr}")
@@ -436,8 +471,9 @@ def bench_open_loop(rate, duration, before=None):
             if disk_before and disk_after:
                 disk = {"writes_per_s": (disk_after[0] - disk_before[0]) / duration,
                         "flushes_per_s": (disk_after[1] - disk_before[1]) / duration}
+            answered = report["ok"] if kind == "bare" else stored
             results.append({"server": label, "kind": kind, "rate": rate, "peak_rss_kb": rss, "stored": stored,
-                            "disk": disk,
+                            "disk": disk, "threads": threads_per_push(threads_before, threads_after, answered),
                             "batch_histogram": histogram, "restart_histogram": restarts, "slow_batches": slow,
                             "ack": ack, **report})
     return results
@@ -1068,6 +1104,39 @@ def render_postgres(rows):
     return out
 
 
+# Thread names as /proc shows them (15 bytes at most).
+THREAD_ROLES = (("tokio-rt-worker", "request path (Tokio worker)"), ("wechat-push-sql", "store writer"),
+                ("wechat-push-che", "checkpointer"))
+
+
+def render_threads(title, rows, label):
+    """Each row's CPU a push by thread: where the one core's time goes."""
+    rows = [r for r in rows if r.get("threads")]
+    if not rows:
+        return []
+    known = [name for name, _ in THREAD_ROLES]
+    out = [
+        "",
+        title,
+        "",
+        "| server | " + " | ".join(role for _, role in THREAD_ROLES) + " | other threads | all | "
+        "request path waited for the core | writer waited |",
+        "|---|" + "---|" * (len(THREAD_ROLES) + 4),
+    ]
+    for r in rows:
+        t = r["threads"]
+        ran = lambda name: t.get(name, {}).get("ran_us", 0.0)
+        other = sum(v["ran_us"] for name, v in t.items() if name not in known)
+        total = sum(v["ran_us"] for v in t.values())
+        out.append(
+            f"| {label(r)} | " + " | ".join(f"{ran(name):.1f} µs" for name in known)
+            + f" | {other:.1f} µs | **{total:.1f} µs** | "
+            f"{t.get('tokio-rt-worker', {}).get('waited_us', 0.0):.1f} µs | "
+            f"{t.get('wechat-push-sql', {}).get('waited_us', 0.0):.1f} µs |"
+        )
+    return out
+
+
 def render(results):
     p = results["pipeline"]
     s = results["servers"]
@@ -1248,6 +1317,15 @@ def render(results):
         "Batches of the three `serve` runs at concurrency 64:",
         [r["batch_histogram"] for r in s if r["kind"] == "serve" and r["concurrency"] == 64],
     )
+    out += render_threads(
+        "Where each push's time on the server's core went at concurrency 64, by thread (each thread's "
+        "time on a CPU from `/proc/<pid>/task/*/schedstat`, divided by the pushes stored; \"waited\" is "
+        "time runnable but not running, which the threads' latencies include). The request path's time "
+        "includes the kernel's: reading each request and sending each answer over loopback TCP, where "
+        "sending also runs the receiving side's network stack.",
+        [r for r in s if r["kind"] in ("serve", "before") and r["concurrency"] == 64],
+        lambda r: f"{r['server']}, run {r['run']}",
+    )
     ol = results.get("open_loop") or []
     if ol:
         rate = ol[0]["rate"]
@@ -1315,6 +1393,13 @@ def render(results):
         out += histogram_table(
             "Batches of `serve` in the open-loop run:",
             [r["batch_histogram"] for r in ol if r["kind"] == "serve"],
+        )
+        out += render_threads(
+            "Where each push's time on the server's core went in the open-loop runs, by thread (as above for "
+            "concurrency 64; the bare handler's divided by the pushes it answered). At a steady rate the request "
+            "path sleeps between pushes and wakes for each, and each batch holds fewer pushes to share a commit.",
+            ol,
+            lambda r: r["server"],
         )
         # Each commit costs the writer's core about the same whatever it holds
         # (ARCHITECTURE.md, group commit): fewer batches for the same pushes is
