@@ -151,22 +151,21 @@ class Server:
 
 
 def thread_times(pid):
-    """Each thread's time so far, summed by thread name: {name: [ran ns, waited ns, slices]}.
+    """Each thread's time so far, summed by thread name: {name: [ran ns, waited ns]}.
 
-    From `/proc/<pid>/task/*/schedstat`: time on a CPU, time runnable but waiting for one,
-    and how many times it ran. A thread that ended before the second reading is missed.
+    From `/proc/<pid>/task/*/schedstat`: time on a CPU and time runnable but waiting for
+    one. A thread that ended before the second reading is missed.
     """
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            ran, waited, slices = (int(x) for x in (task / "schedstat").read_text().split())
+            ran, waited, _slices = (int(x) for x in (task / "schedstat").read_text().split())
         except (OSError, ValueError):
             continue
-        t = out.setdefault(name, [0, 0, 0])
+        t = out.setdefault(name, [0, 0])
         t[0] += ran
         t[1] += waited
-        t[2] += slices
     return out
 
 
@@ -174,7 +173,7 @@ def threads_per_push(before, after, pushes):
     """µs each thread name ran and waited for a CPU, per push, between two `thread_times`."""
     if not before or not after or not pushes:
         return None
-    zero = [0, 0, 0]
+    zero = [0, 0]
     return {name: {"ran_us": (a[0] - before.get(name, zero)[0]) / 1e3 / pushes,
                    "waited_us": (a[1] - before.get(name, zero)[1]) / 1e3 / pushes}
             for name, a in after.items()}
