@@ -2,11 +2,12 @@
 //! cannot seal (wrk): the benchmark's HTTP runs send these, so that the
 //! generator costs least and the server is the limit (see bench/run.py).
 //!
-//! `cargo run --release --example sealed_pushes -- N CONFIG > pushes.tsv`
+//! `cargo run --release --example sealed_pushes -- N CONFIG [APPS] > pushes.tsv`
 //!
 //! One line per push: the path with its query, a tab, the body (one line).
 //! Each is a text message of its own user (spread like real openids) and
-//! `MsgId`, to the config's first app, in its mode and format, signed now:
+//! `MsgId`, to the config's first app (or, with `APPS`, to its first `APPS`
+//! apps in turn), in the app's mode and format, signed now:
 //! send them within `server.timestamp_window`. Their `CreateTime`s begin
 //! now and advance as if WeChat created `CREATED_PER_SECOND` a second, as
 //! real traffic's do (a store may index by it).
@@ -26,10 +27,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .ok_or("usage: sealed_pushes N CONFIG")?
         .parse()?;
-    let config_path = args.next().ok_or("usage: sealed_pushes N CONFIG")?;
+    let config_path = args.next().ok_or("usage: sealed_pushes N CONFIG [APPS]")?;
+    let spread: usize = args.next().map_or(Ok(1), |a| a.parse())?;
     let config = Config::load(Some(std::path::Path::new(&config_path)), std::env::vars())?;
-    let app = config.apps.first().ok_or("no [[apps]] in the config")?;
-    let crypto = app.crypto(0)?;
+    if spread == 0 || spread > config.apps.len() {
+        return Err(format!(
+            "APPS is {spread}: from 1 to the config's {} [[apps]]",
+            config.apps.len()
+        )
+        .into());
+    }
+    let apps = config.apps[..spread]
+        .iter()
+        .map(|app| Ok((app, app.crypto(0)?)))
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -40,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     for i in 0..n {
+        let (app, crypto) = &apps[usize::try_from(i)? % spread];
         // Spread like real openids, which are random: users numbered in
         // order would append to the store's dedup index, a best case.
         let user = format!("oBench{:022x}", splitmix64(base.wrapping_add(i)));
