@@ -47,6 +47,8 @@ FLOOR_RUNS = 3
 BENCH = ROOT / "bench"
 VENV_PY = BENCH / ".venv" / "bin" / "python"
 APPID = "wxba5fad812f8e6fb9"
+# The second app `write_config` configures (`apps=2`).
+SMALL_APPID = f"wx{1:016x}"
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFH"  # non-canonical, like most real keys
 TOKEN = "AAAAA"
 
@@ -214,10 +216,11 @@ def ensure_wrk():
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
 
 
-def seal_pushes(config, n, path):
-    """`n` distinct safe-mode pushes to the config's app, signed now, one per line."""
+def seal_pushes(config, n, path, apps=1):
+    """`n` distinct safe-mode pushes to the config's first app (or its first `apps` in turn),
+    signed now, one per line."""
     with open(path, "w") as f:
-        subprocess.run([SEALED, str(n), str(config)], stdout=f, check=True, cwd=ROOT)
+        subprocess.run([SEALED, str(n), str(config), str(apps)], stdout=f, check=True, cwd=ROOT)
         # On disk before the server starts: left to the kernel, the file's
         # hundreds of MB are written back about 30 s later (vm.dirty_expire_centisecs),
         # in the middle of the run, and the store's fsyncs queue behind them
@@ -617,7 +620,8 @@ def render_scrape(rows):
 def fill_console_store(db, n, now):
     """`n` pushes over the last 7 days in the SQLite store at `db`, as a busy Mini Program's: 1,000
     users, texts (80 %), images and subscribe events; a few hundred dead, with dead deliveries; the
-    newest 20,000 still pending (a backlog, as when handlers are down)."""
+    newest 20,000 still pending (a backlog, as when handlers are down). One push in 5,000 (images,
+    spread over the week) is a second, small app's (`SMALL_APPID`)."""
     week = 7 * 86_400_000
     users = 1000
 
@@ -636,7 +640,8 @@ def fill_console_store(db, n, now):
                 kind, body = "text", f'{{"ToUserName":"gh_bench","FromUserName":"{user}","CreateTime":{at // 1000},"MsgType":"text","Content":"订单 {i} 什么时候发货？","MsgId":{i}}}'
             prefix = "e" if kind.startswith("event") else "m"
             status = "pending" if i >= n - 20_000 else "dead" if i % 5000 == 7 else "done"
-            yield (APPID, f"{prefix}:{user}:{i}:{i:032x}", kind, user, at // 1000, body.encode(), at, status, at)
+            appid = SMALL_APPID if i % 5000 == 2500 else APPID
+            yield (appid, f"{prefix}:{user}:{i}:{i:032x}", kind, user, at // 1000, body.encode(), at, status, at)
 
     with sqlite3.connect(db) as conn:
         conn.executemany(
@@ -657,7 +662,7 @@ def bench_console(stored=1_000_000, repeat=20):
     results = []
     with tempfile.TemporaryDirectory() as d:
         port, admin = free_port(), free_port()
-        config = write_config(d, port, workers=0)
+        config = write_config(d, port, apps=2, workers=0)
         with open(config, "a") as f:
             f.write("[console]\n")
         text = Path(config).read_text().replace("[server]\n", f'[server]\nadmin_listen = "127.0.0.1:{admin}"\n', 1)
@@ -685,6 +690,8 @@ def bench_console(stored=1_000_000, repeat=20):
                 ("inbox, an older page", f"/console/inbox?before={middle}"),
                 ("inbox, one app's user", f"/console/inbox?app={APPID}&openid=oUser0042"),
                 ("inbox, one kind", "/console/inbox?kind=event%3Asubscribe"),
+                (f"inbox, a small app ({stored // 5000:,} of the pushes)", f"/console/inbox?app={SMALL_APPID}"),
+                ("inbox, a small app, a kind it never had", f"/console/inbox?app={SMALL_APPID}&kind=text"),
                 ("inbox, dead", "/console/inbox?status=dead"),
                 ("inbox, pending (20,000 waiting)", "/console/inbox?status=pending"),
                 ("inbox, the last hour", f"/console/inbox?since={hour_ago}"),
@@ -733,7 +740,8 @@ def render_console(rows):
         "",
         f"`serve` (one core, `inbox.workers = 0` so that the backlog stays) with {rows[0]['stored']:,} pushes kept, "
         "a week of them (1,000 users, and one more who wrote once, 6.6 days ago; texts, images, subscribe events; "
-        "a few hundred dead, with dead deliveries; the newest 20,000 pending), each page asked 20 times one after "
+        "a few hundred dead, with dead deliveries; the newest 20,000 pending; one push in 5,000, images, a second "
+        "and small app's, found off its index `pushes_app`), each page asked 20 times one after "
         "another after a warm-up, over HTTP on the admin listener. The overview reuses its counts for 10 s: its "
         "first load reads them afresh. A text search without a start looks back 24 hours. The SQLite store. A "
         "user's pushes of one app are found by reading the whole dedup index (SQLite) or the pushes (PostgreSQL), "
