@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: u64 = args
         .next()
-        .ok_or("usage: sealed_pushes N CONFIG")?
+        .ok_or("usage: sealed_pushes N CONFIG [APPS]")?
         .parse()?;
     let config_path = args.next().ok_or("usage: sealed_pushes N CONFIG [APPS]")?;
     let spread: usize = args.next().map_or(Ok(1), |a| a.parse())?;

@@ -310,8 +310,9 @@ impl SqliteStore {
         // Schema and migrations in one write transaction: two processes
         // opening an old database at once take turns, and the second finds
         // it current (a column added twice would fail its open). The second
-        // waits as long as a migration may take (re-indexing takes 1.2 s a
-        // million pushes in the page cache), not the 5 s a batch may.
+        // waits as long as a migration may take (each index built takes
+        // about a second a million pushes in the page cache), not the 5 s a
+        // batch may.
         conn.busy_timeout(MIGRATION_WAIT)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let migrated = conn.execute_batch(SCHEMA).and_then(|()| migrate(&conn));
@@ -760,7 +761,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// `CreateTime`, not by the app. Each app's new entries go to the end of
 /// its own range, so a commit writes one page of this index for each app
 /// it holds pushes of, not one a push: 0.83–0.87× the pushes/s with ten
-/// busy apps, within the noise with one (ARCHITECTURE.md, the store).
+/// busy apps, about 0.9× with one, within the noise (ARCHITECTURE.md, an app's
+/// pushes). A busy app's pages still read the pushes (see [`app_read`]).
 const APP_INDEX: &str = "CREATE INDEX IF NOT EXISTS pushes_app ON pushes (appid, id)";
 
 /// De-duplication's unique index: `(appid, dedup_key)` as the store's
@@ -1150,6 +1152,60 @@ fn finish_delivery_in(
     }
     Ok(changed == 1)
 }
+
+/// The overview's counts of each app's kinds since `?2` (its first id `?1`):
+/// a read of the span's pushes by id, then a sort, not a walk of
+/// [`APP_INDEX`] for its order, which would search the pushes for each of
+/// the app's entries older than the span too.
+const KINDS_SINCE: &str = "SELECT appid, kind, COUNT(*) FROM pushes \
+                           WHERE id >= ?1 AND received_at >= ?2 \
+                           GROUP BY appid, kind ORDER BY appid, kind";
+
+/// How the inbox reads one app's pushes, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppRead {
+    /// Off [`APP_INDEX`]: the app holds few of the pushes.
+    Index,
+    /// The pushes themselves, skipping other apps': the app holds most of
+    /// them, and the index would add a search of the pushes for each of
+    /// its entries (a busy app's page of a kind it never had, at a million
+    /// pushes: 357 ms off the index against 179 ms reading the pushes).
+    Pushes,
+}
+
+/// How many of an app's newest pushes [`app_read`] looks at.
+const APP_SAMPLE: i64 = 1000;
+
+/// Reads `appid`'s pushes older than `high` off [`APP_INDEX`] unless the
+/// app holds half or more of the newest pushes: its newest [`APP_SAMPLE`]
+/// span fewer than twice as many ids. Decided here, for each page, since
+/// SQLite's planner cannot tell a small app from a busy one (it has no
+/// statistics: `ANALYZE` is never run) and each plan is the slow one for
+/// the other: reading the pushes, a small app's page read most of the
+/// store; off the index, a busy app's took twice as long. The look costs
+/// [`APP_SAMPLE`] entries of the index and one search of the pushes.
+fn app_read(conn: &Connection, appid: &str, high: i64) -> rusqlite::Result<AppRead> {
+    let oldest_sampled: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM pushes INDEXED BY pushes_app WHERE appid = ?1 AND id < ?2 \
+             ORDER BY id DESC LIMIT 1 OFFSET ?3",
+        )?
+        .query_row(params![appid, high, APP_SAMPLE - 1], |row| row.get(0))
+        .optional()?;
+    let Some(oldest_sampled) = oldest_sampled else {
+        // Fewer than the sample: the index holds all of them.
+        return Ok(AppRead::Index);
+    };
+    let newest: i64 = conn
+        .prepare_cached("SELECT max(id) FROM pushes WHERE id < ?1")?
+        .query_row(params![high], |row| row.get(0))?;
+    Ok(if newest - oldest_sampled < 2 * APP_SAMPLE {
+        AppRead::Pushes
+    } else {
+        AppRead::Index
+    })
+}
+
 /// The inbox's query for `filter`, its ids within `low..high` (a time span
 /// already turned into ids), and its values in order.
 ///
@@ -1158,7 +1214,12 @@ fn finish_delivery_in(
 /// index a condition could use). Each `?` is the next value. Plans checked
 /// with EXPLAIN QUERY PLAN at a million pushes (docs/BENCHMARKS.md, console
 /// pages) and in this module's tests.
-fn list_query(filter: ListFilter, low: i64, high: i64) -> (String, Vec<rusqlite::types::Value>) {
+fn list_query(
+    filter: ListFilter,
+    low: i64,
+    high: i64,
+    app_read: AppRead,
+) -> (String, Vec<rusqlite::types::Value>) {
     let mut conditions: Vec<&str> = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     // A status with a partial index is read off it: SQLite would
@@ -1198,7 +1259,11 @@ fn list_query(filter: ListFilter, low: i64, high: i64) -> (String, Vec<rusqlite:
         values.push(high.into());
     }
     if let Some(appid) = filter.appid.clone() {
-        conditions.push("appid = ?");
+        // `+appid`: a filter that keeps `pushes_app` from driving the read.
+        conditions.push(match app_read {
+            AppRead::Index => "appid = ?",
+            AppRead::Pushes => "+appid = ?",
+        });
         values.push(appid.into());
     }
     if let Some(kind) = filter.kind {
@@ -1515,7 +1580,13 @@ impl Inbox for SqliteStore {
             if let Some(before) = filter.before {
                 high = high.min(before.0);
             }
-            let (sql, values) = list_query(filter, low, high);
+            let app_read = match &filter.appid {
+                Some(appid) if matches!(filter.status, None | Some(Status::Done)) => {
+                    app_read(conn, appid, high)?
+                }
+                _ => AppRead::Index,
+            };
+            let (sql, values) = list_query(filter, low, high, app_read);
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(values), read_push)?;
             rows.collect()
@@ -1580,10 +1651,7 @@ impl Inbox for SqliteStore {
     fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>> {
         Box::pin(self.read(move |conn| {
             let low = first_id_at(conn, since)?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT appid, kind, COUNT(*) FROM pushes \
-                 WHERE id >= ?1 AND received_at >= ?2 GROUP BY appid, kind ORDER BY appid, kind",
-            )?;
+            let mut stmt = conn.prepare_cached(KINDS_SINCE)?;
             let rows = stmt.query_map(params![low, since], |row| {
                 Ok(KindCount {
                     appid: row.get(0)?,
@@ -2588,8 +2656,8 @@ mod tests {
         );
     }
 
-    fn list_plan(conn: &Connection, filter: ListFilter) -> Vec<String> {
-        let (sql, values) = list_query(filter, 0, i64::MAX);
+    fn list_plan(conn: &Connection, filter: ListFilter, app_read: AppRead) -> Vec<String> {
+        let (sql, values) = list_query(filter, 0, i64::MAX, app_read);
         conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
             .query_map(rusqlite::params_from_iter(values), |row| row.get(3))
@@ -2599,8 +2667,9 @@ mod tests {
     }
 
     /// A small app's inbox among a busy app's pushes read the pushes
-    /// newest first, skipping the busy app's: 72 ms at a million pushes
-    /// for a page of an app with a hundred, against 0.07 ms off the index.
+    /// newest first, skipping the busy app's: at a million pushes, a page
+    /// of an app with 200 of them took 35–54 ms, and 187–255 ms for a kind
+    /// it never had, against 0.6–1.7 ms off the index.
     #[test]
     fn a_small_apps_inbox_is_read_off_the_app_index_not_a_scan() {
         let path = temp_db("app-plan");
@@ -2612,31 +2681,112 @@ mod tests {
             limit: 50,
             ..ListFilter::default()
         };
-        assert_eq!(
-            list_plan(&conn, app(None)),
-            ["SEARCH pushes USING INDEX pushes_app (appid=?)"]
-        );
-        assert_eq!(
-            list_plan(&conn, app(Some("text"))),
-            ["SEARCH pushes USING INDEX pushes_app (appid=?)"]
-        );
+        for kind in [None, Some("text")] {
+            assert_eq!(
+                list_plan(&conn, app(kind), AppRead::Index),
+                ["SEARCH pushes USING INDEX pushes_app (appid=?)"]
+            );
+        }
         // A user of one app: found by the identity index, each of the
-        // user's pushes then by its id (by the rowid, or by app and id),
-        // not by walking the app's pushes.
+        // user's pushes then by its id, not by walking the app's pushes.
         let user = ListFilter {
             from: Some("oU".into()),
             ..app(None)
         };
-        let plan = list_plan(&conn, user);
-        assert!(
-            plan[0].starts_with("SEARCH pushes ") && plan[0].ends_with("id=?)"),
-            "{plan:?}"
+        for app_read in [AppRead::Index, AppRead::Pushes] {
+            let plan = list_plan(&conn, user.clone(), app_read);
+            assert!(
+                plan[0] == "SEARCH pushes USING INTEGER PRIMARY KEY (rowid=?)"
+                    || plan[0] == "SEARCH pushes USING INDEX pushes_app (appid=? AND id=?)",
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("INDEX pushes_identity")),
+                "{plan:?}"
+            );
+        }
+    }
+
+    /// Off `pushes_app`, a busy app's page of a kind it never had took
+    /// twice as long as reading the pushes (357 against 179 ms at a
+    /// million): each entry of the index added a search of the pushes.
+    #[test]
+    fn a_busy_apps_inbox_reads_the_pushes_not_the_app_index() {
+        let path = temp_db("busy-app-plan");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let busy = ListFilter {
+            appid: Some("wx1".into()),
+            kind: Some("location".into()),
+            limit: 50,
+            ..ListFilter::default()
+        };
+        assert_eq!(list_plan(&conn, busy, AppRead::Pushes), ["SCAN pushes"]);
+    }
+
+    #[test]
+    fn the_overviews_counts_read_the_span_by_id() {
+        let path = temp_db("kinds-plan");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {KINDS_SINCE}"))
+            .unwrap()
+            .query_map([1, 2], |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            [
+                "SEARCH pushes USING INTEGER PRIMARY KEY (rowid>?)",
+                "USE TEMP B-TREE FOR GROUP BY"
+            ]
         );
-        assert!(
-            plan.iter()
-                .any(|step| step.contains("INDEX pushes_identity")),
-            "{plan:?}"
+    }
+
+    /// Which read each app gets: by its share of the newest pushes.
+    #[test]
+    fn an_app_holding_half_the_newest_pushes_is_read_from_the_pushes() {
+        let path = temp_db("app-read");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let insert = |appid: &str, n: i64| {
+            conn.execute(
+                "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
+                 body, received_at, status, attempts, due_at) \
+                 VALUES (?1, 'k' || ?2 || (SELECT count(*) FROM pushes), 'text', 'oU', 1, \
+                 'json', x'', 0, 'done', 1, 0)",
+                params![appid, n],
+            )
+            .unwrap();
+        };
+        // Fewer than the sample: the index has them all.
+        for _ in 0..10 {
+            insert("wxsmall", 0);
+        }
+        assert_eq!(
+            app_read(&conn, "wxsmall", i64::MAX).unwrap(),
+            AppRead::Index
         );
+        // Three of every four pushes the busy app's, one the other's.
+        for i in 0..4 * APP_SAMPLE {
+            insert(if i % 4 == 3 { "wxother" } else { "wxbusy" }, i);
+        }
+        assert_eq!(
+            app_read(&conn, "wxbusy", i64::MAX).unwrap(),
+            AppRead::Pushes
+        );
+        assert_eq!(
+            app_read(&conn, "wxother", i64::MAX).unwrap(),
+            AppRead::Index
+        );
+        assert_eq!(app_read(&conn, "wxnone", i64::MAX).unwrap(), AppRead::Index);
+        // Only the pushes before a page's end count: before the 500th, the
+        // busy app has fewer than the sample.
+        assert_eq!(app_read(&conn, "wxbusy", 3000).unwrap(), AppRead::Pushes);
+        assert_eq!(app_read(&conn, "wxbusy", 500).unwrap(), AppRead::Index);
     }
 
     #[tokio::test]
