@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks: regenerate docs/BENCHMARKS.md (and bench/results.json) from one run.
 
-    python3 bench/run.py                   # the full run (about 15 minutes)
+    python3 bench/run.py                   # the full run (about 20 minutes)
     python3 bench/run.py --before REV      # also the `serve` of git revision REV, side by side
     python3 bench/run.py --quick           # a short smoke run of everything, numbers not written
     python3 bench/run.py --only open_loop,postgres   # rerun some sections, keep the rest
@@ -656,9 +656,17 @@ def fill_console_store(db, n, now):
         )
 
 
-def bench_console(stored=1_000_000, repeat=20):
+def bench_console(stored=1_000_000, repeat=20, before=None):
     """Each console page's time with `stored` pushes kept (a week of them), asked `repeat` times
-    one after another after a warm-up; the server on one core."""
+    one after another after a warm-up; the server on one core. With `before`, that build's too,
+    on a store of its own making (an index the newer build adds would serve the older one)."""
+    results = []
+    for label, kind, binary in serve_contenders(before):
+        results += console_pages(binary, label, kind, stored, repeat)
+    return results
+
+
+def console_pages(binary, label, kind, stored, repeat):
     results = []
     with tempfile.TemporaryDirectory() as d:
         port, admin = free_port(), free_port()
@@ -667,7 +675,7 @@ def bench_console(stored=1_000_000, repeat=20):
             f.write("[console]\n")
         text = Path(config).read_text().replace("[server]\n", f'[server]\nadmin_listen = "127.0.0.1:{admin}"\n', 1)
         Path(config).write_text(text)
-        run([BIN, "store", "migrate", "--config", config], cwd=ROOT)
+        run([binary, "store", "migrate", "--config", config], cwd=ROOT)
         now = int(time.time() * 1000)
         t0 = time.time()
         fill_console_store(Path(d) / "inbox.db", stored, now)
@@ -676,7 +684,7 @@ def bench_console(stored=1_000_000, repeat=20):
         with sqlite3.connect(Path(d) / "inbox.db") as conn:
             (middle,) = conn.execute("SELECT id FROM pushes ORDER BY id LIMIT 1 OFFSET ?", (stored // 2,)).fetchone()
             (dead,) = conn.execute("SELECT id FROM pushes WHERE status = 'dead' LIMIT 1").fetchone()
-        server = Server([BIN, "serve", "--config", config], port)
+        server = Server([binary, "serve", "--config", config], port)
         wait_port(admin)
         try:
             base = f"http://127.0.0.1:{admin}"
@@ -692,6 +700,9 @@ def bench_console(stored=1_000_000, repeat=20):
                 ("inbox, one kind", "/console/inbox?kind=event%3Asubscribe"),
                 (f"inbox, a small app ({stored // 5000:,} of the pushes)", f"/console/inbox?app={SMALL_APPID}"),
                 ("inbox, a small app, a kind it never had", f"/console/inbox?app={SMALL_APPID}&kind=text"),
+                ("inbox, the busy app, a kind it never had", f"/console/inbox?app={APPID}&kind=location"),
+                ("inbox, the busy app, text search (a rare word)",
+                 f"/console/inbox?app={APPID}&q=%E8%AE%A2%E5%8D%95+999998+"),
                 ("inbox, dead", "/console/inbox?status=dead"),
                 ("inbox, pending (20,000 waiting)", "/console/inbox?status=pending"),
                 ("inbox, the last hour", f"/console/inbox?since={hour_ago}"),
@@ -722,9 +733,9 @@ def bench_console(stored=1_000_000, repeat=20):
                 times = [get(path)[0] for _ in range(repeat)]
                 first = times[0]
                 times.sort()
-                row = {"page": name, "path": path, "first_ms": first, "p50_ms": statistics.median(times),
-                       "max_ms": times[-1], "stored": stored}
-                log(f"console bench {name}: first {first:.1f} ms, p50 {row['p50_ms']:.1f} ms, max {row['max_ms']:.1f} ms")
+                row = {"server": label, "kind": kind, "page": name, "path": path, "first_ms": first,
+                       "p50_ms": statistics.median(times), "max_ms": times[-1], "stored": stored}
+                log(f"console bench ({kind}) {name}: first {first:.1f} ms, p50 {row['p50_ms']:.1f} ms, max {row['max_ms']:.1f} ms")
                 results.append(row)
         finally:
             server.stop()
@@ -740,21 +751,35 @@ def render_console(rows):
         "",
         f"`serve` (one core, `inbox.workers = 0` so that the backlog stays) with {rows[0]['stored']:,} pushes kept, "
         "a week of them (1,000 users, and one more who wrote once, 6.6 days ago; texts, images, subscribe events; "
-        "a few hundred dead, with dead deliveries; the newest 20,000 pending; one push in 5,000, images, a second "
-        "and small app's, found off its index `pushes_app`), each page asked 20 times one after "
+        "a few hundred dead, with dead deliveries; the newest 20,000 pending; one push in 5,000, an image, belongs "
+        "to a second, small app), each page asked 20 times one after "
         "another after a warm-up, over HTTP on the admin listener. The overview reuses its counts for 10 s: its "
         "first load reads them afresh. A text search without a start looks back 24 hours. The SQLite store. A "
         "user's pushes of one app are found by reading the whole dedup index (SQLite) or the pushes (PostgreSQL), "
         "whoever the user: no index leads by the user, since each push would write its entry on a random page of "
-        "it (ARCHITECTURE.md, the inbox).",
+        "it (ARCHITECTURE.md, the inbox). An app's pages are read off the index of each app's pushes (`pushes_app`) "
+        "when the app holds less than half of the newest pushes, else by reading the pushes. A last column, when "
+        "there is one, is the `--before` build's median, on a store it made itself.",
         "",
         "| page | first | p50 | slowest | under 200 ms |",
         "|---|---|---|---|---|",
     ]
+    # Rows recorded before a run compared builds carry no `kind`: this build's.
+    before = {r["page"]: r for r in rows if r.get("kind") == "before"}
+    if before:
+        label = next(r["server"] for r in before.values())
+        out[-2] = out[-2] + f" {label}: p50 |"
+        out[-1] = out[-1] + "---|"
     for r in rows:
+        if r.get("kind") == "before":
+            continue
         worst = max(r["first_ms"], r["max_ms"])
-        out.append(f"| {r['page']} | {r['first_ms']:.1f} ms | {r['p50_ms']:.1f} ms | {r['max_ms']:.1f} ms | "
-                   f"{'yes' if worst < 200 else '**no**'} |")
+        line = (f"| {r['page']} | {r['first_ms']:.1f} ms | {r['p50_ms']:.1f} ms | {r['max_ms']:.1f} ms | "
+                f"{'yes' if worst < 200 else '**no**'} |")
+        if before:
+            b = before.get(r["page"])
+            line += f" {b['p50_ms']:.1f} ms |" if b else " — |"
+        out.append(line)
     return out
 
 
@@ -1032,6 +1057,73 @@ def bench_apps(duration, counts):
             log(f"{n} apps: {report['throughput']:.0f}/s")
             results.append({"apps": n, "peak_rss_kb": rss, **report})
     return results
+
+
+def bench_apps_spread(duration, counts, before=None):
+    """`serve` (and the `--before` build) with pushes to 1, 2, 10, 100 apps in turn: each app's
+    new entries in the store's per-app index go to a page of their own. wrk at concurrency 64,
+    RUNS rounds, each contender once a round on a fresh server and store."""
+    results = []
+    contenders = serve_contenders(before)
+    for run_no in range(1, RUNS + 1):
+        for n in counts:
+            with tempfile.TemporaryDirectory() as sealed:
+                pushes = Path(sealed) / "pushes.tsv"
+                # The same pushes for each contender of the round: only the port differs.
+                seal_pushes(write_config(sealed, 1, apps=n), 50_000 * duration, pushes, apps=n)
+                for label, kind, binary in contenders:
+                    with tempfile.TemporaryDirectory() as d:
+                        port = free_port()
+                        config = write_config(d, port, apps=n)
+                        server = Server([binary, "serve", "--config", config], port)
+                        try:
+                            cpu_before = cpu_seconds(server.proc.pid)
+                            report = wrk_load(port, 64, duration, pushes)
+                            cpu_after = cpu_seconds(server.proc.pid)
+                        finally:
+                            server.stop()
+                        stored = stored_pushes(Path(d) / "inbox.db")
+                    report["server_cpu_s"] = cpu_after - cpu_before
+                    log(f"{label}, {n} apps, run {run_no}: {report['throughput']:.0f}/s "
+                        f"p99 {report['p99_ms']:.2f} ms, {stored:,} stored")
+                    results.append({"server": label, "kind": kind, "apps": n, "run": run_no, "stored": stored,
+                                    **report})
+    return results
+
+
+def render_apps_spread(rows):
+    if not rows:
+        return []
+    counts = sorted({r["apps"] for r in rows})
+    labels = list(dict.fromkeys(r["server"] for r in rows))
+    out = [
+        "",
+        "## Server: pushes spread over the configured apps",
+        "",
+        "`serve` with pushes to each of the configured apps in turn (wrk, concurrency 64, "
+        f"{len({r['run'] for r in rows})} rounds, each contender once a round on a fresh server and store, "
+        "the same pushes): the SQLite store's index of each app's pushes (`pushes_app`) writes one page a "
+        "commit for each app the commit holds pushes of. Median of the rounds; the ratio is each round's, "
+        "this build against the other.",
+        "",
+        "| apps | " + " | ".join(f"{label}: pushes/s, p99" for label in labels)
+        + (" | ratio by round |" if len(labels) > 1 else " |"),
+        "|---|" + "---|" * len(labels) + ("---|" if len(labels) > 1 else ""),
+    ]
+    for n in counts:
+        cells = []
+        by_label = {}
+        for label in labels:
+            rs = sorted((r for r in rows if r["apps"] == n and r["server"] == label), key=lambda r: r["run"])
+            by_label[label] = rs
+            cells.append(f"{statistics.median(r['throughput'] for r in rs):,.0f}, "
+                         f"{statistics.median(r['p99_ms'] for r in rs):.2f} ms")
+        line = f"| {n} | " + " | ".join(cells) + " |"
+        if len(labels) > 1:
+            ratios = [a["throughput"] / b["throughput"] for a, b in zip(by_label[labels[0]], by_label[labels[1]])]
+            line += " " + ", ".join(f"{x:.2f}×" for x in ratios) + " |"
+        out.append(line)
+    return out
 
 
 def bench_pipeline(quick):
@@ -1513,6 +1605,7 @@ def render(results):
         out.append(
             f"| {r['apps']} | {r['throughput']:,.0f} | {r['p99_ms']:.2f} ms | {r['peak_rss_kb'] / 1024:.1f} MB |"
         )
+    out += render_apps_spread(results.get("apps_spread") or [])
     out += [
         "",
         "## Reproduce",
@@ -1538,7 +1631,7 @@ def main():
     ap.add_argument("--before", metavar="REV", help="also measure `serve` as built from git revision REV")
     ap.add_argument("--only", metavar="SECTIONS",
                     help="run only these sections (comma-separated: pipeline, pipeline_peers, servers, "
-                         "fsync_floor, stalls, open_loop, postgres, apps, scrape, console) and keep the others from bench/results.json")
+                         "fsync_floor, stalls, open_loop, postgres, apps, apps_spread, scrape, console) and keep the others from bench/results.json")
     args = ap.parse_args()
     if shutil.which("taskset") is None:
         sys.exit("taskset (util-linux) is required to pin server and load generator to cores")
@@ -1558,8 +1651,9 @@ def main():
         "open_loop": lambda: bench_open_loop(args.rate, 10 if args.quick else args.open_loop_seconds, before),
         "postgres": lambda: bench_postgres(duration),
         "apps": lambda: bench_apps(max(2, duration // 2), [1, 10, 100]),
+        "apps_spread": lambda: bench_apps_spread(duration, [1, 2, 10, 100], before),
         "scrape": lambda: bench_scrape(5_000, 5 if args.quick else 30, 20_000 if args.quick else 1_000_000),
-        "console": lambda: bench_console(20_000 if args.quick else 1_000_000),
+        "console": lambda: bench_console(20_000 if args.quick else 1_000_000, before=before),
     }
     only = [x.strip() for x in args.only.split(",")] if args.only else list(sections)
     unknown = [x for x in only if x not in sections]
