@@ -757,9 +757,9 @@ def render_console(rows):
         "first load reads them afresh. A text search without a start looks back 24 hours. The SQLite store. A "
         "user's pushes of one app are found by reading the whole dedup index (SQLite) or the pushes (PostgreSQL), "
         "whoever the user: no index leads by the user, since each push would write its entry on a random page of "
-        "it (ARCHITECTURE.md, the inbox). An app's pages are read off the index of each app's pushes (`pushes_app`) "
-        "when the app holds less than half of the newest pushes, else by reading the pushes. A last column, when "
-        "there is one, is the `--before` build's median, on a store it made itself.",
+        "it (ARCHITECTURE.md, the inbox). An app's pages read the pushes newest first, skipping other apps': no "
+        "index leads by the app either (measured and not landed: ARCHITECTURE.md). A last column, when there is "
+        "one, is the `--before` build's median, on a store it made itself.",
         "",
         "| page | first | p50 | slowest | under 200 ms |",
         "|---|---|---|---|---|",
@@ -1100,11 +1100,11 @@ def render_apps_spread(rows):
         "",
         "## Server: pushes spread over the configured apps",
         "",
-        "`serve` with pushes to each of the configured apps in turn (wrk, concurrency 64, "
+        f"`serve` with pushes to each of the configured apps in turn (wrk, concurrency 64 for {rows[0]['seconds']:.0f} s, "
         f"{len({r['run'] for r in rows})} rounds, each contender once a round on a fresh server and store, "
-        "the same pushes): the SQLite store's index of each app's pushes (`pushes_app`) writes one page a "
-        "commit for each app the commit holds pushes of. Median of the rounds; the ratio is each round's, "
-        "this build against the other.",
+        "the same pushes): what spreading the same load over more apps costs the store (an index led by the app "
+        "would write a page a commit for each app the commit holds pushes of). Median of the rounds; the ratio is "
+        "each round's, this build against the other.",
         "",
         "| apps | " + " | ".join(f"{label}: pushes/s, p99" for label in labels)
         + (" | ratio by round |" if len(labels) > 1 else " |"),
@@ -1114,14 +1114,15 @@ def render_apps_spread(rows):
         cells = []
         by_label = {}
         for label in labels:
-            rs = sorted((r for r in rows if r["apps"] == n and r["server"] == label), key=lambda r: r["run"])
-            by_label[label] = rs
+            rs = [r for r in rows if r["apps"] == n and r["server"] == label]
+            by_label[label] = {r["run"]: r for r in rs}
             cells.append(f"{statistics.median(r['throughput'] for r in rs):,.0f}, "
-                         f"{statistics.median(r['p99_ms'] for r in rs):.2f} ms")
+                         f"{statistics.median(r['p99_ms'] for r in rs):.2f} ms" if rs else "—")
         line = f"| {n} | " + " | ".join(cells) + " |"
         if len(labels) > 1:
-            ratios = [a["throughput"] / b["throughput"] for a, b in zip(by_label[labels[0]], by_label[labels[1]])]
-            line += " " + ", ".join(f"{x:.2f}×" for x in ratios) + " |"
+            this, other = by_label[labels[0]], by_label[labels[1]]
+            ratios = [this[run]["throughput"] / other[run]["throughput"] for run in sorted(this) if run in other]
+            line += " " + (", ".join(f"{x:.2f}×" for x in ratios) or "—") + " |"
         out.append(line)
     return out
 

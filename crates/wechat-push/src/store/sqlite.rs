@@ -310,9 +310,8 @@ impl SqliteStore {
         // Schema and migrations in one write transaction: two processes
         // opening an old database at once take turns, and the second finds
         // it current (a column added twice would fail its open). The second
-        // waits as long as a migration may take (each index built takes
-        // about a second a million pushes in the page cache), not the 5 s a
-        // batch may.
+        // waits as long as a migration may take (re-indexing takes 1.2 s a
+        // million pushes in the page cache), not the 5 s a batch may.
         conn.busy_timeout(MIGRATION_WAIT)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let migrated = conn.execute_batch(SCHEMA).and_then(|()| migrate(&conn));
@@ -735,35 +734,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(IDENTITY_INDEX)?;
     conn.execute_batch("DROP INDEX IF EXISTS pushes_dedup")?;
-    // 0.5: one app's pushes by arrival (see `APP_INDEX`).
-    let has_app_index = conn
-        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = 'pushes_app'")?
-        .exists([])?;
-    if !has_app_index {
-        let pushes: i64 = conn.query_row("SELECT count(*) FROM pushes", [], |row| row.get(0))?;
-        if pushes > 0 {
-            tracing::info!(
-                pushes,
-                "SQLite store: indexing the stored pushes by app, once (about a second a million pushes whose file is in the page cache, more from the disk)"
-            );
-        }
-    }
-    conn.execute_batch(APP_INDEX)?;
     Ok(())
 }
-
-/// One app's pushes in the order they arrived, for the inbox's `app` filter
-/// (`GET /console/inbox?app=`, `wechat-push inbox list --app`).
-///
-/// Without it an app's newest pushes were found by reading the pushes
-/// newest-first and skipping every other app's: a small app's page among a
-/// busy one's read most of the store, since [`IDENTITY_INDEX`] is led by
-/// `CreateTime`, not by the app. Each app's new entries go to the end of
-/// its own range, so a commit writes one page of this index for each app
-/// it holds pushes of, not one a push: 0.83–0.87× the pushes/s with ten
-/// busy apps, about 0.9× with one, within the noise (ARCHITECTURE.md, an app's
-/// pushes). A busy app's pages still read the pushes (see [`app_read`]).
-const APP_INDEX: &str = "CREATE INDEX IF NOT EXISTS pushes_app ON pushes (appid, id)";
 
 /// De-duplication's unique index: `(appid, dedup_key)` as the store's
 /// contract says, led by WeChat's `CreateTime`.
@@ -1153,179 +1125,6 @@ fn finish_delivery_in(
     Ok(changed == 1)
 }
 
-/// The overview's counts of each app's kinds since `?2` (its first id `?1`):
-/// a read of the span's pushes by id, then a sort, not a walk of
-/// [`APP_INDEX`] for its order, which would search the pushes for each of
-/// the app's entries older than the span too.
-const KINDS_SINCE: &str = "SELECT appid, kind, COUNT(*) FROM pushes \
-                           WHERE id >= ?1 AND received_at >= ?2 \
-                           GROUP BY appid, kind ORDER BY appid, kind";
-
-/// How the inbox reads one app's pushes, newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AppRead {
-    /// Off [`APP_INDEX`]: the app holds few of the pushes.
-    Index,
-    /// The pushes themselves, skipping other apps': the app holds most of
-    /// them, and the index would add a search of the pushes for each of
-    /// its entries (a busy app's page of a kind it never had, at a million
-    /// pushes: 357 ms off the index against 179 ms reading the pushes).
-    Pushes,
-}
-
-/// How many of an app's newest pushes [`app_read`] looks at.
-const APP_SAMPLE: i64 = 1000;
-
-/// Reads `appid`'s pushes older than `high` off [`APP_INDEX`] unless the
-/// app holds half or more of the newest pushes: its newest [`APP_SAMPLE`]
-/// span fewer than twice as many ids. Decided here, for each page, since
-/// SQLite's planner cannot tell a small app from a busy one (it has no
-/// statistics: `ANALYZE` is never run) and each plan is the slow one for
-/// the other: reading the pushes, a small app's page read most of the
-/// store; off the index, a busy app's took twice as long. The look costs
-/// [`APP_SAMPLE`] entries of the index and one search of the pushes.
-fn app_read(conn: &Connection, appid: &str, high: i64) -> rusqlite::Result<AppRead> {
-    let oldest_sampled: Option<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM pushes INDEXED BY pushes_app WHERE appid = ?1 AND id < ?2 \
-             ORDER BY id DESC LIMIT 1 OFFSET ?3",
-        )?
-        .query_row(params![appid, high, APP_SAMPLE - 1], |row| row.get(0))
-        .optional()?;
-    let Some(oldest_sampled) = oldest_sampled else {
-        // Fewer than the sample: the index holds all of them.
-        return Ok(AppRead::Index);
-    };
-    let newest: i64 = conn
-        .prepare_cached("SELECT max(id) FROM pushes WHERE id < ?1")?
-        .query_row(params![high], |row| row.get(0))?;
-    Ok(if newest - oldest_sampled < 2 * APP_SAMPLE {
-        AppRead::Pushes
-    } else {
-        AppRead::Index
-    })
-}
-
-/// The inbox's query for `filter`, its ids within `low..high` (a time span
-/// already turned into ids), and its values in order.
-///
-/// Only the conditions set, so that the plan SQLite makes once for the
-/// statement fits them (a `?n IS NULL OR …` hides from the planner which
-/// index a condition could use). Each `?` is the next value. Plans checked
-/// with EXPLAIN QUERY PLAN at a million pushes (docs/BENCHMARKS.md, console
-/// pages) and in this module's tests.
-fn list_query(
-    filter: ListFilter,
-    low: i64,
-    high: i64,
-    app_read: AppRead,
-) -> (String, Vec<rusqlite::types::Value>) {
-    let mut conditions: Vec<&str> = Vec::new();
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    // A status with a partial index is read off it: SQLite would
-    // rather walk the primary key backwards for `ORDER BY id DESC`,
-    // through every push kept (150 ms at a million) to find the
-    // few dead ones.
-    let source = match filter.status {
-        Some(Status::Dead) => {
-            conditions.push("status = 'dead'");
-            "pushes INDEXED BY pushes_dead"
-        }
-        Some(status @ (Status::Pending | Status::Working)) => {
-            // The first condition: its `?` comes first.
-            conditions.push("status IN ('pending', 'working') AND status = ?");
-            values.push(status.as_str().to_owned().into());
-            "pushes INDEXED BY pushes_ready"
-        }
-        Some(Status::Done) => {
-            conditions.push("status = 'done'");
-            "pushes"
-        }
-        None => "pushes",
-    };
-    let driven_elsewhere = filter.status.is_some_and(|s| s != Status::Done);
-    // `+id`: a filter, not what drives the read, when an index does.
-    let (id_low, id_high) = if driven_elsewhere {
-        ("+id >= ?", "+id < ?")
-    } else {
-        ("id >= ?", "id < ?")
-    };
-    if low > 0 {
-        conditions.push(id_low);
-        values.push(low.into());
-    }
-    if high < i64::MAX {
-        conditions.push(id_high);
-        values.push(high.into());
-    }
-    if let Some(appid) = filter.appid.clone() {
-        // `+appid`: a filter that keeps `pushes_app` from driving the read.
-        conditions.push(match app_read {
-            AppRead::Index => "appid = ?",
-            AppRead::Pushes => "+appid = ?",
-        });
-        values.push(appid.into());
-    }
-    if let Some(kind) = filter.kind {
-        conditions.push("kind = ?");
-        values.push(kind.into());
-    }
-    // No index leads by the user: each push would write its entry
-    // on a random page of it, which cost a third of the throughput
-    // (see `IDENTITY_INDEX`). Of one app, a user's pushes are found
-    // by reading the identity index, whose keys begin
-    // `e:<FromUserName>:` or `m:<FromUserName>:` (DedupKey; before
-    // 0.2 `evt:<user>:` or `msg:<MsgId>`): a fifth of the pages of
-    // the pushes themselves, read whole whoever the user. The `CASE`
-    // compares each key with its own kind's range only (150 ms a
-    // million pushes in the page cache, against 230 ms for an `OR`
-    // of the four ranges and 210 ms for a read of the pushes).
-    if let Some(from) = filter.from {
-        conditions.push("from_user = ?");
-        values.push(from.clone().into());
-        if let Some(appid) = &filter.appid {
-            conditions.push(
-                "id IN (SELECT id FROM pushes INDEXED BY pushes_identity \
-                 WHERE appid = ? AND CASE \
-                   WHEN dedup_key < 'e;' THEN dedup_key >= ? AND dedup_key < ? \
-                   WHEN dedup_key < 'evt;' THEN dedup_key >= ? AND dedup_key < ? \
-                   WHEN dedup_key < 'm;' THEN dedup_key >= ? AND dedup_key < ? \
-                   ELSE dedup_key >= 'msg:' AND dedup_key < 'msg;' END)",
-            );
-            values.push(appid.clone().into());
-            for prefix in ["e", "evt", "m"] {
-                values.push(format!("{prefix}:{from}:").into());
-                values.push(format!("{prefix}:{from};").into());
-            }
-        }
-    }
-    if let Some(since) = filter.since {
-        conditions.push("received_at >= ?");
-        values.push(since.0.into());
-    }
-    if let Some(until) = filter.until {
-        conditions.push("received_at < ?");
-        values.push(until.0.into());
-    }
-    if let Some(text) = filter.text {
-        conditions.push("instr(body, ?) > 0");
-        values.push(text.into_bytes().into());
-    }
-    let limit = if filter.limit == 0 {
-        -1
-    } else {
-        i64::try_from(filter.limit).unwrap_or(i64::MAX)
-    };
-    values.push(limit.into());
-    let conditions = if conditions.is_empty() {
-        "1".to_owned()
-    } else {
-        conditions.join(" AND ")
-    };
-    let sql = format!("SELECT {COLUMNS} FROM {source} WHERE {conditions} ORDER BY id DESC LIMIT ?");
-    (sql, values)
-}
-
 /// The first id of a push received at or after `at` (past the last id
 /// when none was): [`FirstIdAt`]'s search, each probe one primary-key seek.
 fn first_id_at(conn: &Connection, at: Millis) -> rusqlite::Result<i64> {
@@ -1580,13 +1379,112 @@ impl Inbox for SqliteStore {
             if let Some(before) = filter.before {
                 high = high.min(before.0);
             }
-            let app_read = match &filter.appid {
-                Some(appid) if matches!(filter.status, None | Some(Status::Done)) => {
-                    app_read(conn, appid, high)?
+            // Only the conditions set, so that the plan SQLite makes once
+            // for the statement fits them (a `?n IS NULL OR …` hides from
+            // the planner which index a condition could use). Each `?` is
+            // the next value. Plans checked with EXPLAIN QUERY PLAN at a
+            // million pushes (docs/BENCHMARKS.md, console pages).
+            let mut conditions: Vec<&str> = Vec::new();
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            // A status with a partial index is read off it: SQLite would
+            // rather walk the primary key backwards for `ORDER BY id DESC`,
+            // through every push kept (150 ms at a million) to find the
+            // few dead ones.
+            let source = match filter.status {
+                Some(Status::Dead) => {
+                    conditions.push("status = 'dead'");
+                    "pushes INDEXED BY pushes_dead"
                 }
-                _ => AppRead::Index,
+                Some(status @ (Status::Pending | Status::Working)) => {
+                    // The first condition: its `?` comes first.
+                    conditions.push("status IN ('pending', 'working') AND status = ?");
+                    values.push(status.as_str().to_owned().into());
+                    "pushes INDEXED BY pushes_ready"
+                }
+                Some(Status::Done) => {
+                    conditions.push("status = 'done'");
+                    "pushes"
+                }
+                None => "pushes",
             };
-            let (sql, values) = list_query(filter, low, high, app_read);
+            let driven_elsewhere = filter.status.is_some_and(|s| s != Status::Done);
+            // `+id`: a filter, not what drives the read, when an index does.
+            let (id_low, id_high) = if driven_elsewhere {
+                ("+id >= ?", "+id < ?")
+            } else {
+                ("id >= ?", "id < ?")
+            };
+            if low > 0 {
+                conditions.push(id_low);
+                values.push(low.into());
+            }
+            if high < i64::MAX {
+                conditions.push(id_high);
+                values.push(high.into());
+            }
+            if let Some(appid) = filter.appid.clone() {
+                conditions.push("appid = ?");
+                values.push(appid.into());
+            }
+            if let Some(kind) = filter.kind {
+                conditions.push("kind = ?");
+                values.push(kind.into());
+            }
+            // No index leads by the user: each push would write its entry
+            // on a random page of it, which cost a third of the throughput
+            // (see `IDENTITY_INDEX`). Of one app, a user's pushes are found
+            // by reading the identity index, whose keys begin
+            // `e:<FromUserName>:` or `m:<FromUserName>:` (DedupKey; before
+            // 0.2 `evt:<user>:` or `msg:<MsgId>`): a fifth of the pages of
+            // the pushes themselves, read whole whoever the user. The `CASE`
+            // compares each key with its own kind's range only (150 ms a
+            // million pushes in the page cache, against 230 ms for an `OR`
+            // of the four ranges and 210 ms for a read of the pushes).
+            if let Some(from) = filter.from {
+                conditions.push("from_user = ?");
+                values.push(from.clone().into());
+                if let Some(appid) = &filter.appid {
+                    conditions.push(
+                        "id IN (SELECT id FROM pushes INDEXED BY pushes_identity \
+                         WHERE appid = ? AND CASE \
+                           WHEN dedup_key < 'e;' THEN dedup_key >= ? AND dedup_key < ? \
+                           WHEN dedup_key < 'evt;' THEN dedup_key >= ? AND dedup_key < ? \
+                           WHEN dedup_key < 'm;' THEN dedup_key >= ? AND dedup_key < ? \
+                           ELSE dedup_key >= 'msg:' AND dedup_key < 'msg;' END)",
+                    );
+                    values.push(appid.clone().into());
+                    for prefix in ["e", "evt", "m"] {
+                        values.push(format!("{prefix}:{from}:").into());
+                        values.push(format!("{prefix}:{from};").into());
+                    }
+                }
+            }
+            if let Some(since) = filter.since {
+                conditions.push("received_at >= ?");
+                values.push(since.0.into());
+            }
+            if let Some(until) = filter.until {
+                conditions.push("received_at < ?");
+                values.push(until.0.into());
+            }
+            if let Some(text) = filter.text {
+                conditions.push("instr(body, ?) > 0");
+                values.push(text.into_bytes().into());
+            }
+            let limit = if filter.limit == 0 {
+                -1
+            } else {
+                i64::try_from(filter.limit).unwrap_or(i64::MAX)
+            };
+            values.push(limit.into());
+            let conditions = if conditions.is_empty() {
+                "1".to_owned()
+            } else {
+                conditions.join(" AND ")
+            };
+            let sql = format!(
+                "SELECT {COLUMNS} FROM {source} WHERE {conditions} ORDER BY id DESC LIMIT ?"
+            );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(values), read_push)?;
             rows.collect()
@@ -1651,7 +1549,10 @@ impl Inbox for SqliteStore {
     fn kinds_since(&self, since: Millis) -> BoxFuture<'_, Result<Vec<KindCount>, StoreError>> {
         Box::pin(self.read(move |conn| {
             let low = first_id_at(conn, since)?;
-            let mut stmt = conn.prepare_cached(KINDS_SINCE)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT appid, kind, COUNT(*) FROM pushes \
+                 WHERE id >= ?1 AND received_at >= ?2 GROUP BY appid, kind ORDER BY appid, kind",
+            )?;
             let rows = stmt.query_map(params![low, since], |row| {
                 Ok(KindCount {
                     appid: row.get(0)?,
@@ -2614,15 +2515,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(
-            indexes,
-            [
-                "pushes_app",
-                "pushes_dead",
-                "pushes_identity",
-                "pushes_ready"
-            ]
-        );
+        assert_eq!(indexes, ["pushes_dead", "pushes_identity", "pushes_ready"]);
         let Inserted::New(first) = first else {
             panic!("the first push was new")
         };
@@ -2654,139 +2547,6 @@ mod tests {
             plan,
             ["SEARCH pushes USING INDEX pushes_identity (create_time=? AND appid=? AND dedup_key=?)"]
         );
-    }
-
-    fn list_plan(conn: &Connection, filter: ListFilter, app_read: AppRead) -> Vec<String> {
-        let (sql, values) = list_query(filter, 0, i64::MAX, app_read);
-        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(rusqlite::params_from_iter(values), |row| row.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    /// A small app's inbox among a busy app's pushes read the pushes
-    /// newest first, skipping the busy app's: at a million pushes, a page
-    /// of an app with 200 of them took 35–54 ms, and 187–255 ms for a kind
-    /// it never had, against 0.6–1.7 ms off the index.
-    #[test]
-    fn a_small_apps_inbox_is_read_off_the_app_index_not_a_scan() {
-        let path = temp_db("app-plan");
-        drop(SqliteStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let app = |kind: Option<&str>| ListFilter {
-            appid: Some("wx1".into()),
-            kind: kind.map(str::to_owned),
-            limit: 50,
-            ..ListFilter::default()
-        };
-        for kind in [None, Some("text")] {
-            assert_eq!(
-                list_plan(&conn, app(kind), AppRead::Index),
-                ["SEARCH pushes USING INDEX pushes_app (appid=?)"]
-            );
-        }
-        // A user of one app: found by the identity index, each of the
-        // user's pushes then by its id, not by walking the app's pushes.
-        let user = ListFilter {
-            from: Some("oU".into()),
-            ..app(None)
-        };
-        for app_read in [AppRead::Index, AppRead::Pushes] {
-            let plan = list_plan(&conn, user.clone(), app_read);
-            assert!(
-                plan[0] == "SEARCH pushes USING INTEGER PRIMARY KEY (rowid=?)"
-                    || plan[0] == "SEARCH pushes USING INDEX pushes_app (appid=? AND id=?)",
-                "{plan:?}"
-            );
-            assert!(
-                plan.iter()
-                    .any(|step| step.contains("INDEX pushes_identity")),
-                "{plan:?}"
-            );
-        }
-    }
-
-    /// Off `pushes_app`, a busy app's page of a kind it never had took
-    /// twice as long as reading the pushes (357 against 179 ms at a
-    /// million): each entry of the index added a search of the pushes.
-    #[test]
-    fn a_busy_apps_inbox_reads_the_pushes_not_the_app_index() {
-        let path = temp_db("busy-app-plan");
-        drop(SqliteStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let busy = ListFilter {
-            appid: Some("wx1".into()),
-            kind: Some("location".into()),
-            limit: 50,
-            ..ListFilter::default()
-        };
-        assert_eq!(list_plan(&conn, busy, AppRead::Pushes), ["SCAN pushes"]);
-    }
-
-    #[test]
-    fn the_overviews_counts_read_the_span_by_id() {
-        let path = temp_db("kinds-plan");
-        drop(SqliteStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {KINDS_SINCE}"))
-            .unwrap()
-            .query_map([1, 2], |row| row.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            plan,
-            [
-                "SEARCH pushes USING INTEGER PRIMARY KEY (rowid>?)",
-                "USE TEMP B-TREE FOR GROUP BY"
-            ]
-        );
-    }
-
-    /// Which read each app gets: by its share of the newest pushes.
-    #[test]
-    fn an_app_holding_half_the_newest_pushes_is_read_from_the_pushes() {
-        let path = temp_db("app-read");
-        drop(SqliteStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let insert = |appid: &str, n: i64| {
-            conn.execute(
-                "INSERT INTO pushes (appid, dedup_key, kind, from_user, create_time, format, \
-                 body, received_at, status, attempts, due_at) \
-                 VALUES (?1, 'k' || ?2 || (SELECT count(*) FROM pushes), 'text', 'oU', 1, \
-                 'json', x'', 0, 'done', 1, 0)",
-                params![appid, n],
-            )
-            .unwrap();
-        };
-        // Fewer than the sample: the index has them all.
-        for _ in 0..10 {
-            insert("wxsmall", 0);
-        }
-        assert_eq!(
-            app_read(&conn, "wxsmall", i64::MAX).unwrap(),
-            AppRead::Index
-        );
-        // Three of every four pushes the busy app's, one the other's.
-        for i in 0..4 * APP_SAMPLE {
-            insert(if i % 4 == 3 { "wxother" } else { "wxbusy" }, i);
-        }
-        assert_eq!(
-            app_read(&conn, "wxbusy", i64::MAX).unwrap(),
-            AppRead::Pushes
-        );
-        assert_eq!(
-            app_read(&conn, "wxother", i64::MAX).unwrap(),
-            AppRead::Index
-        );
-        assert_eq!(app_read(&conn, "wxnone", i64::MAX).unwrap(), AppRead::Index);
-        // Only the pushes before a page's end count: before the 500th, the
-        // busy app has fewer than the sample.
-        assert_eq!(app_read(&conn, "wxbusy", 3000).unwrap(), AppRead::Pushes);
-        assert_eq!(app_read(&conn, "wxbusy", 500).unwrap(), AppRead::Index);
     }
 
     #[tokio::test]
