@@ -1060,8 +1060,8 @@ def bench_apps(duration, counts):
 
 
 def bench_apps_spread(duration, counts, before=None):
-    """`serve` (and the `--before` build) with pushes to 1, 2, 10, 100 apps in turn: each app's
-    new entries in the store's per-app index go to a page of their own. wrk at concurrency 64,
+    """`serve` (and the `--before` build) with pushes to 1, 2, 10, 100 apps in turn: what an index
+    led by the app would cost (each app's entries on a page of their own). wrk at concurrency 64,
     RUNS rounds, each contender once a round on a fresh server and store."""
     results = []
     contenders = serve_contenders(before)
@@ -1083,7 +1083,8 @@ def bench_apps_spread(duration, counts, before=None):
                         finally:
                             server.stop()
                         stored = stored_pushes(Path(d) / "inbox.db")
-                    report["server_cpu_s"] = cpu_after - cpu_before
+                    if cpu_before is not None and cpu_after is not None:
+                        report["server_cpu_s"] = cpu_after - cpu_before
                     log(f"{label}, {n} apps, run {run_no}: {report['throughput']:.0f}/s "
                         f"p99 {report['p99_ms']:.2f} ms, {stored:,} stored")
                     results.append({"server": label, "kind": kind, "apps": n, "run": run_no, "stored": stored,
@@ -1103,8 +1104,8 @@ def render_apps_spread(rows):
         f"`serve` with pushes to each of the configured apps in turn (wrk, concurrency 64 for {rows[0]['seconds']:.0f} s, "
         f"{len({r['run'] for r in rows})} rounds, each contender once a round on a fresh server and store, "
         "the same pushes): what spreading the same load over more apps costs the store (an index led by the app "
-        "would write a page a commit for each app the commit holds pushes of). Median of the rounds; the ratio is "
-        "each round's, this build against the other.",
+        "would write a page a commit for each app the commit holds pushes of). Median of the rounds"
+        + ("; the ratio is each round's, this build against the other." if len(labels) > 1 else "."),
         "",
         "| apps | " + " | ".join(f"{label}: pushes/s, p99" for label in labels)
         + (" | ratio by round |" if len(labels) > 1 else " |"),

@@ -28,8 +28,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: sealed_pushes N CONFIG [APPS]")?
         .parse()?;
     let config_path = args.next().ok_or("usage: sealed_pushes N CONFIG [APPS]")?;
-    let spread: usize = args.next().map_or(Ok(1), |a| a.parse())?;
+    let spread: usize = args
+        .next()
+        .map_or(Ok(1), |a| a.parse().map_err(|e| format!("APPS {a:?}: {e}")))?;
+    if args.next().is_some() {
+        return Err("usage: sealed_pushes N CONFIG [APPS]".into());
+    }
     let config = Config::load(Some(std::path::Path::new(&config_path)), std::env::vars())?;
+    if config.apps.is_empty() {
+        return Err("no [[apps]] in the config".into());
+    }
     if spread == 0 || spread > config.apps.len() {
         return Err(format!(
             "APPS is {spread}: from 1 to the config's {} [[apps]]",
