@@ -745,6 +745,9 @@ def console_pages(binary, label, kind, stored, repeat):
 def render_console(rows):
     if not rows:
         return []
+    # Rows recorded before a run compared builds carry no `kind`: this build's.
+    before = {r["page"]: r for r in rows if r.get("kind") == "before"}
+    before_label = next((r["server"] for r in before.values()), None)
     out = [
         "",
         "## Console pages with a million pushes stored",
@@ -761,15 +764,9 @@ def render_console(rows):
         "index leads by the app either (measured and not landed: ARCHITECTURE.md). A last column, when there is "
         "one, is the `--before` build's median, on a store it made itself.",
         "",
-        "| page | first | p50 | slowest | under 200 ms |",
-        "|---|---|---|---|---|",
+        "| page | first | p50 | slowest | under 200 ms |" + (f" {before_label}: p50 |" if before else ""),
+        "|---|---|---|---|---|" + ("---|" if before else ""),
     ]
-    # Rows recorded before a run compared builds carry no `kind`: this build's.
-    before = {r["page"]: r for r in rows if r.get("kind") == "before"}
-    if before:
-        label = next(r["server"] for r in before.values())
-        out[-2] = out[-2] + f" {label}: p50 |"
-        out[-1] = out[-1] + "---|"
     for r in rows:
         if r.get("kind") == "before":
             continue

@@ -58,8 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = u64::from_le_bytes(random) >> 16;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    for i in 0..n {
-        let (app, crypto) = &apps[usize::try_from(i)? % spread];
+    for (i, (app, crypto)) in (0..n).zip(apps.iter().cycle()) {
         // Spread like real openids, which are random: users numbered in
         // order would append to the store's dedup index, a best case.
         let user = format!("oBench{:022x}", splitmix64(base.wrapping_add(i)));
